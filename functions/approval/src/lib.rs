@@ -1,0 +1,241 @@
+//! Approval links: `GET /r/{token}` shows the proposed record and changes
+//! nothing (mail scanners open links); `POST /r/{token}` records the
+//! reviewer's decision, bound to the revision they saw.
+
+use fieldgate::domain::{
+    Actor, CsrfKey, Decision, DecisionKind, FieldValue, Proposal, ReviewGrant, ReviewToken,
+    Status, Workflow, Workflows,
+};
+use fieldgate::http::urlencoded;
+use fieldgate::ports::{MediaStore, ProposalStore, StoreError};
+use fieldgate::web::{self, ReviewPage, field_views, human_time};
+use fieldgate::{AppError, UserError};
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub struct Approval {
+    pub store: Arc<dyn ProposalStore>,
+    pub media: Arc<dyn MediaStore>,
+    pub workflows: Arc<Workflows>,
+    pub csrf: Arc<CsrfKey>,
+}
+
+pub async fn handle(deps: &Approval, req: Request) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let result = match path.strip_prefix("/r/") {
+        Some(rest) => match (req.method().as_str(), rest.strip_suffix("/photo")) {
+            ("GET" | "HEAD", Some(token)) => photo(deps, token).await,
+            ("GET" | "HEAD", None) => show(deps, rest).await,
+            ("POST", None) => decide(deps, rest, &req).await,
+            _ => Err(UserError::MethodNotAllowed.into()),
+        },
+        None => match path.strip_prefix("/static/") {
+            Some(name) => web::static_asset(name).ok_or(UserError::NotFound.into()),
+            None => Err(UserError::NotFound.into()),
+        },
+    };
+    match result {
+        Ok(r) => r,
+        Err(AppError::User(e)) => web::user_error(&e),
+        Err(e) => {
+            tracing::error!(error = %e, "approval failed");
+            web::internal_error()
+        }
+    }
+}
+
+struct Link {
+    proposal: Proposal,
+    grant: ReviewGrant,
+    workflow: Arc<Workflow>,
+}
+
+fn decided_text(p: &Proposal) -> String {
+    match &p.decision {
+        Some(d) => format!(
+            "This report was already {} by {} on {}. It is now: {}.",
+            match d.kind {
+                DecisionKind::Approve => "approved",
+                DecisionKind::Reject => "rejected",
+            },
+            d.by,
+            human_time(d.at),
+            p.status.label().to_lowercase()
+        ),
+        None => format!("This report is {}.", p.status.label().to_lowercase()),
+    }
+}
+
+/// Finds the proposal and the reviewer's grant; every way a link can be
+/// wrong is a clear 4xx that reveals nothing about other proposals.
+async fn resolve(deps: &Approval, raw: &str) -> Result<Link, AppError> {
+    let token: ReviewToken = raw.parse().map_err(|_| UserError::NotFound)?;
+    let p = deps.store.get(token.proposal).await?.ok_or(UserError::NotFound)?;
+    let hash = token.hash();
+    let grant = p.grant_for(&hash).cloned();
+    let known = grant.is_some()
+        || p.review.replaced.contains(&hash)
+        || p.decision.as_ref().is_some_and(|d| d.token_hash == hash);
+    if !known {
+        return Err(UserError::NotFound.into());
+    }
+    if !p.status.awaits_reviewer() {
+        return Err(UserError::Conflict(decided_text(&p)).into());
+    }
+    let Some(grant) = grant else {
+        return Err(UserError::Gone(
+            "A newer review link was sent for this report. Please use the most recent mail.".into(),
+        )
+        .into());
+    };
+    if p.review.expires_at.is_some_and(|t| t < fieldgate::domain::now()) {
+        return Err(UserError::Gone("This review link has expired. Ask for the report to be sent again.".into()).into());
+    }
+    let workflow = deps
+        .workflows
+        .get(&p.workflow)
+        .ok_or_else(|| AppError::Internal(format!("workflow {} is not configured", p.workflow)))?;
+    Ok(Link { proposal: p, grant, workflow })
+}
+
+fn page(deps: &Approval, link: &Link, raw_token: &str, overrides: Option<&BTreeMap<String, String>>, errors: Vec<String>, status: u16) -> Response<Body> {
+    let p = &link.proposal;
+    let wf = &link.workflow;
+    let fixed: Vec<(String, String)> = wf
+        .record(&BTreeMap::new(), &p.asset)
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+        .collect();
+    ReviewPage {
+        workflow_name: &wf.name,
+        object: &wf.object,
+        reviewer: &link.grant.reviewer,
+        asset: &p.asset,
+        reporter: p.intake.reporter.as_deref(),
+        received_at: human_time(p.intake.received_at),
+        notes: &p.intake.notes,
+        photo_url: p.intake.photo.as_ref().map(|_| format!("/r/{raw_token}/photo")),
+        fields: field_views(wf, p, overrides),
+        fixed,
+        csrf: deps.csrf.token_for(&link.grant.token_hash),
+        revision: p.current_hash().unwrap_or(""),
+        expires_at: p.review.expires_at.map(human_time).unwrap_or_default(),
+        problem: if p.status == Status::NeedsAttention { p.commit.last_error.as_ref() } else { None },
+        errors,
+    }
+    .page(status)
+}
+
+async fn show(deps: &Approval, raw: &str) -> Result<Response<Body>, AppError> {
+    let link = resolve(deps, raw).await?;
+    Ok(page(deps, &link, raw, None, vec![], 200))
+}
+
+async fn photo(deps: &Approval, raw: &str) -> Result<Response<Body>, AppError> {
+    let link = resolve(deps, raw).await?;
+    let ph = link.proposal.intake.photo.as_ref().ok_or(UserError::NotFound)?;
+    let data = deps.media.get(&ph.key).await?.ok_or(UserError::NotFound)?;
+    Ok(web::bytes(200, &ph.content_type, data))
+}
+
+async fn decide(deps: &Approval, raw: &str, req: &Request) -> Result<Response<Body>, AppError> {
+    let link = resolve(deps, raw).await?;
+    let pairs = urlencoded(req)?;
+    let mut form: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in pairs {
+        let known = matches!(k.as_str(), "decision" | "reason" | "csrf" | "revision") || link.workflow.field(&k).is_some();
+        if !known {
+            return Err(UserError::BadRequest(format!("{k:?} is not a field of this form")).into());
+        }
+        if form.insert(k.clone(), v).is_some() {
+            return Err(UserError::BadRequest(format!("{k:?} was sent twice")).into());
+        }
+    }
+    let csrf = form.remove("csrf").unwrap_or_default();
+    if !deps.csrf.verify(&link.grant.token_hash, &csrf) {
+        return Err(UserError::Forbidden("The form is not valid for this link. Open the link from your mail again.".into()).into());
+    }
+    let p = &link.proposal;
+    let current = p.current().ok_or_else(|| AppError::Internal("no revision to decide on".into()))?;
+    if form.remove("revision").as_deref() != Some(current.hash.as_str()) {
+        return Err(UserError::Conflict("The report changed since this page was opened. Reload the page and decide again.".into()).into());
+    }
+    let kind = match form.remove("decision").as_deref() {
+        Some("approve") => DecisionKind::Approve,
+        Some("reject") => DecisionKind::Reject,
+        _ => return Err(UserError::BadRequest("Choose approve or reject.".into()).into()),
+    };
+    let reason = form.remove("reason").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
+        return Err(UserError::BadRequest("The reason is longer than 1000 characters.".into()).into());
+    }
+    // What remains in `form` are the edited fields.
+    let reviewer = Actor::Reviewer { email: link.grant.reviewer.clone() };
+    let mut edited = current.fields.clone();
+    let mut changed = Vec::new();
+    if kind == DecisionKind::Approve {
+        for (name, value) in &form {
+            let v = value.replace("\r\n", "\n").trim().to_owned();
+            let new = if v.is_empty() { Value::Null } else { Value::String(v) };
+            let slot = edited.entry(name.clone()).or_insert_with(FieldValue::default);
+            if slot.value != new {
+                changed.push(name.clone());
+                // The reviewer's words replace the structurer's: no evidence.
+                *slot = FieldValue { value: new, evidence: None, flag: None };
+            }
+        }
+        let values: BTreeMap<String, Value> = edited.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+        let issues = link.workflow.check(&values);
+        if !issues.is_empty() {
+            let errors = issues.iter().map(|i| format!("{}: {}", label(&link.workflow, &i.field), i.message)).collect();
+            return Ok(page(deps, &link, raw, Some(&form), errors, 422));
+        }
+    }
+    let now = fieldgate::domain::now();
+    let to = match kind {
+        DecisionKind::Approve => Status::Approved,
+        DecisionKind::Reject => Status::Rejected,
+    };
+    let action = match kind {
+        DecisionKind::Approve => "approved",
+        DecisionKind::Reject => "rejected",
+    };
+    let detail = json!({"edited": changed, "reason": reason, "round": p.review.round});
+    let t = p
+        .transition(to, reviewer.clone(), action, detail, now, |next| {
+            if !changed.is_empty() {
+                next.push_revision(edited.clone(), reviewer.clone(), now);
+            }
+            next.decision = Some(Decision {
+                kind,
+                by: link.grant.reviewer.clone(),
+                at: now,
+                revision_hash: next.current_hash().unwrap_or_default().to_owned(),
+                reason: reason.clone(),
+                token_hash: link.grant.token_hash.clone(),
+            });
+            // First decision wins: every link of the round is spent.
+            next.review.grants.clear();
+            next.commit.last_error = None;
+        })
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    match deps.store.apply(&t).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => {
+            let now_p = deps.store.get(p.id).await?.ok_or(UserError::NotFound)?;
+            return Err(UserError::Conflict(decided_text(&now_p)).into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(proposal = %p.id, decision = action, edited = changed.len(), "review decided");
+    Ok(match kind {
+        DecisionKind::Approve => web::message(200, "Approved", "Thank you. The record is being written to Salesforce; the team is told when it is there."),
+        DecisionKind::Reject => web::message(200, "Rejected", "Thank you. Nothing was written to Salesforce."),
+    })
+}
+
+fn label(wf: &Workflow, field: &str) -> String {
+    wf.field(field).map(|f| f.label.clone()).unwrap_or_else(|| field.to_owned())
+}

@@ -1,0 +1,24 @@
+//! Lambda entry point: wire clients, run the stream handler.
+
+use aws_lambda_events::dynamodb::Event;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    fieldgate::telemetry::init_json();
+    let env = fieldgate::wiring::Env::from_env().await?;
+    let deps = std::sync::Arc::new(fieldgate_commit::Commit {
+        store: env.store.clone(),
+        writer: env.salesforce.clone(),
+        media: env.media.clone(),
+        handoff: env.handoff.clone(),
+        notifier: env.notifier.clone(),
+        workflows: env.workflows.clone(),
+        public_url: env.public_url.clone(),
+    });
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<Event>| {
+        let deps = deps.clone();
+        async move { Ok::<_, Error>(fieldgate_commit::handle_stream(&deps, ev.payload).await) }
+    }))
+    .await
+}

@@ -1,0 +1,271 @@
+//! QR intake: `GET /q/{code}` shows the form with the asset's context,
+//! `POST /q/{code}` stores the report as a RECEIVED proposal, and
+//! `GET /s/{ref}` shows the technician where the report stands.
+
+use fieldgate::domain::{CsrfKey, Intake as IntakeData, PhotoRef, Proposal, ProposalId, QrKeyring, Workflow, Workflows};
+use fieldgate::http::{header, multipart};
+use fieldgate::ports::{AssetDirectory, Created, MediaStore, ProposalStore};
+use fieldgate::web::{self, IntakeDone, IntakeForm, StatusPage};
+use fieldgate::{AppError, UserError};
+use lambda_http::{Body, Request, Response};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+pub struct Limits {
+    /// Longest notes accepted, in characters.
+    pub max_notes: usize,
+    /// Reports per QR code per window before 429.
+    pub per_code: u64,
+    pub window_secs: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_notes: 10_000,
+            per_code: 30,
+            window_secs: 600,
+        }
+    }
+}
+
+pub struct Intake {
+    pub store: Arc<dyn ProposalStore>,
+    pub media: Arc<dyn MediaStore>,
+    pub assets: Arc<dyn AssetDirectory>,
+    pub workflows: Arc<Workflows>,
+    pub qr: Arc<QrKeyring>,
+    /// Signs the technician's status links.
+    pub links: Arc<CsrfKey>,
+    pub limits: Limits,
+}
+
+/// Routes one request. Never fails: errors become pages with a status.
+pub async fn handle(deps: &Intake, req: Request) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let result = if let Some(code) = path.strip_prefix("/q/") {
+        match method.as_str() {
+            "GET" | "HEAD" => form(deps, code).await,
+            "POST" => submit(deps, code, &req).await,
+            _ => Err(UserError::MethodNotAllowed.into()),
+        }
+    } else if let Some(reference) = path.strip_prefix("/s/") {
+        match method.as_str() {
+            "GET" | "HEAD" => status(deps, reference).await,
+            _ => Err(UserError::MethodNotAllowed.into()),
+        }
+    } else if let Some(name) = path.strip_prefix("/static/") {
+        web::static_asset(name).ok_or(UserError::NotFound.into())
+    } else {
+        Err(UserError::NotFound.into())
+    };
+    match result {
+        Ok(r) => r,
+        Err(AppError::User(e)) => web::user_error(&e),
+        Err(e) => {
+            tracing::error!(error = %e, "intake failed");
+            web::internal_error()
+        }
+    }
+}
+
+async fn resolve(deps: &Intake, code: &str) -> Result<(fieldgate::AssetContext, Arc<Workflow>), AppError> {
+    let (asset_id, wf_id) = deps.qr.verify(code).map_err(|_| UserError::NotFound)?;
+    let wf = deps.workflows.get(&wf_id).ok_or(UserError::NotFound)?;
+    let asset = deps.assets.lookup(&asset_id).await?.ok_or(UserError::NotFound)?;
+    Ok((asset, wf))
+}
+
+fn new_idem() -> String {
+    // A per-form-load key: a double submit or an offline resend of the same
+    // form makes one proposal, not two.
+    ProposalId::generate().to_string()
+}
+
+async fn form(deps: &Intake, code: &str) -> Result<Response<Body>, AppError> {
+    let (asset, wf) = resolve(deps, code).await?;
+    Ok(IntakeForm {
+        asset: &asset,
+        workflow_name: "Salesforce",
+        idem: new_idem(),
+        max_notes: deps.limits.max_notes,
+        photo_allowed: wf.photo.allowed,
+        accept: wf.photo.content_types.join(","),
+        notes: "",
+        reporter: "",
+        error: None,
+    }
+    .page(200))
+}
+
+struct Submission {
+    notes: String,
+    reporter: Option<String>,
+    photo: Option<(bytes::Bytes, String, String)>,
+    idem: Option<String>,
+}
+
+fn text_part(name: &str, data: &[u8]) -> Result<String, UserError> {
+    String::from_utf8(data.to_vec())
+        .map_err(|_| UserError::BadRequest(format!("the field {name} is not valid UTF-8 text")))
+}
+
+fn parse_submission(wf: &Workflow, limits: &Limits, parts: Vec<fieldgate::http::Part>) -> Result<Submission, UserError> {
+    let mut s = Submission { notes: String::new(), reporter: None, photo: None, idem: None };
+    let mut seen = std::collections::BTreeSet::new();
+    for part in parts {
+        if !seen.insert(part.name.clone()) {
+            return Err(UserError::BadRequest(format!("the field {} was sent twice", part.name)));
+        }
+        match part.name.as_str() {
+            "notes" => s.notes = text_part("notes", &part.data)?.trim().to_owned(),
+            "reporter" => {
+                let r = text_part("reporter", &part.data)?.trim().to_owned();
+                if r.chars().count() > 200 || r.contains(['\n', '\r']) {
+                    return Err(UserError::BadRequest("the name or email is too long".into()));
+                }
+                s.reporter = (!r.is_empty()).then_some(r);
+            }
+            "idem" => {
+                let k = text_part("idem", &part.data)?;
+                if !(16..=64).contains(&k.len()) || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return Err(UserError::BadRequest("the form is damaged; reload the page".into()));
+                }
+                s.idem = Some(k);
+            }
+            "photo" => {
+                // Browsers send an empty file part when no photo was chosen.
+                if part.data.is_empty() {
+                    continue;
+                }
+                if !wf.photo.allowed {
+                    return Err(UserError::BadRequest("this workflow takes no photos".into()));
+                }
+                if part.data.len() as u64 > wf.photo.max_bytes {
+                    return Err(UserError::PayloadTooLarge(format!(
+                        "The photo is larger than {} MB.",
+                        wf.photo.max_bytes / (1024 * 1024)
+                    )));
+                }
+                // Trust the bytes, not the declared type or the file name.
+                let kind = infer::get(&part.data).filter(|k| k.matcher_type() == infer::MatcherType::Image);
+                let Some(kind) = kind.filter(|k| wf.photo.content_types.iter().any(|t| t == k.mime_type())) else {
+                    return Err(UserError::UnsupportedMedia(format!(
+                        "The photo must be an image ({}).",
+                        wf.photo.content_types.join(", ")
+                    )));
+                };
+                let name = sanitize_file_name(part.file_name.as_deref(), kind.extension());
+                s.photo = Some((part.data, kind.mime_type().to_owned(), name));
+            }
+            other => {
+                return Err(UserError::BadRequest(format!("unexpected form field {other:?}")));
+            }
+        }
+    }
+    if s.notes.is_empty() {
+        return Err(UserError::Unprocessable("Please describe what you found.".into()));
+    }
+    if s.notes.chars().count() > limits.max_notes {
+        return Err(UserError::PayloadTooLarge(format!(
+            "The notes are longer than {} characters.",
+            limits.max_notes
+        )));
+    }
+    Ok(s)
+}
+
+fn sanitize_file_name(given: Option<&str>, ext: &str) -> String {
+    let stem: String = given
+        .unwrap_or("photo")
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("photo")
+        .split('.')
+        .next()
+        .unwrap_or("photo")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .take(60)
+        .collect();
+    let stem = if stem.is_empty() { "photo".to_owned() } else { stem };
+    format!("{stem}.{ext}")
+}
+
+async fn submit(deps: &Intake, code: &str, req: &Request) -> Result<Response<Body>, AppError> {
+    let (asset, wf) = resolve(deps, code).await?;
+    let now = fieldgate::domain::now();
+    let count = deps
+        .store
+        .count_in_window(&format!("RL#{}", asset.id), deps.limits.window_secs, now)
+        .await?;
+    if count > deps.limits.per_code {
+        return Err(UserError::TooManyRequests.into());
+    }
+    if let Some(len) = header(req, "content-length").and_then(|v| v.parse::<u64>().ok())
+        && len > max_body(&wf, &deps.limits) as u64
+    {
+        return Err(UserError::PayloadTooLarge("The report is too large. Send a smaller photo.".into()).into());
+    }
+    let parts = multipart(req, max_body(&wf, &deps.limits), wf.photo.max_bytes as usize + 1).await?;
+    let sub = parse_submission(&wf, &deps.limits, parts)?;
+
+    let id = ProposalId::generate();
+    let photo = match &sub.photo {
+        Some((data, mime, name)) => {
+            let ext = name.rsplit('.').next().unwrap_or("bin");
+            let key = format!("photos/{id}.{ext}");
+            deps.media.put(&key, data, mime).await?;
+            Some(PhotoRef {
+                key,
+                content_type: mime.clone(),
+                bytes: data.len() as u64,
+                sha256: hex::encode(Sha256::digest(data)),
+                file_name: name.clone(),
+            })
+        }
+        None => None,
+    };
+    let t = Proposal::receive(
+        id,
+        wf.id.clone(),
+        asset.clone(),
+        IntakeData { notes: sub.notes, reporter: sub.reporter, photo, received_at: now },
+        now,
+    );
+    let idem = sub.idem.map(|k| format!("{}#{k}", asset.id));
+    let (reference, fresh) = match deps.store.create(&t, idem.as_deref()).await? {
+        Created::New => (id, true),
+        Created::Existing(existing) => (existing, false),
+    };
+    tracing::info!(proposal = %reference, asset = %asset.id, workflow = %wf.id, new = fresh, "report received");
+    let status_url = format!("/s/{}", status_ref(&deps.links, reference));
+    let mut page = IntakeDone { reference: &reference.to_string(), status_url: &status_url }.page();
+    if !fresh {
+        *page.status_mut() = http::StatusCode::OK;
+    }
+    Ok(page)
+}
+
+fn max_body(wf: &Workflow, limits: &Limits) -> usize {
+    wf.photo.max_bytes as usize + limits.max_notes * 4 + 64 * 1024
+}
+
+/// `{id}.{tag}`: the tag makes status pages unguessable from the id.
+pub fn status_ref(key: &CsrfKey, id: ProposalId) -> String {
+    format!("{id}.{}", key.token_for(&format!("status:{id}")))
+}
+
+async fn status(deps: &Intake, reference: &str) -> Result<Response<Body>, AppError> {
+    let (id, tag) = reference.split_once('.').ok_or(UserError::NotFound)?;
+    let id: ProposalId = id.parse().map_err(|_| UserError::NotFound)?;
+    if !deps.links.verify(&format!("status:{id}"), tag) {
+        return Err(UserError::NotFound.into());
+    }
+    let p = deps.store.get(id).await?.ok_or(UserError::NotFound)?;
+    Ok(StatusPage { reference: &id.to_string(), label: p.status.label(), asset: &p.asset.name }.page())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! Structure step: reacts to RECEIVED proposals on the table's stream,
+//! structures the notes against the workflow, moves the proposal to
+//! PENDING_REVIEW and mails each reviewer a link of their own.
+
+use aws_lambda_events::dynamodb::Event;
+use aws_lambda_events::streams::DynamoDbEventResponse;
+use fieldgate::domain::{Actor, ProposalId, Status, StructurerKind, Workflows};
+use fieldgate::ports::{MediaStore, ProposalStore, ReviewNotifier, Structurer, StructuringInput};
+use fieldgate::stream::{batch_response, subject_of};
+use fieldgate::structuring::{self, RulesStructurer};
+use fieldgate::{AppError, review};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub struct Structure {
+    pub store: Arc<dyn ProposalStore>,
+    pub media: Arc<dyn MediaStore>,
+    pub notifier: Arc<dyn ReviewNotifier>,
+    pub workflows: Arc<Workflows>,
+    /// Configured model structurers; a workflow asking for one that is not
+    /// configured gets the rules structurer, recorded as a fallback.
+    pub structurers: HashMap<StructurerKind, Arc<dyn Structurer>>,
+    pub rules: RulesStructurer,
+    /// Base of the review links in the mail.
+    pub public_url: String,
+}
+
+/// The statuses this step acts on (the event-source filter in the template
+/// says the same; this is defence in depth).
+pub const STATUSES: [Status; 1] = [Status::Received];
+
+pub async fn handle_stream(deps: &Structure, event: Event) -> DynamoDbEventResponse {
+    for rec in &event.records {
+        let Some((id, Some(status))) = subject_of(rec) else { continue };
+        if !STATUSES.contains(&status) {
+            continue;
+        }
+        if let Err(e) = process(deps, id).await {
+            tracing::error!(proposal = %id, error = %e, "structure step failed; will be retried");
+            return batch_response(Some(rec));
+        }
+    }
+    batch_response(None)
+}
+
+/// Drives one proposal from whatever state it is in now: a retry after a
+/// crash at any point resumes the remaining work.
+pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
+    let Some(mut p) = deps.store.get(id).await? else {
+        tracing::warn!(proposal = %id, "proposal vanished; nothing to do");
+        return Ok(());
+    };
+    let wf = deps
+        .workflows
+        .get(&p.workflow)
+        .ok_or_else(|| AppError::Internal(format!("workflow {} is not configured", p.workflow)))?;
+    if p.status == Status::Received {
+        let photo = match (&p.intake.photo, wf.photo.send_to_structurer) {
+            (Some(ph), true) => deps.media.get(&ph.key).await?.map(|b| (b, ph.content_type.clone())),
+            _ => None,
+        };
+        let input = StructuringInput {
+            notes: &p.intake.notes,
+            asset: &p.asset,
+            photo: photo.as_ref().map(|(b, t)| (b.as_slice(), t.as_str())),
+        };
+        let (fields, mut info) = match deps.structurers.get(&wf.structurer) {
+            Some(s) => structuring::structure(s.as_ref(), &deps.rules, &wf, &input).await,
+            None => {
+                let (f, mut i) = structuring::structure(&deps.rules, &deps.rules, &wf, &input).await;
+                if wf.structurer != StructurerKind::Rules {
+                    i.fallback_reason = Some(format!("{:?} structurer is not configured", wf.structurer));
+                }
+                (f, i)
+            }
+        };
+        info.latency_ms = info.latency_ms.max(1);
+        let flagged: Vec<&String> = fields.iter().filter(|(_, f)| f.flag.is_some()).map(|(k, _)| k).collect();
+        let detail = json!({"structurer": info.structurer, "fallback": info.fallback_reason, "flagged": flagged});
+        let now = fieldgate::domain::now();
+        let t = p
+            .transition(Status::PendingReview, Actor::system("structure"), "structured", detail, now, |next| {
+                next.push_revision(fields.clone(), Actor::system("structure"), now);
+                next.structuring = Some(info.clone());
+            })
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        match deps.store.apply(&t).await {
+            Ok(()) => p = t.proposal,
+            // A concurrent delivery did it first: continue from its result.
+            Err(fieldgate::ports::StoreError::Conflict) => {
+                p = deps.store.get(id).await?.ok_or_else(|| AppError::Internal("vanished".into()))?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if p.status == Status::PendingReview && !p.review.mailed {
+        review::send_round(deps.store.as_ref(), deps.notifier.as_ref(), &wf, &deps.public_url, &p, "structure").await?;
+    }
+    Ok(())
+}

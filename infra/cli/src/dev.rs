@@ -1,0 +1,389 @@
+//! `fieldgate dev`: the whole flow in one process. The four Lambda handlers
+//! run unchanged behind one HTTP server; the embedded store's change feed
+//! plays the DynamoDB stream; the Salesforce emulator answers under
+//! `/services/...` on the same origin, like a real instance URL.
+
+use anyhow::Context;
+use askama::Template;
+use aws_lambda_events::dynamodb::{Event, EventRecord};
+use axum::Router;
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use fieldgate::domain::{AssetId, Workflows};
+use fieldgate::embedded::{EmbeddedStore, FileMedia, HandoffLog, Outbox};
+use fieldgate::salesforce::{CachedDirectory, SalesforceAssets, SalesforceClient, SalesforceConfig};
+use fieldgate::stream::{change_record, subject_of};
+use fieldgate::wiring::Keys;
+use fieldgate_approval::Approval;
+use fieldgate_commit::Commit;
+use fieldgate_qr_intake::Intake;
+use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
+use fieldgate_structure::Structure;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The dev org's connected-app pair (documented in the README).
+pub const DEV_CLIENT_ID: &str = "fieldgate-dev-client";
+pub const DEV_CLIENT_SECRET: &str = "fieldgate-dev-secret";
+
+/// Largest request body the dev server reads (API Gateway's is 10 MB).
+const MAX_BODY: usize = 10 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Base of links in mail and QR codes; default `http://{addr}`.
+    pub public_url: Option<String>,
+    /// Retries of a failed stream record before it is set aside.
+    pub stream_retries: u32,
+    /// Leave approved proposals for someone else to commit (fault tests
+    /// drive the commit step themselves).
+    pub pause_commit: bool,
+}
+
+impl DevOptions {
+    pub fn new(addr: SocketAddr, data_dir: PathBuf) -> Self {
+        Self { addr, data_dir, public_url: None, stream_retries: 5, pause_commit: false }
+    }
+}
+
+pub struct DevStack {
+    pub base_url: String,
+    pub public_url: String,
+    pub emulator: Emulator,
+    pub store: Arc<EmbeddedStore>,
+    pub outbox: Arc<Outbox>,
+    pub handoff: Arc<HandoffLog>,
+    pub media: Arc<FileMedia>,
+    pub salesforce: Arc<SalesforceClient>,
+    pub keys: Keys,
+    pub workflows: Arc<Workflows>,
+    pub structure: Arc<Structure>,
+    pub commit: Arc<Commit>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    dispatcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct App {
+    /// The emulator answers everything under `/services/`.
+    salesforce: Router,
+    intake: Intake,
+    approval: Approval,
+    outbox: Arc<Outbox>,
+    handoff: Arc<HandoffLog>,
+    emulator: Emulator,
+    keys: Keys,
+    workflows: Arc<Workflows>,
+    public_url: String,
+}
+
+impl DevStack {
+    pub async fn start(opts: DevOptions) -> anyhow::Result<DevStack> {
+        let dir = &opts.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(opts.addr)
+            .await
+            .with_context(|| format!("binding {}", opts.addr))?;
+        let local = listener.local_addr()?;
+        // The server calls itself for Salesforce; loopback always works.
+        let base_url = format!("http://127.0.0.1:{}", local.port());
+        let public_url = opts.public_url.clone().unwrap_or_else(|| {
+            if local.ip().is_unspecified() { base_url.clone() } else { format!("http://{local}") }
+        });
+
+        let emulator = Emulator::new(EmulatorConfig {
+            persist_path: Some(dir.join("salesforce.json")),
+            client_id: DEV_CLIENT_ID.into(),
+            client_secret: DEV_CLIENT_SECRET.into(),
+            ..EmulatorConfig::default()
+        })
+        .map_err(|e| anyhow::anyhow!("Salesforce emulator: {e}"))?;
+        let keys = Keys::load_or_create(&dir.join("keys.json"))?;
+        let workflows = Arc::new(Workflows::builtin());
+        let store = Arc::new(EmbeddedStore::open(dir)?);
+        let media = Arc::new(FileMedia::open(dir)?);
+        let outbox = Arc::new(Outbox::open(Some(dir))?);
+        let handoff = Arc::new(HandoffLog::open(Some(dir))?);
+        let mut sf = SalesforceConfig::client_credentials(&base_url, DEV_CLIENT_ID, DEV_CLIENT_SECRET);
+        sf.retry_base = Duration::from_millis(50);
+        let salesforce = Arc::new(SalesforceClient::new(sf)?);
+        let assets = Arc::new(CachedDirectory {
+            inner: SalesforceAssets(salesforce.clone()),
+            store: store.clone(),
+            ttl: time::Duration::minutes(10),
+        });
+
+        let structure = Arc::new(Structure {
+            store: store.clone(),
+            media: media.clone(),
+            notifier: outbox.clone(),
+            workflows: workflows.clone(),
+            structurers: Default::default(),
+            rules: Default::default(),
+            public_url: public_url.clone(),
+        });
+        let commit = Arc::new(Commit {
+            store: store.clone(),
+            writer: salesforce.clone(),
+            media: media.clone(),
+            handoff: handoff.clone(),
+            notifier: outbox.clone(),
+            workflows: workflows.clone(),
+            public_url: public_url.clone(),
+        });
+        let app = Arc::new(App {
+            salesforce: emulator.router(),
+            intake: Intake {
+                store: store.clone(),
+                media: media.clone(),
+                assets,
+                workflows: workflows.clone(),
+                qr: Arc::new(keys.qr.clone()),
+                links: Arc::new(keys.links.clone()),
+                limits: Default::default(),
+            },
+            approval: Approval {
+                store: store.clone(),
+                media: media.clone(),
+                workflows: workflows.clone(),
+                csrf: Arc::new(keys.links.clone()),
+            },
+            outbox: outbox.clone(),
+            handoff: handoff.clone(),
+            emulator: emulator.clone(),
+            keys: keys.clone(),
+            workflows: workflows.clone(),
+            public_url: public_url.clone(),
+        });
+
+        let router = Router::new().fallback(route).with_state(app);
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let r = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "dev server stopped");
+            }
+        });
+
+        // Subscribe before the sweep, so nothing written meanwhile is missed.
+        let feed = store.subscribe();
+        let unfinished = store.unfinished();
+        let dispatcher = tokio::spawn(dispatch(
+            feed,
+            unfinished.iter().map(|p| change_record(None, p, 0)).collect(),
+            structure.clone(),
+            (!opts.pause_commit).then(|| commit.clone()),
+            opts.stream_retries,
+        ));
+
+        Ok(DevStack {
+            base_url,
+            public_url,
+            emulator,
+            store,
+            outbox,
+            handoff,
+            media,
+            salesforce,
+            keys,
+            workflows,
+            structure,
+            commit,
+            shutdown: Some(tx),
+            server: Some(server),
+            dispatcher: Some(dispatcher),
+        })
+    }
+
+    /// The signed scan link of an asset for the first workflow.
+    pub fn qr_url(&self, asset: &AssetId) -> String {
+        qr_url(&self.keys, &self.workflows, &self.public_url, asset)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(d) = self.dispatcher.take() {
+            d.abort();
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+    }
+
+    /// Runs until Ctrl-C.
+    pub async fn wait(mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("\nstopping…");
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+    }
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(d) = self.dispatcher.take() {
+            d.abort();
+        }
+    }
+}
+
+pub fn qr_url(keys: &Keys, workflows: &Workflows, public_url: &str, asset: &AssetId) -> String {
+    let wf = workflows.iter().next().expect("at least one workflow");
+    format!("{}/q/{}", public_url.trim_end_matches('/'), keys.qr.sign(asset, &wf.id))
+}
+
+/// Plays Lambda's event-source mapping: each record goes, in order, to the
+/// step whose filter matches its new status; a failed record is retried
+/// with backoff, then set aside (AWS: the on-failure queue).
+async fn dispatch(
+    mut feed: mpsc::UnboundedReceiver<EventRecord>,
+    backlog: Vec<EventRecord>,
+    structure: Arc<Structure>,
+    commit: Option<Arc<Commit>>,
+    retries: u32,
+) {
+    for rec in backlog {
+        deliver(&rec, &structure, commit.as_deref(), retries).await;
+    }
+    while let Some(rec) = feed.recv().await {
+        deliver(&rec, &structure, commit.as_deref(), retries).await;
+    }
+}
+
+async fn deliver(rec: &EventRecord, structure: &Structure, commit: Option<&Commit>, retries: u32) {
+    let Some((id, Some(status))) = subject_of(rec) else { return };
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..=retries {
+        let mut ev = Event::default();
+        ev.records = vec![rec.clone()];
+        let resp = if fieldgate_structure::STATUSES.contains(&status) {
+            fieldgate_structure::handle_stream(structure, ev).await
+        } else if let Some(commit) = commit.filter(|_| fieldgate_commit::STATUSES.contains(&status)) {
+            fieldgate_commit::handle_stream(commit, ev).await
+        } else {
+            return;
+        };
+        if resp.batch_item_failures.is_empty() {
+            return;
+        }
+        if attempt < retries {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+    tracing::error!(proposal = %id, %status, "record set aside after {retries} retries (AWS: on-failure queue)");
+}
+
+fn to_axum(resp: lambda_http::Response<lambda_http::Body>) -> Response {
+    let (parts, body) = resp.into_parts();
+    let body = match body {
+        lambda_http::Body::Empty => AxumBody::empty(),
+        lambda_http::Body::Text(t) => AxumBody::from(t),
+        lambda_http::Body::Binary(b) => AxumBody::from(b),
+        _ => AxumBody::empty(),
+    };
+    Response::from_parts(parts, body)
+}
+
+async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
+    if req.uri().path().starts_with("/services/") {
+        use tower::ServiceExt;
+        return match app.salesforce.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return to_axum(fieldgate::web::user_error(&fieldgate::UserError::PayloadTooLarge(
+                "The report is larger than 10 MB. Send a smaller photo.".into(),
+            )));
+        }
+    };
+    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    let req = lambda_http::Request::from_parts(parts, body);
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/q/") || path.starts_with("/s/") || path.starts_with("/static/") {
+        to_axum(fieldgate_qr_intake::handle(&app.intake, req).await)
+    } else if path.starts_with("/r/") {
+        to_axum(fieldgate_approval::handle(&app.approval, req).await)
+    } else if path == "/dev/outbox" {
+        axum::Json(serde_json::to_value(app.outbox.mails()).unwrap_or_default()).into_response()
+    } else if path == "/dev/handoff" {
+        axum::Json(serde_json::to_value(app.handoff.messages()).unwrap_or_default()).into_response()
+    } else if let Some(asset) = path.strip_prefix("/dev/qr/").and_then(|a| a.strip_suffix(".svg")) {
+        match asset.parse::<AssetId>() {
+            Ok(a) => {
+                let url = qr_url(&app.keys, &app.workflows, &app.public_url, &a);
+                match crate::qr::svg(&url) {
+                    Ok(svg) => ([("content-type", "image/svg+xml")], svg).into_response(),
+                    Err(_) => (http::StatusCode::INTERNAL_SERVER_ERROR, "qr").into_response(),
+                }
+            }
+            Err(_) => to_axum(fieldgate::web::user_error(&fieldgate::UserError::NotFound)),
+        }
+    } else if path == "/" {
+        index(&app)
+    } else {
+        to_axum(fieldgate::web::user_error(&fieldgate::UserError::NotFound))
+    }
+}
+
+struct DemoLink {
+    name: String,
+    detail: String,
+    url: String,
+    asset: String,
+}
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>fieldgate dev</title><link rel="stylesheet" href="/static/app.css"></head>
+<body><main><section class="card"><p class="eyebrow">fieldgate dev</p><h1>Demo assets</h1><p>Scan a code with a phone on the same network, or open a link.</p></section>
+{% for l in links %}<section class="card"><h2>{{ l.name }}</h2><p class="fine">{{ l.detail }}</p><img src="/dev/qr/{{ l.asset }}.svg" alt="QR code for {{ l.name }}" width="200" height="200"><p class="ref"><a href="{{ l.url }}">{{ l.url }}</a></p></section>{% endfor %}
+<section class="card"><h2>Behind the scenes</h2><p><a href="/dev/outbox">Review mail outbox</a> · <a href="/dev/handoff">Handoff messages</a></p></section></main></body></html>"#
+)]
+struct Index {
+    links: Vec<DemoLink>,
+}
+
+fn index(app: &App) -> Response {
+    let links = app
+        .emulator
+        .demo_assets()
+        .into_iter()
+        .filter_map(|a| {
+            let id: AssetId = a.id.parse().ok()?;
+            Some(DemoLink {
+                url: qr_url(&app.keys, &app.workflows, &app.public_url, &id),
+                detail: format!("{} · {} · {}", a.serial_number, a.account_name, a.location),
+                name: a.name,
+                asset: a.id,
+            })
+        })
+        .collect();
+    let body = Index { links }.render().unwrap_or_default();
+    to_axum(fieldgate::web::html(200, body))
+}

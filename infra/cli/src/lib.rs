@@ -1,0 +1,4 @@
+//! The `fieldgate` command: the one-process dev stack and admin tools.
+
+pub mod dev;
+pub mod qr;

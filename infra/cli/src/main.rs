@@ -1,0 +1,110 @@
+//! `fieldgate`: run the dev stack, print QR links, structure notes.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fieldgate::domain::{AssetId, Workflow, Workflows};
+use fieldgate_cli::dev::{DevOptions, DevStack, qr_url};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "fieldgate", version, about = "A governed intake layer for Salesforce")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the whole flow on this machine: no cloud account, no keys.
+    Dev {
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+        /// Address to listen on; 0.0.0.0 lets a phone on your network scan.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        /// Where proposals, mail, photos and the demo org live.
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+        /// Base URL in QR codes and review mail (e.g. http://192.168.1.20:8787).
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Print the signed scan link of an asset (and write a PNG of its QR code).
+    Qr {
+        asset: String,
+        #[arg(long, default_value = "http://127.0.0.1:8787")]
+        base: String,
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// The data directory whose keys sign the link (as for `dev`).
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+    },
+    /// Structure one note with the rules structurer and print the fields as JSON.
+    Structure {
+        /// A workflow file; default: the built-in field-service-case.
+        #[arg(long)]
+        workflow: Option<PathBuf>,
+        #[arg(long, conflicts_with = "file")]
+        text: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    fieldgate::telemetry::init_text();
+    match Cli::parse().cmd {
+        Cmd::Dev { port, host, data, public_url } => {
+            let mut opts = DevOptions::new(SocketAddr::new(host, port), data.clone());
+            opts.public_url = public_url;
+            let stack = DevStack::start(opts).await?;
+            println!("fieldgate dev is running at {}", stack.public_url);
+            println!("  data:        {}", data.display());
+            println!("  review mail: {}/dev/outbox", stack.public_url);
+            println!("  handoff:     {}/dev/handoff", stack.public_url);
+            println!("  Salesforce:  {}/services/ (client id {}, secret {})", stack.base_url, fieldgate_cli::dev::DEV_CLIENT_ID, fieldgate_cli::dev::DEV_CLIENT_SECRET);
+            println!("\nScan links of the demo assets:");
+            let assets = stack.emulator.demo_assets();
+            for a in &assets {
+                let id: AssetId = a.id.parse().context("demo asset id")?;
+                println!("  {:<28} {}", a.name, stack.qr_url(&id));
+            }
+            if let Some(first) = assets.first() {
+                let url = stack.qr_url(&first.id.parse()?);
+                println!("\n{}  ({})\n", fieldgate_cli::qr::terminal(&url)?, first.name);
+            }
+            println!("Press Ctrl-C to stop.");
+            stack.wait().await;
+            Ok(())
+        }
+        Cmd::Qr { asset, base, png, data } => {
+            let id: AssetId = asset.parse().map_err(|_| anyhow::anyhow!("{asset:?} is not an Asset id (02i…, 15 or 18 characters)"))?;
+            let keys = fieldgate::wiring::Keys::load_or_create(&data.join("keys.json"))?;
+            let url = qr_url(&keys, &Workflows::builtin(), &base, &id);
+            println!("{url}");
+            if let Some(p) = png {
+                fieldgate_cli::qr::png(&url, &p)?;
+                eprintln!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::Structure { workflow, text, file } => {
+            let wf = match workflow {
+                Some(p) => Workflow::from_toml(&p.display().to_string(), &std::fs::read_to_string(&p)?)?,
+                None => Workflows::builtin().iter().next().expect("built-in").as_ref().clone(),
+            };
+            let notes = match (text, file) {
+                (Some(t), _) => t,
+                (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
+                (None, None) => anyhow::bail!("give --text or --file"),
+            };
+            let proposed = fieldgate::structuring::rules::structure_text(&wf, &notes);
+            let fields = fieldgate::structuring::validate(&wf, &proposed, &notes);
+            println!("{}", serde_json::to_string_pretty(&fields)?);
+            Ok(())
+        }
+    }
+}

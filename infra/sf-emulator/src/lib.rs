@@ -1,0 +1,325 @@
+//! A Salesforce REST emulator that follows `shared/contracts/salesforce.md`:
+//! OAuth client credentials, sObject describe/create/read/update/upsert,
+//! SOQL queries with paging, ContentVersion uploads, composite requests, the
+//! `Sforce-Limit-Info` header and switches for the faults a real org shows.
+//!
+//! It serves only `/services/...` routes so it can be merged into another
+//! axum app on the same origin (the dev stack does exactly that).
+
+mod describe;
+mod dml;
+mod errors;
+mod faults;
+mod ids;
+mod render;
+mod routes;
+mod seed;
+mod soql;
+mod state;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use faults::Faults;
+
+use state::Store;
+
+/// How the emulator is set up.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// If set: state is loaded from this JSON file at start (when present)
+    /// and saved (temp file + rename) after every mutating request.
+    pub persist_path: Option<PathBuf>,
+    /// Daily API limit reported in `Sforce-Limit-Info`; once more calls than
+    /// this have been made, REST calls answer 403 REQUEST_LIMIT_EXCEEDED.
+    pub api_budget: u64,
+    pub client_id: String,
+    pub client_secret: String,
+    /// If `None`, token responses use `http://` + the request's Host header.
+    pub instance_url: Option<String>,
+    /// Versions listed by `GET /services/data/` and accepted in paths.
+    pub api_versions: Vec<String>,
+}
+
+pub const DEFAULT_CLIENT_ID: &str = "fieldgate-dev-client";
+pub const DEFAULT_CLIENT_SECRET: &str = "fieldgate-dev-secret";
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            persist_path: None,
+            api_budget: 100_000,
+            client_id: DEFAULT_CLIENT_ID.into(),
+            client_secret: DEFAULT_CLIENT_SECRET.into(),
+            instance_url: None,
+            // 31.0 is the oldest version Salesforce still serves; 66.0 is Spring '26.
+            api_versions: (31..=66).map(|v| format!("{v}.0")).collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot load emulator state from {path}: {source}")]
+    Load {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot save emulator state to {path}: {source}")]
+    Save {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A seeded demo asset, as the dev stack prints QR links for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DemoAsset {
+    pub id: String,
+    pub name: String,
+    pub serial_number: String,
+    pub account_name: String,
+    pub location: String,
+}
+
+/// Query results not yet handed out, addressed by `nextRecordsUrl`.
+#[derive(Default)]
+pub(crate) struct Cursors {
+    next: u64,
+    map: HashMap<String, Cursor>,
+    order: VecDeque<String>,
+}
+
+pub(crate) struct Cursor {
+    pub records: Vec<Value>,
+    pub batch: usize,
+}
+
+/// Oldest cursors are dropped past this many, bounding memory.
+const MAX_CURSORS: usize = 256;
+
+impl Cursors {
+    pub(crate) fn open(&mut self, cursor: Cursor) -> String {
+        self.next += 1;
+        let locator = ids::mint(ids::QUERY_LOCATOR, self.next);
+        self.map.insert(locator.clone(), cursor);
+        self.order.push_back(locator.clone());
+        while self.order.len() > MAX_CURSORS {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        locator
+    }
+
+    pub(crate) fn get(&self, locator: &str) -> Option<&Cursor> {
+        self.map.get(locator)
+    }
+}
+
+pub(crate) struct Inner {
+    pub config: EmulatorConfig,
+    pub store: Mutex<Store>,
+    /// Live tokens and the fault epoch they were minted in.
+    pub tokens: Mutex<HashMap<String, u64>>,
+    pub cursors: Mutex<Cursors>,
+    pub api_calls: AtomicU64,
+    pub faults: Faults,
+    pub org_id: String,
+    pub user_id: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in one handler must not wedge every later request.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    pub(crate) fn tokens(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        lock(&self.tokens)
+    }
+
+    pub(crate) fn cursors(&self) -> MutexGuard<'_, Cursors> {
+        lock(&self.cursors)
+    }
+
+    /// Counts one API call and returns the usage including it.
+    pub(crate) fn count_call(&self) -> u64 {
+        self.api_calls.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Writes the store out if a request changed it. Failure is logged, not
+    /// surfaced: the in-memory org stays authoritative for this process.
+    pub(crate) fn persist(&self, store: &mut Store) {
+        if !store.dirty {
+            return;
+        }
+        store.dirty = false;
+        if let Some(path) = &self.config.persist_path
+            && let Err(e) = store.save(path)
+        {
+            tracing::error!(path = %path.display(), error = %e, "saving emulator state failed");
+        }
+    }
+}
+
+/// The emulator: cheap to clone, all clones share one org.
+#[derive(Clone)]
+pub struct Emulator {
+    inner: Arc<Inner>,
+}
+
+impl Emulator {
+    /// Loads the persisted org if there is one, otherwise seeds the demo org
+    /// (and saves it right away when a persist path is configured).
+    pub fn new(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        let loaded = match &config.persist_path {
+            Some(path) => Store::load(path).map_err(|source| EmulatorError::Load {
+                path: path.clone(),
+                source,
+            })?,
+            None => None,
+        };
+        let store = match loaded {
+            Some(s) => s,
+            None => {
+                let mut s = Store::new();
+                seed::seed(&mut s);
+                if let Some(path) = &config.persist_path {
+                    s.save(path).map_err(|source| EmulatorError::Save {
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+                s.dirty = false;
+                s
+            }
+        };
+        Ok(Emulator {
+            inner: Arc::new(Inner {
+                config,
+                store: Mutex::new(store),
+                tokens: Mutex::new(HashMap::new()),
+                cursors: Mutex::new(Cursors::default()),
+                api_calls: AtomicU64::new(0),
+                faults: Faults::default(),
+                org_id: ids::mint(ids::ORG, 1),
+                user_id: ids::mint(ids::USER, 1),
+            }),
+        })
+    }
+
+    /// Routes under `/services/...` only, with no global fallback, so the
+    /// router can be merged into another app.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.clone())
+    }
+
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// All records of `sobject` (every described field, Id included; file
+    /// bodies excluded). Unknown types give an empty list.
+    pub fn records(&self, sobject: &str) -> Vec<Value> {
+        let Some(obj) = describe::object(sobject) else {
+            return Vec::new();
+        };
+        let store = self.inner.store();
+        store.table(obj.name).map(|r| render::plain(obj, r)).collect()
+    }
+
+    /// One record by 15- or 18-character id.
+    pub fn record(&self, sobject: &str, id: &str) -> Option<Value> {
+        let obj = describe::object(sobject)?;
+        let store = self.inner.store();
+        store.get(obj.name, id).map(|r| render::plain(obj, r))
+    }
+
+    /// ContentVersions first published to `record_id`, each with
+    /// `VersionDataLength` (the byte length of the file).
+    pub fn content_versions_linked_to(&self, record_id: &str) -> Vec<Value> {
+        let Some(key) = ids::key(record_id) else {
+            return Vec::new();
+        };
+        let obj = describe::object("ContentVersion").expect("described");
+        let store = self.inner.store();
+        store
+            .table(obj.name)
+            .filter(|r| {
+                r.get("FirstPublishLocationId")
+                    .and_then(Value::as_str)
+                    .and_then(ids::key)
+                    == Some(key)
+            })
+            .map(|r| {
+                let mut v = render::plain(obj, r);
+                let len = store.blob(render::id_of(r)).map_or(0, Vec::len);
+                v["VersionDataLength"] = Value::from(len);
+                v
+            })
+            .collect()
+    }
+
+    pub fn content_version_data(&self, id: &str) -> Option<Vec<u8>> {
+        self.inner.store().blob(id).cloned()
+    }
+
+    /// REST and token calls counted so far by this instance.
+    pub fn api_calls(&self) -> u64 {
+        self.inner.api_calls.load(Ordering::SeqCst)
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    /// The seeded assets in seed order, as they currently are in the org.
+    pub fn demo_assets(&self) -> Vec<DemoAsset> {
+        let store = self.inner.store();
+        let name_of = |sobject: &str, id: Option<&Value>| {
+            id.and_then(Value::as_str)
+                .and_then(|id| store.get(sobject, id))
+                .and_then(|r| r.get("Name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let text = |r: &state::Record, f: &str| {
+            r.get(f)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        seed::asset_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let r = store.get("Asset", &id)?;
+                Some(DemoAsset {
+                    id: render::id_of(r).to_string(),
+                    name: text(r, "Name"),
+                    serial_number: text(r, "SerialNumber"),
+                    account_name: name_of("Account", r.get("AccountId")),
+                    location: name_of("Location", r.get("LocationId")),
+                })
+            })
+            .collect()
+    }
+}

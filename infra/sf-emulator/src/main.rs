@@ -1,0 +1,60 @@
+//! `sf-emulator`: runs the Salesforce emulator on its own port.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "sf-emulator", about = "Salesforce REST emulator with a seeded demo org")]
+struct Args {
+    #[arg(long, default_value_t = 8788)]
+    port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// JSON file the org is loaded from and saved to after every write.
+    #[arg(long = "data", value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// Daily API request limit reported in Sforce-Limit-Info.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    budget: u64,
+    #[arg(long, env = "SF_EMULATOR_CLIENT_ID", default_value = fieldgate_sf_emulator::DEFAULT_CLIENT_ID)]
+    client_id: String,
+    #[arg(long, env = "SF_EMULATOR_CLIENT_SECRET", default_value = fieldgate_sf_emulator::DEFAULT_CLIENT_SECRET)]
+    client_secret: String,
+    /// instance_url handed out in tokens (default: http:// + Host header).
+    #[arg(long)]
+    instance_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let emulator = Emulator::new(EmulatorConfig {
+        persist_path: args.data,
+        api_budget: args.budget,
+        client_id: args.client_id,
+        client_secret: args.client_secret,
+        instance_url: args.instance_url,
+        ..EmulatorConfig::default()
+    })?;
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+    let addr = listener.local_addr()?;
+    for a in emulator.demo_assets() {
+        tracing::info!(id = %a.id, name = %a.name, serial = %a.serial_number, "demo asset");
+    }
+    println!("sf-emulator listening on http://{}:{}", args.host, addr.port());
+    axum::serve(listener, emulator.router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Parse-don't-validate identifiers.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    #[error("not a proposal reference")]
+    Proposal,
+    #[error("not a workflow id (lowercase letters, digits and '-', at most 64)")]
+    Workflow,
+    #[error("not a Salesforce record id")]
+    Asset,
+}
+
+/// A proposal id: a ULID, so ids sort by creation time and are unguessable
+/// enough to show to the technician as a reference (not a credential).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProposalId(ulid::Ulid);
+
+impl ProposalId {
+    pub fn generate() -> Self {
+        Self(ulid::Ulid::new())
+    }
+}
+
+impl FromStr for ProposalId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        // Ulid parsing is case-insensitive; we always print upper case.
+        if s.len() != 26 {
+            return Err(IdError::Proposal);
+        }
+        ulid::Ulid::from_string(s)
+            .map(Self)
+            .map_err(|_| IdError::Proposal)
+    }
+}
+impl TryFrom<String> for ProposalId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+impl From<ProposalId> for String {
+    fn from(id: ProposalId) -> String {
+        id.to_string()
+    }
+}
+impl fmt::Display for ProposalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A workflow id as admins name them in `infra/workflows/*.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WorkflowId(String);
+
+impl WorkflowId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl FromStr for WorkflowId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Workflow)
+        }
+    }
+}
+impl TryFrom<String> for WorkflowId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+impl From<WorkflowId> for String {
+    fn from(id: WorkflowId) -> String {
+        id.0
+    }
+}
+impl fmt::Display for WorkflowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Salesforce record id of an Asset (15 or 18 alphanumerics, prefix 02i).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AssetId(String);
+
+impl AssetId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl FromStr for AssetId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let ok = (s.len() == 15 || s.len() == 18)
+            && s.bytes().all(|b| b.is_ascii_alphanumeric())
+            && s.starts_with("02i");
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Asset)
+        }
+    }
+}
+impl TryFrom<String> for AssetId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+impl From<AssetId> for String {
+    fn from(id: AssetId) -> String {
+        id.0
+    }
+}
+impl fmt::Display for AssetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proposal_id_round_trips_and_rejects_junk() {
+        let id = ProposalId::generate();
+        let back: ProposalId = id.to_string().parse().unwrap();
+        assert_eq!(id, back);
+        assert_eq!(
+            "not-a-ulid".parse::<ProposalId>(),
+            Err(IdError::Proposal)
+        );
+        assert!("01ARZ3NDEKTSV4RRFFQ69G5FAVX".parse::<ProposalId>().is_err());
+    }
+
+    #[test]
+    fn workflow_and_asset_ids_are_checked() {
+        assert!("field-service-case".parse::<WorkflowId>().is_ok());
+        assert!("Field Service".parse::<WorkflowId>().is_err());
+        assert!("../etc".parse::<WorkflowId>().is_err());
+        assert!("02i000000000001AAA".parse::<AssetId>().is_ok());
+        assert!("001000000000001AAA".parse::<AssetId>().is_err());
+        assert!("02i<script>".parse::<AssetId>().is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! The proposal: everything known about one intake, and the only way to
+//! change it — a [`Transition`] that carries its own audit event.
+
+use super::audit::{Actor, AuditEvent, GENESIS};
+use super::revision::{Fields, Revision};
+use super::{AssetId, ProposalId, Status, Timestamp, WorkflowId};
+use serde::{Deserialize, Serialize};
+
+/// What the technician saw on the form: a snapshot of the asset at intake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetContext {
+    pub id: AssetId,
+    pub name: String,
+    #[serde(default)]
+    pub serial_number: Option<String>,
+    #[serde(default)]
+    pub account_id: Option<String>,
+    #[serde(default)]
+    pub account_name: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhotoRef {
+    /// Media-store key; never shown to anyone.
+    pub key: String,
+    pub content_type: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub file_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intake {
+    pub notes: String,
+    pub reporter: Option<String>,
+    pub photo: Option<PhotoRef>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StructuringInfo {
+    pub structurer: String,
+    pub model: Option<String>,
+    /// Why the configured structurer was not the one used (fallback).
+    pub fallback_reason: Option<String>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub latency_ms: u64,
+}
+
+/// One reviewer's link. Only the SHA-256 of the link's nonce is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewGrant {
+    pub reviewer: String,
+    pub token_hash: String,
+}
+
+/// The links of one round of review (a new round starts when Salesforce
+/// refuses an approved record and it goes back to the reviewers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ReviewRound {
+    pub round: u32,
+    pub grants: Vec<ReviewGrant>,
+    /// Hashes of links that were issued and then replaced (a retry of the
+    /// mail step), so their page can say "a newer link was sent".
+    #[serde(default)]
+    pub replaced: Vec<String>,
+    pub mailed: bool,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    Approve,
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    pub by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: Timestamp,
+    pub revision_hash: String,
+    pub reason: Option<String>,
+    /// Which link decided (hash), so that link is consumed.
+    pub token_hash: String,
+}
+
+/// Salesforce's answer when it refused the record, shown to the reviewer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesforceProblem {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+/// How far the commit got; each step is recorded before the next starts, so
+/// a retry after a crash resumes instead of repeating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CommitProgress {
+    pub attempts: u32,
+    pub record_id: Option<String>,
+    pub record_url: Option<String>,
+    /// Set before the photo upload starts: a retry that finds it set but no
+    /// `photo_version_id` looks in Salesforce before uploading again.
+    pub photo_started: bool,
+    pub photo_version_id: Option<String>,
+    #[serde(default)]
+    pub readback_mismatches: Vec<String>,
+    pub handoff_published: bool,
+    pub last_error: Option<SalesforceProblem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub id: ProposalId,
+    pub workflow: WorkflowId,
+    pub status: Status,
+    /// Bumped by every write; every write is conditional on it.
+    pub version: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: Timestamp,
+    pub asset: AssetContext,
+    pub intake: Intake,
+    #[serde(default)]
+    pub revisions: Vec<Revision>,
+    pub structuring: Option<StructuringInfo>,
+    #[serde(default)]
+    pub review: ReviewRound,
+    pub decision: Option<Decision>,
+    #[serde(default)]
+    pub commit: CommitProgress,
+    /// Audit chain head, so the next event can link to it without a read.
+    pub event_count: u32,
+    pub last_event_hash: String,
+    /// DynamoDB TTL (epoch seconds): when the item may be removed.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DomainError {
+    #[error("a proposal in status {from} cannot move to {to}")]
+    IllegalTransition { from: Status, to: Status },
+}
+
+/// A proposed write: the new proposal and its audit event, to be stored
+/// atomically and only if the stored proposal still has `expected_version`
+/// and `expected_status` (version 0: the proposal must not exist yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub expected_version: u64,
+    pub expected_status: Option<Status>,
+    pub proposal: Proposal,
+    pub event: AuditEvent,
+}
+
+/// How long a proposal item lives after its last change (the audit trail is
+/// kept the same way; long enough for any review plus investigation).
+pub const RETENTION_DAYS: i64 = 400;
+
+impl Proposal {
+    /// A new proposal in RECEIVED, with its first audit event.
+    pub fn receive(
+        id: ProposalId,
+        workflow: WorkflowId,
+        asset: AssetContext,
+        intake: Intake,
+        now: Timestamp,
+    ) -> Transition {
+        let actor = Actor::Technician {
+            reporter: intake.reporter.clone(),
+        };
+        let proposal = Proposal {
+            id,
+            workflow,
+            status: Status::Received,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            asset,
+            intake,
+            revisions: vec![],
+            structuring: None,
+            review: ReviewRound::default(),
+            decision: None,
+            commit: CommitProgress::default(),
+            event_count: 0,
+            last_event_hash: GENESIS.to_owned(),
+            expires_at: 0,
+        };
+        let mut t = proposal
+            .transition(Status::Received, actor, "received", serde_json::json!({}), now, |_| {})
+            .expect("a fresh proposal can always be received");
+        t.expected_version = 0;
+        t.expected_status = None;
+        t.event.from = None;
+        t.event = t.event.sealed();
+        t.proposal.last_event_hash = t.event.hash.clone();
+        t
+    }
+
+    pub fn current(&self) -> Option<&Revision> {
+        self.revisions.last()
+    }
+
+    pub fn current_hash(&self) -> Option<&str> {
+        self.current().map(|r| r.hash.as_str())
+    }
+
+    /// Builds the write that moves this proposal to `to` after `change` is
+    /// applied to a copy. The audit event records actor, action, detail and
+    /// the revision hash before and after.
+    pub fn transition(
+        &self,
+        to: Status,
+        actor: Actor,
+        action: &str,
+        detail: serde_json::Value,
+        now: Timestamp,
+        change: impl FnOnce(&mut Proposal),
+    ) -> Result<Transition, DomainError> {
+        // A fresh proposal (version 0) may "move" to RECEIVED only via receive().
+        if !(self.version == 0 && to == Status::Received) && !self.status.can_move_to(to) {
+            return Err(DomainError::IllegalTransition {
+                from: self.status,
+                to,
+            });
+        }
+        let mut next = self.clone();
+        change(&mut next);
+        next.status = to;
+        next.version = self.version + 1;
+        next.updated_at = now;
+        next.expires_at = now.unix_timestamp() + RETENTION_DAYS * 86_400;
+        let event = AuditEvent {
+            proposal: self.id,
+            seq: self.event_count + 1,
+            at: now,
+            actor,
+            action: action.to_owned(),
+            from: Some(self.status),
+            to,
+            before: self.current_hash().map(str::to_owned),
+            after: next.current_hash().map(str::to_owned),
+            detail,
+            prev: self.last_event_hash.clone(),
+            hash: String::new(),
+        }
+        .sealed();
+        next.event_count = event.seq;
+        next.last_event_hash = event.hash.clone();
+        Ok(Transition {
+            expected_version: self.version,
+            expected_status: Some(self.status),
+            proposal: next,
+            event,
+        })
+    }
+
+    /// Adds a revision with the given fields (a reviewer's edit or the
+    /// structurer's output) and returns its hash.
+    pub fn push_revision(&mut self, fields: Fields, author: Actor, at: Timestamp) -> String {
+        let number = self.revisions.len() as u32 + 1;
+        let rev = Revision::new(number, fields, author, at);
+        let hash = rev.hash.clone();
+        self.revisions.push(rev);
+        hash
+    }
+
+    /// The grant whose hash matches, in constant time per comparison.
+    pub fn grant_for(&self, token_hash: &str) -> Option<&ReviewGrant> {
+        use subtle::ConstantTimeEq;
+        self.review
+            .grants
+            .iter()
+            .find(|g| bool::from(g.token_hash.as_bytes().ct_eq(token_hash.as_bytes())))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub(crate) fn sample(now: Timestamp) -> Transition {
+        Proposal::receive(
+            ProposalId::generate(),
+            "field-service-case".parse().unwrap(),
+            AssetContext {
+                id: "02i000000000001AAA".parse().unwrap(),
+                name: "Chiller".into(),
+                serial_number: None,
+                account_id: None,
+                account_name: None,
+                location: None,
+            },
+            Intake {
+                notes: "leak".into(),
+                reporter: None,
+                photo: None,
+                received_at: now,
+            },
+            now,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::sample;
+    use super::*;
+    use crate::domain::{FieldValue, verify_chain};
+
+    #[test]
+    fn transitions_chain_their_events() {
+        let now = crate::domain::now();
+        let t0 = sample(now);
+        assert_eq!(t0.expected_version, 0);
+        assert_eq!(t0.proposal.version, 1);
+        let mut f = Fields::new();
+        f.insert("Subject".into(), FieldValue { value: "Leak".into(), ..Default::default() });
+        let t1 = t0
+            .proposal
+            .transition(Status::PendingReview, Actor::system("structure"), "structured", serde_json::json!({}), now, |p| {
+                p.push_revision(f, Actor::system("structure"), now);
+            })
+            .unwrap();
+        assert_eq!(t1.expected_version, 1);
+        assert_eq!(t1.proposal.version, 2);
+        assert!(t1.event.before.is_none() && t1.event.after.is_some());
+        verify_chain(&[t0.event.clone(), t1.event.clone()]).unwrap();
+
+        let mut tampered = t1.event.clone();
+        tampered.actor = Actor::Reviewer { email: "x@y".into() };
+        assert!(verify_chain(&[t0.event.clone(), tampered]).is_err());
+        assert!(verify_chain(&[t1.event.clone()]).is_err());
+    }
+
+    #[test]
+    fn illegal_moves_are_refused() {
+        let now = crate::domain::now();
+        let p = sample(now).proposal;
+        let err = p
+            .transition(Status::Approved, Actor::system("x"), "x", serde_json::json!({}), now, |_| {})
+            .unwrap_err();
+        assert_eq!(err, DomainError::IllegalTransition { from: Status::Received, to: Status::Approved });
+    }
+}

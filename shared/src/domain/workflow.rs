@@ -1,0 +1,661 @@
+//! Workflow definitions: the governance config admins write. Anything not
+//! declared here cannot reach Salesforce.
+
+use super::{AssetContext, WorkflowId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Never `delete`: the config format has no way to say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Create,
+    Upsert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StructurerKind {
+    #[default]
+    Rules,
+    Claude,
+    Bedrock,
+    Openai,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetBinding {
+    #[serde(rename = "asset.id")]
+    AssetId,
+    #[serde(rename = "asset.account_id")]
+    AccountId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum FieldKind {
+    Text { max_length: usize },
+    Textarea { max_length: usize },
+    Picklist { values: Vec<String>, restricted: bool },
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawField")]
+pub struct FieldSpec {
+    /// The Salesforce field API name.
+    pub name: String,
+    pub label: String,
+    #[serde(flatten)]
+    pub kind: FieldKind,
+    pub required: bool,
+    pub help: Option<String>,
+    /// Picklist value used when the notes say nothing about it.
+    pub default: Option<String>,
+    /// Words (any language) that point at a picklist value, for the rules
+    /// structurer: value → words.
+    pub vocabulary: BTreeMap<String, Vec<String>>,
+}
+
+/// The file form of a field: flat, so unknown keys (typos) are refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: String,
+    label: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    max_length: Option<usize>,
+    #[serde(default)]
+    values: Option<Vec<String>>,
+    #[serde(default)]
+    restricted: Option<bool>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    help: Option<String>,
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    vocabulary: BTreeMap<String, Vec<String>>,
+}
+
+impl TryFrom<RawField> for FieldSpec {
+    type Error = String;
+    fn try_from(r: RawField) -> Result<Self, String> {
+        let n = &r.name;
+        let kind = match (r.kind.as_str(), r.max_length, r.values, r.restricted) {
+            ("text", Some(max_length), None, None) => FieldKind::Text { max_length },
+            ("textarea", Some(max_length), None, None) => FieldKind::Textarea { max_length },
+            ("picklist", None, Some(values), restricted) => FieldKind::Picklist {
+                values,
+                restricted: restricted.unwrap_or(true),
+            },
+            ("text" | "textarea", None, _, _) => return Err(format!("field {n}: max_length is required")),
+            ("picklist", _, None, _) => return Err(format!("field {n}: values are required")),
+            ("text" | "textarea" | "picklist", ..) => {
+                return Err(format!("field {n}: max_length is for text, values/restricted for picklists"));
+            }
+            (other, ..) => {
+                return Err(format!("field {n}: type {other:?} is not one of text, textarea, picklist"));
+            }
+        };
+        Ok(FieldSpec {
+            name: r.name,
+            label: r.label,
+            kind,
+            required: r.required,
+            help: r.help,
+            default: r.default,
+            vocabulary: r.vocabulary,
+        })
+    }
+}
+
+impl FieldSpec {
+    pub fn max_length(&self) -> Option<usize> {
+        match &self.kind {
+            FieldKind::Text { max_length } | FieldKind::Textarea { max_length } => {
+                Some(*max_length)
+            }
+            FieldKind::Picklist { .. } => None,
+        }
+    }
+
+    pub fn picklist(&self) -> Option<&[String]> {
+        match &self.kind {
+            FieldKind::Picklist { values, .. } => Some(values),
+            _ => None,
+        }
+    }
+
+    pub fn is_textarea(&self) -> bool {
+        matches!(self.kind, FieldKind::Textarea { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhotoPolicy {
+    #[serde(default = "yes")]
+    pub allowed: bool,
+    #[serde(default = "default_photo_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_photo_types")]
+    pub content_types: Vec<String>,
+    /// May the structurer (a model) see the photo?
+    #[serde(default)]
+    pub send_to_structurer: bool,
+}
+
+fn default_photo_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+fn default_photo_types() -> Vec<String> {
+    vec!["image/jpeg".into(), "image/png".into(), "image/webp".into()]
+}
+
+impl Default for PhotoPolicy {
+    fn default() -> Self {
+        Self {
+            allowed: true,
+            max_bytes: default_photo_bytes(),
+            content_types: default_photo_types(),
+            send_to_structurer: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffPolicy {
+    pub summary_field: String,
+    #[serde(default)]
+    pub priority_field: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkflowFile {
+    id: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    object: String,
+    operation: Operation,
+    #[serde(default)]
+    external_id_field: Option<String>,
+    #[serde(default)]
+    structurer: StructurerKind,
+    reviewers: Vec<String>,
+    #[serde(default = "default_review_hours")]
+    review_link_hours: u32,
+    #[serde(default)]
+    constants: BTreeMap<String, Value>,
+    #[serde(default)]
+    bindings: BTreeMap<String, AssetBinding>,
+    #[serde(default)]
+    photo: PhotoPolicy,
+    handoff: HandoffPolicy,
+    fields: Vec<FieldSpec>,
+}
+
+fn default_review_hours() -> u32 {
+    72
+}
+
+/// A loaded, validated workflow.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub id: WorkflowId,
+    pub name: String,
+    pub description: String,
+    pub object: String,
+    pub operation: Operation,
+    pub external_id_field: Option<String>,
+    pub structurer: StructurerKind,
+    pub reviewers: Vec<String>,
+    pub review_link_ttl: time::Duration,
+    pub constants: BTreeMap<String, Value>,
+    pub bindings: BTreeMap<String, AssetBinding>,
+    pub photo: PhotoPolicy,
+    pub handoff: HandoffPolicy,
+    pub fields: Vec<FieldSpec>,
+    schema: Value,
+    validator: Arc<jsonschema::Validator>,
+}
+
+/// A problem with one field's value, for the structurer's repair round and
+/// for the reviewer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldIssue {
+    pub field: String,
+    pub message: String,
+}
+
+fn is_api_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 80
+}
+
+impl Workflow {
+    pub fn from_toml(file: &str, text: &str) -> Result<Workflow, WorkflowError> {
+        let invalid = |message: String| WorkflowError::Invalid {
+            file: file.to_owned(),
+            message,
+        };
+        let raw: WorkflowFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let id: WorkflowId = raw
+            .id
+            .parse()
+            .map_err(|e| invalid(format!("id {:?}: {e}", raw.id)))?;
+        if !is_api_name(&raw.object) {
+            return Err(invalid(format!("object {:?} is not an API name", raw.object)));
+        }
+        let ext = match (raw.operation, raw.external_id_field) {
+            (Operation::Upsert, None) => {
+                return Err(invalid(
+                    "operation = \"upsert\" needs external_id_field (it makes retries safe)".into(),
+                ));
+            }
+            (_, Some(f)) if !is_api_name(&f) => {
+                return Err(invalid(format!("external_id_field {f:?} is not an API name")));
+            }
+            (_, f) => f,
+        };
+        if raw.reviewers.is_empty() {
+            return Err(invalid("reviewers: at least one reviewer is needed".into()));
+        }
+        for r in &raw.reviewers {
+            if !looks_like_email(r) {
+                return Err(invalid(format!("reviewer {r:?} is not an email address")));
+            }
+        }
+        if !(1..=24 * 30).contains(&raw.review_link_hours) {
+            return Err(invalid("review_link_hours must be between 1 and 720".into()));
+        }
+        if raw.fields.is_empty() {
+            return Err(invalid("fields: declare at least one field".into()));
+        }
+        let mut seen = BTreeSet::new();
+        for f in &raw.fields {
+            if !is_api_name(&f.name) {
+                return Err(invalid(format!("field {:?} is not an API name", f.name)));
+            }
+            if !seen.insert(f.name.as_str()) {
+                return Err(invalid(format!("field {} is declared twice", f.name)));
+            }
+            if let Some(n) = f.max_length()
+                && !(1..=131_072).contains(&n)
+            {
+                return Err(invalid(format!("field {}: max_length out of range", f.name)));
+            }
+            match &f.kind {
+                FieldKind::Picklist { values, .. } => {
+                    if values.is_empty() {
+                        return Err(invalid(format!("field {}: no picklist values", f.name)));
+                    }
+                    for v in f.default.iter().chain(f.vocabulary.keys()) {
+                        if !values.contains(v) {
+                            return Err(invalid(format!(
+                                "field {}: {v:?} is not one of its values",
+                                f.name
+                            )));
+                        }
+                    }
+                }
+                _ => {
+                    if !f.vocabulary.is_empty() {
+                        return Err(invalid(format!(
+                            "field {}: vocabulary is for picklists only",
+                            f.name
+                        )));
+                    }
+                }
+            }
+        }
+        for name in raw.constants.keys().chain(raw.bindings.keys()) {
+            if !is_api_name(name) {
+                return Err(invalid(format!("{name:?} is not an API name")));
+            }
+            if seen.contains(name.as_str()) {
+                return Err(invalid(format!(
+                    "{name} is both a model field and a constant/binding"
+                )));
+            }
+        }
+        if let Some(ext) = &ext
+            && (seen.contains(ext.as_str())
+                || raw.constants.contains_key(ext)
+                || raw.bindings.contains_key(ext))
+        {
+            return Err(invalid(format!(
+                "{ext} is the external id: fieldgate sets it, nothing else may"
+            )));
+        }
+        if !seen.contains(raw.handoff.summary_field.as_str()) {
+            return Err(invalid("handoff.summary_field must be a declared field".into()));
+        }
+        if let Some(p) = &raw.handoff.priority_field
+            && !seen.contains(p.as_str())
+        {
+            return Err(invalid("handoff.priority_field must be a declared field".into()));
+        }
+        let schema = json_schema(&raw.fields);
+        let validator = jsonschema::validator_for(&schema)
+            .map_err(|e| invalid(format!("derived schema does not compile: {e}")))?;
+        Ok(Workflow {
+            id,
+            name: raw.name,
+            description: raw.description,
+            object: raw.object,
+            operation: raw.operation,
+            external_id_field: ext,
+            structurer: raw.structurer,
+            reviewers: raw.reviewers,
+            review_link_ttl: time::Duration::hours(raw.review_link_hours.into()),
+            constants: raw.constants,
+            bindings: raw.bindings,
+            photo: raw.photo,
+            handoff: raw.handoff,
+            fields: raw.fields,
+            schema,
+            validator: Arc::new(validator),
+        })
+    }
+
+    /// The JSON Schema of the fields a structurer may fill.
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    pub fn field(&self, name: &str) -> Option<&FieldSpec> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Checks values against the schema (types, picklists, lengths) and the
+    /// required marks. Empty strings and nulls count as "not given".
+    pub fn check(&self, values: &BTreeMap<String, Value>) -> Vec<FieldIssue> {
+        let mut issues = Vec::new();
+        let mut given = Map::new();
+        for (k, v) in values {
+            if self.field(k).is_none() {
+                issues.push(FieldIssue {
+                    field: k.clone(),
+                    message: "is not a field of this workflow".into(),
+                });
+                continue;
+            }
+            if !is_blank(v) {
+                given.insert(k.clone(), v.clone());
+            }
+        }
+        for f in &self.fields {
+            if f.required && !given.contains_key(&f.name) {
+                issues.push(FieldIssue {
+                    field: f.name.clone(),
+                    message: "is required".into(),
+                });
+            }
+        }
+        // `required` is checked above; the schema checks the given values.
+        for err in self.validator.iter_errors(&Value::Object(given)) {
+            let path = err.instance_path().to_string();
+            let field = path.trim_start_matches('/').split('/').next().unwrap_or("").to_owned();
+            if field.is_empty() {
+                continue;
+            }
+            let message = match self.field(&field) {
+                Some(spec) => describe_violation(spec, &err.to_string()),
+                None => err.to_string(),
+            };
+            if !issues.iter().any(|i| i.field == field) {
+                issues.push(FieldIssue { field, message });
+            }
+        }
+        issues
+    }
+
+    /// The Salesforce record: approved values, constants, asset bindings.
+    /// The external id goes in the URL of an upsert, not the body.
+    pub fn record(&self, values: &BTreeMap<String, Value>, asset: &AssetContext) -> Map<String, Value> {
+        let mut rec = Map::new();
+        for f in &self.fields {
+            if let Some(v) = values.get(&f.name).filter(|v| !is_blank(v)) {
+                rec.insert(f.name.clone(), v.clone());
+            }
+        }
+        for (k, v) in &self.constants {
+            rec.insert(k.clone(), v.clone());
+        }
+        for (k, b) in &self.bindings {
+            let v = match b {
+                AssetBinding::AssetId => Some(asset.id.to_string()),
+                AssetBinding::AccountId => asset.account_id.clone(),
+            };
+            if let Some(v) = v {
+                rec.insert(k.clone(), Value::String(v));
+            }
+        }
+        rec
+    }
+}
+
+pub fn is_blank(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
+fn describe_violation(spec: &FieldSpec, raw: &str) -> String {
+    match &spec.kind {
+        FieldKind::Picklist { values, .. } => format!("must be one of: {}", values.join(", ")),
+        FieldKind::Text { max_length } | FieldKind::Textarea { max_length } => {
+            if raw.contains("longer") {
+                format!("is longer than {max_length} characters")
+            } else {
+                "must be text".into()
+            }
+        }
+    }
+}
+
+fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !s.chars().any(|c| c.is_whitespace() || c == '<' || c == '>')
+}
+
+fn json_schema(fields: &[FieldSpec]) -> Value {
+    let mut props = Map::new();
+    for f in fields {
+        let mut p = match &f.kind {
+            FieldKind::Text { max_length } | FieldKind::Textarea { max_length } => {
+                json!({"type": "string", "maxLength": max_length})
+            }
+            FieldKind::Picklist { values, .. } => json!({"type": "string", "enum": values}),
+        };
+        let mut desc = f.label.clone();
+        if let Some(h) = &f.help {
+            desc = format!("{desc}. {h}");
+        }
+        p["description"] = Value::String(desc);
+        props.insert(f.name.clone(), p);
+    }
+    let required: Vec<&str> = fields
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| f.name.as_str())
+        .collect();
+    json!({
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+/// The workflows this deployment knows.
+#[derive(Debug, Clone, Default)]
+pub struct Workflows {
+    by_id: BTreeMap<WorkflowId, Arc<Workflow>>,
+}
+
+/// The first workflow, built in so `fieldgate dev` needs no files.
+pub const FIELD_SERVICE_CASE: &str =
+    include_str!("../../../infra/workflows/field-service-case.toml");
+
+impl Workflows {
+    pub fn builtin() -> Self {
+        Self::from_workflows(vec![
+            Workflow::from_toml("field-service-case.toml", FIELD_SERVICE_CASE)
+                .expect("the built-in workflow is valid"),
+        ])
+    }
+
+    pub fn from_workflows(list: Vec<Workflow>) -> Self {
+        Self {
+            by_id: list.into_iter().map(|w| (w.id.clone(), Arc::new(w))).collect(),
+        }
+    }
+
+    /// Loads every `*.toml` in `dir`; one bad file fails the whole load, so a
+    /// typo never silently disables governance.
+    pub fn load_dir(dir: &Path) -> Result<Self, WorkflowError> {
+        let io = |source| WorkflowError::Io {
+            file: dir.display().to_string(),
+            source,
+        };
+        let mut list = Vec::new();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|source| WorkflowError::Io {
+                file: file.clone(),
+                source,
+            })?;
+            list.push(Workflow::from_toml(&file, &text)?);
+        }
+        let ws = Self::from_workflows(list);
+        if ws.by_id.is_empty() {
+            return Err(WorkflowError::Invalid {
+                file: dir.display().to_string(),
+                message: "no workflow files (*.toml)".into(),
+            });
+        }
+        Ok(ws)
+    }
+
+    pub fn get(&self, id: &WorkflowId) -> Option<Arc<Workflow>> {
+        self.by_id.get(id).cloned()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Workflow>> {
+        self.by_id.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wf() -> Workflow {
+        Workflow::from_toml("x", FIELD_SERVICE_CASE).unwrap()
+    }
+
+    #[test]
+    fn builtin_workflow_loads_with_its_schema() {
+        let w = wf();
+        assert_eq!(w.object, "Case");
+        assert_eq!(w.operation, Operation::Upsert);
+        assert_eq!(w.schema()["additionalProperties"], false);
+        assert_eq!(
+            w.schema()["properties"]["Priority"]["enum"],
+            json!(["High", "Medium", "Low"])
+        );
+    }
+
+    #[test]
+    fn check_reports_each_problem_by_field() {
+        let w = wf();
+        let mut v = BTreeMap::new();
+        v.insert("Subject".to_string(), json!("x".repeat(300)));
+        v.insert("Priority".to_string(), json!("Whenever"));
+        v.insert("OwnerId".to_string(), json!("005..."));
+        let issues = w.check(&v);
+        let fields: BTreeSet<_> = issues.iter().map(|i| i.field.as_str()).collect();
+        assert!(fields.contains("Subject"), "{issues:?}");
+        assert!(fields.contains("Priority"));
+        assert!(fields.contains("OwnerId"));
+        v.insert("Subject".into(), json!("Leak"));
+        v.insert("Priority".into(), json!("High"));
+        v.remove("OwnerId");
+        assert!(w.check(&v).is_empty(), "{:?}", w.check(&v));
+        v.insert("Subject".into(), json!("  "));
+        assert_eq!(w.check(&v)[0].message, "is required");
+    }
+
+    #[test]
+    fn governance_mistakes_are_refused() {
+        let bad = FIELD_SERVICE_CASE.replace("operation = \"upsert\"", "operation = \"delete\"");
+        assert!(Workflow::from_toml("x", &bad).is_err());
+        let bad = FIELD_SERVICE_CASE.replace("[constants]", "[constants]\nFieldgate_Proposal_Id__c = \"x\"");
+        assert!(Workflow::from_toml("x", &bad).is_err());
+        let bad = FIELD_SERVICE_CASE.replace("[constants]", "[constants]\nSubject = \"x\"");
+        assert!(Workflow::from_toml("x", &bad).is_err());
+    }
+
+    #[test]
+    fn record_adds_constants_and_bindings() {
+        let w = wf();
+        let asset = AssetContext {
+            id: "02i000000000001AAA".parse().unwrap(),
+            name: "x".into(),
+            serial_number: None,
+            account_id: Some("001000000000001AAA".into()),
+            account_name: None,
+            location: None,
+        };
+        let mut v = BTreeMap::new();
+        v.insert("Subject".to_string(), json!("Leak"));
+        v.insert("Type".to_string(), Value::Null);
+        let rec = w.record(&v, &asset);
+        assert_eq!(rec["Origin"], "Field QR");
+        assert_eq!(rec["AssetId"], "02i000000000001AAA");
+        assert_eq!(rec["AccountId"], "001000000000001AAA");
+        assert!(!rec.contains_key("Type"));
+    }
+}

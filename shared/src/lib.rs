@@ -1,0 +1,19 @@
+//! fieldgate core: the domain (no I/O), the ports the handlers run over, the
+//! embedded adapters used by `fieldgate dev` and the tests, the Salesforce
+//! REST client, the structurers and the pages.
+
+pub mod domain;
+pub mod embedded;
+pub mod error;
+pub mod http;
+pub mod ports;
+pub mod review;
+pub mod salesforce;
+pub mod stream;
+pub mod structuring;
+pub mod telemetry;
+pub mod web;
+pub mod wiring;
+
+pub use domain::*;
+pub use error::{AppError, UserError};

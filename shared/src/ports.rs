@@ -1,0 +1,251 @@
+//! The ports: small traits the handlers run over. Each has an embedded
+//! adapter (this crate) and, for AWS, an adapter over the AWS SDK.
+
+use crate::domain::{
+    AssetContext, AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition,
+    Workflow,
+};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+// ---------------------------------------------------------------- store
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The condition failed: someone else changed the proposal first.
+    #[error("the proposal changed meanwhile (stale version or status)")]
+    Conflict,
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+/// What `create` found: a new proposal, or the one an earlier submission
+/// with the same idempotency key already made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New,
+    Existing(ProposalId),
+}
+
+#[async_trait]
+pub trait ProposalStore: Send + Sync {
+    /// Stores a new proposal and its first event; with `idempotency_key`,
+    /// a second create with the same key returns the first proposal's id.
+    async fn create(
+        &self,
+        t: &Transition,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created, StoreError>;
+    /// Applies a transition if the stored proposal still has the expected
+    /// version and status; writes the proposal and its event atomically.
+    async fn apply(&self, t: &Transition) -> Result<(), StoreError>;
+    async fn get(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError>;
+    async fn events(&self, id: ProposalId) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Newest first.
+    async fn list_by_status(&self, status: Status, limit: usize)
+    -> Result<Vec<Proposal>, StoreError>;
+    async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError>;
+    async fn cache_asset(&self, asset: &CachedAsset) -> Result<(), StoreError>;
+    /// Adds one to the counter of `key` in the current window and returns
+    /// the new count.
+    async fn count_in_window(
+        &self,
+        key: &str,
+        window_secs: i64,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedAsset {
+    pub asset: AssetContext,
+    #[serde(with = "time::serde::rfc3339")]
+    pub fetched_at: Timestamp,
+}
+
+// ---------------------------------------------------------------- structurer
+
+#[derive(Debug, Clone)]
+pub struct StructuringInput<'a> {
+    pub notes: &'a str,
+    pub asset: &'a AssetContext,
+    /// Only when the workflow lets the structurer see it.
+    pub photo: Option<(&'a [u8], &'a str)>,
+}
+
+/// What a structurer proposes, before validation: field → value + quote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Proposed {
+    pub fields: Map<String, Value>,
+    pub evidence: Map<String, Value>,
+    pub model: Option<String>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StructureError {
+    #[error("structurer unavailable: {0}")]
+    Unavailable(String),
+    #[error("structurer answered unusably: {0}")]
+    BadOutput(String),
+}
+
+#[async_trait]
+pub trait Structurer: Send + Sync {
+    fn name(&self) -> &str;
+    async fn structure(
+        &self,
+        workflow: &Workflow,
+        input: &StructuringInput<'_>,
+    ) -> Result<Proposed, StructureError>;
+}
+
+// ---------------------------------------------------------------- review mail
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewMail {
+    pub to: String,
+    pub subject: String,
+    pub review_url: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotifyError(pub String);
+
+#[async_trait]
+pub trait ReviewNotifier: Send + Sync {
+    async fn send(&self, mail: &ReviewMail) -> Result<(), NotifyError>;
+}
+
+// ---------------------------------------------------------------- record writer
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    pub id: String,
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// Salesforce refused the record (validation): a person must look.
+    #[error("Salesforce refused: {code}: {message}")]
+    Rejected {
+        code: String,
+        message: String,
+        fields: Vec<String>,
+    },
+    /// The org's API budget is spent: wait, do not burn retries.
+    #[error("Salesforce API limit reached: {0}")]
+    LimitExceeded(String),
+    /// Worth retrying later (5xx, timeouts, row locks, network).
+    #[error("Salesforce unavailable: {0}")]
+    Transient(String),
+    /// Our configuration is wrong (auth, unknown field): an admin must act.
+    #[error("Salesforce configuration problem: {0}")]
+    Config(String),
+}
+
+#[async_trait]
+pub trait RecordWriter: Send + Sync {
+    /// Create or update by external id; idempotent for the same value.
+    async fn upsert(
+        &self,
+        object: &str,
+        ext_field: &str,
+        ext_value: &str,
+        record: &Map<String, Value>,
+    ) -> Result<Upserted, WriteError>;
+    async fn create(&self, object: &str, record: &Map<String, Value>) -> Result<String, WriteError>;
+    async fn read(
+        &self,
+        object: &str,
+        id: &str,
+        fields: &[String],
+    ) -> Result<Map<String, Value>, WriteError>;
+    /// Uploads a file linked to the record; returns the ContentVersion id.
+    async fn attach(&self, record_id: &str, file: &Attachment<'_>) -> Result<String, WriteError>;
+    /// A file with this title already linked to the record (crash recovery).
+    async fn find_attachment(&self, record_id: &str, title: &str)
+    -> Result<Option<String>, WriteError>;
+    /// Link for people to open the record.
+    fn record_url(&self, object: &str, id: &str) -> String;
+}
+
+#[derive(Debug, Clone)]
+pub struct Attachment<'a> {
+    pub title: &'a str,
+    pub file_name: &'a str,
+    pub content_type: &'a str,
+    pub data: &'a [u8],
+}
+
+// ---------------------------------------------------------------- handoff
+
+/// Version 1 of the handoff message (documented in docs/handoff.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandoffMessage {
+    pub schema: String,
+    pub event: String,
+    /// Stable for one commit: subscribers drop repeats by it.
+    pub dedupe_key: String,
+    pub proposal_id: ProposalId,
+    pub workflow: String,
+    pub object: String,
+    pub salesforce_id: String,
+    pub salesforce_url: String,
+    pub summary: String,
+    pub priority: Option<String>,
+    pub asset: AssetContext,
+    pub approved_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub committed_at: Timestamp,
+}
+
+impl HandoffMessage {
+    /// SNS message attributes for subscription filter policies.
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("workflow", self.workflow.clone()),
+            ("priority", self.priority.clone().unwrap_or_else(|| "none".into())),
+            ("event", self.event.clone()),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PublishError(pub String);
+
+#[async_trait]
+pub trait HandoffPublisher: Send + Sync {
+    async fn publish(&self, msg: &HandoffMessage) -> Result<(), PublishError>;
+}
+
+// ---------------------------------------------------------------- media
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MediaError(pub String);
+
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    async fn put(&self, key: &str, data: &[u8], content_type: &str) -> Result<(), MediaError>;
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MediaError>;
+}
+
+// ---------------------------------------------------------------- assets
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DirectoryError(pub String);
+
+#[async_trait]
+pub trait AssetDirectory: Send + Sync {
+    /// `None`: no such asset (the QR code is stale).
+    async fn lookup(&self, id: &AssetId) -> Result<Option<AssetContext>, DirectoryError>;
+}

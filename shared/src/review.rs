@@ -1,0 +1,118 @@
+//! Review rounds: issue one link per reviewer, mail it, record that it was
+//! mailed. Used by the structure step (first round) and the commit step
+//! (when Salesforce refuses and the reviewer must look again).
+
+use crate::domain::{Actor, Proposal, ReviewGrant, ReviewToken, Workflow};
+use crate::error::AppError;
+use crate::ports::{ProposalStore, ReviewMail, ReviewNotifier};
+use crate::web::{ReviewMailHtml, human_time};
+use serde_json::json;
+
+/// Issues fresh links (replacing unmailed ones from a crashed attempt),
+/// mails them, and records the round as mailed. Each step is its own
+/// conditional write, so a retry resumes: links that were never mailed are
+/// simply replaced.
+pub async fn send_round(
+    store: &dyn ProposalStore,
+    notifier: &dyn ReviewNotifier,
+    workflow: &Workflow,
+    public_url: &str,
+    proposal: &Proposal,
+    step: &str,
+) -> Result<Proposal, AppError> {
+    let now = crate::domain::now();
+    let tokens: Vec<(String, ReviewToken)> = workflow
+        .reviewers
+        .iter()
+        .map(|r| (r.clone(), ReviewToken::generate(proposal.id)))
+        .collect();
+    let expires_at = now + workflow.review_link_ttl;
+    let issue = proposal
+        .transition(
+            proposal.status,
+            Actor::system(step),
+            "review_links_issued",
+            json!({"reviewers": workflow.reviewers, "expires_at": human_time(expires_at)}),
+            now,
+            |p| {
+                let old: Vec<String> = p.review.grants.drain(..).map(|g| g.token_hash).collect();
+                p.review.replaced.extend(old);
+                p.review.round += 1;
+                p.review.mailed = false;
+                p.review.expires_at = Some(expires_at);
+                p.review.grants = tokens
+                    .iter()
+                    .map(|(r, t)| ReviewGrant {
+                        reviewer: r.clone(),
+                        token_hash: t.hash(),
+                    })
+                    .collect();
+            },
+        )
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    store.apply(&issue).await?;
+    let issued = issue.proposal;
+
+    let summary = issued
+        .current()
+        .and_then(|r| r.fields.get(&workflow.handoff.summary_field))
+        .and_then(|f| f.text())
+        .unwrap_or("(no summary)")
+        .to_owned();
+    for (reviewer, token) in &tokens {
+        let url = format!("{}/r/{token}", public_url.trim_end_matches('/'));
+        let expires = human_time(expires_at);
+        let a = &issued.asset;
+        let html = ReviewMailHtml {
+            asset: &a.name,
+            serial: a.serial_number.as_deref(),
+            account: a.account_name.as_deref(),
+            summary: &summary,
+            url: &url,
+            expires_at: &expires,
+        }
+        .to_html();
+        let text = format!(
+            "A field report needs your review before it is written to Salesforce.\n\n{}{}\n{}\n\nReview it: {url}\n\nThis link is yours alone and works until {expires}. Opening it changes nothing.\n",
+            a.name,
+            a.serial_number.as_deref().map(|s| format!(" · {s}")).unwrap_or_default(),
+            summary,
+        );
+        let subject = if issued.commit.last_error.is_some() {
+            format!("Salesforce refused: {} — {}", a.name, clip(&summary, 60))
+        } else {
+            format!("Review: {} — {}", a.name, clip(&summary, 60))
+        };
+        notifier
+            .send(&ReviewMail {
+                to: reviewer.clone(),
+                subject,
+                review_url: url,
+                text,
+                html,
+            })
+            .await?;
+    }
+    let mark = issued
+        .transition(
+            issued.status,
+            Actor::system(step),
+            "review_mail_sent",
+            json!({"round": issued.review.round, "count": tokens.len()}),
+            crate::domain::now(),
+            |p| p.review.mailed = true,
+        )
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    store.apply(&mark).await?;
+    Ok(mark.proposal)
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(n).collect();
+        t.push('…');
+        t
+    }
+}

@@ -1,0 +1,115 @@
+//! The proposal item as DynamoDB holds it, and stream records of its
+//! changes: the embedded store emits exactly what a DynamoDB stream with
+//! `NEW_AND_OLD_IMAGES` would, so the stream handlers run unchanged.
+
+use crate::domain::{Proposal, ProposalId, Status};
+use aws_lambda_events::dynamodb::{EventRecord, StreamRecord, StreamViewType};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use serde_dynamo::{AttributeValue, Item};
+
+pub fn proposal_pk(id: ProposalId) -> String {
+    format!("P#{id}")
+}
+pub const META: &str = "META";
+
+/// The proposal item: key attributes, the GSI attributes (`status`,
+/// `created_at` as sortable text) and the proposal document.
+pub fn proposal_item(p: &Proposal) -> Item {
+    let mut item: Item = serde_dynamo::to_item(p).expect("a proposal is a plain document");
+    item.insert("PK".into(), AttributeValue::S(proposal_pk(p.id)));
+    item.insert("SK".into(), AttributeValue::S(META.into()));
+    item.insert("gsi_status".into(), AttributeValue::S(p.status.as_str().into()));
+    item
+}
+
+pub fn proposal_from_item(item: Item) -> Result<Proposal, serde_dynamo::Error> {
+    serde_dynamo::from_item(item)
+}
+
+fn keys(id: ProposalId) -> Item {
+    let mut k = Item::from(std::collections::HashMap::<String, AttributeValue>::new());
+    k.insert("PK".into(), AttributeValue::S(proposal_pk(id)));
+    k.insert("SK".into(), AttributeValue::S(META.into()));
+    k
+}
+
+/// A stream record for a write of the proposal item.
+pub fn change_record(old: Option<&Proposal>, new: &Proposal, sequence: u64) -> EventRecord {
+    let mut change = StreamRecord::default();
+    change.approximate_creation_date_time = chrono_now();
+    change.keys = keys(new.id);
+    change.new_image = proposal_item(new);
+    if let Some(o) = old {
+        change.old_image = proposal_item(o);
+    }
+    change.sequence_number = Some(format!("{sequence:021}"));
+    change.size_bytes = 0;
+    change.stream_view_type = Some(StreamViewType::NewAndOldImages);
+    let mut rec = EventRecord::default();
+    rec.aws_region = "local".into();
+    rec.change = change;
+    rec.event_id = format!("{sequence}");
+    rec.event_name = if old.is_some() { "MODIFY" } else { "INSERT" }.into();
+    rec.event_source = Some("aws:dynamodb".into());
+    rec.event_version = Some("1.1".into());
+    rec
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// The proposal id and new status a record is about, if it is a proposal
+/// item at all (audit events and caches share the table and are ignored).
+pub fn subject_of(rec: &EventRecord) -> Option<(ProposalId, Option<Status>)> {
+    let pk = match rec.change.keys.get("PK") {
+        Some(AttributeValue::S(s)) => s,
+        _ => return None,
+    };
+    match rec.change.keys.get("SK") {
+        Some(AttributeValue::S(s)) if s == META => {}
+        _ => return None,
+    }
+    let id = pk.strip_prefix("P#")?.parse().ok()?;
+    let status = match rec.change.new_image.get("status") {
+        Some(AttributeValue::S(s)) => s.parse().ok(),
+        _ => None,
+    };
+    Some((id, status))
+}
+
+/// Lambda's partial-batch answer: the first failed record and everything
+/// after it are retried, so report only the first failure.
+pub fn batch_response(first_failure: Option<&EventRecord>) -> DynamoDbEventResponse {
+    let mut resp = DynamoDbEventResponse::default();
+    if let Some(rec) = first_failure {
+        let mut f = DynamoDbBatchItemFailure::default();
+        f.item_identifier = rec.change.sequence_number.clone();
+        resp.batch_item_failures.push(f);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_round_trip_and_records_name_their_subject() {
+        let now = crate::domain::now();
+        let t = crate::domain::proposal::tests_support::sample(now);
+        let p = t.proposal;
+        let back = proposal_from_item(proposal_item(&p)).unwrap();
+        assert_eq!(back, p);
+        let rec = change_record(None, &p, 7);
+        assert_eq!(rec.event_name, "INSERT");
+        assert_eq!(subject_of(&rec), Some((p.id, Some(Status::Received))));
+        // What Lambda would deliver survives JSON.
+        let json = serde_json::to_string(&rec).unwrap();
+        let again: EventRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(subject_of(&again), Some((p.id, Some(Status::Received))));
+        assert_eq!(proposal_from_item(again.change.new_image).unwrap(), p);
+        let resp = batch_response(Some(&rec));
+        assert_eq!(resp.batch_item_failures[0].item_identifier.as_deref(), Some("000000000000000000007"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Structuring: a structurer proposes, this module disposes. Whatever a
+//! structurer returns, only the workflow's fields with allowed values and
+//! quotes that really occur in the notes come out.
+
+pub mod rules;
+
+pub use rules::RulesStructurer;
+
+use crate::domain::workflow::is_blank;
+use crate::domain::{FieldValue, Fields, StructuringInfo, Workflow};
+use crate::ports::{Proposed, Structurer, StructuringInput};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Runs `primary`; if it fails, the rules structurer, so no proposal is
+/// ever stuck in RECEIVED. Then validates.
+pub async fn structure(
+    primary: &dyn Structurer,
+    fallback: &RulesStructurer,
+    workflow: &Workflow,
+    input: &StructuringInput<'_>,
+) -> (Fields, StructuringInfo) {
+    let started = Instant::now();
+    let (proposed, used, fallback_reason) = match primary.structure(workflow, input).await {
+        Ok(p) => (p, primary.name().to_owned(), None),
+        Err(e) => {
+            tracing::warn!(structurer = primary.name(), error = %e, "structurer failed; using rules");
+            let p = fallback
+                .structure(workflow, input)
+                .await
+                .unwrap_or_default();
+            (p, fallback.name().to_owned(), Some(e.to_string()))
+        }
+    };
+    let fields = validate(workflow, &proposed, input.notes);
+    let info = StructuringInfo {
+        structurer: used,
+        model: proposed.model.clone(),
+        fallback_reason,
+        input_tokens: proposed.input_tokens,
+        output_tokens: proposed.output_tokens,
+        latency_ms: started.elapsed().as_millis() as u64,
+    };
+    (fields, info)
+}
+
+/// Keeps only declared fields; a value that breaks the schema or the
+/// Salesforce limits is left empty and flagged; a quote that is not in the
+/// notes is dropped and flagged.
+pub fn validate(workflow: &Workflow, proposed: &Proposed, notes: &str) -> Fields {
+    let haystack = normalize(notes);
+    let mut out = Fields::new();
+    for spec in &workflow.fields {
+        let mut fv = FieldValue {
+            value: Value::Null,
+            evidence: None,
+            flag: None,
+        };
+        if let Some(v) = proposed.fields.get(&spec.name).filter(|v| !is_blank(v)) {
+            let one: BTreeMap<String, Value> = [(spec.name.clone(), v.clone())].into();
+            let issues: Vec<_> = workflow
+                .check(&one)
+                .into_iter()
+                .filter(|i| i.field == spec.name && i.message != "is required")
+                .collect();
+            match issues.first() {
+                None => fv.value = v.clone(),
+                Some(issue) => {
+                    fv.flag = Some(format!(
+                        "the structurer proposed {}, which {}",
+                        short(v),
+                        issue.message
+                    ));
+                }
+            }
+        }
+        if !fv.value.is_null() {
+            match proposed.evidence.get(&spec.name).and_then(Value::as_str) {
+                Some(q) if !q.trim().is_empty() && haystack.contains(&normalize(q)) => {
+                    fv.evidence = Some(q.trim().to_owned());
+                }
+                Some(q) if !q.trim().is_empty() => {
+                    fv.flag = Some("the quoted evidence is not in the notes; check this value".into());
+                }
+                _ => {
+                    if let Some(d) = &spec.default
+                        && fv.value.as_str() == Some(d.as_str())
+                    {
+                        fv.flag = Some(format!("not stated in the notes; default {d} used"));
+                    } else {
+                        fv.flag = Some("no words in the notes support this value".into());
+                    }
+                }
+            }
+        } else if let Some(d) = &spec.default {
+            fv.value = Value::String(d.clone());
+            if fv.flag.is_none() {
+                fv.flag = Some(format!("not stated in the notes; default {d} used"));
+            }
+        } else if spec.required && fv.flag.is_none() {
+            fv.flag = Some("required, and the notes did not give it: please fill in".into());
+        }
+        out.insert(spec.name.clone(), fv);
+    }
+    out
+}
+
+fn short(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut t: String = s.chars().take(40).collect();
+    if t.len() < s.len() {
+        t.push('…');
+    }
+    format!("{t:?}")
+}
+
+/// Lowercase, whitespace folded: quotes match however the model spaced them.
+pub(crate) fn normalize(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Workflows;
+    use serde_json::json;
+
+    fn wf() -> std::sync::Arc<Workflow> {
+        Workflows::builtin().iter().next().unwrap().clone()
+    }
+
+    #[test]
+    fn nothing_outside_the_schema_survives() {
+        let w = wf();
+        let notes = "Compressor is leaking oil, urgent";
+        let mut p = Proposed::default();
+        p.fields.insert("Subject".into(), json!("Compressor leaking oil"));
+        p.evidence.insert("Subject".into(), json!("Compressor is leaking oil"));
+        p.fields.insert("Priority".into(), json!("Critical"));
+        p.fields.insert("OwnerId".into(), json!("005000000000001"));
+        p.fields.insert("Type".into(), json!("Mechanical"));
+        p.evidence.insert("Type".into(), json!("an invented quote"));
+        let out = validate(&w, &p, notes);
+        assert!(!out.contains_key("OwnerId"));
+        assert_eq!(out["Subject"].value, json!("Compressor leaking oil"));
+        assert_eq!(out["Subject"].evidence.as_deref(), Some("Compressor is leaking oil"));
+        assert!(out["Subject"].flag.is_none());
+        // Not a picklist value → default with a flag, never "Critical".
+        assert_eq!(out["Priority"].value, json!("Medium"));
+        assert!(out["Priority"].flag.as_deref().unwrap().contains("Critical"));
+        // Invented evidence → flagged.
+        assert!(out["Type"].evidence.is_none());
+        assert!(out["Type"].flag.is_some());
+    }
+}

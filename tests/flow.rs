@@ -1,0 +1,365 @@
+//! The foundation's end-to-end scenarios, through real HTTP against the
+//! dev stack started in-process on a free port.
+
+use fieldgate::domain::{Actor, ProposalId, Status, verify_chain};
+use fieldgate::ports::ProposalStore;
+use fieldgate_tests::faults::{CrashAfterApply, CrashAfterCall};
+use fieldgate_tests::*;
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+async fn proposal(h: &Harness, id: &str) -> fieldgate::domain::Proposal {
+    h.stack.store.get(id.parse::<ProposalId>().unwrap()).await.unwrap().expect("stored")
+}
+
+async fn open_review(h: &Harness, url: &str) -> String {
+    let r = h.http.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    r.text().await.unwrap()
+}
+
+async fn post_decision(h: &Harness, url: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let r = h.http.post(url).form(form).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn approve(h: &Harness, url: &str, page: &str, edits: &[(&str, &str)]) -> (u16, String) {
+    let csrf = hidden(page, "csrf");
+    let rev = hidden(page, "revision");
+    let mut form = vec![("decision", "approve"), ("csrf", csrf.as_str()), ("revision", rev.as_str())];
+    form.extend_from_slice(edits);
+    post_decision(h, url, &form).await
+}
+
+async fn wait_status(h: &Harness, id: &str, want: Status) -> fieldgate::domain::Proposal {
+    wait_for(|| async {
+        let p = proposal(h, id).await;
+        (p.status == want && (want != Status::Committed || p.commit.handoff_published)).then_some(p)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scan_structure_review_approve_commit_handoff() {
+    let h = Harness::start().await;
+    let (asset, name) = h.first_asset();
+
+    // Scan: the form shows the asset.
+    let form = h.http.get(h.scan_url()).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    assert!(form.text().await.unwrap().contains(&name));
+
+    // Submit with a photo.
+    let notes = "Compressor is leaking oil at the rear seal. Breaker tripped twice, needs a tech ASAP.";
+    let (status, page) = h.submit(notes, Some(("seal.jpg", jpeg()))).await;
+    assert_eq!(status, 201, "{page}");
+    let id = reference(&page);
+
+    // Structured and mailed.
+    let url = h.review_url(1).await;
+    assert!(url.starts_with(&h.stack.public_url) && url.contains(&id));
+    let mail = &h.json("/dev/outbox").await[0];
+    assert_eq!(mail["to"], "service-desk@example.com");
+    let p = wait_status(&h, &id, Status::PendingReview).await;
+    let rev = p.current().unwrap();
+    assert_eq!(rev.fields["Priority"].value, "High");
+    assert!(notes.contains(rev.fields["Subject"].evidence.as_deref().unwrap()));
+
+    // Opening the link (and HEAD, as mail scanners do) changes nothing.
+    let before = proposal(&h, &id).await;
+    let page = open_review(&h, &url).await;
+    for _ in 0..3 {
+        assert_eq!(h.http.head(&url).send().await.unwrap().status(), 200);
+        open_review(&h, &url).await;
+    }
+    assert_eq!(proposal(&h, &id).await, before, "GET/HEAD changed state");
+    assert!(page.contains(notes.split('.').next().unwrap()));
+    let photo = h.http.get(format!("{url}/photo")).send().await.unwrap();
+    assert_eq!(photo.status(), 200);
+    assert_eq!(photo.bytes().await.unwrap().to_vec(), jpeg());
+
+    // Approve.
+    let (s, body) = approve(&h, &url, &page, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let p = wait_status(&h, &id, Status::Committed).await;
+
+    // Exactly one Case with the approved values and the external id.
+    let cases = h.cases();
+    assert_eq!(cases.len(), 1);
+    let case = &cases[0];
+    let approved = p.current().unwrap().values();
+    for (k, v) in &approved {
+        if !v.is_null() {
+            assert_eq!(&case[k], v, "field {k}");
+        }
+    }
+    assert_eq!(case["Fieldgate_Proposal_Id__c"], id.as_str());
+    assert_eq!(case["Origin"], "Field QR");
+    assert_eq!(case["AssetId"], asset.as_str());
+    assert!(case["AccountId"].as_str().unwrap().starts_with("001"));
+    let case_id = case["Id"].as_str().unwrap();
+    assert_eq!(p.commit.record_id.as_deref(), Some(case_id));
+    assert!(p.commit.readback_mismatches.is_empty());
+
+    // The photo is linked to it.
+    let files = h.stack.emulator.content_versions_linked_to(case_id);
+    assert_eq!(files.len(), 1);
+    assert_eq!(h.stack.emulator.content_version_data(files[0]["Id"].as_str().unwrap()).unwrap(), jpeg());
+
+    // One handoff.
+    let handoffs = h.handoffs().await;
+    assert_eq!(handoffs.len(), 1);
+    let m = &handoffs[0];
+    assert_eq!(m["proposal_id"], id.as_str());
+    assert_eq!(m["salesforce_id"], case_id);
+    assert_eq!(m["workflow"], "field-service-case");
+    assert_eq!(m["priority"], "High");
+    assert_eq!(m["schema"], "fieldgate.handoff/v1");
+    assert!(m["salesforce_url"].as_str().unwrap().contains(case_id));
+
+    // The audit trail is one unbroken chain naming the reviewer.
+    let events = h.stack.store.events(p.id).await.unwrap();
+    verify_chain(&events).unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["received", "structured", "review_links_issued", "review_mail_sent", "approved", "commit_started", "record_written", "photo_attached", "committed", "handoff_published"]
+    );
+    assert_eq!(events[4].actor, Actor::Reviewer { email: "service-desk@example.com".into() });
+}
+
+#[tokio::test]
+async fn edits_are_what_gets_written() {
+    let h = Harness::start().await;
+    let (_, page) = h.submit("fan making a grinding noise", None).await;
+    let id = reference(&page);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    let (s, body) = approve(&h, &url, &page, &[("Subject", "Condenser fan bearing worn"), ("Priority", "Low"), ("Type", "Mechanical"), ("Reason", "Performance"), ("Description", "Bearing noise, replace at next visit")]).await;
+    assert_eq!(s, 200, "{body}");
+    let p = wait_status(&h, &id, Status::Committed).await;
+    assert_eq!(p.revisions.len(), 2, "the edit is a new revision");
+    assert_eq!(p.decision.as_ref().unwrap().revision_hash, p.revisions[1].hash);
+    let case = &h.cases()[0];
+    assert_eq!(case["Subject"], "Condenser fan bearing worn");
+    assert_eq!(case["Priority"], "Low");
+    assert_eq!(case["Reason"], "Performance");
+}
+
+#[tokio::test]
+async fn rejection_writes_nothing() {
+    let h = Harness::start().await;
+    let (_, page) = h.submit("duplicate of yesterday's report", None).await;
+    let id = reference(&page);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    let (s, _) = post_decision(&h, &url, &[("decision", "reject"), ("reason", "duplicate"), ("csrf", &hidden(&page, "csrf")), ("revision", &hidden(&page, "revision"))]).await;
+    assert_eq!(s, 200);
+    let p = wait_status(&h, &id, Status::Rejected).await;
+    assert_eq!(p.decision.unwrap().reason.as_deref(), Some("duplicate"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(h.cases().is_empty());
+    assert!(h.handoffs().await.is_empty());
+    assert_eq!(h.stack.emulator.records("ContentVersion").len(), 0);
+}
+
+#[tokio::test]
+async fn bad_links_are_refused_and_change_nothing() {
+    let h = Harness::start().await;
+    let (_, page) = h.submit("pump vibrating", None).await;
+    let id = reference(&page);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    let csrf = hidden(&page, "csrf");
+    let rev = hidden(&page, "revision");
+    let before = proposal(&h, &id).await;
+
+    // Forged: right proposal, random nonce.
+    let forged = format!("{}/r/{id}.{}", h.stack.public_url, "A".repeat(43));
+    assert_eq!(h.http.get(&forged).send().await.unwrap().status(), 404);
+    assert_eq!(post_decision(&h, &forged, &[("decision", "approve"), ("csrf", &csrf), ("revision", &rev)]).await.0, 404);
+    // Malformed.
+    assert_eq!(h.http.get(format!("{}/r/garbage", h.stack.public_url)).send().await.unwrap().status(), 404);
+    // Tampered CSRF and revision.
+    assert_eq!(post_decision(&h, &url, &[("decision", "approve"), ("csrf", "x"), ("revision", &rev)]).await.0, 403);
+    assert_eq!(post_decision(&h, &url, &[("decision", "approve"), ("csrf", &csrf), ("revision", &"0".repeat(64))]).await.0, 409);
+    // Not a field of the workflow.
+    assert_eq!(post_decision(&h, &url, &[("decision", "approve"), ("csrf", &csrf), ("revision", &rev), ("OwnerId", "005x")]).await.0, 400);
+    // A value the workflow does not allow: the page again, 422, nothing stored.
+    let (s, body) = post_decision(&h, &url, &[("decision", "approve"), ("csrf", &csrf), ("revision", &rev), ("Priority", "Whenever")]).await;
+    assert_eq!(s, 422);
+    assert!(body.contains("must be one of"));
+    // A GET by the method that changes state is refused.
+    assert_eq!(h.http.put(&url).send().await.unwrap().status(), 405);
+    assert_eq!(proposal(&h, &id).await, before, "refused requests changed state");
+
+    // Used: approve once, replay → 409 naming who decided.
+    assert_eq!(approve(&h, &url, &page, &[]).await.0, 200);
+    let (s, body) = approve(&h, &url, &page, &[]).await;
+    assert_eq!(s, 409);
+    assert!(body.contains("service-desk@example.com"), "{body}");
+    assert_eq!(h.http.get(&url).send().await.unwrap().status(), 409);
+
+    // Expired: a second proposal whose link's time has passed.
+    let (_, page2) = h.submit("display flickering", None).await;
+    let id2 = reference(&page2);
+    let url2 = h.review_url(2).await;
+    let review2 = open_review(&h, &url2).await;
+    let p2 = wait_status(&h, &id2, Status::PendingReview).await;
+    let t = p2
+        .transition(Status::PendingReview, Actor::system("test"), "clock_moved", Value::Null, fieldgate::domain::now(), |n| {
+            n.review.expires_at = Some(fieldgate::domain::now() - time::Duration::minutes(1));
+        })
+        .unwrap();
+    h.stack.store.apply(&t).await.unwrap();
+    let before2 = proposal(&h, &id2).await;
+    assert_eq!(h.http.get(&url2).send().await.unwrap().status(), 410);
+    assert_eq!(approve(&h, &url2, &review2, &[]).await.0, 410);
+    assert_eq!(proposal(&h, &id2).await, before2);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_approvals_make_one_case() {
+    let h = Arc::new(Harness::start().await);
+    let (_, page) = h.submit("generator will not start, battery dead", None).await;
+    let id = reference(&page);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (h, url, page) = (h.clone(), url.clone(), page.clone());
+        tasks.push(tokio::spawn(async move { approve(&h, &url, &page, &[]).await.0 }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|&c| c == 200 || c == 409), "{codes:?}");
+    wait_status(&h, &id, Status::Committed).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.cases().len(), 1);
+    assert_eq!(h.handoffs().await.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_stored() {
+    let h = Harness::start().await;
+    let url = h.scan_url();
+    let big = vec![0xFFu8; 11 * 1024 * 1024];
+    let cases: Vec<(u16, reqwest::RequestBuilder)> = vec![
+        (413, h.http.post(&url).multipart(reqwest::multipart::Form::new().text("notes", "x").part("photo", reqwest::multipart::Part::bytes(big).file_name("big.jpg")))),
+        (415, h.http.post(&url).multipart(reqwest::multipart::Form::new().text("notes", "x").part("photo", reqwest::multipart::Part::bytes(b"#!/bin/sh\nrm -rf /".to_vec()).file_name("x.jpg").mime_str("image/jpeg").unwrap()))),
+        (422, h.http.post(&url).multipart(reqwest::multipart::Form::new().text("notes", "  "))),
+        (400, h.http.post(&url).header("content-type", "multipart/form-data; boundary=abc").body("--abc\r\nContent-Disposition: form-data; name=\"notes\"\r\n\r\nunterminated")),
+        (400, h.http.post(&url).multipart(reqwest::multipart::Form::new().part("notes", reqwest::multipart::Part::bytes(vec![0xC3, 0x28, 0xA0, 0xA1])))),
+        (415, h.http.post(&url).form(&[("notes", "x")])),
+    ];
+    for (want, req) in cases {
+        let r = req.send().await.unwrap();
+        let got = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(got, want, "{body}");
+        assert!(body.contains("<h1>"), "a page that says what happened");
+    }
+    // A forged code is a plain 404.
+    let forged = url.replace(&h.first_asset().0.to_string(), "02i000000000009AAA");
+    assert_eq!(h.http.get(&forged).send().await.unwrap().status(), 404);
+    for s in Status::ALL {
+        assert!(h.stack.store.list_by_status(s, 10).await.unwrap().is_empty(), "{s} stored");
+    }
+    assert_eq!(std::fs::read_dir(h.dir.path().join("media")).unwrap().count(), 0, "no orphan photo");
+}
+
+/// Runs the commit step with a crash injected at `crash`, then again
+/// without: whatever the point, one Case, one file, one handoff.
+async fn crash_and_resume(crash: &str, at: usize) {
+    let mut opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), tempfile::tempdir().unwrap().keep());
+    opts.pause_commit = true;
+    let stack = DevStack::start(opts).await.unwrap();
+    let h = Harness { stack, http: reqwest::Client::new(), dir: tempfile::tempdir().unwrap() };
+    let (_, page) = h.submit("chiller tripped on high pressure", Some(("gauge.jpg", jpeg()))).await;
+    let id = reference(&page);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    assert_eq!(approve(&h, &url, &page, &[]).await.0, 200);
+    wait_status(&h, &id, Status::Approved).await;
+
+    let c = &h.stack.commit;
+    let faulty = fieldgate_commit::Commit {
+        store: match crash {
+            "store" => Arc::new(CrashAfterApply { inner: c.store.clone(), at, seen: AtomicUsize::new(0) }),
+            _ => c.store.clone(),
+        },
+        writer: match crash {
+            "salesforce" => Arc::new(CrashAfterCall { inner: c.writer.clone(), at, seen: AtomicUsize::new(0) }),
+            _ => c.writer.clone(),
+        },
+        media: c.media.clone(),
+        handoff: c.handoff.clone(),
+        notifier: c.notifier.clone(),
+        workflows: c.workflows.clone(),
+        public_url: c.public_url.clone(),
+    };
+    let pid: ProposalId = id.parse().unwrap();
+    let first = fieldgate_commit::process(&faulty, pid).await;
+    assert!(first.is_err(), "{crash} #{at}: the injected crash happened");
+    fieldgate_commit::process(c, pid).await.expect("the retry completes");
+    let p = proposal(&h, &id).await;
+    assert_eq!(p.status, Status::Committed, "{crash} #{at}");
+    assert!(p.commit.handoff_published);
+    let cases = h.cases();
+    assert_eq!(cases.len(), 1, "{crash} #{at}: one Case");
+    let files = h.stack.emulator.content_versions_linked_to(cases[0]["Id"].as_str().unwrap());
+    assert_eq!(files.len(), 1, "{crash} #{at}: one photo");
+    let handoffs = h.handoffs().await;
+    assert!(!handoffs.is_empty(), "{crash} #{at}: handoff published");
+    // At-least-once handoff: a repeat carries the same dedupe key.
+    assert!(handoffs.iter().all(|m| m["dedupe_key"] == handoffs[0]["dedupe_key"]));
+    verify_chain(&h.stack.store.events(pid).await.unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn commit_crash_after_any_store_write_still_makes_one_case() {
+    // commit_started, record_written, photo_attached, committed, handoff_published
+    for at in 0..5 {
+        crash_and_resume("store", at).await;
+    }
+}
+
+#[tokio::test]
+async fn commit_crash_after_any_salesforce_call_still_makes_one_case() {
+    // upsert, attach, read-back
+    for at in 0..3 {
+        crash_and_resume("salesforce", at).await;
+    }
+}
+
+#[tokio::test]
+async fn data_survives_a_restart_and_unfinished_work_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let mut opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), path.clone());
+    opts.pause_commit = true;
+    let h = Harness { stack: DevStack::start(opts).await.unwrap(), http: reqwest::Client::new(), dir };
+    let scan = h.scan_url();
+    let (_, page) = h.submit("belt slipping on conveyor 4", None).await;
+    let id = reference(&page);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    assert_eq!(approve(&h, &url, &page, &[]).await.0, 200);
+    wait_status(&h, &id, Status::Approved).await;
+    h.stack.stop().await;
+
+    // Same data directory, commit running: the approved proposal commits.
+    let stack = DevStack::start(DevOptions::new("127.0.0.1:0".parse().unwrap(), path)).await.unwrap();
+    let h2 = Harness { stack, http: reqwest::Client::new(), dir: h.dir };
+    wait_status(&h2, &id, Status::Committed).await;
+    assert_eq!(h2.cases().len(), 1);
+    // The QR link signed before the restart still works (keys persisted).
+    let path_q = scan.split("/q/").nth(1).unwrap();
+    let r = h2.http.get(format!("{}/q/{path_q}", h2.stack.base_url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -1,0 +1,196 @@
+//! Helpers for the end-to-end tests: a dev stack on a free port, a client,
+//! and waiting for the stream-driven steps.
+
+use fieldgate::domain::AssetId;
+pub use fieldgate_cli::dev::{DevOptions, DevStack};
+use regex::Regex;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+pub struct Harness {
+    pub stack: DevStack,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> Harness {
+        let opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        let stack = DevStack::start(opts).await.expect("dev stack starts");
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Harness { stack, http, dir }
+    }
+
+    pub fn first_asset(&self) -> (AssetId, String) {
+        let a = &self.stack.emulator.demo_assets()[0];
+        (a.id.parse().unwrap(), a.name.clone())
+    }
+
+    pub fn scan_url(&self) -> String {
+        self.stack.qr_url(&self.first_asset().0)
+    }
+
+    /// Submits a report like the form does; returns (status, body).
+    pub async fn submit(&self, notes: &str, photo: Option<(&str, Vec<u8>)>) -> (u16, String) {
+        let mut form = reqwest::multipart::Form::new().text("notes", notes.to_owned()).text("reporter", "tech@example.com");
+        if let Some((name, data)) = photo {
+            form = form.part("photo", reqwest::multipart::Part::bytes(data).file_name(name.to_owned()).mime_str("image/jpeg").unwrap());
+        }
+        let r = self.http.post(self.scan_url()).multipart(form).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn json(&self, path: &str) -> Value {
+        self.http.get(format!("{}{path}", self.stack.base_url)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Waits for the n-th review mail and returns its link.
+    pub async fn review_url(&self, n: usize) -> String {
+        let mails = wait_for(|| async {
+            let m = self.json("/dev/outbox").await;
+            (m.as_array().map_or(0, Vec::len) >= n).then_some(m)
+        })
+        .await;
+        mails[n - 1]["review_url"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn handoffs(&self) -> Vec<Value> {
+        self.json("/dev/handoff").await.as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn cases(&self) -> Vec<Value> {
+        self.stack.emulator.records("Case")
+    }
+}
+
+/// Polls `f` until it yields, failing loudly after 20 s.
+pub async fn wait_for<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not reached within 20 s");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The reference the confirmation page shows.
+pub fn reference(page: &str) -> String {
+    Regex::new(r#"class="ref">([0-9A-Z]{26})<"#).unwrap().captures(page).expect("reference on the page")[1].to_owned()
+}
+
+/// A hidden input's value.
+pub fn hidden(page: &str, name: &str) -> String {
+    let re = Regex::new(&format!(r#"name="{name}" value="([^"]*)""#)).unwrap();
+    re.captures(page).unwrap_or_else(|| panic!("no {name} in page")).get(1).unwrap().as_str().to_owned()
+}
+
+/// A tiny valid JPEG (1×1), made by hand so no file is needed.
+pub fn jpeg() -> Vec<u8> {
+    let mut v = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00];
+    v.extend_from_slice(&[0xFF, 0xD9]);
+    v
+}
+
+/// Wrappers that make the commit step "crash" at a chosen point: the
+/// wrapped call either fails before doing anything, or does its work and
+/// then reports failure (the answer lost, the process killed after it).
+pub mod faults {
+    use async_trait::async_trait;
+    use fieldgate::domain::{AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition};
+    use fieldgate::ports::*;
+    use serde_json::{Map, Value};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Fails the n-th `apply` (0-based) after storing it.
+    pub struct CrashAfterApply {
+        pub inner: Arc<dyn ProposalStore>,
+        pub at: usize,
+        pub seen: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ProposalStore for CrashAfterApply {
+        async fn create(&self, t: &Transition, k: Option<&str>) -> Result<Created, StoreError> {
+            self.inner.create(t, k).await
+        }
+        async fn apply(&self, t: &Transition) -> Result<(), StoreError> {
+            self.inner.apply(t).await?;
+            if self.seen.fetch_add(1, Ordering::SeqCst) == self.at {
+                return Err(StoreError::Backend(format!("injected crash after {}", t.event.action)));
+            }
+            Ok(())
+        }
+        async fn get(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn events(&self, id: ProposalId) -> Result<Vec<AuditEvent>, StoreError> {
+            self.inner.events(id).await
+        }
+        async fn list_by_status(&self, s: Status, l: usize) -> Result<Vec<Proposal>, StoreError> {
+            self.inner.list_by_status(s, l).await
+        }
+        async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError> {
+            self.inner.cached_asset(id).await
+        }
+        async fn cache_asset(&self, a: &CachedAsset) -> Result<(), StoreError> {
+            self.inner.cache_asset(a).await
+        }
+        async fn count_in_window(&self, k: &str, w: i64, n: Timestamp) -> Result<u64, StoreError> {
+            self.inner.count_in_window(k, w, n).await
+        }
+    }
+
+    /// Fails the n-th Salesforce call (0-based) after Salesforce did it.
+    pub struct CrashAfterCall {
+        pub inner: Arc<dyn RecordWriter>,
+        pub at: usize,
+        pub seen: AtomicUsize,
+    }
+
+    impl CrashAfterCall {
+        fn tick<T>(&self, r: Result<T, WriteError>) -> Result<T, WriteError> {
+            let v = r?;
+            if self.seen.fetch_add(1, Ordering::SeqCst) == self.at {
+                return Err(WriteError::Transient("injected: answer lost".into()));
+            }
+            Ok(v)
+        }
+    }
+
+    #[async_trait]
+    impl RecordWriter for CrashAfterCall {
+        async fn upsert(&self, o: &str, f: &str, v: &str, r: &Map<String, Value>) -> Result<Upserted, WriteError> {
+            self.tick(self.inner.upsert(o, f, v, r).await)
+        }
+        async fn create(&self, o: &str, r: &Map<String, Value>) -> Result<String, WriteError> {
+            self.tick(self.inner.create(o, r).await)
+        }
+        async fn read(&self, o: &str, id: &str, f: &[String]) -> Result<Map<String, Value>, WriteError> {
+            self.tick(self.inner.read(o, id, f).await)
+        }
+        async fn attach(&self, id: &str, a: &Attachment<'_>) -> Result<String, WriteError> {
+            self.tick(self.inner.attach(id, a).await)
+        }
+        async fn find_attachment(&self, id: &str, t: &str) -> Result<Option<String>, WriteError> {
+            self.tick(self.inner.find_attachment(id, t).await)
+        }
+        fn record_url(&self, o: &str, id: &str) -> String {
+            self.inner.record_url(o, id)
+        }
+    }
+}
