@@ -10,7 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 async fn proposal(h: &Harness, id: &str) -> fieldgate::domain::Proposal {
-    h.stack.store.get(id.parse::<ProposalId>().unwrap()).await.unwrap().expect("stored")
+    h.stack
+        .store
+        .get(id.parse::<ProposalId>().unwrap())
+        .await
+        .unwrap()
+        .expect("stored")
 }
 
 async fn open_review(h: &Harness, url: &str) -> String {
@@ -28,7 +33,11 @@ async fn post_decision(h: &Harness, url: &str, form: &[(&str, &str)]) -> (u16, S
 async fn approve(h: &Harness, url: &str, page: &str, edits: &[(&str, &str)]) -> (u16, String) {
     let csrf = hidden(page, "csrf");
     let rev = hidden(page, "revision");
-    let mut form = vec![("decision", "approve"), ("csrf", csrf.as_str()), ("revision", rev.as_str())];
+    let mut form = vec![
+        ("decision", "approve"),
+        ("csrf", csrf.as_str()),
+        ("revision", rev.as_str()),
+    ];
     form.extend_from_slice(edits);
     post_decision(h, url, &form).await
 }
@@ -52,7 +61,8 @@ async fn scan_structure_review_approve_commit_handoff() {
     assert!(form.text().await.unwrap().contains(&name));
 
     // Submit with a photo.
-    let notes = "Compressor is leaking oil at the rear seal. Breaker tripped twice, needs a tech ASAP.";
+    let notes =
+        "Compressor is leaking oil at the rear seal. Breaker tripped twice, needs a tech ASAP.";
     let (status, page) = h.submit(notes, Some(("seal.jpg", jpeg()))).await;
     assert_eq!(status, 201, "{page}");
     let id = reference(&page);
@@ -106,7 +116,13 @@ async fn scan_structure_review_approve_commit_handoff() {
     // The photo is linked to it.
     let files = h.stack.emulator.content_versions_linked_to(case_id);
     assert_eq!(files.len(), 1);
-    assert_eq!(h.stack.emulator.content_version_data(files[0]["Id"].as_str().unwrap()).unwrap(), jpeg());
+    assert_eq!(
+        h.stack
+            .emulator
+            .content_version_data(files[0]["Id"].as_str().unwrap())
+            .unwrap(),
+        jpeg()
+    );
 
     // One handoff.
     let handoffs = h.handoffs().await;
@@ -125,9 +141,25 @@ async fn scan_structure_review_approve_commit_handoff() {
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["received", "structured", "review_links_issued", "review_mail_sent", "approved", "commit_started", "record_written", "photo_attached", "committed", "handoff_published"]
+        [
+            "received",
+            "structured",
+            "review_links_issued",
+            "review_mail_sent",
+            "approved",
+            "commit_started",
+            "record_written",
+            "photo_attached",
+            "committed",
+            "handoff_published"
+        ]
     );
-    assert_eq!(events[4].actor, Actor::Reviewer { email: "service-desk@example.com".into() });
+    assert_eq!(
+        events[4].actor,
+        Actor::Reviewer {
+            email: "service-desk@example.com".into()
+        }
+    );
 }
 
 #[tokio::test]
@@ -137,11 +169,26 @@ async fn edits_are_what_gets_written() {
     let id = reference(&page);
     let url = h.review_url(1).await;
     let page = open_review(&h, &url).await;
-    let (s, body) = approve(&h, &url, &page, &[("Subject", "Condenser fan bearing worn"), ("Priority", "Low"), ("Type", "Mechanical"), ("Reason", "Performance"), ("Description", "Bearing noise, replace at next visit")]).await;
+    let (s, body) = approve(
+        &h,
+        &url,
+        &page,
+        &[
+            ("Subject", "Condenser fan bearing worn"),
+            ("Priority", "Low"),
+            ("Type", "Mechanical"),
+            ("Reason", "Performance"),
+            ("Description", "Bearing noise, replace at next visit"),
+        ],
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
     let p = wait_status(&h, &id, Status::Committed).await;
     assert_eq!(p.revisions.len(), 2, "the edit is a new revision");
-    assert_eq!(p.decision.as_ref().unwrap().revision_hash, p.revisions[1].hash);
+    assert_eq!(
+        p.decision.as_ref().unwrap().revision_hash,
+        p.revisions[1].hash
+    );
     let case = &h.cases()[0];
     assert_eq!(case["Subject"], "Condenser fan bearing worn");
     assert_eq!(case["Priority"], "Low");
@@ -155,7 +202,17 @@ async fn rejection_writes_nothing() {
     let id = reference(&page);
     let url = h.review_url(1).await;
     let page = open_review(&h, &url).await;
-    let (s, _) = post_decision(&h, &url, &[("decision", "reject"), ("reason", "duplicate"), ("csrf", &hidden(&page, "csrf")), ("revision", &hidden(&page, "revision"))]).await;
+    let (s, _) = post_decision(
+        &h,
+        &url,
+        &[
+            ("decision", "reject"),
+            ("reason", "duplicate"),
+            ("csrf", &hidden(&page, "csrf")),
+            ("revision", &hidden(&page, "revision")),
+        ],
+    )
+    .await;
     assert_eq!(s, 200);
     let p = wait_status(&h, &id, Status::Rejected).await;
     assert_eq!(p.decision.unwrap().reason.as_deref(), Some("duplicate"));
@@ -179,21 +236,88 @@ async fn bad_links_are_refused_and_change_nothing() {
     // Forged: right proposal, random nonce.
     let forged = format!("{}/r/{id}.{}", h.stack.public_url, "A".repeat(43));
     assert_eq!(h.http.get(&forged).send().await.unwrap().status(), 404);
-    assert_eq!(post_decision(&h, &forged, &[("decision", "approve"), ("csrf", &csrf), ("revision", &rev)]).await.0, 404);
+    assert_eq!(
+        post_decision(
+            &h,
+            &forged,
+            &[("decision", "approve"), ("csrf", &csrf), ("revision", &rev)]
+        )
+        .await
+        .0,
+        404
+    );
     // Malformed.
-    assert_eq!(h.http.get(format!("{}/r/garbage", h.stack.public_url)).send().await.unwrap().status(), 404);
+    assert_eq!(
+        h.http
+            .get(format!("{}/r/garbage", h.stack.public_url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     // Tampered CSRF and revision.
-    assert_eq!(post_decision(&h, &url, &[("decision", "approve"), ("csrf", "x"), ("revision", &rev)]).await.0, 403);
-    assert_eq!(post_decision(&h, &url, &[("decision", "approve"), ("csrf", &csrf), ("revision", &"0".repeat(64))]).await.0, 409);
+    assert_eq!(
+        post_decision(
+            &h,
+            &url,
+            &[("decision", "approve"), ("csrf", "x"), ("revision", &rev)]
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        post_decision(
+            &h,
+            &url,
+            &[
+                ("decision", "approve"),
+                ("csrf", &csrf),
+                ("revision", &"0".repeat(64))
+            ]
+        )
+        .await
+        .0,
+        409
+    );
     // Not a field of the workflow.
-    assert_eq!(post_decision(&h, &url, &[("decision", "approve"), ("csrf", &csrf), ("revision", &rev), ("OwnerId", "005x")]).await.0, 400);
+    assert_eq!(
+        post_decision(
+            &h,
+            &url,
+            &[
+                ("decision", "approve"),
+                ("csrf", &csrf),
+                ("revision", &rev),
+                ("OwnerId", "005x")
+            ]
+        )
+        .await
+        .0,
+        400
+    );
     // A value the workflow does not allow: the page again, 422, nothing stored.
-    let (s, body) = post_decision(&h, &url, &[("decision", "approve"), ("csrf", &csrf), ("revision", &rev), ("Priority", "Whenever")]).await;
+    let (s, body) = post_decision(
+        &h,
+        &url,
+        &[
+            ("decision", "approve"),
+            ("csrf", &csrf),
+            ("revision", &rev),
+            ("Priority", "Whenever"),
+        ],
+    )
+    .await;
     assert_eq!(s, 422);
     assert!(body.contains("must be one of"));
     // A GET by the method that changes state is refused.
     assert_eq!(h.http.put(&url).send().await.unwrap().status(), 405);
-    assert_eq!(proposal(&h, &id).await, before, "refused requests changed state");
+    assert_eq!(
+        proposal(&h, &id).await,
+        before,
+        "refused requests changed state"
+    );
 
     // Used: approve once, replay → 409 naming who decided.
     assert_eq!(approve(&h, &url, &page, &[]).await.0, 200);
@@ -209,9 +333,16 @@ async fn bad_links_are_refused_and_change_nothing() {
     let review2 = open_review(&h, &url2).await;
     let p2 = wait_status(&h, &id2, Status::PendingReview).await;
     let t = p2
-        .transition(Status::PendingReview, Actor::system("test"), "clock_moved", Value::Null, fieldgate::domain::now(), |n| {
-            n.review.expires_at = Some(fieldgate::domain::now() - time::Duration::minutes(1));
-        })
+        .transition(
+            Status::PendingReview,
+            Actor::system("test"),
+            "clock_moved",
+            Value::Null,
+            fieldgate::domain::now(),
+            |n| {
+                n.review.expires_at = Some(fieldgate::domain::now() - time::Duration::minutes(1));
+            },
+        )
         .unwrap();
     h.stack.store.apply(&t).await.unwrap();
     let before2 = proposal(&h, &id2).await;
@@ -220,17 +351,21 @@ async fn bad_links_are_refused_and_change_nothing() {
     assert_eq!(proposal(&h, &id2).await, before2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_approvals_make_one_case() {
     let h = Arc::new(Harness::start().await);
-    let (_, page) = h.submit("generator will not start, battery dead", None).await;
+    let (_, page) = h
+        .submit("generator will not start, battery dead", None)
+        .await;
     let id = reference(&page);
     let url = h.review_url(1).await;
     let page = open_review(&h, &url).await;
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (h, url, page) = (h.clone(), url.clone(), page.clone());
-        tasks.push(tokio::spawn(async move { approve(&h, &url, &page, &[]).await.0 }));
+        tasks.push(tokio::spawn(async move {
+            approve(&h, &url, &page, &[]).await.0
+        }));
     }
     let mut codes = Vec::new();
     for t in tasks {
@@ -250,11 +385,51 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     let url = h.scan_url();
     let big = vec![0xFFu8; 11 * 1024 * 1024];
     let cases: Vec<(u16, reqwest::RequestBuilder)> = vec![
-        (413, h.http.post(&url).multipart(reqwest::multipart::Form::new().text("notes", "x").part("photo", reqwest::multipart::Part::bytes(big).file_name("big.jpg")))),
-        (415, h.http.post(&url).multipart(reqwest::multipart::Form::new().text("notes", "x").part("photo", reqwest::multipart::Part::bytes(b"#!/bin/sh\nrm -rf /".to_vec()).file_name("x.jpg").mime_str("image/jpeg").unwrap()))),
-        (422, h.http.post(&url).multipart(reqwest::multipart::Form::new().text("notes", "  "))),
-        (400, h.http.post(&url).header("content-type", "multipart/form-data; boundary=abc").body("--abc\r\nContent-Disposition: form-data; name=\"notes\"\r\n\r\nunterminated")),
-        (400, h.http.post(&url).multipart(reqwest::multipart::Form::new().part("notes", reqwest::multipart::Part::bytes(vec![0xC3, 0x28, 0xA0, 0xA1])))),
+        (
+            413,
+            h.http
+                .post(&url)
+                .multipart(reqwest::multipart::Form::new().text("notes", "x").part(
+                    "photo",
+                    reqwest::multipart::Part::bytes(big).file_name("big.jpg"),
+                )),
+        ),
+        (
+            415,
+            h.http.post(&url).multipart(
+                reqwest::multipart::Form::new().text("notes", "x").part(
+                    "photo",
+                    reqwest::multipart::Part::bytes(b"#!/bin/sh\nrm -rf /".to_vec())
+                        .file_name("x.jpg")
+                        .mime_str("image/jpeg")
+                        .unwrap(),
+                ),
+            ),
+        ),
+        (
+            422,
+            h.http
+                .post(&url)
+                .multipart(reqwest::multipart::Form::new().text("notes", "  ")),
+        ),
+        (
+            400,
+            h.http
+                .post(&url)
+                .header("content-type", "multipart/form-data; boundary=abc")
+                .body(
+                    "--abc\r\nContent-Disposition: form-data; name=\"notes\"\r\n\r\nunterminated",
+                ),
+        ),
+        (
+            400,
+            h.http
+                .post(&url)
+                .multipart(reqwest::multipart::Form::new().part(
+                    "notes",
+                    reqwest::multipart::Part::bytes(vec![0xC3, 0x28, 0xA0, 0xA1]),
+                )),
+        ),
         (415, h.http.post(&url).form(&[("notes", "x")])),
     ];
     for (want, req) in cases {
@@ -268,19 +443,45 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     let forged = url.replace(&h.first_asset().0.to_string(), "02i000000000009AAA");
     assert_eq!(h.http.get(&forged).send().await.unwrap().status(), 404);
     for s in Status::ALL {
-        assert!(h.stack.store.list_by_status(s, 10).await.unwrap().is_empty(), "{s} stored");
+        assert!(
+            h.stack
+                .store
+                .list_by_status(s, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{s} stored"
+        );
     }
-    assert_eq!(std::fs::read_dir(h.dir.path().join("media")).unwrap().count(), 0, "no orphan photo");
+    assert_eq!(
+        std::fs::read_dir(h.dir.path().join("media"))
+            .unwrap()
+            .count(),
+        0,
+        "no orphan photo"
+    );
 }
 
 /// Runs the commit step with a crash injected at `crash`, then again
 /// without: whatever the point, one Case, one file, one handoff.
 async fn crash_and_resume(crash: &str, at: usize) {
-    let mut opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), tempfile::tempdir().unwrap().keep());
+    let mut opts = DevOptions::new(
+        "127.0.0.1:0".parse().unwrap(),
+        tempfile::tempdir().unwrap().keep(),
+    );
     opts.pause_commit = true;
     let stack = DevStack::start(opts).await.unwrap();
-    let h = Harness { stack, http: reqwest::Client::new(), dir: tempfile::tempdir().unwrap() };
-    let (_, page) = h.submit("chiller tripped on high pressure", Some(("gauge.jpg", jpeg()))).await;
+    let h = Harness {
+        stack,
+        http: reqwest::Client::new(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (_, page) = h
+        .submit(
+            "chiller tripped on high pressure",
+            Some(("gauge.jpg", jpeg())),
+        )
+        .await;
     let id = reference(&page);
     let url = h.review_url(1).await;
     let page = open_review(&h, &url).await;
@@ -290,11 +491,19 @@ async fn crash_and_resume(crash: &str, at: usize) {
     let c = &h.stack.commit;
     let faulty = fieldgate_commit::Commit {
         store: match crash {
-            "store" => Arc::new(CrashAfterApply { inner: c.store.clone(), at, seen: AtomicUsize::new(0) }),
+            "store" => Arc::new(CrashAfterApply {
+                inner: c.store.clone(),
+                at,
+                seen: AtomicUsize::new(0),
+            }),
             _ => c.store.clone(),
         },
         writer: match crash {
-            "salesforce" => Arc::new(CrashAfterCall { inner: c.writer.clone(), at, seen: AtomicUsize::new(0) }),
+            "salesforce" => Arc::new(CrashAfterCall {
+                inner: c.writer.clone(),
+                at,
+                seen: AtomicUsize::new(0),
+            }),
             _ => c.writer.clone(),
         },
         media: c.media.clone(),
@@ -306,18 +515,27 @@ async fn crash_and_resume(crash: &str, at: usize) {
     let pid: ProposalId = id.parse().unwrap();
     let first = fieldgate_commit::process(&faulty, pid).await;
     assert!(first.is_err(), "{crash} #{at}: the injected crash happened");
-    fieldgate_commit::process(c, pid).await.expect("the retry completes");
+    fieldgate_commit::process(c, pid)
+        .await
+        .expect("the retry completes");
     let p = proposal(&h, &id).await;
     assert_eq!(p.status, Status::Committed, "{crash} #{at}");
     assert!(p.commit.handoff_published);
     let cases = h.cases();
     assert_eq!(cases.len(), 1, "{crash} #{at}: one Case");
-    let files = h.stack.emulator.content_versions_linked_to(cases[0]["Id"].as_str().unwrap());
+    let files = h
+        .stack
+        .emulator
+        .content_versions_linked_to(cases[0]["Id"].as_str().unwrap());
     assert_eq!(files.len(), 1, "{crash} #{at}: one photo");
     let handoffs = h.handoffs().await;
     assert!(!handoffs.is_empty(), "{crash} #{at}: handoff published");
     // At-least-once handoff: a repeat carries the same dedupe key.
-    assert!(handoffs.iter().all(|m| m["dedupe_key"] == handoffs[0]["dedupe_key"]));
+    assert!(
+        handoffs
+            .iter()
+            .all(|m| m["dedupe_key"] == handoffs[0]["dedupe_key"])
+    );
     verify_chain(&h.stack.store.events(pid).await.unwrap()).unwrap();
 }
 
@@ -343,7 +561,11 @@ async fn data_survives_a_restart_and_unfinished_work_resumes() {
     let path = dir.path().to_path_buf();
     let mut opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), path.clone());
     opts.pause_commit = true;
-    let h = Harness { stack: DevStack::start(opts).await.unwrap(), http: reqwest::Client::new(), dir };
+    let h = Harness {
+        stack: DevStack::start(opts).await.unwrap(),
+        http: reqwest::Client::new(),
+        dir,
+    };
     let scan = h.scan_url();
     let (_, page) = h.submit("belt slipping on conveyor 4", None).await;
     let id = reference(&page);
@@ -354,12 +576,65 @@ async fn data_survives_a_restart_and_unfinished_work_resumes() {
     h.stack.stop().await;
 
     // Same data directory, commit running: the approved proposal commits.
-    let stack = DevStack::start(DevOptions::new("127.0.0.1:0".parse().unwrap(), path)).await.unwrap();
-    let h2 = Harness { stack, http: reqwest::Client::new(), dir: h.dir };
+    let stack = DevStack::start(DevOptions::new("127.0.0.1:0".parse().unwrap(), path))
+        .await
+        .unwrap();
+    let h2 = Harness {
+        stack,
+        http: reqwest::Client::new(),
+        dir: h.dir,
+    };
     wait_status(&h2, &id, Status::Committed).await;
     assert_eq!(h2.cases().len(), 1);
     // The QR link signed before the restart still works (keys persisted).
     let path_q = scan.split("/q/").nth(1).unwrap();
-    let r = h2.http.get(format!("{}/q/{path_q}", h2.stack.base_url)).send().await.unwrap();
+    let r = h2
+        .http
+        .get(format!("{}/q/{path_q}", h2.stack.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_salesforce_refusal_is_shown_to_the_reviewer_who_fixes_and_approves() {
+    let h = Harness::start().await;
+    h.stack.emulator.faults().add_validation_rule(
+        "Case",
+        "Subject",
+        "TBD",
+        "Subject must say what failed, not TBD.",
+    );
+    let (_, page) = h.submit("TBD - unit making noise", None).await;
+    let id = reference(&page);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    assert_eq!(approve(&h, &url, &page, &[]).await.0, 200);
+    wait_for(|| async { (proposal(&h, &id).await.status == Status::NeedsAttention).then_some(()) })
+        .await;
+    assert!(h.cases().is_empty());
+
+    // A new link goes out; the old one is spent and says so.
+    let url2 = h.review_url(2).await;
+    assert_ne!(url, url2);
+    assert_eq!(h.http.get(&url).send().await.unwrap().status(), 410);
+    let page2 = open_review(&h, &url2).await;
+    assert!(page2.contains("Salesforce refused this record"));
+    assert!(page2.contains("Subject must say what failed, not TBD."));
+    assert!(page2.contains("FIELD_CUSTOM_VALIDATION_EXCEPTION"));
+
+    let (s, body) = approve(
+        &h,
+        &url2,
+        &page2,
+        &[("Subject", "Fan bearing noise on unit")],
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let p = wait_status(&h, &id, Status::Committed).await;
+    assert_eq!(h.cases().len(), 1);
+    assert_eq!(h.cases()[0]["Subject"], "Fan bearing noise on unit");
+    assert!(p.commit.last_error.is_none());
+    assert_eq!(h.handoffs().await.len(), 1);
 }

@@ -26,12 +26,16 @@ pub fn urlencoded(req: &Request) -> Result<Vec<(String, String)>, UserError> {
         ));
     }
     let body = body_bytes(req);
-    std::str::from_utf8(body).map_err(|_| UserError::BadRequest("the form is not valid UTF-8".into()))?;
+    std::str::from_utf8(body)
+        .map_err(|_| UserError::BadRequest("the form is not valid UTF-8".into()))?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
         .map_err(|_| UserError::BadRequest("the form could not be read".into()))?;
     // Percent-decoding can produce invalid UTF-8; serde_urlencoded replaces
     // it, which we refuse rather than store mangled text.
-    if pairs.iter().any(|(k, v)| k.contains('\u{FFFD}') || v.contains('\u{FFFD}')) {
+    if pairs
+        .iter()
+        .any(|(k, v)| k.contains('\u{FFFD}') || v.contains('\u{FFFD}'))
+    {
         return Err(UserError::BadRequest("the form is not valid UTF-8".into()));
     }
     Ok(pairs)
@@ -45,10 +49,15 @@ pub struct Part {
 }
 
 /// `multipart/form-data` with a cap on the whole body and on each part.
-pub async fn multipart(req: &Request, max_body: usize, max_part: usize) -> Result<Vec<Part>, UserError> {
+pub async fn multipart(
+    req: &Request,
+    max_body: usize,
+    max_part: usize,
+) -> Result<Vec<Part>, UserError> {
     let ct = header(req, "content-type").unwrap_or("");
-    let boundary = multer::parse_boundary(ct)
-        .map_err(|_| UserError::UnsupportedMedia("send the report as multipart/form-data".into()))?;
+    let boundary = multer::parse_boundary(ct).map_err(|_| {
+        UserError::UnsupportedMedia("send the report as multipart/form-data".into())
+    })?;
     let body = body_bytes(req);
     if body.len() > max_body {
         return Err(too_large(max_body));
@@ -71,7 +80,10 @@ pub async fn multipart(req: &Request, max_body: usize, max_part: usize) -> Resul
         let name = field.name().unwrap_or("").to_owned();
         let file_name = field.file_name().map(str::to_owned);
         let content_type = field.content_type().map(|m| m.essence_str().to_owned());
-        let data = field.bytes().await.map_err(|e| multipart_error(e, max_body))?;
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| multipart_error(e, max_body))?;
         parts.push(Part {
             name,
             file_name,

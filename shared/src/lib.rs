@@ -2,6 +2,7 @@
 //! embedded adapters used by `fieldgate dev` and the tests, the Salesforce
 //! REST client, the structurers and the pages.
 
+pub mod conformance;
 pub mod domain;
 pub mod embedded;
 pub mod error;

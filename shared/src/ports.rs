@@ -43,8 +43,11 @@ pub trait ProposalStore: Send + Sync {
     async fn get(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError>;
     async fn events(&self, id: ProposalId) -> Result<Vec<AuditEvent>, StoreError>;
     /// Newest first.
-    async fn list_by_status(&self, status: Status, limit: usize)
-    -> Result<Vec<Proposal>, StoreError>;
+    async fn list_by_status(
+        &self,
+        status: Status,
+        limit: usize,
+    ) -> Result<Vec<Proposal>, StoreError>;
     async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError>;
     async fn cache_asset(&self, asset: &CachedAsset) -> Result<(), StoreError>;
     /// Adds one to the counter of `key` in the current window and returns
@@ -160,7 +163,8 @@ pub trait RecordWriter: Send + Sync {
         ext_value: &str,
         record: &Map<String, Value>,
     ) -> Result<Upserted, WriteError>;
-    async fn create(&self, object: &str, record: &Map<String, Value>) -> Result<String, WriteError>;
+    async fn create(&self, object: &str, record: &Map<String, Value>)
+    -> Result<String, WriteError>;
     async fn read(
         &self,
         object: &str,
@@ -170,8 +174,11 @@ pub trait RecordWriter: Send + Sync {
     /// Uploads a file linked to the record; returns the ContentVersion id.
     async fn attach(&self, record_id: &str, file: &Attachment<'_>) -> Result<String, WriteError>;
     /// A file with this title already linked to the record (crash recovery).
-    async fn find_attachment(&self, record_id: &str, title: &str)
-    -> Result<Option<String>, WriteError>;
+    async fn find_attachment(
+        &self,
+        record_id: &str,
+        title: &str,
+    ) -> Result<Option<String>, WriteError>;
     /// Link for people to open the record.
     fn record_url(&self, object: &str, id: &str) -> String;
 }
@@ -211,7 +218,10 @@ impl HandoffMessage {
     pub fn attributes(&self) -> Vec<(&'static str, String)> {
         vec![
             ("workflow", self.workflow.clone()),
-            ("priority", self.priority.clone().unwrap_or_else(|| "none".into())),
+            (
+                "priority",
+                self.priority.clone().unwrap_or_else(|| "none".into()),
+            ),
             ("event", self.event.clone()),
         ]
     }

@@ -75,7 +75,10 @@ pub async fn send_round(
         let text = format!(
             "A field report needs your review before it is written to Salesforce.\n\n{}{}\n{}\n\nReview it: {url}\n\nThis link is yours alone and works until {expires}. Opening it changes nothing.\n",
             a.name,
-            a.serial_number.as_deref().map(|s| format!(" · {s}")).unwrap_or_default(),
+            a.serial_number
+                .as_deref()
+                .map(|s| format!(" · {s}"))
+                .unwrap_or_default(),
             summary,
         );
         let subject = if issued.commit.last_error.is_some() {

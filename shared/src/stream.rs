@@ -18,7 +18,10 @@ pub fn proposal_item(p: &Proposal) -> Item {
     let mut item: Item = serde_dynamo::to_item(p).expect("a proposal is a plain document");
     item.insert("PK".into(), AttributeValue::S(proposal_pk(p.id)));
     item.insert("SK".into(), AttributeValue::S(META.into()));
-    item.insert("gsi_status".into(), AttributeValue::S(p.status.as_str().into()));
+    item.insert(
+        "gsi_status".into(),
+        AttributeValue::S(p.status.as_str().into()),
+    );
     item
 }
 
@@ -110,6 +113,9 @@ mod tests {
         assert_eq!(subject_of(&again), Some((p.id, Some(Status::Received))));
         assert_eq!(proposal_from_item(again.change.new_image).unwrap(), p);
         let resp = batch_response(Some(&rec));
-        assert_eq!(resp.batch_item_failures[0].item_identifier.as_deref(), Some("000000000000000000007"));
+        assert_eq!(
+            resp.batch_item_failures[0].item_identifier.as_deref(),
+            Some("000000000000000000007")
+        );
     }
 }

@@ -74,7 +74,8 @@ pub fn user_error(e: &UserError) -> Response<Body> {
     };
     let mut resp = message(e.status(), title, &text);
     if matches!(e, UserError::MethodNotAllowed) {
-        resp.headers_mut().insert("allow", http::HeaderValue::from_static("GET, HEAD, POST"));
+        resp.headers_mut()
+            .insert("allow", http::HeaderValue::from_static("GET, HEAD, POST"));
     }
     resp
 }
@@ -99,11 +100,19 @@ fn render<T: Template>(t: &T) -> String {
 pub fn static_asset(name: &str) -> Option<Response<Body>> {
     let (ct, body) = match name {
         "app.css" => ("text/css; charset=utf-8", include_str!("../static/app.css")),
-        "app.js" => ("text/javascript; charset=utf-8", include_str!("../static/app.js")),
+        "app.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("../static/app.js"),
+        ),
         _ => return None,
     };
-    let mut r = base(200, ct).body(Body::Text(body.to_owned())).expect("valid");
-    r.headers_mut().insert("cache-control", http::HeaderValue::from_static("public, max-age=300"));
+    let mut r = base(200, ct)
+        .body(Body::Text(body.to_owned()))
+        .expect("valid");
+    r.headers_mut().insert(
+        "cache-control",
+        http::HeaderValue::from_static("public, max-age=300"),
+    );
     Some(r)
 }
 

@@ -40,10 +40,12 @@ impl Keys {
                     links: CsrfKey::generate(),
                 };
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| WiringError::Invalid(e.to_string()))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| WiringError::Invalid(e.to_string()))?;
                 }
                 let bytes = serde_json::to_vec_pretty(&keys).expect("keys serialize");
-                crate::embedded::write_atomic(path, &bytes).map_err(|e| WiringError::Invalid(e.to_string()))?;
+                crate::embedded::write_atomic(path, &bytes)
+                    .map_err(|e| WiringError::Invalid(e.to_string()))?;
                 #[cfg(unix)]
                 {
                     use std::os::unix::fs::PermissionsExt;
@@ -75,11 +77,14 @@ fn var(name: &'static str) -> Result<String, WiringError> {
 
 impl Env {
     pub async fn from_env() -> Result<Env, WiringError> {
-        let dir = PathBuf::from(std::env::var("FIELDGATE_DATA_DIR").unwrap_or_else(|_| "/tmp/fieldgate".into()));
+        let dir = PathBuf::from(
+            std::env::var("FIELDGATE_DATA_DIR").unwrap_or_else(|_| "/tmp/fieldgate".into()),
+        );
         let io = |e: std::io::Error| WiringError::Invalid(e.to_string());
         let keys = Keys::load_or_create(&dir.join("keys.json"))?;
         let workflows = match std::env::var("FIELDGATE_WORKFLOWS_DIR") {
-            Ok(d) => Workflows::load_dir(Path::new(&d)).map_err(|e| WiringError::Invalid(e.to_string()))?,
+            Ok(d) => Workflows::load_dir(Path::new(&d))
+                .map_err(|e| WiringError::Invalid(e.to_string()))?,
             Err(_) => Workflows::builtin(),
         };
         let mut sf = SalesforceConfig::client_credentials(
@@ -90,7 +95,8 @@ impl Env {
         if let Ok(v) = std::env::var("SALESFORCE_API_VERSION") {
             sf.api_version = v;
         }
-        let salesforce = Arc::new(SalesforceClient::new(sf).map_err(|e| WiringError::Invalid(e.to_string()))?);
+        let salesforce =
+            Arc::new(SalesforceClient::new(sf).map_err(|e| WiringError::Invalid(e.to_string()))?);
         let store: Arc<dyn ProposalStore> = Arc::new(EmbeddedStore::open(&dir).map_err(io)?);
         let assets = Arc::new(CachedDirectory {
             inner: SalesforceAssets(salesforce.clone()),

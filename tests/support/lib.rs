@@ -40,16 +40,37 @@ impl Harness {
 
     /// Submits a report like the form does; returns (status, body).
     pub async fn submit(&self, notes: &str, photo: Option<(&str, Vec<u8>)>) -> (u16, String) {
-        let mut form = reqwest::multipart::Form::new().text("notes", notes.to_owned()).text("reporter", "tech@example.com");
+        let mut form = reqwest::multipart::Form::new()
+            .text("notes", notes.to_owned())
+            .text("reporter", "tech@example.com");
         if let Some((name, data)) = photo {
-            form = form.part("photo", reqwest::multipart::Part::bytes(data).file_name(name.to_owned()).mime_str("image/jpeg").unwrap());
+            form = form.part(
+                "photo",
+                reqwest::multipart::Part::bytes(data)
+                    .file_name(name.to_owned())
+                    .mime_str("image/jpeg")
+                    .unwrap(),
+            );
         }
-        let r = self.http.post(self.scan_url()).multipart(form).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.scan_url())
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
     pub async fn json(&self, path: &str) -> Value {
-        self.http.get(format!("{}{path}", self.stack.base_url)).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}{path}", self.stack.base_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Waits for the n-th review mail and returns its link.
@@ -63,7 +84,11 @@ impl Harness {
     }
 
     pub async fn handoffs(&self) -> Vec<Value> {
-        self.json("/dev/handoff").await.as_array().cloned().unwrap_or_default()
+        self.json("/dev/handoff")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn cases(&self) -> Vec<Value> {
@@ -82,25 +107,40 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "condition not reached within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
 /// The reference the confirmation page shows.
 pub fn reference(page: &str) -> String {
-    Regex::new(r#"class="ref">([0-9A-Z]{26})<"#).unwrap().captures(page).expect("reference on the page")[1].to_owned()
+    Regex::new(r#"class="ref">([0-9A-Z]{26})<"#)
+        .unwrap()
+        .captures(page)
+        .expect("reference on the page")[1]
+        .to_owned()
 }
 
 /// A hidden input's value.
 pub fn hidden(page: &str, name: &str) -> String {
     let re = Regex::new(&format!(r#"name="{name}" value="([^"]*)""#)).unwrap();
-    re.captures(page).unwrap_or_else(|| panic!("no {name} in page")).get(1).unwrap().as_str().to_owned()
+    re.captures(page)
+        .unwrap_or_else(|| panic!("no {name} in page"))
+        .get(1)
+        .unwrap()
+        .as_str()
+        .to_owned()
 }
 
 /// A tiny valid JPEG (1×1), made by hand so no file is needed.
 pub fn jpeg() -> Vec<u8> {
-    let mut v = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00];
+    let mut v = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00,
+        0x01, 0x00, 0x01, 0x00, 0x00,
+    ];
     v.extend_from_slice(&[0xFF, 0xD9]);
     v
 }
@@ -110,7 +150,9 @@ pub fn jpeg() -> Vec<u8> {
 /// then reports failure (the answer lost, the process killed after it).
 pub mod faults {
     use async_trait::async_trait;
-    use fieldgate::domain::{AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition};
+    use fieldgate::domain::{
+        AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition,
+    };
     use fieldgate::ports::*;
     use serde_json::{Map, Value};
     use std::sync::Arc;
@@ -131,7 +173,10 @@ pub mod faults {
         async fn apply(&self, t: &Transition) -> Result<(), StoreError> {
             self.inner.apply(t).await?;
             if self.seen.fetch_add(1, Ordering::SeqCst) == self.at {
-                return Err(StoreError::Backend(format!("injected crash after {}", t.event.action)));
+                return Err(StoreError::Backend(format!(
+                    "injected crash after {}",
+                    t.event.action
+                )));
             }
             Ok(())
         }
@@ -174,13 +219,24 @@ pub mod faults {
 
     #[async_trait]
     impl RecordWriter for CrashAfterCall {
-        async fn upsert(&self, o: &str, f: &str, v: &str, r: &Map<String, Value>) -> Result<Upserted, WriteError> {
+        async fn upsert(
+            &self,
+            o: &str,
+            f: &str,
+            v: &str,
+            r: &Map<String, Value>,
+        ) -> Result<Upserted, WriteError> {
             self.tick(self.inner.upsert(o, f, v, r).await)
         }
         async fn create(&self, o: &str, r: &Map<String, Value>) -> Result<String, WriteError> {
             self.tick(self.inner.create(o, r).await)
         }
-        async fn read(&self, o: &str, id: &str, f: &[String]) -> Result<Map<String, Value>, WriteError> {
+        async fn read(
+            &self,
+            o: &str,
+            id: &str,
+            f: &[String],
+        ) -> Result<Map<String, Value>, WriteError> {
             self.tick(self.inner.read(o, id, f).await)
         }
         async fn attach(&self, id: &str, a: &Attachment<'_>) -> Result<String, WriteError> {

@@ -3,8 +3,8 @@
 //! reviewer's decision, bound to the revision they saw.
 
 use fieldgate::domain::{
-    Actor, CsrfKey, Decision, DecisionKind, FieldValue, Proposal, ReviewGrant, ReviewToken,
-    Status, Workflow, Workflows,
+    Actor, CsrfKey, Decision, DecisionKind, FieldValue, Proposal, ReviewGrant, ReviewToken, Status,
+    Workflow, Workflows,
 };
 use fieldgate::http::urlencoded;
 use fieldgate::ports::{MediaStore, ProposalStore, StoreError};
@@ -72,7 +72,11 @@ fn decided_text(p: &Proposal) -> String {
 /// wrong is a clear 4xx that reveals nothing about other proposals.
 async fn resolve(deps: &Approval, raw: &str) -> Result<Link, AppError> {
     let token: ReviewToken = raw.parse().map_err(|_| UserError::NotFound)?;
-    let p = deps.store.get(token.proposal).await?.ok_or(UserError::NotFound)?;
+    let p = deps
+        .store
+        .get(token.proposal)
+        .await?
+        .ok_or(UserError::NotFound)?;
     let hash = token.hash();
     let grant = p.grant_for(&hash).cloned();
     let known = grant.is_some()
@@ -90,23 +94,47 @@ async fn resolve(deps: &Approval, raw: &str) -> Result<Link, AppError> {
         )
         .into());
     };
-    if p.review.expires_at.is_some_and(|t| t < fieldgate::domain::now()) {
-        return Err(UserError::Gone("This review link has expired. Ask for the report to be sent again.".into()).into());
+    if p.review
+        .expires_at
+        .is_some_and(|t| t < fieldgate::domain::now())
+    {
+        return Err(UserError::Gone(
+            "This review link has expired. Ask for the report to be sent again.".into(),
+        )
+        .into());
     }
     let workflow = deps
         .workflows
         .get(&p.workflow)
         .ok_or_else(|| AppError::Internal(format!("workflow {} is not configured", p.workflow)))?;
-    Ok(Link { proposal: p, grant, workflow })
+    Ok(Link {
+        proposal: p,
+        grant,
+        workflow,
+    })
 }
 
-fn page(deps: &Approval, link: &Link, raw_token: &str, overrides: Option<&BTreeMap<String, String>>, errors: Vec<String>, status: u16) -> Response<Body> {
+fn page(
+    deps: &Approval,
+    link: &Link,
+    raw_token: &str,
+    overrides: Option<&BTreeMap<String, String>>,
+    errors: Vec<String>,
+    status: u16,
+) -> Response<Body> {
     let p = &link.proposal;
     let wf = &link.workflow;
     let fixed: Vec<(String, String)> = wf
         .record(&BTreeMap::new(), &p.asset)
         .into_iter()
-        .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+        .map(|(k, v)| {
+            (
+                k,
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string()),
+            )
+        })
         .collect();
     ReviewPage {
         workflow_name: &wf.name,
@@ -116,13 +144,21 @@ fn page(deps: &Approval, link: &Link, raw_token: &str, overrides: Option<&BTreeM
         reporter: p.intake.reporter.as_deref(),
         received_at: human_time(p.intake.received_at),
         notes: &p.intake.notes,
-        photo_url: p.intake.photo.as_ref().map(|_| format!("/r/{raw_token}/photo")),
+        photo_url: p
+            .intake
+            .photo
+            .as_ref()
+            .map(|_| format!("/r/{raw_token}/photo")),
         fields: field_views(wf, p, overrides),
         fixed,
         csrf: deps.csrf.token_for(&link.grant.token_hash),
         revision: p.current_hash().unwrap_or(""),
         expires_at: p.review.expires_at.map(human_time).unwrap_or_default(),
-        problem: if p.status == Status::NeedsAttention { p.commit.last_error.as_ref() } else { None },
+        problem: if p.status == Status::NeedsAttention {
+            p.commit.last_error.as_ref()
+        } else {
+            None
+        },
         errors,
     }
     .page(status)
@@ -135,7 +171,12 @@ async fn show(deps: &Approval, raw: &str) -> Result<Response<Body>, AppError> {
 
 async fn photo(deps: &Approval, raw: &str) -> Result<Response<Body>, AppError> {
     let link = resolve(deps, raw).await?;
-    let ph = link.proposal.intake.photo.as_ref().ok_or(UserError::NotFound)?;
+    let ph = link
+        .proposal
+        .intake
+        .photo
+        .as_ref()
+        .ok_or(UserError::NotFound)?;
     let data = deps.media.get(&ph.key).await?.ok_or(UserError::NotFound)?;
     Ok(web::bytes(200, &ph.content_type, data))
 }
@@ -145,7 +186,8 @@ async fn decide(deps: &Approval, raw: &str, req: &Request) -> Result<Response<Bo
     let pairs = urlencoded(req)?;
     let mut form: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in pairs {
-        let known = matches!(k.as_str(), "decision" | "reason" | "csrf" | "revision") || link.workflow.field(&k).is_some();
+        let known = matches!(k.as_str(), "decision" | "reason" | "csrf" | "revision")
+            || link.workflow.field(&k).is_some();
         if !known {
             return Err(UserError::BadRequest(format!("{k:?} is not a field of this form")).into());
         }
@@ -155,41 +197,73 @@ async fn decide(deps: &Approval, raw: &str, req: &Request) -> Result<Response<Bo
     }
     let csrf = form.remove("csrf").unwrap_or_default();
     if !deps.csrf.verify(&link.grant.token_hash, &csrf) {
-        return Err(UserError::Forbidden("The form is not valid for this link. Open the link from your mail again.".into()).into());
+        return Err(UserError::Forbidden(
+            "The form is not valid for this link. Open the link from your mail again.".into(),
+        )
+        .into());
     }
     let p = &link.proposal;
-    let current = p.current().ok_or_else(|| AppError::Internal("no revision to decide on".into()))?;
+    let current = p
+        .current()
+        .ok_or_else(|| AppError::Internal("no revision to decide on".into()))?;
     if form.remove("revision").as_deref() != Some(current.hash.as_str()) {
-        return Err(UserError::Conflict("The report changed since this page was opened. Reload the page and decide again.".into()).into());
+        return Err(UserError::Conflict(
+            "The report changed since this page was opened. Reload the page and decide again."
+                .into(),
+        )
+        .into());
     }
     let kind = match form.remove("decision").as_deref() {
         Some("approve") => DecisionKind::Approve,
         Some("reject") => DecisionKind::Reject,
         _ => return Err(UserError::BadRequest("Choose approve or reject.".into()).into()),
     };
-    let reason = form.remove("reason").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    let reason = form
+        .remove("reason")
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
     if reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
-        return Err(UserError::BadRequest("The reason is longer than 1000 characters.".into()).into());
+        return Err(
+            UserError::BadRequest("The reason is longer than 1000 characters.".into()).into(),
+        );
     }
     // What remains in `form` are the edited fields.
-    let reviewer = Actor::Reviewer { email: link.grant.reviewer.clone() };
+    let reviewer = Actor::Reviewer {
+        email: link.grant.reviewer.clone(),
+    };
     let mut edited = current.fields.clone();
     let mut changed = Vec::new();
     if kind == DecisionKind::Approve {
         for (name, value) in &form {
             let v = value.replace("\r\n", "\n").trim().to_owned();
-            let new = if v.is_empty() { Value::Null } else { Value::String(v) };
-            let slot = edited.entry(name.clone()).or_insert_with(FieldValue::default);
+            let new = if v.is_empty() {
+                Value::Null
+            } else {
+                Value::String(v)
+            };
+            let slot = edited
+                .entry(name.clone())
+                .or_insert_with(FieldValue::default);
             if slot.value != new {
                 changed.push(name.clone());
                 // The reviewer's words replace the structurer's: no evidence.
-                *slot = FieldValue { value: new, evidence: None, flag: None };
+                *slot = FieldValue {
+                    value: new,
+                    evidence: None,
+                    flag: None,
+                };
             }
         }
-        let values: BTreeMap<String, Value> = edited.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+        let values: BTreeMap<String, Value> = edited
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect();
         let issues = link.workflow.check(&values);
         if !issues.is_empty() {
-            let errors = issues.iter().map(|i| format!("{}: {}", label(&link.workflow, &i.field), i.message)).collect();
+            let errors = issues
+                .iter()
+                .map(|i| format!("{}: {}", label(&link.workflow, &i.field), i.message))
+                .collect();
             return Ok(page(deps, &link, raw, Some(&form), errors, 422));
         }
     }
@@ -231,11 +305,24 @@ async fn decide(deps: &Approval, raw: &str, req: &Request) -> Result<Response<Bo
     }
     tracing::info!(proposal = %p.id, decision = action, edited = changed.len(), "review decided");
     Ok(match kind {
-        DecisionKind::Approve => web::message(200, "Approved", "Thank you. The record is being written to Salesforce; the team is told when it is there."),
-        DecisionKind::Reject => web::message(200, "Rejected", "Thank you. Nothing was written to Salesforce."),
+        DecisionKind::Approve => web::message(
+            200,
+            "Approved",
+            "Thank you. The record is being written to Salesforce; the team is told when it is there.",
+        ),
+        DecisionKind::Reject => web::message(
+            200,
+            "Rejected",
+            "Thank you. Nothing was written to Salesforce.",
+        ),
     })
 }
 
 fn label(wf: &Workflow, field: &str) -> String {
-    wf.field(field).map(|f| f.label.clone()).unwrap_or_else(|| field.to_owned())
+    wf.field(field)
+        .map(|f| f.label.clone())
+        .unwrap_or_else(|| field.to_owned())
 }
+
+#[cfg(test)]
+mod tests;

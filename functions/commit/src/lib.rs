@@ -6,7 +6,9 @@
 
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbEventResponse;
-use fieldgate::domain::{Actor, Proposal, ProposalId, SalesforceProblem, Status, Workflow, Workflows};
+use fieldgate::domain::{
+    Actor, Proposal, ProposalId, SalesforceProblem, Status, Workflow, Workflows,
+};
 use fieldgate::ports::{
     Attachment, HandoffMessage, HandoffPublisher, MediaStore, ProposalStore, RecordWriter,
     ReviewNotifier, WriteError,
@@ -52,7 +54,9 @@ impl From<fieldgate::ports::StoreError> for CommitError {
 
 pub async fn handle_stream(deps: &Commit, event: Event) -> DynamoDbEventResponse {
     for rec in &event.records {
-        let Some((id, Some(status))) = subject_of(rec) else { continue };
+        let Some((id, Some(status))) = subject_of(rec) else {
+            continue;
+        };
         if !STATUSES.contains(&status) {
             continue;
         }
@@ -76,7 +80,9 @@ pub async fn process(deps: &Commit, id: ProposalId) -> Result<(), CommitError> {
     // have happened yet and the photo goes up without a lookup first.
     let mut wrote_record_here = false;
     for _ in 0..16 {
-        let Some(p) = deps.store.get(id).await? else { return Ok(()) };
+        let Some(p) = deps.store.get(id).await? else {
+            return Ok(());
+        };
         let wf = deps
             .workflows
             .get(&p.workflow)
@@ -91,7 +97,15 @@ pub async fn process(deps: &Commit, id: ProposalId) -> Result<(), CommitError> {
             }
             Status::Committed if !p.commit.handoff_published => publish(deps, &wf, &p).await?,
             Status::NeedsAttention if !p.review.mailed => {
-                review::send_round(deps.store.as_ref(), deps.notifier.as_ref(), &wf, &deps.public_url, &p, "commit").await?;
+                review::send_round(
+                    deps.store.as_ref(),
+                    deps.notifier.as_ref(),
+                    &wf,
+                    &deps.public_url,
+                    &p,
+                    "commit",
+                )
+                .await?;
                 true
             }
             _ => false,
@@ -103,9 +117,23 @@ pub async fn process(deps: &Commit, id: ProposalId) -> Result<(), CommitError> {
     Err(internal("commit did not settle after 16 steps"))
 }
 
-async fn save(deps: &Commit, p: &Proposal, to: Status, action: &str, detail: Value, change: impl FnOnce(&mut Proposal)) -> Result<Proposal, CommitError> {
+async fn save(
+    deps: &Commit,
+    p: &Proposal,
+    to: Status,
+    action: &str,
+    detail: Value,
+    change: impl FnOnce(&mut Proposal),
+) -> Result<Proposal, CommitError> {
     let t = p
-        .transition(to, Actor::system("commit"), action, detail, fieldgate::domain::now(), change)
+        .transition(
+            to,
+            Actor::system("commit"),
+            action,
+            detail,
+            fieldgate::domain::now(),
+            change,
+        )
         .map_err(internal)?;
     deps.store.apply(&t).await?;
     Ok(t.proposal)
@@ -113,9 +141,16 @@ async fn save(deps: &Commit, p: &Proposal, to: Status, action: &str, detail: Val
 
 async fn start(deps: &Commit, p: &Proposal) -> Result<bool, CommitError> {
     let attempt = p.commit.attempts + 1;
-    save(deps, p, Status::Committing, "commit_started", json!({"attempt": attempt}), |n| {
-        n.commit.attempts = attempt;
-    })
+    save(
+        deps,
+        p,
+        Status::Committing,
+        "commit_started",
+        json!({"attempt": attempt}),
+        |n| {
+            n.commit.attempts = attempt;
+        },
+    )
     .await?;
     Ok(true)
 }
@@ -125,21 +160,37 @@ fn approved_values(p: &Proposal) -> std::collections::BTreeMap<String, Value> {
 }
 
 /// One step of the write: the record, then the photo, then the read-back.
-async fn commit_step(deps: &Commit, wf: &Workflow, p: &Proposal, wrote_record_here: bool) -> Result<bool, CommitError> {
+async fn commit_step(
+    deps: &Commit,
+    wf: &Workflow,
+    p: &Proposal,
+    wrote_record_here: bool,
+) -> Result<bool, CommitError> {
     let record = wf.record(&approved_values(p), &p.asset);
     let Some(record_id) = p.commit.record_id.clone() else {
         let ext_field = wf
             .external_id_field
             .as_deref()
             .ok_or_else(|| internal("workflow has no external id field"))?;
-        match deps.writer.upsert(&wf.object, ext_field, &p.id.to_string(), &record).await {
+        match deps
+            .writer
+            .upsert(&wf.object, ext_field, &p.id.to_string(), &record)
+            .await
+        {
             Ok(up) => {
                 let url = deps.writer.record_url(&wf.object, &up.id);
-                save(deps, p, Status::Committing, "record_written", json!({"salesforce_id": up.id, "created": up.created}), |n| {
-                    n.commit.record_id = Some(up.id.clone());
-                    n.commit.record_url = Some(url);
-                    n.commit.photo_started = n.intake.photo.is_some();
-                })
+                save(
+                    deps,
+                    p,
+                    Status::Committing,
+                    "record_written",
+                    json!({"salesforce_id": up.id, "created": up.created}),
+                    |n| {
+                        n.commit.record_id = Some(up.id.clone());
+                        n.commit.record_url = Some(url);
+                        n.commit.photo_started = n.intake.photo.is_some();
+                    },
+                )
                 .await?;
                 return Ok(true);
             }
@@ -153,7 +204,10 @@ async fn commit_step(deps: &Commit, wf: &Workflow, p: &Proposal, wrote_record_he
         // A crash may have come between the upload and recording it: look
         // before uploading again. Only this recovery path pays the query.
         let existing = if !wrote_record_here {
-            deps.writer.find_attachment(&record_id, &title).await.map_err(CommitError::Salesforce)?
+            deps.writer
+                .find_attachment(&record_id, &title)
+                .await
+                .map_err(CommitError::Salesforce)?
         } else {
             None
         };
@@ -164,35 +218,68 @@ async fn commit_step(deps: &Commit, wf: &Workflow, p: &Proposal, wrote_record_he
                     .media
                     .get(&photo.key)
                     .await
-                    .map_err(|e| internal(e))?
-                    .ok_or_else(|| internal(format!("photo {} is missing from the media store", photo.key)))?;
-                let file = Attachment { title: &title, file_name: &photo.file_name, content_type: &photo.content_type, data: &data };
+                    .map_err(internal)?
+                    .ok_or_else(|| {
+                        internal(format!(
+                            "photo {} is missing from the media store",
+                            photo.key
+                        ))
+                    })?;
+                let file = Attachment {
+                    title: &title,
+                    file_name: &photo.file_name,
+                    content_type: &photo.content_type,
+                    data: &data,
+                };
                 match deps.writer.attach(&record_id, &file).await {
                     Ok(v) => v,
                     Err(e) => return refused(deps, p, e).await,
                 }
             }
         };
-        save(deps, p, Status::Committing, "photo_attached", json!({"content_version_id": version_id}), |n| {
-            n.commit.photo_version_id = Some(version_id.clone());
-        })
+        save(
+            deps,
+            p,
+            Status::Committing,
+            "photo_attached",
+            json!({"content_version_id": version_id}),
+            |n| {
+                n.commit.photo_version_id = Some(version_id.clone());
+            },
+        )
         .await?;
         return Ok(true);
     }
     // Read back and compare every approved field with what Salesforce holds.
     let names: Vec<String> = record.keys().cloned().collect();
-    let stored = deps.writer.read(&wf.object, &record_id, &names).await.map_err(CommitError::Salesforce)?;
+    let stored = deps
+        .writer
+        .read(&wf.object, &record_id, &names)
+        .await
+        .map_err(CommitError::Salesforce)?;
     let mismatches: Vec<String> = record
         .iter()
         .filter(|(k, v)| stored.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k}: approved {v}, Salesforce holds {}", stored.get(k).unwrap_or(&Value::Null)))
+        .map(|(k, v)| {
+            format!(
+                "{k}: approved {v}, Salesforce holds {}",
+                stored.get(k).unwrap_or(&Value::Null)
+            )
+        })
         .collect();
     if !mismatches.is_empty() {
         tracing::warn!(proposal = %p.id, ?mismatches, "Salesforce holds other values than were approved");
     }
-    save(deps, p, Status::Committed, "committed", json!({"salesforce_id": record_id, "mismatches": mismatches}), |n| {
-        n.commit.readback_mismatches = mismatches.clone();
-    })
+    save(
+        deps,
+        p,
+        Status::Committed,
+        "committed",
+        json!({"salesforce_id": record_id, "mismatches": mismatches}),
+        |n| {
+            n.commit.readback_mismatches = mismatches.clone();
+        },
+    )
     .await?;
     Ok(true)
 }
@@ -200,20 +287,43 @@ async fn commit_step(deps: &Commit, wf: &Workflow, p: &Proposal, wrote_record_he
 /// Maps a Salesforce failure to what happens next.
 async fn refused(deps: &Commit, p: &Proposal, e: WriteError) -> Result<bool, CommitError> {
     match e {
-        WriteError::Rejected { code, message, fields } => {
+        WriteError::Rejected {
+            code,
+            message,
+            fields,
+        } => {
             tracing::warn!(proposal = %p.id, %code, %message, "Salesforce refused the record; back to the reviewer");
-            let problem = SalesforceProblem { code, message, fields };
-            save(deps, p, Status::NeedsAttention, "salesforce_refused", json!({"error": problem}), |n| {
-                n.commit.last_error = Some(problem.clone());
-                n.review.mailed = false;
-                n.review.grants.clear();
-            })
+            let problem = SalesforceProblem {
+                code,
+                message,
+                fields,
+            };
+            save(
+                deps,
+                p,
+                Status::NeedsAttention,
+                "salesforce_refused",
+                json!({"error": problem}),
+                |n| {
+                    n.commit.last_error = Some(problem.clone());
+                    n.review.mailed = false;
+                    n.review.grants.clear();
+                },
+            )
             .await?;
             Ok(true)
         }
         WriteError::LimitExceeded(m) => {
             // Wait for the budget instead of burning retries: back to APPROVED.
-            save(deps, p, Status::Approved, "commit_paused", json!({"reason": m}), |_| {}).await?;
+            save(
+                deps,
+                p,
+                Status::Approved,
+                "commit_paused",
+                json!({"reason": m}),
+                |_| {},
+            )
+            .await?;
             Err(CommitError::Salesforce(WriteError::LimitExceeded(m)))
         }
         other => Err(CommitError::Salesforce(other)),
@@ -238,10 +348,23 @@ async fn publish(deps: &Commit, wf: &Workflow, p: &Proposal) -> Result<bool, Com
         approved_by: p.decision.as_ref().map(|d| d.by.clone()),
         committed_at: p.updated_at,
     };
-    deps.handoff.publish(&msg).await.map_err(|e| CommitError::App(e.into()))?;
-    save(deps, p, Status::Committed, "handoff_published", json!({"dedupe_key": msg.dedupe_key}), |n| {
-        n.commit.handoff_published = true;
-    })
+    deps.handoff
+        .publish(&msg)
+        .await
+        .map_err(|e| CommitError::App(e.into()))?;
+    save(
+        deps,
+        p,
+        Status::Committed,
+        "handoff_published",
+        json!({"dedupe_key": msg.dedupe_key}),
+        |n| {
+            n.commit.handoff_published = true;
+        },
+    )
     .await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,9 @@
 //! `POST /q/{code}` stores the report as a RECEIVED proposal, and
 //! `GET /s/{ref}` shows the technician where the report stands.
 
-use fieldgate::domain::{CsrfKey, Intake as IntakeData, PhotoRef, Proposal, ProposalId, QrKeyring, Workflow, Workflows};
+use fieldgate::domain::{
+    CsrfKey, Intake as IntakeData, PhotoRef, Proposal, ProposalId, QrKeyring, Workflow, Workflows,
+};
 use fieldgate::http::{header, multipart};
 use fieldgate::ports::{AssetDirectory, Created, MediaStore, ProposalStore};
 use fieldgate::web::{self, IntakeDone, IntakeForm, StatusPage};
@@ -70,10 +72,17 @@ pub async fn handle(deps: &Intake, req: Request) -> Response<Body> {
     }
 }
 
-async fn resolve(deps: &Intake, code: &str) -> Result<(fieldgate::AssetContext, Arc<Workflow>), AppError> {
+async fn resolve(
+    deps: &Intake,
+    code: &str,
+) -> Result<(fieldgate::AssetContext, Arc<Workflow>), AppError> {
     let (asset_id, wf_id) = deps.qr.verify(code).map_err(|_| UserError::NotFound)?;
     let wf = deps.workflows.get(&wf_id).ok_or(UserError::NotFound)?;
-    let asset = deps.assets.lookup(&asset_id).await?.ok_or(UserError::NotFound)?;
+    let asset = deps
+        .assets
+        .lookup(&asset_id)
+        .await?
+        .ok_or(UserError::NotFound)?;
     Ok((asset, wf))
 }
 
@@ -111,26 +120,46 @@ fn text_part(name: &str, data: &[u8]) -> Result<String, UserError> {
         .map_err(|_| UserError::BadRequest(format!("the field {name} is not valid UTF-8 text")))
 }
 
-fn parse_submission(wf: &Workflow, limits: &Limits, parts: Vec<fieldgate::http::Part>) -> Result<Submission, UserError> {
-    let mut s = Submission { notes: String::new(), reporter: None, photo: None, idem: None };
+fn parse_submission(
+    wf: &Workflow,
+    limits: &Limits,
+    parts: Vec<fieldgate::http::Part>,
+) -> Result<Submission, UserError> {
+    let mut s = Submission {
+        notes: String::new(),
+        reporter: None,
+        photo: None,
+        idem: None,
+    };
     let mut seen = std::collections::BTreeSet::new();
     for part in parts {
         if !seen.insert(part.name.clone()) {
-            return Err(UserError::BadRequest(format!("the field {} was sent twice", part.name)));
+            return Err(UserError::BadRequest(format!(
+                "the field {} was sent twice",
+                part.name
+            )));
         }
         match part.name.as_str() {
             "notes" => s.notes = text_part("notes", &part.data)?.trim().to_owned(),
             "reporter" => {
                 let r = text_part("reporter", &part.data)?.trim().to_owned();
                 if r.chars().count() > 200 || r.contains(['\n', '\r']) {
-                    return Err(UserError::BadRequest("the name or email is too long".into()));
+                    return Err(UserError::BadRequest(
+                        "the name or email is too long".into(),
+                    ));
                 }
                 s.reporter = (!r.is_empty()).then_some(r);
             }
             "idem" => {
                 let k = text_part("idem", &part.data)?;
-                if !(16..=64).contains(&k.len()) || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    return Err(UserError::BadRequest("the form is damaged; reload the page".into()));
+                if !(16..=64).contains(&k.len())
+                    || !k
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(UserError::BadRequest(
+                        "the form is damaged; reload the page".into(),
+                    ));
                 }
                 s.idem = Some(k);
             }
@@ -140,7 +169,9 @@ fn parse_submission(wf: &Workflow, limits: &Limits, parts: Vec<fieldgate::http::
                     continue;
                 }
                 if !wf.photo.allowed {
-                    return Err(UserError::BadRequest("this workflow takes no photos".into()));
+                    return Err(UserError::BadRequest(
+                        "this workflow takes no photos".into(),
+                    ));
                 }
                 if part.data.len() as u64 > wf.photo.max_bytes {
                     return Err(UserError::PayloadTooLarge(format!(
@@ -149,8 +180,11 @@ fn parse_submission(wf: &Workflow, limits: &Limits, parts: Vec<fieldgate::http::
                     )));
                 }
                 // Trust the bytes, not the declared type or the file name.
-                let kind = infer::get(&part.data).filter(|k| k.matcher_type() == infer::MatcherType::Image);
-                let Some(kind) = kind.filter(|k| wf.photo.content_types.iter().any(|t| t == k.mime_type())) else {
+                let kind = infer::get(&part.data)
+                    .filter(|k| k.matcher_type() == infer::MatcherType::Image);
+                let Some(kind) =
+                    kind.filter(|k| wf.photo.content_types.iter().any(|t| t == k.mime_type()))
+                else {
                     return Err(UserError::UnsupportedMedia(format!(
                         "The photo must be an image ({}).",
                         wf.photo.content_types.join(", ")
@@ -160,12 +194,16 @@ fn parse_submission(wf: &Workflow, limits: &Limits, parts: Vec<fieldgate::http::
                 s.photo = Some((part.data, kind.mime_type().to_owned(), name));
             }
             other => {
-                return Err(UserError::BadRequest(format!("unexpected form field {other:?}")));
+                return Err(UserError::BadRequest(format!(
+                    "unexpected form field {other:?}"
+                )));
             }
         }
     }
     if s.notes.is_empty() {
-        return Err(UserError::Unprocessable("Please describe what you found.".into()));
+        return Err(UserError::Unprocessable(
+            "Please describe what you found.".into(),
+        ));
     }
     if s.notes.chars().count() > limits.max_notes {
         return Err(UserError::PayloadTooLarge(format!(
@@ -189,7 +227,11 @@ fn sanitize_file_name(given: Option<&str>, ext: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
         .take(60)
         .collect();
-    let stem = if stem.is_empty() { "photo".to_owned() } else { stem };
+    let stem = if stem.is_empty() {
+        "photo".to_owned()
+    } else {
+        stem
+    };
     format!("{stem}.{ext}")
 }
 
@@ -206,9 +248,17 @@ async fn submit(deps: &Intake, code: &str, req: &Request) -> Result<Response<Bod
     if let Some(len) = header(req, "content-length").and_then(|v| v.parse::<u64>().ok())
         && len > max_body(&wf, &deps.limits) as u64
     {
-        return Err(UserError::PayloadTooLarge("The report is too large. Send a smaller photo.".into()).into());
+        return Err(UserError::PayloadTooLarge(
+            "The report is too large. Send a smaller photo.".into(),
+        )
+        .into());
     }
-    let parts = multipart(req, max_body(&wf, &deps.limits), wf.photo.max_bytes as usize + 1).await?;
+    let parts = multipart(
+        req,
+        max_body(&wf, &deps.limits),
+        wf.photo.max_bytes as usize + 1,
+    )
+    .await?;
     let sub = parse_submission(&wf, &deps.limits, parts)?;
 
     let id = ProposalId::generate();
@@ -231,7 +281,12 @@ async fn submit(deps: &Intake, code: &str, req: &Request) -> Result<Response<Bod
         id,
         wf.id.clone(),
         asset.clone(),
-        IntakeData { notes: sub.notes, reporter: sub.reporter, photo, received_at: now },
+        IntakeData {
+            notes: sub.notes,
+            reporter: sub.reporter,
+            photo,
+            received_at: now,
+        },
         now,
     );
     let idem = sub.idem.map(|k| format!("{}#{k}", asset.id));
@@ -241,7 +296,11 @@ async fn submit(deps: &Intake, code: &str, req: &Request) -> Result<Response<Bod
     };
     tracing::info!(proposal = %reference, asset = %asset.id, workflow = %wf.id, new = fresh, "report received");
     let status_url = format!("/s/{}", status_ref(&deps.links, reference));
-    let mut page = IntakeDone { reference: &reference.to_string(), status_url: &status_url }.page();
+    let mut page = IntakeDone {
+        reference: &reference.to_string(),
+        status_url: &status_url,
+    }
+    .page();
     if !fresh {
         *page.status_mut() = http::StatusCode::OK;
     }
@@ -264,7 +323,12 @@ async fn status(deps: &Intake, reference: &str) -> Result<Response<Body>, AppErr
         return Err(UserError::NotFound.into());
     }
     let p = deps.store.get(id).await?.ok_or(UserError::NotFound)?;
-    Ok(StatusPage { reference: &id.to_string(), label: p.status.label(), asset: &p.asset.name }.page())
+    Ok(StatusPage {
+        reference: &id.to_string(),
+        label: p.status.label(),
+        asset: &p.asset.name,
+    }
+    .page())
 }
 
 #[cfg(test)]

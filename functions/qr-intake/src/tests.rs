@@ -43,11 +43,20 @@ fn fixture() -> Fixture {
         links: Arc::new(CsrfKey::generate()),
         limits: Limits::default(),
     };
-    Fixture { deps, store, code, _dir: dir }
+    Fixture {
+        deps,
+        store,
+        code,
+        _dir: dir,
+    }
 }
 
 fn get(path: &str) -> Request {
-    http::Request::builder().method("GET").uri(path).body(Body::Empty).unwrap()
+    http::Request::builder()
+        .method("GET")
+        .uri(path)
+        .body(Body::Empty)
+        .unwrap()
 }
 
 fn post_multipart(path: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Request {
@@ -81,7 +90,10 @@ fn text(r: &Response<Body>) -> String {
     }
 }
 
-const PNG: &[u8] = &[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0];
+const PNG: &[u8] = &[
+    0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0,
+    1, 0, 0, 0, 1, 8, 2, 0, 0, 0,
+];
 
 #[tokio::test]
 async fn form_shows_the_asset_escaped_with_security_headers() {
@@ -89,7 +101,11 @@ async fn form_shows_the_asset_escaped_with_security_headers() {
     let r = handle(&f.deps, get(&format!("/q/{}", f.code))).await;
     assert_eq!(r.status(), 200);
     let body = text(&r);
-    assert!(body.contains("Chiller &#60;b&#62;2&#60;/b&#62;") || body.contains("Chiller &lt;b&gt;2&lt;/b&gt;"), "{body}");
+    assert!(
+        body.contains("Chiller &#60;b&#62;2&#60;/b&#62;")
+            || body.contains("Chiller &lt;b&gt;2&lt;/b&gt;"),
+        "{body}"
+    );
     assert!(!body.contains("<b>2</b>"));
     assert!(body.contains("CH-2") && body.contains("Basement"));
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
@@ -112,7 +128,17 @@ async fn forged_codes_are_a_plain_404() {
 async fn a_report_becomes_one_received_proposal() {
     let f = fixture();
     let path = format!("/q/{}", f.code);
-    let req = || post_multipart(&path, &[("notes", None, b"Leak at pump seal"), ("photo", Some("p.png"), PNG), ("reporter", None, b"ana@example.com"), ("idem", None, b"01JABCDEFGHJKMNPQRSTVWXYZ0")]);
+    let req = || {
+        post_multipart(
+            &path,
+            &[
+                ("notes", None, b"Leak at pump seal"),
+                ("photo", Some("p.png"), PNG),
+                ("reporter", None, b"ana@example.com"),
+                ("idem", None, b"01JABCDEFGHJKMNPQRSTVWXYZ0"),
+            ],
+        )
+    };
     let r = handle(&f.deps, req()).await;
     assert_eq!(r.status(), 201, "{}", text(&r));
     let listed = f.store.list_by_status(Status::Received, 10).await.unwrap();
@@ -126,7 +152,14 @@ async fn a_report_becomes_one_received_proposal() {
     let again = handle(&f.deps, req()).await;
     assert_eq!(again.status(), 200);
     assert!(text(&again).contains(&p.id.to_string()));
-    assert_eq!(f.store.list_by_status(Status::Received, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        f.store
+            .list_by_status(Status::Received, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -135,16 +168,56 @@ async fn bad_input_is_a_clear_4xx_and_stores_nothing() {
     let path = format!("/q/{}", f.code);
     let cases: Vec<(u16, Request)> = vec![
         (422, post_multipart(&path, &[("notes", None, b"   ")])),
-        (415, post_multipart(&path, &[("notes", None, b"x"), ("photo", Some("x.png"), b"MZ\x90\x00 not an image")])),
-        (400, post_multipart(&path, &[("notes", None, b"\xff\xfe bad utf8")])),
-        (400, post_multipart(&path, &[("notes", None, b"x"), ("Priority", None, b"High")])),
-        (400, post_multipart(&path, &[("notes", None, b"x"), ("notes", None, b"y")])),
-        (415, http::Request::builder().method("POST").uri(&path).header("content-type", "text/plain").body(Body::Text("notes=x".into())).unwrap()),
-        (400, http::Request::builder().method("POST").uri(&path).header("content-type", "multipart/form-data; boundary=zz").body(Body::Binary(b"--zz\r\nbroken".to_vec())).unwrap()),
+        (
+            415,
+            post_multipart(
+                &path,
+                &[
+                    ("notes", None, b"x"),
+                    ("photo", Some("x.png"), b"MZ\x90\x00 not an image"),
+                ],
+            ),
+        ),
+        (
+            400,
+            post_multipart(&path, &[("notes", None, b"\xff\xfe bad utf8")]),
+        ),
+        (
+            400,
+            post_multipart(&path, &[("notes", None, b"x"), ("Priority", None, b"High")]),
+        ),
+        (
+            400,
+            post_multipart(&path, &[("notes", None, b"x"), ("notes", None, b"y")]),
+        ),
+        (
+            415,
+            http::Request::builder()
+                .method("POST")
+                .uri(&path)
+                .header("content-type", "text/plain")
+                .body(Body::Text("notes=x".into()))
+                .unwrap(),
+        ),
+        (
+            400,
+            http::Request::builder()
+                .method("POST")
+                .uri(&path)
+                .header("content-type", "multipart/form-data; boundary=zz")
+                .body(Body::Binary(b"--zz\r\nbroken".to_vec()))
+                .unwrap(),
+        ),
     ];
     for (want, req) in cases {
         let r = handle(&f.deps, req).await;
         assert_eq!(r.status(), want, "{}", text(&r));
     }
-    assert!(f.store.list_by_status(Status::Received, 10).await.unwrap().is_empty());
+    assert!(
+        f.store
+            .list_by_status(Status::Received, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

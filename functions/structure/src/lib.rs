@@ -32,7 +32,9 @@ pub const STATUSES: [Status; 1] = [Status::Received];
 
 pub async fn handle_stream(deps: &Structure, event: Event) -> DynamoDbEventResponse {
     for rec in &event.records {
-        let Some((id, Some(status))) = subject_of(rec) else { continue };
+        let Some((id, Some(status))) = subject_of(rec) else {
+            continue;
+        };
         if !STATUSES.contains(&status) {
             continue;
         }
@@ -57,7 +59,11 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
         .ok_or_else(|| AppError::Internal(format!("workflow {} is not configured", p.workflow)))?;
     if p.status == Status::Received {
         let photo = match (&p.intake.photo, wf.photo.send_to_structurer) {
-            (Some(ph), true) => deps.media.get(&ph.key).await?.map(|b| (b, ph.content_type.clone())),
+            (Some(ph), true) => deps
+                .media
+                .get(&ph.key)
+                .await?
+                .map(|b| (b, ph.content_type.clone())),
             _ => None,
         };
         let input = StructuringInput {
@@ -68,34 +74,62 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
         let (fields, mut info) = match deps.structurers.get(&wf.structurer) {
             Some(s) => structuring::structure(s.as_ref(), &deps.rules, &wf, &input).await,
             None => {
-                let (f, mut i) = structuring::structure(&deps.rules, &deps.rules, &wf, &input).await;
+                let (f, mut i) =
+                    structuring::structure(&deps.rules, &deps.rules, &wf, &input).await;
                 if wf.structurer != StructurerKind::Rules {
-                    i.fallback_reason = Some(format!("{:?} structurer is not configured", wf.structurer));
+                    i.fallback_reason =
+                        Some(format!("{:?} structurer is not configured", wf.structurer));
                 }
                 (f, i)
             }
         };
         info.latency_ms = info.latency_ms.max(1);
-        let flagged: Vec<&String> = fields.iter().filter(|(_, f)| f.flag.is_some()).map(|(k, _)| k).collect();
+        let flagged: Vec<&String> = fields
+            .iter()
+            .filter(|(_, f)| f.flag.is_some())
+            .map(|(k, _)| k)
+            .collect();
         let detail = json!({"structurer": info.structurer, "fallback": info.fallback_reason, "flagged": flagged});
         let now = fieldgate::domain::now();
         let t = p
-            .transition(Status::PendingReview, Actor::system("structure"), "structured", detail, now, |next| {
-                next.push_revision(fields.clone(), Actor::system("structure"), now);
-                next.structuring = Some(info.clone());
-            })
+            .transition(
+                Status::PendingReview,
+                Actor::system("structure"),
+                "structured",
+                detail,
+                now,
+                |next| {
+                    next.push_revision(fields.clone(), Actor::system("structure"), now);
+                    next.structuring = Some(info.clone());
+                },
+            )
             .map_err(|e| AppError::Internal(e.to_string()))?;
         match deps.store.apply(&t).await {
             Ok(()) => p = t.proposal,
             // A concurrent delivery did it first: continue from its result.
             Err(fieldgate::ports::StoreError::Conflict) => {
-                p = deps.store.get(id).await?.ok_or_else(|| AppError::Internal("vanished".into()))?;
+                p = deps
+                    .store
+                    .get(id)
+                    .await?
+                    .ok_or_else(|| AppError::Internal("vanished".into()))?;
             }
             Err(e) => return Err(e.into()),
         }
     }
     if p.status == Status::PendingReview && !p.review.mailed {
-        review::send_round(deps.store.as_ref(), deps.notifier.as_ref(), &wf, &deps.public_url, &p, "structure").await?;
+        review::send_round(
+            deps.store.as_ref(),
+            deps.notifier.as_ref(),
+            &wf,
+            &deps.public_url,
+            &p,
+            "structure",
+        )
+        .await?;
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

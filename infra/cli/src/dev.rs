@@ -12,7 +12,9 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use fieldgate::domain::{AssetId, Workflows};
 use fieldgate::embedded::{EmbeddedStore, FileMedia, HandoffLog, Outbox};
-use fieldgate::salesforce::{CachedDirectory, SalesforceAssets, SalesforceClient, SalesforceConfig};
+use fieldgate::salesforce::{
+    CachedDirectory, SalesforceAssets, SalesforceClient, SalesforceConfig,
+};
 use fieldgate::stream::{change_record, subject_of};
 use fieldgate::wiring::Keys;
 use fieldgate_approval::Approval;
@@ -48,7 +50,13 @@ pub struct DevOptions {
 
 impl DevOptions {
     pub fn new(addr: SocketAddr, data_dir: PathBuf) -> Self {
-        Self { addr, data_dir, public_url: None, stream_retries: 5, pause_commit: false }
+        Self {
+            addr,
+            data_dir,
+            public_url: None,
+            stream_retries: 5,
+            pause_commit: false,
+        }
     }
 }
 
@@ -94,7 +102,11 @@ impl DevStack {
         // The server calls itself for Salesforce; loopback always works.
         let base_url = format!("http://127.0.0.1:{}", local.port());
         let public_url = opts.public_url.clone().unwrap_or_else(|| {
-            if local.ip().is_unspecified() { base_url.clone() } else { format!("http://{local}") }
+            if local.ip().is_unspecified() {
+                base_url.clone()
+            } else {
+                format!("http://{local}")
+            }
         });
 
         let emulator = Emulator::new(EmulatorConfig {
@@ -110,7 +122,8 @@ impl DevStack {
         let media = Arc::new(FileMedia::open(dir)?);
         let outbox = Arc::new(Outbox::open(Some(dir))?);
         let handoff = Arc::new(HandoffLog::open(Some(dir))?);
-        let mut sf = SalesforceConfig::client_credentials(&base_url, DEV_CLIENT_ID, DEV_CLIENT_SECRET);
+        let mut sf =
+            SalesforceConfig::client_credentials(&base_url, DEV_CLIENT_ID, DEV_CLIENT_SECRET);
         sf.retry_base = Duration::from_millis(50);
         let salesforce = Arc::new(SalesforceClient::new(sf)?);
         let assets = Arc::new(CachedDirectory {
@@ -180,7 +193,10 @@ impl DevStack {
         let unfinished = store.unfinished();
         let dispatcher = tokio::spawn(dispatch(
             feed,
-            unfinished.iter().map(|p| change_record(None, p, 0)).collect(),
+            unfinished
+                .iter()
+                .map(|p| change_record(None, p, 0))
+                .collect(),
             structure.clone(),
             (!opts.pause_commit).then(|| commit.clone()),
             opts.stream_retries,
@@ -248,7 +264,11 @@ impl Drop for DevStack {
 
 pub fn qr_url(keys: &Keys, workflows: &Workflows, public_url: &str, asset: &AssetId) -> String {
     let wf = workflows.iter().next().expect("at least one workflow");
-    format!("{}/q/{}", public_url.trim_end_matches('/'), keys.qr.sign(asset, &wf.id))
+    format!(
+        "{}/q/{}",
+        public_url.trim_end_matches('/'),
+        keys.qr.sign(asset, &wf.id)
+    )
 }
 
 /// Plays Lambda's event-source mapping: each record goes, in order, to the
@@ -270,14 +290,17 @@ async fn dispatch(
 }
 
 async fn deliver(rec: &EventRecord, structure: &Structure, commit: Option<&Commit>, retries: u32) {
-    let Some((id, Some(status))) = subject_of(rec) else { return };
+    let Some((id, Some(status))) = subject_of(rec) else {
+        return;
+    };
     let mut delay = Duration::from_millis(100);
     for attempt in 0..=retries {
         let mut ev = Event::default();
         ev.records = vec![rec.clone()];
         let resp = if fieldgate_structure::STATUSES.contains(&status) {
             fieldgate_structure::handle_stream(structure, ev).await
-        } else if let Some(commit) = commit.filter(|_| fieldgate_commit::STATUSES.contains(&status)) {
+        } else if let Some(commit) = commit.filter(|_| fieldgate_commit::STATUSES.contains(&status))
+        {
             fieldgate_commit::handle_stream(commit, ev).await
         } else {
             return;
@@ -316,12 +339,18 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            return to_axum(fieldgate::web::user_error(&fieldgate::UserError::PayloadTooLarge(
-                "The report is larger than 10 MB. Send a smaller photo.".into(),
-            )));
+            return to_axum(fieldgate::web::user_error(
+                &fieldgate::UserError::PayloadTooLarge(
+                    "The report is larger than 10 MB. Send a smaller photo.".into(),
+                ),
+            ));
         }
     };
-    let body = if bytes.is_empty() { lambda_http::Body::Empty } else { lambda_http::Body::Binary(bytes.to_vec()) };
+    let body = if bytes.is_empty() {
+        lambda_http::Body::Empty
+    } else {
+        lambda_http::Body::Binary(bytes.to_vec())
+    };
     let req = lambda_http::Request::from_parts(parts, body);
     let path = req.uri().path().to_owned();
     if path.starts_with("/q/") || path.starts_with("/s/") || path.starts_with("/static/") {
@@ -332,7 +361,10 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
         axum::Json(serde_json::to_value(app.outbox.mails()).unwrap_or_default()).into_response()
     } else if path == "/dev/handoff" {
         axum::Json(serde_json::to_value(app.handoff.messages()).unwrap_or_default()).into_response()
-    } else if let Some(asset) = path.strip_prefix("/dev/qr/").and_then(|a| a.strip_suffix(".svg")) {
+    } else if let Some(asset) = path
+        .strip_prefix("/dev/qr/")
+        .and_then(|a| a.strip_suffix(".svg"))
+    {
         match asset.parse::<AssetId>() {
             Ok(a) => {
                 let url = qr_url(&app.keys, &app.workflows, &app.public_url, &a);

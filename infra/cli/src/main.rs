@@ -8,7 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "fieldgate", version, about = "A governed intake layer for Salesforce")]
+#[command(
+    name = "fieldgate",
+    version,
+    about = "A governed intake layer for Salesforce"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -57,7 +61,12 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     fieldgate::telemetry::init_text();
     match Cli::parse().cmd {
-        Cmd::Dev { port, host, data, public_url } => {
+        Cmd::Dev {
+            port,
+            host,
+            data,
+            public_url,
+        } => {
             let mut opts = DevOptions::new(SocketAddr::new(host, port), data.clone());
             opts.public_url = public_url;
             let stack = DevStack::start(opts).await?;
@@ -65,7 +74,12 @@ async fn main() -> anyhow::Result<()> {
             println!("  data:        {}", data.display());
             println!("  review mail: {}/dev/outbox", stack.public_url);
             println!("  handoff:     {}/dev/handoff", stack.public_url);
-            println!("  Salesforce:  {}/services/ (client id {}, secret {})", stack.base_url, fieldgate_cli::dev::DEV_CLIENT_ID, fieldgate_cli::dev::DEV_CLIENT_SECRET);
+            println!(
+                "  Salesforce:  {}/services/ (client id {}, secret {})",
+                stack.base_url,
+                fieldgate_cli::dev::DEV_CLIENT_ID,
+                fieldgate_cli::dev::DEV_CLIENT_SECRET
+            );
             println!("\nScan links of the demo assets:");
             let assets = stack.emulator.demo_assets();
             for a in &assets {
@@ -74,14 +88,25 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Some(first) = assets.first() {
                 let url = stack.qr_url(&first.id.parse()?);
-                println!("\n{}  ({})\n", fieldgate_cli::qr::terminal(&url)?, first.name);
+                println!(
+                    "\n{}  ({})\n",
+                    fieldgate_cli::qr::terminal(&url)?,
+                    first.name
+                );
             }
             println!("Press Ctrl-C to stop.");
             stack.wait().await;
             Ok(())
         }
-        Cmd::Qr { asset, base, png, data } => {
-            let id: AssetId = asset.parse().map_err(|_| anyhow::anyhow!("{asset:?} is not an Asset id (02i…, 15 or 18 characters)"))?;
+        Cmd::Qr {
+            asset,
+            base,
+            png,
+            data,
+        } => {
+            let id: AssetId = asset.parse().map_err(|_| {
+                anyhow::anyhow!("{asset:?} is not an Asset id (02i…, 15 or 18 characters)")
+            })?;
             let keys = fieldgate::wiring::Keys::load_or_create(&data.join("keys.json"))?;
             let url = qr_url(&keys, &Workflows::builtin(), &base, &id);
             println!("{url}");
@@ -91,14 +116,26 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Structure { workflow, text, file } => {
+        Cmd::Structure {
+            workflow,
+            text,
+            file,
+        } => {
             let wf = match workflow {
-                Some(p) => Workflow::from_toml(&p.display().to_string(), &std::fs::read_to_string(&p)?)?,
-                None => Workflows::builtin().iter().next().expect("built-in").as_ref().clone(),
+                Some(p) => {
+                    Workflow::from_toml(&p.display().to_string(), &std::fs::read_to_string(&p)?)?
+                }
+                None => Workflows::builtin()
+                    .iter()
+                    .next()
+                    .expect("built-in")
+                    .as_ref()
+                    .clone(),
             };
             let notes = match (text, file) {
                 (Some(t), _) => t,
-                (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?,
                 (None, None) => anyhow::bail!("give --text or --file"),
             };
             let proposed = fieldgate::structuring::rules::structure_text(&wf, &notes);

@@ -23,6 +23,10 @@ pub fn svg(url: &str) -> anyhow::Result<String> {
 
 pub fn png(url: &str, path: &std::path::Path) -> anyhow::Result<()> {
     let code = QrCode::new(url.as_bytes()).context("QR encode")?;
-    let img = code.render::<image::Luma<u8>>().min_dimensions(300, 300).build();
-    img.save(path).with_context(|| format!("writing {}", path.display()))
+    let img = code
+        .render::<image::Luma<u8>>()
+        .min_dimensions(300, 300)
+        .build();
+    img.save(path)
+        .with_context(|| format!("writing {}", path.display()))
 }

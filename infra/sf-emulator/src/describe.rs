@@ -214,7 +214,9 @@ pub struct ObjectDef {
 impl ObjectDef {
     /// Field lookup is case-insensitive, as it is in SOQL and in sObject bodies.
     pub fn field(&self, name: &str) -> Option<&FieldDef> {
-        self.fields.iter().find(|f| f.name.eq_ignore_ascii_case(name))
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
     }
 
     /// The reference field behind a relationship name (`Account` → `AccountId`).
@@ -271,7 +273,12 @@ fn system_fields(mut rest: Vec<FieldDef>) -> Vec<FieldDef> {
     fields.append(&mut rest);
     fields.extend([
         FieldDef::new("CreatedDate", "Created Date", FieldType::Datetime).system(),
-        FieldDef::new("LastModifiedDate", "Last Modified Date", FieldType::Datetime).system(),
+        FieldDef::new(
+            "LastModifiedDate",
+            "Last Modified Date",
+            FieldType::Datetime,
+        )
+        .system(),
         FieldDef::new("SystemModstamp", "System Modstamp", FieldType::Datetime).system(),
     ]);
     fields
@@ -336,7 +343,8 @@ static SCHEMA: LazyLock<Vec<ObjectDef>> = LazyLock::new(|| {
                     "Obsolete",
                 ]),
                 FieldDef::new("InstallDate", "Install Date", T::Date),
-                FieldDef::new("AccountId", "Account ID", T::Reference).refs(&["Account"], "Account"),
+                FieldDef::new("AccountId", "Account ID", T::Reference)
+                    .refs(&["Account"], "Account"),
                 FieldDef::new("LocationId", "Location ID", T::Reference)
                     .refs(&["Location"], "Location"),
                 FieldDef::new("Description", "Description", T::Textarea),
@@ -386,17 +394,21 @@ static SCHEMA: LazyLock<Vec<ObjectDef>> = LazyLock::new(|| {
                     "Feedback",
                     "Other",
                 ]),
-                FieldDef::new("Origin", "Case Origin", T::Picklist).values(&[
-                    "Phone", "Email", "Web", "Field QR",
-                ]),
+                FieldDef::new("Origin", "Case Origin", T::Picklist)
+                    .values(&["Phone", "Email", "Web", "Field QR"]),
                 FieldDef::new("Status", "Status", T::Picklist)
                     .values(&["New", "Working", "Escalated", "Closed"])
                     .default("New"),
                 FieldDef::new("AssetId", "Asset ID", T::Reference).refs(&["Asset"], "Asset"),
-                FieldDef::new("AccountId", "Account ID", T::Reference).refs(&["Account"], "Account"),
-                FieldDef::new("Fieldgate_Proposal_Id__c", "Fieldgate Proposal Id", T::String)
-                    .len(26)
-                    .external_id(true),
+                FieldDef::new("AccountId", "Account ID", T::Reference)
+                    .refs(&["Account"], "Account"),
+                FieldDef::new(
+                    "Fieldgate_Proposal_Id__c",
+                    "Fieldgate Proposal Id",
+                    T::String,
+                )
+                .len(26)
+                .external_id(true),
             ]),
         },
         ObjectDef {
@@ -421,9 +433,13 @@ static SCHEMA: LazyLock<Vec<ObjectDef>> = LazyLock::new(|| {
                 FieldDef::new("VersionData", "Version Data", T::Base64)
                     .required()
                     .create_only(),
-                FieldDef::new("FirstPublishLocationId", "First Publish Location ID", T::Reference)
-                    .refs(FILE_PARENTS, "FirstPublishLocation")
-                    .create_only(),
+                FieldDef::new(
+                    "FirstPublishLocationId",
+                    "First Publish Location ID",
+                    T::Reference,
+                )
+                .refs(FILE_PARENTS, "FirstPublishLocation")
+                .create_only(),
                 FieldDef::new("ContentDocumentId", "Content Document ID", T::Reference)
                     .refs(&["ContentDocument"], "ContentDocument")
                     .create_only(),
@@ -442,9 +458,13 @@ static SCHEMA: LazyLock<Vec<ObjectDef>> = LazyLock::new(|| {
             updateable: true,
             fields: system_fields(vec![
                 FieldDef::new("Title", "Title", T::String),
-                FieldDef::new("LatestPublishedVersionId", "Latest Published Version ID", T::Reference)
-                    .refs(&["ContentVersion"], "LatestPublishedVersion")
-                    .read_only(),
+                FieldDef::new(
+                    "LatestPublishedVersionId",
+                    "Latest Published Version ID",
+                    T::Reference,
+                )
+                .refs(&["ContentVersion"], "LatestPublishedVersion")
+                .read_only(),
                 FieldDef::new("FileExtension", "File Extension", T::String)
                     .len(40)
                     .read_only(),

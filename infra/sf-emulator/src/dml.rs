@@ -121,10 +121,9 @@ fn insert_checked(
     }
     if obj.name == "ContentVersion" {
         attach_document(store, &mut record, ctx.now);
-        store.blobs.insert(
-            id[..15].to_string(),
-            changes.blob.unwrap_or_default(),
-        );
+        store
+            .blobs
+            .insert(id[..15].to_string(), changes.blob.unwrap_or_default());
     }
     store.insert(obj.name, record);
     Ok(id)
@@ -137,7 +136,10 @@ pub fn update(
     mut body: Map<String, Value>,
     ctx: &WriteCtx,
 ) -> Result<(), ApiError> {
-    let existing = store.get(obj.name, id).ok_or_else(ApiError::not_found)?.clone();
+    let existing = store
+        .get(obj.name, id)
+        .ok_or_else(ApiError::not_found)?
+        .clone();
     let existing_id = existing["Id"].as_str().unwrap_or_default().to_string();
     // An Id in the body is tolerated only when it names this same record.
     if let Some(k) = body.keys().find(|k| k.eq_ignore_ascii_case("Id")).cloned() {
@@ -220,7 +222,11 @@ pub fn upsert(
         .filter(|f| f.external_id)
         .ok_or_else(not_found)?;
 
-    if let Some(k) = body.keys().find(|k| k.eq_ignore_ascii_case(field.name)).cloned() {
+    if let Some(k) = body
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(field.name))
+        .cloned()
+    {
         let same = match &body[&k] {
             Value::String(s) => s == value,
             Value::Number(n) => n.to_string() == value,
@@ -293,7 +299,11 @@ pub fn delete(store: &mut Store, obj: &'static ObjectDef, id: &str) -> Result<()
 
 /// Resolves names, enforces writability and converts values to their stored
 /// JSON form. Base64 fields are decoded into the blob rather than stored.
-fn prepare(obj: &'static ObjectDef, body: Map<String, Value>, mode: Mode) -> Result<Changes, ApiError> {
+fn prepare(
+    obj: &'static ObjectDef,
+    body: Map<String, Value>,
+    mode: Mode,
+) -> Result<Changes, ApiError> {
     let mut resolved = Vec::with_capacity(body.len());
     for (k, v) in body {
         // Clients echo back `attributes` from reads; the platform ignores it.
@@ -390,7 +400,11 @@ fn coerce(f: &FieldDef, v: Value) -> Result<Value, ApiError> {
         },
         FieldType::Int => match &v {
             Value::Number(n) if n.is_i64() => Ok(v),
-            Value::String(s) => s.trim().parse::<i64>().map(|n| json!(n)).map_err(|_| parser_error(f, &v)),
+            Value::String(s) => s
+                .trim()
+                .parse::<i64>()
+                .map(|n| json!(n))
+                .map_err(|_| parser_error(f, &v)),
             _ => Err(parser_error(f, &v)),
         },
         FieldType::Date => match &v {
@@ -428,7 +442,10 @@ fn check_values(
                 let shown: String = s.chars().take((f.length as usize).min(255)).collect();
                 return Err(ApiError::dml(
                     "STRING_TOO_LONG",
-                    format!("{}: data value too large: {shown} (max length={})", f.name, f.length),
+                    format!(
+                        "{}: data value too large: {shown} (max length={})",
+                        f.name, f.length
+                    ),
                     vec![f.name.to_string()],
                 ));
             }
@@ -448,7 +465,9 @@ fn check_values(
         if !rule.sobject.eq_ignore_ascii_case(obj.name) {
             continue;
         }
-        let Some(f) = obj.field(&rule.field) else { continue };
+        let Some(f) = obj.field(&rule.field) else {
+            continue;
+        };
         let hit = record
             .get(f.name)
             .and_then(Value::as_str)
@@ -462,7 +481,9 @@ fn check_values(
         }
     }
     for (f, v) in changed {
-        let Some(s) = v.as_str().filter(|_| f.unique) else { continue };
+        let Some(s) = v.as_str().filter(|_| f.unique) else {
+            continue;
+        };
         let clash = store.table(obj.name).find(|r| {
             let rid = r["Id"].as_str().unwrap_or_default();
             self_id != Some(rid)
@@ -516,7 +537,9 @@ fn derive_file_fields(record: &mut Record, blob: Option<&[u8]>) {
         .to_string();
     let file_name = path.rsplit(['/', '\\']).next().unwrap_or_default();
     let (stem, ext) = match file_name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() => (stem, Some(ext.to_ascii_lowercase())),
+        Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() => {
+            (stem, Some(ext.to_ascii_lowercase()))
+        }
         _ => (file_name, None),
     };
     if record.get("Title").is_none_or(Value::is_null) && !file_name.is_empty() {
@@ -558,7 +581,10 @@ fn attach_document(store: &mut Store, version: &mut Record, now: &str) {
     store.insert("ContentDocument", doc);
     version.insert("ContentDocumentId".into(), json!(doc_id));
 
-    if let Some(parent) = version.get("FirstPublishLocationId").and_then(Value::as_str) {
+    if let Some(parent) = version
+        .get("FirstPublishLocationId")
+        .and_then(Value::as_str)
+    {
         let parent_id = store
             .find(parent)
             .and_then(|(_, r)| r["Id"].as_str().map(str::to_string))
@@ -612,11 +638,24 @@ mod tests {
     fn read_only_and_unknown_fields_are_rejected() {
         let mut s = Store::new();
         let case = describe::object("Case").unwrap();
-        let e = create(&mut s, case, body(json!({"Subject": "x", "CaseNumber": "1"})), None, &ctx())
-            .unwrap_err();
+        let e = create(
+            &mut s,
+            case,
+            body(json!({"Subject": "x", "CaseNumber": "1"})),
+            None,
+            &ctx(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "INVALID_FIELD_FOR_INSERT_UPDATE");
         assert_eq!(e.fields, Some(vec!["CaseNumber".to_string()]));
-        let e = create(&mut s, case, body(json!({"Subject": "x", "Bogus": 1})), None, &ctx()).unwrap_err();
+        let e = create(
+            &mut s,
+            case,
+            body(json!({"Subject": "x", "Bogus": 1})),
+            None,
+            &ctx(),
+        )
+        .unwrap_err();
         assert_eq!(e.message, "No such column 'Bogus' on sobject of type Case");
     }
 
@@ -627,7 +666,14 @@ mod tests {
         let id = create(&mut s, case, body(json!({"Subject": "a"})), None, &ctx()).unwrap();
         let e = update(&mut s, case, &id, body(json!({"Subject": null})), &ctx()).unwrap_err();
         assert_eq!(e.code, "REQUIRED_FIELD_MISSING");
-        update(&mut s, case, &id[..15], body(json!({"Subject": "b"})), &ctx()).unwrap();
+        update(
+            &mut s,
+            case,
+            &id[..15],
+            body(json!({"Subject": "b"})),
+            &ctx(),
+        )
+        .unwrap();
         assert_eq!(s.get("Case", &id).unwrap()["Subject"], "b");
     }
 }

@@ -43,7 +43,11 @@ impl ApiError {
     }
 
     pub fn limit_exceeded() -> ApiError {
-        ApiError::new(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+        ApiError::new(
+            403,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+        )
     }
 
     pub fn json_parser(message: impl Into<String>) -> ApiError {
@@ -67,10 +71,7 @@ impl ApiError {
 pub enum Body {
     Empty,
     Json(Value),
-    Bytes {
-        content_type: String,
-        data: Vec<u8>,
-    },
+    Bytes { content_type: String, data: Vec<u8> },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -243,7 +243,10 @@ impl Emulator {
             return Vec::new();
         };
         let store = self.inner.store();
-        store.table(obj.name).map(|r| render::plain(obj, r)).collect()
+        store
+            .table(obj.name)
+            .map(|r| render::plain(obj, r))
+            .collect()
     }
 
     /// One record by 15- or 18-character id.

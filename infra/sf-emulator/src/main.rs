@@ -6,7 +6,10 @@ use clap::Parser;
 use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "sf-emulator", about = "Salesforce REST emulator with a seeded demo org")]
+#[command(
+    name = "sf-emulator",
+    about = "Salesforce REST emulator with a seeded demo org"
+)]
 struct Args {
     #[arg(long, default_value_t = 8788)]
     port: u16,
@@ -50,7 +53,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for a in emulator.demo_assets() {
         tracing::info!(id = %a.id, name = %a.name, serial = %a.serial_number, "demo asset");
     }
-    println!("sf-emulator listening on http://{}:{}", args.host, addr.port());
+    println!(
+        "sf-emulator listening on http://{}:{}",
+        args.host,
+        addr.port()
+    );
     axum::serve(listener, emulator.router())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -34,7 +34,10 @@ pub fn field_value(obj: &ObjectDef, f: &FieldDef, record: &Record, version: &str
 /// The full record, as `GET /sobjects/{Obj}/{id}` returns it.
 pub fn full(obj: &ObjectDef, record: &Record, version: &str) -> Value {
     let mut out = Map::new();
-    out.insert("attributes".into(), attributes(obj.name, id_of(record), version));
+    out.insert(
+        "attributes".into(),
+        attributes(obj.name, id_of(record), version),
+    );
     for f in &obj.fields {
         out.insert(f.name.into(), field_value(obj, f, record, version));
     }
@@ -44,7 +47,10 @@ pub fn full(obj: &ObjectDef, record: &Record, version: &str) -> Value {
 /// The record restricted to `fields`, as `?fields=` asks.
 pub fn selected(obj: &ObjectDef, record: &Record, fields: &[&FieldDef], version: &str) -> Value {
     let mut out = Map::new();
-    out.insert("attributes".into(), attributes(obj.name, id_of(record), version));
+    out.insert(
+        "attributes".into(),
+        attributes(obj.name, id_of(record), version),
+    );
     for f in fields {
         out.insert(f.name.into(), field_value(obj, f, record, version));
     }
@@ -55,7 +61,10 @@ pub fn selected(obj: &ObjectDef, record: &Record, fields: &[&FieldDef], version:
 pub fn plain(obj: &ObjectDef, record: &Record) -> Value {
     let mut out = Map::new();
     for f in obj.fields.iter().filter(|f| f.ftype != FieldType::Base64) {
-        out.insert(f.name.into(), record.get(f.name).cloned().unwrap_or(Value::Null));
+        out.insert(
+            f.name.into(),
+            record.get(f.name).cloned().unwrap_or(Value::Null),
+        );
     }
     Value::Object(out)
 }

@@ -54,7 +54,10 @@ fn now() -> String {
 
 /// Release name of an API version (66.0 is Spring '26; three releases a year).
 fn release_label(version: &str) -> String {
-    let Some(major) = version.strip_suffix(".0").and_then(|m| m.parse::<i64>().ok()) else {
+    let Some(major) = version
+        .strip_suffix(".0")
+        .and_then(|m| m.parse::<i64>().ok())
+    else {
         return version.to_string();
     };
     let back = 66 - major;
@@ -113,7 +116,10 @@ async fn unknown(State(em): State<Emulator>) -> Response {
     let inner = em.inner();
     let used = inner.count_call();
     pause(inner).await;
-    to_response(ApiError::not_found().into(), Some((used, inner.config.api_budget)))
+    to_response(
+        ApiError::not_found().into(),
+        Some((used, inner.config.api_budget)),
+    )
 }
 
 async fn pause(inner: &Inner) {
@@ -124,7 +130,10 @@ async fn pause(inner: &Inner) {
 }
 
 fn oauth_error(error: &str, description: &str) -> Resp {
-    Resp::json(400, json!({"error": error, "error_description": description}))
+    Resp::json(
+        400,
+        json!({"error": error, "error_description": description}),
+    )
 }
 
 async fn token(State(em): State<Emulator>, req: Request) -> Response {
@@ -137,7 +146,10 @@ async fn token(State(em): State<Emulator>, req: Request) -> Response {
         return to_response(oauth_error("invalid_request", "must use HTTP POST"), limit);
     }
     let Ok(bytes) = axum::body::to_bytes(body, 1024 * 1024).await else {
-        return to_response(oauth_error("invalid_request", "request body too large"), limit);
+        return to_response(
+            oauth_error("invalid_request", "request body too large"),
+            limit,
+        );
     };
     let mut form: HashMap<String, String> = HashMap::new();
     let query = parts.uri.query().unwrap_or_default();
@@ -194,13 +206,18 @@ async fn token(State(em): State<Emulator>, req: Request) -> Response {
         "issued_at": issued_at.to_string(),
     });
     let mut resp = to_response(Resp::json(200, body), limit);
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache,must-revalidate,max-age=0,no-store,private"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache,must-revalidate,max-age=0,no-store,private"),
+    );
     resp
 }
 
 fn authorized(inner: &Inner, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     // Salesforce accepts the legacy "OAuth" scheme too.
@@ -232,11 +249,15 @@ pub(crate) enum ReqBody {
 impl ReqBody {
     fn json(&self) -> Result<Value, ApiError> {
         match self {
-            ReqBody::None => Err(ApiError::json_parser("No content to map due to end-of-input")),
-            ReqBody::Raw(b) if b.iter().all(u8::is_ascii_whitespace) => {
-                Err(ApiError::json_parser("No content to map due to end-of-input"))
+            ReqBody::None => Err(ApiError::json_parser(
+                "No content to map due to end-of-input",
+            )),
+            ReqBody::Raw(b) if b.iter().all(u8::is_ascii_whitespace) => Err(ApiError::json_parser(
+                "No content to map due to end-of-input",
+            )),
+            ReqBody::Raw(b) => {
+                serde_json::from_slice(b).map_err(|e| ApiError::json_parser(e.to_string()))
             }
-            ReqBody::Raw(b) => serde_json::from_slice(b).map_err(|e| ApiError::json_parser(e.to_string())),
             ReqBody::Json(v) => Ok(v.clone()),
             ReqBody::Multipart { entity, .. } => entity.clone().ok_or_else(|| {
                 ApiError::json_parser("Multipart message must include a non-binary part")
@@ -272,7 +293,10 @@ pub(crate) struct RestReq {
 
 impl RestReq {
     fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn major(&self) -> u32 {
@@ -309,7 +333,10 @@ fn percent_decode(s: &str) -> String {
 fn split_path(rest: &str) -> Option<(String, Vec<String>)> {
     let mut parts = rest.split('/');
     let version = parts.next()?.strip_prefix('v')?.to_string();
-    let segments: Vec<String> = parts.filter(|p| !p.is_empty()).map(percent_decode).collect();
+    let segments: Vec<String> = parts
+        .filter(|p| !p.is_empty())
+        .map(percent_decode)
+        .collect();
     Some((version, segments))
 }
 
@@ -389,11 +416,13 @@ async fn rest(State(em): State<Emulator>, req: Request) -> Response {
         return to_response(e.into(), limit);
     }
     let path = parts.uri.path();
-    let Some((version, segments)) = path.strip_prefix("/services/data/").and_then(split_path) else {
+    let Some((version, segments)) = path.strip_prefix("/services/data/").and_then(split_path)
+    else {
         return to_response(ApiError::not_found().into(), limit);
     };
-    let query = serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or_default())
-        .unwrap_or_default();
+    let query =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or_default())
+            .unwrap_or_default();
     let body = read_body(&parts.headers, body).await;
     let req = RestReq {
         method: parts.method.clone(),
@@ -467,7 +496,9 @@ pub(crate) fn dispatch(inner: &Inner, store: &mut Store, req: &RestReq) -> Resp 
             _ => Err(method_not_allowed(m, "GET,PATCH,DELETE")),
         }),
         ["sobjects", obj, a, b] => object_or_404(obj).and_then(|o| match *m {
-            Method::GET if o.name == "ContentVersion" && *b == "VersionData" => version_data(store, a),
+            Method::GET if o.name == "ContentVersion" && *b == "VersionData" => {
+                version_data(store, a)
+            }
             Method::GET => read_by_external_id(store, o, a, b, req),
             Method::PATCH => upsert(inner, store, o, a, b, req),
             _ => Err(method_not_allowed(m, "GET,PATCH")),
@@ -499,7 +530,6 @@ pub(crate) fn dispatch(inner: &Inner, store: &mut Store, req: &RestReq) -> Resp 
     };
     result.unwrap_or_else(|e| e)
 }
-
 
 fn resources(version: &str) -> Resp {
     let base = format!("/services/data/v{version}");
@@ -539,7 +569,12 @@ fn created(id: String, with_flag: Option<bool>, obj: &ObjectDef, version: &str) 
     }
 }
 
-fn create(inner: &Inner, store: &mut Store, o: &'static ObjectDef, req: &RestReq) -> Result<Resp, Resp> {
+fn create(
+    inner: &Inner,
+    store: &mut Store,
+    o: &'static ObjectDef,
+    req: &RestReq,
+) -> Result<Resp, Resp> {
     let blob = match &req.body {
         ReqBody::Multipart { data, .. } => data.clone(),
         _ => None,
@@ -547,16 +582,28 @@ fn create(inner: &Inner, store: &mut Store, o: &'static ObjectDef, req: &RestReq
     let body = req.body.object(o.name)?;
     let rules = inner.faults.rules();
     let now = now();
-    let ctx = WriteCtx { rules: &rules, now: &now };
+    let ctx = WriteCtx {
+        rules: &rules,
+        now: &now,
+    };
     let id = dml::create(store, o, body, blob, &ctx)?;
     Ok(created(id, None, o, &req.version))
 }
 
-fn update(inner: &Inner, store: &mut Store, o: &'static ObjectDef, id: &str, req: &RestReq) -> Result<Resp, Resp> {
+fn update(
+    inner: &Inner,
+    store: &mut Store,
+    o: &'static ObjectDef,
+    id: &str,
+    req: &RestReq,
+) -> Result<Resp, Resp> {
     let body = req.body.object(o.name)?;
     let rules = inner.faults.rules();
     let now = now();
-    let ctx = WriteCtx { rules: &rules, now: &now };
+    let ctx = WriteCtx {
+        rules: &rules,
+        now: &now,
+    };
     dml::update(store, o, id, body, &ctx)?;
     Ok(Resp::no_content())
 }
@@ -572,7 +619,10 @@ fn upsert(
     let body = req.body.object(o.name)?;
     let rules = inner.faults.rules();
     let now = now();
-    let ctx = WriteCtx { rules: &rules, now: &now };
+    let ctx = WriteCtx {
+        rules: &rules,
+        now: &now,
+    };
     // `created` appears in upsert responses from v46.0; before that an
     // update answers 204 with no body.
     let flagged = req.major() >= 46;
@@ -591,7 +641,10 @@ fn upsert(
     }
 }
 
-fn selected_fields(o: &'static ObjectDef, req: &RestReq) -> Result<Option<Vec<&'static describe::FieldDef>>, Resp> {
+fn selected_fields(
+    o: &'static ObjectDef,
+    req: &RestReq,
+) -> Result<Option<Vec<&'static describe::FieldDef>>, Resp> {
     let Some(list) = req.param("fields") else {
         return Ok(None);
     };
@@ -614,7 +667,12 @@ fn selected_fields(o: &'static ObjectDef, req: &RestReq) -> Result<Option<Vec<&'
         .map(Some)
 }
 
-fn render_record(o: &ObjectDef, r: &crate::state::Record, fields: Option<&[&describe::FieldDef]>, version: &str) -> Value {
+fn render_record(
+    o: &ObjectDef,
+    r: &crate::state::Record,
+    fields: Option<&[&describe::FieldDef]>,
+    version: &str,
+) -> Value {
     match fields {
         Some(f) => render::selected(o, r, f, version),
         None => render::full(o, r, version),
@@ -623,8 +681,13 @@ fn render_record(o: &ObjectDef, r: &crate::state::Record, fields: Option<&[&desc
 
 fn read(store: &Store, o: &'static ObjectDef, id: &str, req: &RestReq) -> Result<Resp, Resp> {
     let fields = selected_fields(o, req)?;
-    let r = store.get(o.name, id).ok_or_else(|| Resp::from(ApiError::not_found()))?;
-    Ok(Resp::json(200, render_record(o, r, fields.as_deref(), &req.version)))
+    let r = store
+        .get(o.name, id)
+        .ok_or_else(|| Resp::from(ApiError::not_found()))?;
+    Ok(Resp::json(
+        200,
+        render_record(o, r, fields.as_deref(), &req.version),
+    ))
 }
 
 fn read_by_external_id(
@@ -652,7 +715,10 @@ fn read_by_external_id(
         .collect();
     match matches.as_slice() {
         [] => Err(ApiError::not_found().into()),
-        [r] => Ok(Resp::json(200, render_record(o, r, fields.as_deref(), &req.version))),
+        [r] => Ok(Resp::json(
+            200,
+            render_record(o, r, fields.as_deref(), &req.version),
+        )),
         many => Ok(Resp::json(
             300,
             Value::Array(
@@ -665,7 +731,9 @@ fn read_by_external_id(
 }
 
 fn version_data(store: &Store, id: &str) -> Result<Resp, Resp> {
-    let data = store.blob(id).ok_or_else(|| Resp::from(ApiError::not_found()))?;
+    let data = store
+        .blob(id)
+        .ok_or_else(|| Resp::from(ApiError::not_found()))?;
     Ok(Resp {
         status: 200,
         body: Body::Bytes {
@@ -676,7 +744,15 @@ fn version_data(store: &Store, id: &str) -> Result<Resp, Resp> {
     })
 }
 
-fn page(inner: &Inner, records: Vec<Value>, total: usize, offset: usize, batch: usize, locator: Option<String>, version: &str) -> Resp {
+fn page(
+    inner: &Inner,
+    records: Vec<Value>,
+    total: usize,
+    offset: usize,
+    batch: usize,
+    locator: Option<String>,
+    version: &str,
+) -> Resp {
     let end = (offset + batch).min(records.len());
     let chunk: Vec<Value> = records[offset.min(end)..end].to_vec();
     let done = end >= records.len();
@@ -692,7 +768,13 @@ fn query(inner: &Inner, store: &Store, req: &RestReq) -> Result<Resp, Resp> {
     let q = req
         .param("q")
         .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| Resp::from(ApiError::new(400, "MALFORMED_QUERY", "A query string has to be specified")))?;
+        .ok_or_else(|| {
+            Resp::from(ApiError::new(
+                400,
+                "MALFORMED_QUERY",
+                "A query string has to be specified",
+            ))
+        })?;
     let result = soql::run(store, q, &req.version)?;
     if result.count_only {
         return Ok(Resp::json(
@@ -701,11 +783,25 @@ fn query(inner: &Inner, store: &Store, req: &RestReq) -> Result<Resp, Resp> {
         ));
     }
     let total = result.records.len();
-    Ok(page(inner, result.records, total, 0, req.batch_size, None, &req.version))
+    Ok(page(
+        inner,
+        result.records,
+        total,
+        0,
+        req.batch_size,
+        None,
+        &req.version,
+    ))
 }
 
 fn next_batch(inner: &Inner, locator: &str, version: &str) -> Result<Resp, Resp> {
-    let invalid = || Resp::from(ApiError::new(400, "INVALID_QUERY_LOCATOR", "invalid query locator"));
+    let invalid = || {
+        Resp::from(ApiError::new(
+            400,
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        ))
+    };
     let (id, offset) = locator.rsplit_once('-').ok_or_else(invalid)?;
     let offset: usize = offset.parse().map_err(|_| invalid())?;
     let (records, batch) = {
@@ -717,7 +813,15 @@ fn next_batch(inner: &Inner, locator: &str, version: &str) -> Result<Resp, Resp>
         (c.records.clone(), c.batch)
     };
     let total = records.len();
-    Ok(page(inner, records, total, offset, batch, Some(id.to_string()), version))
+    Ok(page(
+        inner,
+        records,
+        total,
+        offset,
+        batch,
+        Some(id.to_string()),
+        version,
+    ))
 }
 
 static REFERENCE: LazyLock<Regex> =
@@ -768,7 +872,11 @@ fn substitute(text: &str, results: &HashMap<String, Value>) -> Result<String, St
 fn substitute_json(v: &Value, results: &HashMap<String, Value>) -> Result<Value, String> {
     Ok(match v {
         Value::String(s) => Value::String(substitute(s, results)?),
-        Value::Array(a) => Value::Array(a.iter().map(|x| substitute_json(x, results)).collect::<Result<_, _>>()?),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| substitute_json(x, results))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, x)| substitute_json(x, results).map(|x| (k.clone(), x)))
@@ -790,11 +898,18 @@ const ROLLED_BACK: &str =
 
 fn composite(inner: &Inner, store: &mut Store, req: &RestReq) -> Result<Resp, Resp> {
     let body = req.body.json()?;
-    let all_or_none = body.get("allOrNone").and_then(Value::as_bool).unwrap_or(false);
+    let all_or_none = body
+        .get("allOrNone")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let subs = body
         .get("compositeRequest")
         .and_then(Value::as_array)
-        .ok_or_else(|| Resp::from(ApiError::json_parser("compositeRequest must be an array of subrequests")))?;
+        .ok_or_else(|| {
+            Resp::from(ApiError::json_parser(
+                "compositeRequest must be an array of subrequests",
+            ))
+        })?;
     if subs.len() > MAX_SUBREQUESTS {
         return Err(ApiError::new(
             400,
@@ -805,8 +920,14 @@ fn composite(inner: &Inner, store: &mut Store, req: &RestReq) -> Result<Resp, Re
     }
     let mut seen = std::collections::HashSet::new();
     for s in subs {
-        let r = s.get("referenceId").and_then(Value::as_str).unwrap_or_default();
-        if r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || !seen.insert(r) {
+        let r = s
+            .get("referenceId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if r.is_empty()
+            || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || !seen.insert(r)
+        {
             return Err(ApiError::new(
                 400,
                 "INVALID_API_INPUT",
@@ -860,13 +981,24 @@ fn composite(inner: &Inner, store: &mut Store, req: &RestReq) -> Result<Resp, Re
     Ok(Resp::json(200, json!({"compositeResponse": entries})))
 }
 
-fn run_subrequest(inner: &Inner, store: &mut Store, parent: &RestReq, s: &Value, results: &HashMap<String, Value>) -> Resp {
+fn run_subrequest(
+    inner: &Inner,
+    store: &mut Store,
+    parent: &RestReq,
+    s: &Value,
+    results: &HashMap<String, Value>,
+) -> Resp {
     let method = s
         .get("method")
         .and_then(Value::as_str)
         .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok());
     let Some(method) = method else {
-        return ApiError::new(400, "INVALID_API_INPUT", "Subrequest method is missing or invalid").into();
+        return ApiError::new(
+            400,
+            "INVALID_API_INPUT",
+            "Subrequest method is missing or invalid",
+        )
+        .into();
     };
     let url = s.get("url").and_then(Value::as_str).unwrap_or_default();
     let url = match substitute(url, results) {
@@ -881,7 +1013,8 @@ fn run_subrequest(inner: &Inner, store: &mut Store, parent: &RestReq, s: &Value,
         },
     };
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let Some((version, segments)) = path.strip_prefix("/services/data/").and_then(split_path) else {
+    let Some((version, segments)) = path.strip_prefix("/services/data/").and_then(split_path)
+    else {
         return ApiError::not_found().into();
     };
     let sub = RestReq {
@@ -919,7 +1052,10 @@ mod tests {
     #[test]
     fn references_resolve_nested_paths() {
         let mut r = HashMap::new();
-        r.insert("acct".to_string(), json!({"id": "001x", "records": [{"Id": "a"}]}));
+        r.insert(
+            "acct".to_string(),
+            json!({"id": "001x", "records": [{"Id": "a"}]}),
+        );
         assert_eq!(substitute("/x/@{acct.id}", &r).unwrap(), "/x/001x");
         assert_eq!(substitute("@{acct.records[0].Id}", &r).unwrap(), "a");
         assert_eq!(substitute("@{nope.id}", &r).unwrap_err(), "nope.id");

@@ -142,5 +142,7 @@ pub fn seed(store: &mut Store) {
 
 /// Ids of the seeded assets: minted first, in `ASSETS` order.
 pub fn asset_ids() -> Vec<String> {
-    (1..=ASSETS.len() as u64).map(|n| ids::mint("02i", n)).collect()
+    (1..=ASSETS.len() as u64)
+        .map(|n| ids::mint("02i", n))
+        .collect()
 }

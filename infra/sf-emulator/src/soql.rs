@@ -154,7 +154,9 @@ fn tokenize(q: &str) -> Result<Vec<Token>, ApiError> {
             continue;
         }
         let tok = if c.is_ascii_alphabetic() || c == '_' {
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '.')) {
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '.'))
+            {
                 i += 1;
             }
             Tok::Ident(chars[start..i].iter().collect())
@@ -186,9 +188,13 @@ fn tokenize(q: &str) -> Result<Vec<Token>, ApiError> {
                 }
             }
             Tok::Str(s)
-        } else if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        } else if c.is_ascii_digit()
+            || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             i += 1;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | ':' | '+')) {
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | ':' | '+'))
+            {
                 i += 1;
             }
             let text: String = chars[start..i].iter().collect();
@@ -330,7 +336,9 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<usize, ApiError> {
         match self.peek() {
-            Some(Token { tok: Tok::Num(n), .. }) => {
+            Some(Token {
+                tok: Tok::Num(n), ..
+            }) => {
                 let v = n.parse::<usize>().map_err(|_| self.err_here(None))?;
                 self.i += 1;
                 Ok(v)
@@ -343,7 +351,15 @@ impl Parser<'_> {
         self.expect_kw("SELECT")?;
         let mut count_only = false;
         let mut select = Vec::new();
-        if self.is_kw("COUNT") && matches!(self.toks.get(self.i + 1), Some(Token { tok: Tok::Sym("("), .. })) {
+        if self.is_kw("COUNT")
+            && matches!(
+                self.toks.get(self.i + 1),
+                Some(Token {
+                    tok: Tok::Sym("("),
+                    ..
+                })
+            )
+        {
             self.i += 1;
             self.expect_sym("(")?;
             self.expect_sym(")")?;
@@ -384,14 +400,26 @@ impl Parser<'_> {
                         nulls_last = false;
                     }
                 }
-                order.push(OrderItem { path, desc, nulls_last });
+                order.push(OrderItem {
+                    path,
+                    desc,
+                    nulls_last,
+                });
                 if !self.eat_sym(",") {
                     break;
                 }
             }
         }
-        let limit = if self.eat_kw("LIMIT") { Some(self.number()?) } else { None };
-        let offset = if self.eat_kw("OFFSET") { Some(self.number()?) } else { None };
+        let limit = if self.eat_kw("LIMIT") {
+            Some(self.number()?)
+        } else {
+            None
+        };
+        let offset = if self.eat_kw("OFFSET") {
+            Some(self.number()?)
+        } else {
+            None
+        };
         if self.peek().is_some() {
             return Err(self.err_here(None));
         }
@@ -512,7 +540,10 @@ fn no_such_column(q: &str, p: &PathRef, obj: &ObjectDef) -> ApiError {
 fn resolve(q: &str, obj: &'static ObjectDef, p: &PathRef) -> Result<Field, ApiError> {
     let parts: Vec<&str> = p.text.split('.').collect();
     match parts.as_slice() {
-        [name] => obj.field(name).map(Field::Direct).ok_or_else(|| no_such_column(q, p, obj)),
+        [name] => obj
+            .field(name)
+            .map(Field::Direct)
+            .ok_or_else(|| no_such_column(q, p, obj)),
         [rel, name] => {
             let via = obj
                 .relationship(rel)
@@ -530,15 +561,27 @@ fn resolve(q: &str, obj: &'static ObjectDef, p: &PathRef) -> Result<Field, ApiEr
                         ),
                     )
                 })?;
-            let target = describe::object(via.reference_to[0]).ok_or_else(|| no_such_column(q, p, obj))?;
-            let field = target.field(name).ok_or_else(|| no_such_column(q, p, target))?;
+            let target =
+                describe::object(via.reference_to[0]).ok_or_else(|| no_such_column(q, p, obj))?;
+            let field = target
+                .field(name)
+                .ok_or_else(|| no_such_column(q, p, target))?;
             Ok(Field::Parent { via, target, field })
         }
-        _ => Err(malformed(q, p.pos, &format!("unexpected token: {}", p.text))),
+        _ => Err(malformed(
+            q,
+            p.pos,
+            &format!("unexpected token: {}", p.text),
+        )),
     }
 }
 
-fn parent<'s>(store: &'s Store, via: &FieldDef, target: &ObjectDef, rec: &Record) -> Option<&'s Record> {
+fn parent<'s>(
+    store: &'s Store,
+    via: &FieldDef,
+    target: &ObjectDef,
+    rec: &Record,
+) -> Option<&'s Record> {
     let id = rec.get(via.name)?.as_str()?;
     store.get(target.name, id)
 }
@@ -668,7 +711,9 @@ fn eval(e: &CExpr, store: &Store, rec: &Record) -> bool {
 
 fn order_cmp(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
-        (Value::String(x), Value::String(y)) => x.to_lowercase().cmp(&y.to_lowercase()).then(x.cmp(y)),
+        (Value::String(x), Value::String(y)) => {
+            x.to_lowercase().cmp(&y.to_lowercase()).then(x.cmp(y))
+        }
         (Value::Number(x), Value::Number(y)) => x
             .as_f64()
             .partial_cmp(&y.as_f64())
@@ -682,7 +727,12 @@ fn order_cmp(a: &Value, b: &Value) -> Ordering {
 /// `version`, in the order the query asks (creation order otherwise).
 pub fn run(store: &Store, soql: &str, version: &str) -> Result<QueryResult, ApiError> {
     let toks = tokenize(soql)?;
-    let parsed = Parser { q: soql, toks, i: 0 }.parse()?;
+    let parsed = Parser {
+        q: soql,
+        toks,
+        i: 0,
+    }
+    .parse()?;
     let obj = describe::object(&parsed.object.text).ok_or_else(|| {
         ApiError::new(
             400,
@@ -705,11 +755,19 @@ pub fn run(store: &Store, soql: &str, version: &str) -> Result<QueryResult, ApiE
         let canonical = match f {
             Field::Direct(fd) => fd.name.to_string(),
             Field::Parent { via, field, .. } => {
-                format!("{}.{}", via.relationship_name.unwrap_or_default(), field.name)
+                format!(
+                    "{}.{}",
+                    via.relationship_name.unwrap_or_default(),
+                    field.name
+                )
             }
         };
         if seen.iter().any(|s| s.eq_ignore_ascii_case(&canonical)) {
-            return Err(malformed(soql, p.pos, &format!("duplicate field selected: {}", p.text)));
+            return Err(malformed(
+                soql,
+                p.pos,
+                &format!("duplicate field selected: {}", p.text),
+            ));
         }
         seen.push(canonical);
         select.push(f);
@@ -735,8 +793,20 @@ pub fn run(store: &Store, soql: &str, version: &str) -> Result<QueryResult, ApiE
                 let (va, vb) = (value_of(store, a, *f), value_of(store, b, *f));
                 let ord = match (va.is_null(), vb.is_null()) {
                     (true, true) => Ordering::Equal,
-                    (true, false) => if o.nulls_last { Ordering::Greater } else { Ordering::Less },
-                    (false, true) => if o.nulls_last { Ordering::Less } else { Ordering::Greater },
+                    (true, false) => {
+                        if o.nulls_last {
+                            Ordering::Greater
+                        } else {
+                            Ordering::Less
+                        }
+                    }
+                    (false, true) => {
+                        if o.nulls_last {
+                            Ordering::Less
+                        } else {
+                            Ordering::Greater
+                        }
+                    }
                     (false, false) => {
                         let c = order_cmp(&va, &vb);
                         if o.desc { c.reverse() } else { c }
@@ -761,7 +831,9 @@ pub fn run(store: &Store, soql: &str, version: &str) -> Result<QueryResult, ApiE
             records: vec![Value::Null; n],
         });
     }
-    let records = rows.map(|r| shape(store, obj, r, &select, version)).collect();
+    let records = rows
+        .map(|r| shape(store, obj, r, &select, version))
+        .collect();
     Ok(QueryResult {
         count_only: false,
         records,
@@ -792,7 +864,10 @@ fn shape(store: &Store, obj: &ObjectDef, rec: &Record, select: &[Field], version
                             json!({ "attributes": render::attributes(target.name, render::id_of(p), version) })
                         });
                         if let Some(m) = entry.as_object_mut() {
-                            m.insert(field.name.into(), render::field_value(target, field, p, version));
+                            m.insert(
+                                field.name.into(),
+                                render::field_value(target, field, p, version),
+                            );
                         }
                     }
                 }
@@ -815,26 +890,45 @@ mod tests {
 
     #[test]
     fn parse_errors_are_framed_like_the_platform() {
-        let e = run(&store(), "SELECT Id FRM Account", "66.0").err().unwrap();
+        let e = run(&store(), "SELECT Id FRM Account", "66.0")
+            .err()
+            .unwrap();
         assert_eq!(e.code, "MALFORMED_QUERY");
         assert_eq!(
             e.message,
             "\nSELECT Id FRM Account\n          ^\nERROR at Row:1:Column:11\nunexpected token: FRM"
         );
-        let e = run(&store(), "SELECT Id FROM Account WHERE Name = 'x", "66.0").err().unwrap();
+        let e = run(&store(), "SELECT Id FROM Account WHERE Name = 'x", "66.0")
+            .err()
+            .unwrap();
         assert!(e.message.contains("unterminated"), "{}", e.message);
-        let e = run(&store(), "SELECT Id FROM Account LIMIT", "66.0").err().unwrap();
-        assert!(e.message.ends_with("unexpected token: <EOF>"), "{}", e.message);
+        let e = run(&store(), "SELECT Id FROM Account LIMIT", "66.0")
+            .err()
+            .unwrap();
+        assert!(
+            e.message.ends_with("unexpected token: <EOF>"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn unknown_field_and_object() {
-        let e = run(&store(), "SELECT Id, Nope FROM Asset", "66.0").err().unwrap();
+        let e = run(&store(), "SELECT Id, Nope FROM Asset", "66.0")
+            .err()
+            .unwrap();
         assert_eq!(e.code, "INVALID_FIELD");
-        assert!(e.message.contains("No such column 'Nope' on entity 'Asset'"));
-        let e = run(&store(), "SELECT Id FROM Widget__c", "66.0").err().unwrap();
+        assert!(
+            e.message
+                .contains("No such column 'Nope' on entity 'Asset'")
+        );
+        let e = run(&store(), "SELECT Id FROM Widget__c", "66.0")
+            .err()
+            .unwrap();
         assert_eq!(e.code, "INVALID_TYPE");
-        let e = run(&store(), "SELECT Owner.Name FROM Asset", "66.0").err().unwrap();
+        let e = run(&store(), "SELECT Owner.Name FROM Asset", "66.0")
+            .err()
+            .unwrap();
         assert_eq!(e.code, "INVALID_FIELD");
     }
 
@@ -847,12 +941,29 @@ mod tests {
             "66.0",
         )
         .unwrap();
-        let names: Vec<&str> = r.records.iter().map(|v| v["Name"].as_str().unwrap()).collect();
-        assert_eq!(names, vec!["Water-Cooled Chiller CH-1", "Backup Diesel Generator G2"]);
+        let names: Vec<&str> = r
+            .records
+            .iter()
+            .map(|v| v["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["Water-Cooled Chiller CH-1", "Backup Diesel Generator G2"]
+        );
 
-        let r = run(&s, "SELECT Id FROM Asset WHERE Description = null AND NOT Name LIKE 'Rooftop%'", "66.0").unwrap();
+        let r = run(
+            &s,
+            "SELECT Id FROM Asset WHERE Description = null AND NOT Name LIKE 'Rooftop%'",
+            "66.0",
+        )
+        .unwrap();
         assert_eq!(r.records.len(), seed::ASSETS.len() - 1);
-        let r = run(&s, "SELECT Id FROM Asset WHERE Name != 'Rooftop HVAC Unit 3' LIMIT 2 OFFSET 1", "66.0").unwrap();
+        let r = run(
+            &s,
+            "SELECT Id FROM Asset WHERE Name != 'Rooftop HVAC Unit 3' LIMIT 2 OFFSET 1",
+            "66.0",
+        )
+        .unwrap();
         assert_eq!(r.records.len(), 2);
         let r = run(&s, "SELECT COUNT() FROM Account", "66.0").unwrap();
         assert!(r.count_only);
@@ -873,7 +984,12 @@ mod tests {
         assert_eq!(first["Account"]["Name"], "Northwind Logistics");
         assert_eq!(first["Account"]["attributes"]["type"], "Account");
         assert!(first["Location"]["Name"].is_string());
-        assert!(first["attributes"]["url"].as_str().unwrap().starts_with("/services/data/v66.0/sobjects/Asset/02i"));
+        assert!(
+            first["attributes"]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("/services/data/v66.0/sobjects/Asset/02i")
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ impl Store {
     }
 
     pub fn table(&self, sobject: &str) -> impl Iterator<Item = &Record> {
-        self.objects.get(sobject).into_iter().flat_map(|t| t.values())
+        self.objects
+            .get(sobject)
+            .into_iter()
+            .flat_map(|t| t.values())
     }
 
     pub fn get(&self, sobject: &str, id: &str) -> Option<&Record> {
@@ -147,13 +150,18 @@ mod blobs {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::BTreeMap;
 
-    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let encoded: BTreeMap<&String, String> =
             m.iter().map(|(k, v)| (k, STANDARD.encode(v))).collect();
         encoded.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
         let encoded = BTreeMap::<String, String>::deserialize(d)?;
         encoded
             .into_iter()
@@ -185,8 +193,15 @@ mod tests {
         s.save(&path).unwrap();
         let back = Store::load(&path).unwrap().unwrap();
         assert_eq!(back.blob(&id).unwrap(), &vec![0, 159, 146, 150]);
-        assert_eq!(back.get("ContentVersion", &id[..15]).unwrap()["Id"], json!(id));
+        assert_eq!(
+            back.get("ContentVersion", &id[..15]).unwrap()["Id"],
+            json!(id)
+        );
         assert_eq!(back.counters["068"], 1);
-        assert!(Store::load(&dir.path().join("missing.json")).unwrap().is_none());
+        assert!(
+            Store::load(&dir.path().join("missing.json"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

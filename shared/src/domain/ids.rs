@@ -146,10 +146,7 @@ mod tests {
         let id = ProposalId::generate();
         let back: ProposalId = id.to_string().parse().unwrap();
         assert_eq!(id, back);
-        assert_eq!(
-            "not-a-ulid".parse::<ProposalId>(),
-            Err(IdError::Proposal)
-        );
+        assert_eq!("not-a-ulid".parse::<ProposalId>(), Err(IdError::Proposal));
         assert!("01ARZ3NDEKTSV4RRFFQ69G5FAVX".parse::<ProposalId>().is_err());
     }
 

@@ -11,8 +11,8 @@ pub mod workflow;
 pub use audit::{Actor, AuditEvent, ChainError, verify_chain};
 pub use ids::{AssetId, IdError, ProposalId, WorkflowId};
 pub use proposal::{
-    AssetContext, CommitProgress, Decision, DecisionKind, DomainError, Intake, PhotoRef,
-    Proposal, ReviewGrant, ReviewRound, SalesforceProblem, StructuringInfo, Transition,
+    AssetContext, CommitProgress, Decision, DecisionKind, DomainError, Intake, PhotoRef, Proposal,
+    ReviewGrant, ReviewRound, SalesforceProblem, StructuringInfo, Transition,
 };
 pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;

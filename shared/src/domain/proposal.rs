@@ -198,7 +198,14 @@ impl Proposal {
             expires_at: 0,
         };
         let mut t = proposal
-            .transition(Status::Received, actor, "received", serde_json::json!({}), now, |_| {})
+            .transition(
+                Status::Received,
+                actor,
+                "received",
+                serde_json::json!({}),
+                now,
+                |_| {},
+            )
             .expect("a fresh proposal can always be received");
         t.expected_version = 0;
         t.expected_status = None;
@@ -228,8 +235,7 @@ impl Proposal {
         now: Timestamp,
         change: impl FnOnce(&mut Proposal),
     ) -> Result<Transition, DomainError> {
-        // A fresh proposal (version 0) may "move" to RECEIVED only via receive().
-        if !(self.version == 0 && to == Status::Received) && !self.status.can_move_to(to) {
+        if !self.status.can_move_to(to) {
             return Err(DomainError::IllegalTransition {
                 from: self.status,
                 to,
@@ -326,12 +332,25 @@ mod tests {
         assert_eq!(t0.expected_version, 0);
         assert_eq!(t0.proposal.version, 1);
         let mut f = Fields::new();
-        f.insert("Subject".into(), FieldValue { value: "Leak".into(), ..Default::default() });
+        f.insert(
+            "Subject".into(),
+            FieldValue {
+                value: "Leak".into(),
+                ..Default::default()
+            },
+        );
         let t1 = t0
             .proposal
-            .transition(Status::PendingReview, Actor::system("structure"), "structured", serde_json::json!({}), now, |p| {
-                p.push_revision(f, Actor::system("structure"), now);
-            })
+            .transition(
+                Status::PendingReview,
+                Actor::system("structure"),
+                "structured",
+                serde_json::json!({}),
+                now,
+                |p| {
+                    p.push_revision(f, Actor::system("structure"), now);
+                },
+            )
             .unwrap();
         assert_eq!(t1.expected_version, 1);
         assert_eq!(t1.proposal.version, 2);
@@ -339,9 +358,11 @@ mod tests {
         verify_chain(&[t0.event.clone(), t1.event.clone()]).unwrap();
 
         let mut tampered = t1.event.clone();
-        tampered.actor = Actor::Reviewer { email: "x@y".into() };
+        tampered.actor = Actor::Reviewer {
+            email: "x@y".into(),
+        };
         assert!(verify_chain(&[t0.event.clone(), tampered]).is_err());
-        assert!(verify_chain(&[t1.event.clone()]).is_err());
+        assert!(verify_chain(std::slice::from_ref(&t1.event)).is_err());
     }
 
     #[test]
@@ -349,8 +370,21 @@ mod tests {
         let now = crate::domain::now();
         let p = sample(now).proposal;
         let err = p
-            .transition(Status::Approved, Actor::system("x"), "x", serde_json::json!({}), now, |_| {})
+            .transition(
+                Status::Approved,
+                Actor::system("x"),
+                "x",
+                serde_json::json!({}),
+                now,
+                |_| {},
+            )
             .unwrap_err();
-        assert_eq!(err, DomainError::IllegalTransition { from: Status::Received, to: Status::Approved });
+        assert_eq!(
+            err,
+            DomainError::IllegalTransition {
+                from: Status::Received,
+                to: Status::Approved
+            }
+        );
     }
 }

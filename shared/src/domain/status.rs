@@ -115,13 +115,19 @@ mod tests {
     fn edges() {
         assert!(Received.can_move_to(PendingReview));
         assert!(PendingReview.can_move_to(Approved));
-        assert!(!Received.can_move_to(Approved), "no approval without review");
+        assert!(
+            !Received.can_move_to(Approved),
+            "no approval without review"
+        );
         assert!(!Rejected.can_move_to(Approved));
         assert!(!Committed.can_move_to(Approved));
         assert!(!Rejected.can_move_to(Rejected));
         assert!(Committed.can_move_to(Committed));
         assert!(NeedsAttention.can_move_to(Approved));
-        assert!(!Approved.can_move_to(Committed), "commit goes through COMMITTING");
+        assert!(
+            !Approved.can_move_to(Committed),
+            "commit goes through COMMITTING"
+        );
     }
 
     #[test]

@@ -62,7 +62,12 @@ impl QrKeyring {
         HmacSha256::new_from_slice(&raw).map_err(|_| TokenError::UnknownKey)
     }
 
-    fn tag(&self, kid: &str, asset: &AssetId, workflow: &WorkflowId) -> Result<Vec<u8>, TokenError> {
+    fn tag(
+        &self,
+        kid: &str,
+        asset: &AssetId,
+        workflow: &WorkflowId,
+    ) -> Result<Vec<u8>, TokenError> {
         let mut mac = self.mac(kid)?;
         mac.update(format!("fieldgate-qr/v1\n{asset}\n{workflow}\n{kid}").as_bytes());
         Ok(mac.finalize().into_bytes()[..QR_TAG_BYTES].to_vec())
@@ -78,9 +83,13 @@ impl QrKeyring {
 
     pub fn verify(&self, code: &str) -> Result<(AssetId, WorkflowId), TokenError> {
         let mut parts = code.split('.');
-        let (Some(a), Some(w), Some(kid), Some(tag), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(a), Some(w), Some(kid), Some(tag), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(TokenError::Malformed);
         };
         let asset: AssetId = a.parse().map_err(|_| TokenError::Malformed)?;
@@ -220,7 +229,10 @@ mod tests {
         let mut rotated = QrKeyring::generate("k2");
         assert_eq!(rotated.verify(&code), Err(TokenError::UnknownKey));
         rotated.keys.extend(ring.keys.clone());
-        assert!(rotated.verify(&code).is_ok(), "old key still honoured while kept");
+        assert!(
+            rotated.verify(&code).is_ok(),
+            "old key still honoured while kept"
+        );
     }
 
     #[test]
@@ -232,7 +244,10 @@ mod tests {
         assert_eq!(back.hash(), t.hash());
         assert_eq!(back.proposal, id);
         assert_ne!(ReviewToken::generate(id).hash(), t.hash());
-        assert!(!format!("{t:?}").contains(s.split_once('.').unwrap().1), "debug output hides the nonce");
+        assert!(
+            !format!("{t:?}").contains(s.split_once('.').unwrap().1),
+            "debug output hides the nonce"
+        );
         let mut bad = s.clone();
         bad.pop();
         assert!(bad.parse::<ReviewToken>().is_err());

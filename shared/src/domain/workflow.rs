@@ -50,9 +50,16 @@ pub enum AssetBinding {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum FieldKind {
-    Text { max_length: usize },
-    Textarea { max_length: usize },
-    Picklist { values: Vec<String>, restricted: bool },
+    Text {
+        max_length: usize,
+    },
+    Textarea {
+        max_length: usize,
+    },
+    Picklist {
+        values: Vec<String>,
+        restricted: bool,
+    },
 }
 
 fn yes() -> bool {
@@ -111,13 +118,19 @@ impl TryFrom<RawField> for FieldSpec {
                 values,
                 restricted: restricted.unwrap_or(true),
             },
-            ("text" | "textarea", None, _, _) => return Err(format!("field {n}: max_length is required")),
+            ("text" | "textarea", None, _, _) => {
+                return Err(format!("field {n}: max_length is required"));
+            }
             ("picklist", _, None, _) => return Err(format!("field {n}: values are required")),
             ("text" | "textarea" | "picklist", ..) => {
-                return Err(format!("field {n}: max_length is for text, values/restricted for picklists"));
+                return Err(format!(
+                    "field {n}: max_length is for text, values/restricted for picklists"
+                ));
             }
             (other, ..) => {
-                return Err(format!("field {n}: type {other:?} is not one of text, textarea, picklist"));
+                return Err(format!(
+                    "field {n}: type {other:?} is not one of text, textarea, picklist"
+                ));
             }
         };
         Ok(FieldSpec {
@@ -272,7 +285,10 @@ impl Workflow {
             .parse()
             .map_err(|e| invalid(format!("id {:?}: {e}", raw.id)))?;
         if !is_api_name(&raw.object) {
-            return Err(invalid(format!("object {:?} is not an API name", raw.object)));
+            return Err(invalid(format!(
+                "object {:?} is not an API name",
+                raw.object
+            )));
         }
         let ext = match (raw.operation, raw.external_id_field) {
             (Operation::Upsert, None) => {
@@ -281,7 +297,9 @@ impl Workflow {
                 ));
             }
             (_, Some(f)) if !is_api_name(&f) => {
-                return Err(invalid(format!("external_id_field {f:?} is not an API name")));
+                return Err(invalid(format!(
+                    "external_id_field {f:?} is not an API name"
+                )));
             }
             (_, f) => f,
         };
@@ -294,7 +312,9 @@ impl Workflow {
             }
         }
         if !(1..=24 * 30).contains(&raw.review_link_hours) {
-            return Err(invalid("review_link_hours must be between 1 and 720".into()));
+            return Err(invalid(
+                "review_link_hours must be between 1 and 720".into(),
+            ));
         }
         if raw.fields.is_empty() {
             return Err(invalid("fields: declare at least one field".into()));
@@ -310,7 +330,10 @@ impl Workflow {
             if let Some(n) = f.max_length()
                 && !(1..=131_072).contains(&n)
             {
-                return Err(invalid(format!("field {}: max_length out of range", f.name)));
+                return Err(invalid(format!(
+                    "field {}: max_length out of range",
+                    f.name
+                )));
             }
             match &f.kind {
                 FieldKind::Picklist { values, .. } => {
@@ -356,12 +379,16 @@ impl Workflow {
             )));
         }
         if !seen.contains(raw.handoff.summary_field.as_str()) {
-            return Err(invalid("handoff.summary_field must be a declared field".into()));
+            return Err(invalid(
+                "handoff.summary_field must be a declared field".into(),
+            ));
         }
         if let Some(p) = &raw.handoff.priority_field
             && !seen.contains(p.as_str())
         {
-            return Err(invalid("handoff.priority_field must be a declared field".into()));
+            return Err(invalid(
+                "handoff.priority_field must be a declared field".into(),
+            ));
         }
         let schema = json_schema(&raw.fields);
         let validator = jsonschema::validator_for(&schema)
@@ -423,7 +450,12 @@ impl Workflow {
         // `required` is checked above; the schema checks the given values.
         for err in self.validator.iter_errors(&Value::Object(given)) {
             let path = err.instance_path().to_string();
-            let field = path.trim_start_matches('/').split('/').next().unwrap_or("").to_owned();
+            let field = path
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_owned();
             if field.is_empty() {
                 continue;
             }
@@ -440,7 +472,11 @@ impl Workflow {
 
     /// The Salesforce record: approved values, constants, asset bindings.
     /// The external id goes in the URL of an upsert, not the body.
-    pub fn record(&self, values: &BTreeMap<String, Value>, asset: &AssetContext) -> Map<String, Value> {
+    pub fn record(
+        &self,
+        values: &BTreeMap<String, Value>,
+        asset: &AssetContext,
+    ) -> Map<String, Value> {
         let mut rec = Map::new();
         for f in &self.fields {
             if let Some(v) = values.get(&f.name).filter(|v| !is_blank(v)) {
@@ -542,7 +578,10 @@ impl Workflows {
 
     pub fn from_workflows(list: Vec<Workflow>) -> Self {
         Self {
-            by_id: list.into_iter().map(|w| (w.id.clone(), Arc::new(w))).collect(),
+            by_id: list
+                .into_iter()
+                .map(|w| (w.id.clone(), Arc::new(w)))
+                .collect(),
         }
     }
 
@@ -632,7 +671,10 @@ mod tests {
     fn governance_mistakes_are_refused() {
         let bad = FIELD_SERVICE_CASE.replace("operation = \"upsert\"", "operation = \"delete\"");
         assert!(Workflow::from_toml("x", &bad).is_err());
-        let bad = FIELD_SERVICE_CASE.replace("[constants]", "[constants]\nFieldgate_Proposal_Id__c = \"x\"");
+        let bad = FIELD_SERVICE_CASE.replace(
+            "[constants]",
+            "[constants]\nFieldgate_Proposal_Id__c = \"x\"",
+        );
         assert!(Workflow::from_toml("x", &bad).is_err());
         let bad = FIELD_SERVICE_CASE.replace("[constants]", "[constants]\nSubject = \"x\"");
         assert!(Workflow::from_toml("x", &bad).is_err());

@@ -22,7 +22,10 @@ impl<T: Serialize + DeserializeOwned + Clone> JsonLog<T> {
         let items = match &file {
             Some(f) => match std::fs::read(f) {
                 Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", f.display()))
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{}: {e}", f.display()),
+                    )
                 })?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(e),

@@ -4,7 +4,6 @@
 mod files;
 mod store;
 
-
 pub use files::{FileMedia, HandoffLog, Outbox};
 pub use store::EmbeddedStore;
 

@@ -76,7 +76,10 @@ impl EmbeddedStore {
         let st = self.state.lock().expect("store lock");
         st.proposals
             .values()
-            .filter(|p| !p.status.is_final() || (p.status == Status::Committed && !p.commit.handoff_published))
+            .filter(|p| {
+                !p.status.is_final()
+                    || (p.status == Status::Committed && !p.commit.handoff_published)
+            })
             .cloned()
             .collect()
     }
@@ -98,7 +101,10 @@ impl EmbeddedStore {
 
     /// Runs `f` on the state as one transaction: the change is kept only if
     /// `f` succeeds and the state is saved.
-    fn transact<T>(&self, f: impl FnOnce(&mut State) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn transact<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut st = self.state.lock().expect("store lock");
         let before = serde_json::to_vec(&*st).map_err(|e| StoreError::Backend(e.to_string()))?;
         let out = f(&mut st);
@@ -119,7 +125,11 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl ProposalStore for EmbeddedStore {
-    async fn create(&self, t: &Transition, idempotency_key: Option<&str>) -> Result<Created, StoreError> {
+    async fn create(
+        &self,
+        t: &Transition,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created, StoreError> {
         let rec = self.transact(|st| {
             if let Some(k) = idempotency_key
                 && let Some(existing) = st.idempotency.get(k)
@@ -148,7 +158,10 @@ impl ProposalStore for EmbeddedStore {
 
     async fn apply(&self, t: &Transition) -> Result<(), StoreError> {
         let rec = self.transact(|st| {
-            let current = st.proposals.get(&t.proposal.id).ok_or(StoreError::Conflict)?;
+            let current = st
+                .proposals
+                .get(&t.proposal.id)
+                .ok_or(StoreError::Conflict)?;
             if current.version != t.expected_version || Some(current.status) != t.expected_status {
                 return Err(StoreError::Conflict);
             }
@@ -166,7 +179,13 @@ impl ProposalStore for EmbeddedStore {
     }
 
     async fn get(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError> {
-        Ok(self.state.lock().expect("store lock").proposals.get(&id).cloned())
+        Ok(self
+            .state
+            .lock()
+            .expect("store lock")
+            .proposals
+            .get(&id)
+            .cloned())
     }
 
     async fn events(&self, id: ProposalId) -> Result<Vec<AuditEvent>, StoreError> {
@@ -180,7 +199,11 @@ impl ProposalStore for EmbeddedStore {
             .unwrap_or_default())
     }
 
-    async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<Proposal>, StoreError> {
+    async fn list_by_status(
+        &self,
+        status: Status,
+        limit: usize,
+    ) -> Result<Vec<Proposal>, StoreError> {
         let st = self.state.lock().expect("store lock");
         // ULIDs sort by creation time, so reverse key order is newest first.
         Ok(st
@@ -194,7 +217,13 @@ impl ProposalStore for EmbeddedStore {
     }
 
     async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError> {
-        Ok(self.state.lock().expect("store lock").assets.get(id).cloned())
+        Ok(self
+            .state
+            .lock()
+            .expect("store lock")
+            .assets
+            .get(id)
+            .cloned())
     }
 
     async fn cache_asset(&self, asset: &CachedAsset) -> Result<(), StoreError> {
@@ -204,7 +233,12 @@ impl ProposalStore for EmbeddedStore {
         })
     }
 
-    async fn count_in_window(&self, key: &str, window_secs: i64, now: Timestamp) -> Result<u64, StoreError> {
+    async fn count_in_window(
+        &self,
+        key: &str,
+        window_secs: i64,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
         let window = now.unix_timestamp() / window_secs.max(1);
         self.transact(|st| {
             // Old windows are dropped as we go (DynamoDB uses TTL for this).

@@ -14,7 +14,11 @@ impl AssetDirectory for SalesforceAssets {
             "SELECT Id, Name, SerialNumber, AccountId, Account.Name, Location.Name FROM Asset WHERE Id = {}",
             soql_quote(id.as_str())
         );
-        let recs = self.0.query(&soql).await.map_err(|e| DirectoryError(e.to_string()))?;
+        let recs = self
+            .0
+            .query(&soql)
+            .await
+            .map_err(|e| DirectoryError(e.to_string()))?;
         let Some(r) = recs.first() else {
             return Ok(None);
         };
@@ -43,7 +47,11 @@ pub struct CachedDirectory<D> {
 impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
     async fn lookup(&self, id: &AssetId) -> Result<Option<AssetContext>, DirectoryError> {
         let now = crate::domain::now();
-        let cached = self.store.cached_asset(id).await.map_err(|e| DirectoryError(e.to_string()))?;
+        let cached = self
+            .store
+            .cached_asset(id)
+            .await
+            .map_err(|e| DirectoryError(e.to_string()))?;
         if let Some(c) = &cached
             && now - c.fetched_at < self.ttl
         {
@@ -51,7 +59,10 @@ impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
         }
         match self.inner.lookup(id).await {
             Ok(Some(asset)) => {
-                let entry = CachedAsset { asset: asset.clone(), fetched_at: now };
+                let entry = CachedAsset {
+                    asset: asset.clone(),
+                    fetched_at: now,
+                };
                 if let Err(e) = self.store.cache_asset(&entry).await {
                     tracing::warn!(error = %e, "could not cache asset context");
                 }

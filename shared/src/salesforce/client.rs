@@ -198,7 +198,9 @@ impl SalesforceClient {
         let (Some(access), Some(instance)) =
             (body["access_token"].as_str(), body["instance_url"].as_str())
         else {
-            return Err(SfError::Protocol("token answer lacks access_token/instance_url".into()));
+            return Err(SfError::Protocol(
+                "token answer lacks access_token/instance_url".into(),
+            ));
         };
         let t = Token {
             access: access.to_owned(),
@@ -210,11 +212,20 @@ impl SalesforceClient {
 
     /// One REST call with auth, one renewal on 401, and retries with
     /// backoff and jitter on transient failures.
-    async fn call(&self, method: Method, path: &str, body: Option<Body>) -> Result<(StatusCode, Option<Value>), SfError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<(StatusCode, Option<Value>), SfError> {
         let once = || async {
-            match self.call_once(method.clone(), path, body.clone(), false).await {
+            match self
+                .call_once(method.clone(), path, body.clone(), false)
+                .await
+            {
                 Err(SfError::Api { status: 401, .. }) => {
-                    self.call_once(method.clone(), path, body.clone(), true).await
+                    self.call_once(method.clone(), path, body.clone(), true)
+                        .await
                 }
                 other => other,
             }
@@ -242,12 +253,20 @@ impl SalesforceClient {
         let url = if path.starts_with("/services/") {
             format!("{}{path}", token.instance_url)
         } else {
-            format!("{}/services/data/v{}{path}", token.instance_url, self.config.api_version)
+            format!(
+                "{}/services/data/v{}{path}",
+                token.instance_url, self.config.api_version
+            )
         };
         let mut req = self.http.request(method, &url).bearer_auth(&token.access);
         req = match body {
             Some(Body::Json(v)) => req.json(&v),
-            Some(Body::Multipart { entity, data, file_name, content_type }) => {
+            Some(Body::Multipart {
+                entity,
+                data,
+                file_name,
+                content_type,
+            }) => {
                 let form = reqwest::multipart::Form::new()
                     .part(
                         "entity_content",
@@ -267,19 +286,30 @@ impl SalesforceClient {
             None => req,
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let resp = req.send().await.map_err(|e| SfError::Network(e.to_string()))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SfError::Network(e.to_string()))?;
         let status = resp.status();
-        if let Some(info) = resp.headers().get("Sforce-Limit-Info").and_then(|v| v.to_str().ok()) {
+        if let Some(info) = resp
+            .headers()
+            .get("Sforce-Limit-Info")
+            .and_then(|v| v.to_str().ok())
+        {
             note_limit(info);
         }
-        let bytes = resp.bytes().await.map_err(|e| SfError::Network(e.to_string()))?;
-        let json: Option<Value> = if bytes.is_empty() {
-            None
-        } else {
-            Some(serde_json::from_slice(&bytes).map_err(|e| {
-                SfError::Protocol(format!("HTTP {status}: body is not JSON: {e}"))
-            })?)
-        };
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| SfError::Network(e.to_string()))?;
+        let json: Option<Value> =
+            if bytes.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_slice(&bytes).map_err(|e| {
+                    SfError::Protocol(format!("HTTP {status}: body is not JSON: {e}"))
+                })?)
+            };
         if status.is_success() {
             return Ok((status, json));
         }
@@ -354,7 +384,9 @@ enum Body {
 
 /// Warns when the org's shared daily budget is more than 80 % spent.
 fn note_limit(info: &str) {
-    let Some(rest) = info.split("api-usage=").nth(1) else { return };
+    let Some(rest) = info.split("api-usage=").nth(1) else {
+        return;
+    };
     let mut parts = rest.split(|c: char| !c.is_ascii_digit());
     let (Some(Ok(used)), Some(Ok(limit))) = (
         parts.next().map(str::parse::<u64>),
@@ -363,14 +395,20 @@ fn note_limit(info: &str) {
         return;
     };
     if limit > 0 && used * 100 > limit * 80 {
-        tracing::warn!(used, limit, "Salesforce org API usage above 80% of its daily limit");
+        tracing::warn!(
+            used,
+            limit,
+            "Salesforce org API usage above 80% of its daily limit"
+        );
     }
 }
 
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             b' ' => "+".into(),
             _ => format!("%{b:02X}"),
         })
@@ -409,7 +447,13 @@ fn path_segment(s: &str) -> String {
 
 #[async_trait]
 impl RecordWriter for SalesforceClient {
-    async fn upsert(&self, object: &str, ext_field: &str, ext_value: &str, record: &Map<String, Value>) -> Result<Upserted, WriteError> {
+    async fn upsert(
+        &self,
+        object: &str,
+        ext_field: &str,
+        ext_value: &str,
+        record: &Map<String, Value>,
+    ) -> Result<Upserted, WriteError> {
         let path = format!(
             "/sobjects/{}/{}/{}",
             api_name(object)?,
@@ -417,14 +461,22 @@ impl RecordWriter for SalesforceClient {
             path_segment(ext_value)
         );
         let (status, body) = self
-            .call(Method::PATCH, &path, Some(Body::Json(Value::Object(record.clone()))))
+            .call(
+                Method::PATCH,
+                &path,
+                Some(Body::Json(Value::Object(record.clone()))),
+            )
             .await?;
         match (status.as_u16(), body) {
             (200 | 201, Some(b)) => {
-                let id = b["id"].as_str().ok_or_else(|| WriteError::Transient("upsert answer lacks id".into()))?;
+                let id = b["id"]
+                    .as_str()
+                    .ok_or_else(|| WriteError::Transient("upsert answer lacks id".into()))?;
                 Ok(Upserted {
                     id: id.to_owned(),
-                    created: b["created"].as_bool().unwrap_or(status == StatusCode::CREATED),
+                    created: b["created"]
+                        .as_bool()
+                        .unwrap_or(status == StatusCode::CREATED),
                 })
             }
             // API ≤ v45.0 answers an update with 204 and no id: look it up.
@@ -434,19 +486,31 @@ impl RecordWriter for SalesforceClient {
                     soql_quote(ext_value)
                 );
                 let recs = self.query(&soql).await?;
-                let id = recs
-                    .first()
-                    .and_then(|r| r["Id"].as_str())
-                    .ok_or_else(|| WriteError::Transient("updated record not found by external id".into()))?;
-                Ok(Upserted { id: id.to_owned(), created: false })
+                let id = recs.first().and_then(|r| r["Id"].as_str()).ok_or_else(|| {
+                    WriteError::Transient("updated record not found by external id".into())
+                })?;
+                Ok(Upserted {
+                    id: id.to_owned(),
+                    created: false,
+                })
             }
-            (s, _) => Err(WriteError::Transient(format!("unexpected upsert status {s}"))),
+            (s, _) => Err(WriteError::Transient(format!(
+                "unexpected upsert status {s}"
+            ))),
         }
     }
 
-    async fn create(&self, object: &str, record: &Map<String, Value>) -> Result<String, WriteError> {
+    async fn create(
+        &self,
+        object: &str,
+        record: &Map<String, Value>,
+    ) -> Result<String, WriteError> {
         let (_, body) = self
-            .call(Method::POST, &format!("/sobjects/{}/", api_name(object)?), Some(Body::Json(Value::Object(record.clone()))))
+            .call(
+                Method::POST,
+                &format!("/sobjects/{}/", api_name(object)?),
+                Some(Body::Json(Value::Object(record.clone()))),
+            )
             .await?;
         body.as_ref()
             .and_then(|b| b["id"].as_str())
@@ -454,7 +518,12 @@ impl RecordWriter for SalesforceClient {
             .ok_or_else(|| WriteError::Transient("create answer lacks id".into()))
     }
 
-    async fn read(&self, object: &str, id: &str, fields: &[String]) -> Result<Map<String, Value>, WriteError> {
+    async fn read(
+        &self,
+        object: &str,
+        id: &str,
+        fields: &[String],
+    ) -> Result<Map<String, Value>, WriteError> {
         for f in fields {
             api_name(f)?;
         }
@@ -486,24 +555,34 @@ impl RecordWriter for SalesforceClient {
             }
         } else {
             let mut e = entity;
-            e["VersionData"] = Value::String(base64::engine::general_purpose::STANDARD.encode(file.data));
+            e["VersionData"] =
+                Value::String(base64::engine::general_purpose::STANDARD.encode(file.data));
             Body::Json(e)
         };
-        let (_, resp) = self.call(Method::POST, "/sobjects/ContentVersion/", Some(body)).await?;
+        let (_, resp) = self
+            .call(Method::POST, "/sobjects/ContentVersion/", Some(body))
+            .await?;
         resp.as_ref()
             .and_then(|b| b["id"].as_str())
             .map(str::to_owned)
             .ok_or_else(|| WriteError::Transient("ContentVersion answer lacks id".into()))
     }
 
-    async fn find_attachment(&self, record_id: &str, title: &str) -> Result<Option<String>, WriteError> {
+    async fn find_attachment(
+        &self,
+        record_id: &str,
+        title: &str,
+    ) -> Result<Option<String>, WriteError> {
         let soql = format!(
             "SELECT Id FROM ContentVersion WHERE FirstPublishLocationId = {} AND Title = {}",
             soql_quote(api_name(record_id)?),
             soql_quote(title)
         );
         let recs = self.query(&soql).await?;
-        Ok(recs.first().and_then(|r| r["Id"].as_str()).map(str::to_owned))
+        Ok(recs
+            .first()
+            .and_then(|r| r["Id"].as_str())
+            .map(str::to_owned))
     }
 
     fn record_url(&self, object: &str, id: &str) -> String {
@@ -533,23 +612,52 @@ mod tests {
     #[test]
     fn quoting_and_encoding() {
         assert_eq!(soql_quote("a'b\\c"), "'a\\'b\\\\c'");
-        assert_eq!(url_encode("SELECT Id FROM X WHERE A = 'b'"), "SELECT+Id+FROM+X+WHERE+A+%3D+%27b%27");
+        assert_eq!(
+            url_encode("SELECT Id FROM X WHERE A = 'b'"),
+            "SELECT+Id+FROM+X+WHERE+A+%3D+%27b%27"
+        );
     }
 
     #[test]
     fn errors_map_to_what_the_commit_does() {
-        let api = |status, code: &str| SfError::Api { status, code: code.into(), message: "m".into(), fields: vec!["Subject".into()] };
-        assert!(matches!(WriteError::from(api(403, "REQUEST_LIMIT_EXCEEDED")), WriteError::LimitExceeded(_)));
-        assert!(matches!(WriteError::from(api(503, "SERVER_UNAVAILABLE")), WriteError::Transient(_)));
-        assert!(matches!(WriteError::from(api(400, "UNABLE_TO_LOCK_ROW")), WriteError::Transient(_)));
-        assert!(matches!(WriteError::from(api(400, "REQUIRED_FIELD_MISSING")), WriteError::Rejected { .. }));
-        assert!(matches!(WriteError::from(api(404, "NOT_FOUND")), WriteError::Config(_)));
-        assert!(matches!(WriteError::from(SfError::Auth("x".into())), WriteError::Config(_)));
+        let api = |status, code: &str| SfError::Api {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            fields: vec!["Subject".into()],
+        };
+        assert!(matches!(
+            WriteError::from(api(403, "REQUEST_LIMIT_EXCEEDED")),
+            WriteError::LimitExceeded(_)
+        ));
+        assert!(matches!(
+            WriteError::from(api(503, "SERVER_UNAVAILABLE")),
+            WriteError::Transient(_)
+        ));
+        assert!(matches!(
+            WriteError::from(api(400, "UNABLE_TO_LOCK_ROW")),
+            WriteError::Transient(_)
+        ));
+        assert!(matches!(
+            WriteError::from(api(400, "REQUIRED_FIELD_MISSING")),
+            WriteError::Rejected { .. }
+        ));
+        assert!(matches!(
+            WriteError::from(api(404, "NOT_FOUND")),
+            WriteError::Config(_)
+        ));
+        assert!(matches!(
+            WriteError::from(SfError::Auth("x".into())),
+            WriteError::Config(_)
+        ));
     }
 
     #[test]
     fn auth_debug_hides_the_secret() {
-        let a = Auth::ClientCredentials { client_id: "id".into(), client_secret: "s3cret".into() };
+        let a = Auth::ClientCredentials {
+            client_id: "id".into(),
+            client_secret: "s3cret".into(),
+        };
         assert!(!format!("{a:?}").contains("s3cret"));
     }
 }

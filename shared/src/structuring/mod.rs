@@ -81,7 +81,8 @@ pub fn validate(workflow: &Workflow, proposed: &Proposed, notes: &str) -> Fields
                     fv.evidence = Some(q.trim().to_owned());
                 }
                 Some(q) if !q.trim().is_empty() => {
-                    fv.flag = Some("the quoted evidence is not in the notes; check this value".into());
+                    fv.flag =
+                        Some("the quoted evidence is not in the notes; check this value".into());
                 }
                 _ => {
                     if let Some(d) = &spec.default
@@ -141,8 +142,10 @@ mod tests {
         let w = wf();
         let notes = "Compressor is leaking oil, urgent";
         let mut p = Proposed::default();
-        p.fields.insert("Subject".into(), json!("Compressor leaking oil"));
-        p.evidence.insert("Subject".into(), json!("Compressor is leaking oil"));
+        p.fields
+            .insert("Subject".into(), json!("Compressor leaking oil"));
+        p.evidence
+            .insert("Subject".into(), json!("Compressor is leaking oil"));
         p.fields.insert("Priority".into(), json!("Critical"));
         p.fields.insert("OwnerId".into(), json!("005000000000001"));
         p.fields.insert("Type".into(), json!("Mechanical"));
@@ -150,11 +153,20 @@ mod tests {
         let out = validate(&w, &p, notes);
         assert!(!out.contains_key("OwnerId"));
         assert_eq!(out["Subject"].value, json!("Compressor leaking oil"));
-        assert_eq!(out["Subject"].evidence.as_deref(), Some("Compressor is leaking oil"));
+        assert_eq!(
+            out["Subject"].evidence.as_deref(),
+            Some("Compressor is leaking oil")
+        );
         assert!(out["Subject"].flag.is_none());
         // Not a picklist value → default with a flag, never "Critical".
         assert_eq!(out["Priority"].value, json!("Medium"));
-        assert!(out["Priority"].flag.as_deref().unwrap().contains("Critical"));
+        assert!(
+            out["Priority"]
+                .flag
+                .as_deref()
+                .unwrap()
+                .contains("Critical")
+        );
         // Invented evidence → flagged.
         assert!(out["Type"].evidence.is_none());
         assert!(out["Type"].flag.is_some());

@@ -18,7 +18,11 @@ impl Structurer for RulesStructurer {
         "rules"
     }
 
-    async fn structure(&self, workflow: &Workflow, input: &StructuringInput<'_>) -> Result<Proposed, StructureError> {
+    async fn structure(
+        &self,
+        workflow: &Workflow,
+        input: &StructuringInput<'_>,
+    ) -> Result<Proposed, StructureError> {
         Ok(structure_text(workflow, input.notes))
     }
 }
@@ -72,8 +76,16 @@ fn pick(spec: &FieldSpec, values: &[String], text: &str) -> Option<(Value, Strin
     for value in values {
         let mut words: Vec<String> = spec.vocabulary.get(value).cloned().unwrap_or_default();
         // "priority high", "type: electrical" name the value directly.
-        words.push(format!("{} {}", spec.label.to_lowercase(), value.to_lowercase()));
-        words.push(format!("{}: {}", spec.label.to_lowercase(), value.to_lowercase()));
+        words.push(format!(
+            "{} {}",
+            spec.label.to_lowercase(),
+            value.to_lowercase()
+        ));
+        words.push(format!(
+            "{}: {}",
+            spec.label.to_lowercase(),
+            value.to_lowercase()
+        ));
         let mut hits = 0;
         let mut first: Option<(usize, String)> = None;
         for w in &words {
@@ -115,7 +127,10 @@ fn clip(s: &str, max_chars: usize) -> String {
         return s.to_owned();
     }
     let mut out: String = s.chars().take(max_chars).collect();
-    if let Some(cut) = out.rfind(char::is_whitespace).filter(|&c| c > max_chars / 2) {
+    if let Some(cut) = out
+        .rfind(char::is_whitespace)
+        .filter(|&c| c > max_chars / 2)
+    {
         out.truncate(cut);
     }
     out.trim_end().to_owned()
@@ -134,12 +149,18 @@ mod tests {
         let notes = "Compressor on unit 3 is leaking oil again. Breaker tripped twice this morning, needs someone ASAP.";
         let p = structure_text(w, notes);
         let out = validate(w, &p, notes);
-        assert_eq!(out["Subject"].text(), Some("Compressor on unit 3 is leaking oil again"));
+        assert_eq!(
+            out["Subject"].text(),
+            Some("Compressor on unit 3 is leaking oil again")
+        );
         assert_eq!(out["Priority"].text(), Some("High"));
         assert_eq!(out["Description"].text(), Some(notes));
         for (name, f) in &out {
             if let Some(q) = &f.evidence {
-                assert!(notes.to_lowercase().contains(&q.to_lowercase()), "{name}: {q}");
+                assert!(
+                    notes.to_lowercase().contains(&q.to_lowercase()),
+                    "{name}: {q}"
+                );
             }
         }
     }
@@ -161,6 +182,9 @@ mod tests {
         let w = ws.iter().next().unwrap();
         // "download" contains "down" but is not a breakdown.
         let out = structure_text(w, "Firmware download finished, display fine");
-        assert_ne!(out.fields.get("Reason"), Some(&Value::String("Breakdown".into())));
+        assert_ne!(
+            out.fields.get("Reason"),
+            Some(&Value::String("Breakdown".into()))
+        );
     }
 }

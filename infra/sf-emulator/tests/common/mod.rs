@@ -132,7 +132,9 @@ impl Org {
     }
 
     pub async fn create_case(&self, subject: &str) -> String {
-        let r = self.post("/sobjects/Case/", json!({"Subject": subject})).await;
+        let r = self
+            .post("/sobjects/Case/", json!({"Subject": subject}))
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.body["id"].as_str().unwrap().to_string()
     }
@@ -140,7 +142,9 @@ impl Org {
 
 /// The single error entry of a Salesforce error array.
 pub fn only_error(body: &Value) -> &Value {
-    let arr = body.as_array().unwrap_or_else(|| panic!("not an error array: {body}"));
+    let arr = body
+        .as_array()
+        .unwrap_or_else(|| panic!("not an error array: {body}"));
     assert_eq!(arr.len(), 1, "{body}");
     &arr[0]
 }

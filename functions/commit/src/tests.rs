@@ -1,0 +1,202 @@
+use super::*;
+use fieldgate::domain::{AssetContext, Intake, Proposal, ProposalId};
+use fieldgate::embedded::{EmbeddedStore, FileMedia, HandoffLog, Outbox};
+use fieldgate::salesforce::{SalesforceClient, SalesforceConfig};
+use fieldgate::stream::change_record;
+use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
+
+struct Fx {
+    deps: Commit,
+    store: Arc<EmbeddedStore>,
+    handoff: Arc<HandoffLog>,
+    outbox: Arc<Outbox>,
+    emulator: Emulator,
+    retries: u32,
+    _dir: tempfile::TempDir,
+}
+
+async fn fx() -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = Emulator::new(EmulatorConfig::default()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(emulator.clone().serve(listener));
+    let cfg = EmulatorConfig::default();
+    let mut sf = SalesforceConfig::client_credentials(&base, &cfg.client_id, &cfg.client_secret);
+    sf.retry_base = std::time::Duration::from_millis(5);
+    let retries = sf.retries as u32;
+    let sf = Arc::new(SalesforceClient::new(sf).unwrap());
+    let store = Arc::new(EmbeddedStore::in_memory());
+    let handoff = Arc::new(HandoffLog::open(None).unwrap());
+    let outbox = Arc::new(Outbox::open(None).unwrap());
+    let deps = Commit {
+        store: store.clone(),
+        writer: sf,
+        media: Arc::new(FileMedia::open(dir.path()).unwrap()),
+        handoff: handoff.clone(),
+        notifier: outbox.clone(),
+        workflows: Arc::new(Workflows::builtin()),
+        public_url: "https://fg.example".into(),
+    };
+    Fx {
+        deps,
+        store,
+        handoff,
+        outbox,
+        emulator,
+        retries,
+        _dir: dir,
+    }
+}
+
+/// A proposal approved by a reviewer, as the approval step leaves it.
+async fn approved(f: &Fx, notes: &str) -> Proposal {
+    let asset = &f.emulator.demo_assets()[0];
+    let now = fieldgate::domain::now();
+    let t = Proposal::receive(
+        ProposalId::generate(),
+        "field-service-case".parse().unwrap(),
+        AssetContext {
+            id: asset.id.parse().unwrap(),
+            name: asset.name.clone(),
+            serial_number: None,
+            account_id: None,
+            account_name: None,
+            location: None,
+        },
+        Intake {
+            notes: notes.into(),
+            reporter: None,
+            photo: None,
+            received_at: now,
+        },
+        now,
+    );
+    f.store.create(&t, None).await.unwrap();
+    let s = fieldgate_structure::Structure {
+        store: f.store.clone(),
+        media: f.deps.media.clone(),
+        notifier: f.outbox.clone(),
+        workflows: f.deps.workflows.clone(),
+        structurers: Default::default(),
+        rules: Default::default(),
+        public_url: "https://fg.example".into(),
+    };
+    fieldgate_structure::process(&s, t.proposal.id)
+        .await
+        .unwrap();
+    let p = f.store.get(t.proposal.id).await.unwrap().unwrap();
+    let a = p
+        .transition(
+            Status::Approved,
+            Actor::Reviewer {
+                email: "r@example.com".into(),
+            },
+            "approved",
+            json!({}),
+            fieldgate::domain::now(),
+            |n| n.review.grants.clear(),
+        )
+        .unwrap();
+    f.store.apply(&a).await.unwrap();
+    a.proposal
+}
+
+fn event(p: &Proposal) -> Event {
+    let mut ev = Event::default();
+    ev.records = vec![change_record(None, p, 1)];
+    ev
+}
+
+#[tokio::test]
+async fn approved_is_committed_once_and_handed_off() {
+    let f = fx().await;
+    let p = approved(&f, "Generator fails to start, no power, urgent").await;
+    assert!(
+        handle_stream(&f.deps, event(&p))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Committed);
+    assert!(done.commit.handoff_published);
+    let cases = f.emulator.records("Case");
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0]["Fieldgate_Proposal_Id__c"], p.id.to_string());
+    assert_eq!(f.handoff.messages().len(), 1);
+    // Redelivery of the same record: nothing more happens.
+    assert!(
+        handle_stream(&f.deps, event(&p))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(f.emulator.records("Case").len(), 1);
+    assert_eq!(f.handoff.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_salesforce_refusal_goes_back_to_the_reviewer() {
+    let f = fx().await;
+    f.emulator.faults().add_validation_rule(
+        "Case",
+        "Description",
+        "asbestos",
+        "Hazardous material reports must go through EHS.",
+    );
+    let p = approved(&f, "Found asbestos lagging on the boiler pipe").await;
+    let mails_before = f.outbox.mails().len();
+    assert!(
+        handle_stream(&f.deps, event(&p))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let now = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(now.status, Status::NeedsAttention);
+    let problem = now.commit.last_error.clone().unwrap();
+    assert_eq!(problem.code, "FIELD_CUSTOM_VALIDATION_EXCEPTION");
+    assert_eq!(
+        problem.message,
+        "Hazardous material reports must go through EHS."
+    );
+    assert_eq!(problem.fields, ["Description"]);
+    assert!(f.emulator.records("Case").is_empty());
+    assert!(f.handoff.messages().is_empty());
+    let mails = f.outbox.mails();
+    assert_eq!(mails.len(), mails_before + 1, "the reviewer is asked again");
+    assert!(
+        mails
+            .last()
+            .unwrap()
+            .subject
+            .starts_with("Salesforce refused")
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_leave_a_resumable_state() {
+    let f = fx().await;
+    let p = approved(&f, "Belt squealing").await;
+    // 503s for the first try and every retry: the delivery fails.
+    f.emulator.faults().fail_next(1 + f.retries, 503);
+    let resp = handle_stream(&f.deps, event(&p)).await;
+    assert_eq!(resp.batch_item_failures.len(), 1);
+    assert_eq!(
+        f.store.get(p.id).await.unwrap().unwrap().status,
+        Status::Committing
+    );
+    // The redelivery completes.
+    assert!(
+        handle_stream(&f.deps, event(&p))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(
+        f.store.get(p.id).await.unwrap().unwrap().status,
+        Status::Committed
+    );
+    assert_eq!(f.emulator.records("Case").len(), 1);
+}

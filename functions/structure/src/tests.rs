@@ -1,0 +1,135 @@
+use super::*;
+use aws_lambda_events::dynamodb::Event;
+use fieldgate::domain::{AssetContext, Intake, Proposal};
+use fieldgate::embedded::{EmbeddedStore, FileMedia, Outbox};
+use fieldgate::stream::change_record;
+
+struct Fx {
+    deps: Structure,
+    store: Arc<EmbeddedStore>,
+    outbox: Arc<Outbox>,
+    _dir: tempfile::TempDir,
+}
+
+fn fx() -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::in_memory());
+    let outbox = Arc::new(Outbox::open(None).unwrap());
+    let deps = Structure {
+        store: store.clone(),
+        media: Arc::new(FileMedia::open(dir.path()).unwrap()),
+        notifier: outbox.clone(),
+        workflows: Arc::new(Workflows::builtin()),
+        structurers: HashMap::new(),
+        rules: RulesStructurer,
+        public_url: "https://fieldgate.example".into(),
+    };
+    Fx {
+        deps,
+        store,
+        outbox,
+        _dir: dir,
+    }
+}
+
+async fn received(store: &EmbeddedStore, workflow: &str, notes: &str) -> Proposal {
+    let now = fieldgate::domain::now();
+    let t = Proposal::receive(
+        ProposalId::generate(),
+        workflow.parse().unwrap(),
+        AssetContext {
+            id: "02i000000000001AAA".parse().unwrap(),
+            name: "Pump 7".into(),
+            serial_number: None,
+            account_id: None,
+            account_name: None,
+            location: None,
+        },
+        Intake {
+            notes: notes.into(),
+            reporter: None,
+            photo: None,
+            received_at: now,
+        },
+        now,
+    );
+    store.create(&t, None).await.unwrap();
+    t.proposal
+}
+
+fn event(p: &Proposal, seq: u64) -> Event {
+    let mut ev = Event::default();
+    ev.records = vec![change_record(None, p, seq)];
+    ev
+}
+
+#[tokio::test]
+async fn received_becomes_pending_review_with_one_link_per_reviewer() {
+    let f = fx();
+    let p = received(
+        &f.store,
+        "field-service-case",
+        "Pump 7 seal leaking badly, urgent",
+    )
+    .await;
+    let resp = handle_stream(&f.deps, event(&p, 1)).await;
+    assert!(resp.batch_item_failures.is_empty());
+    let now = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(now.status, Status::PendingReview);
+    assert_eq!(now.current().unwrap().fields["Priority"].value, "High");
+    assert!(now.review.mailed);
+    let mails = f.outbox.mails();
+    assert_eq!(mails.len(), 1);
+    let token: fieldgate::domain::ReviewToken = mails[0]
+        .review_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        now.review.grants[0].token_hash,
+        token.hash(),
+        "only the hash is stored"
+    );
+    assert!(
+        !serde_json::to_string(&now)
+            .unwrap()
+            .contains(&mails[0].review_url),
+        "the link itself is not stored"
+    );
+    // A redelivery of the same record changes nothing and mails nobody.
+    let again = handle_stream(&f.deps, event(&p, 1)).await;
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(f.store.get(p.id).await.unwrap().unwrap(), now);
+    assert_eq!(f.outbox.mails().len(), 1);
+}
+
+#[tokio::test]
+async fn records_that_are_not_ours_are_ignored_and_failures_are_reported() {
+    let f = fx();
+    let p = received(&f.store, "field-service-case", "noise").await;
+    let mut not_received = p.clone();
+    not_received.status = Status::Approved;
+    let resp = handle_stream(&f.deps, event(&not_received, 5)).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(
+        f.store.get(p.id).await.unwrap().unwrap().status,
+        Status::Received
+    );
+    // A workflow that is not configured: the record fails, and is named.
+    let orphan = received(&f.store, "retired-workflow", "noise").await;
+    let mut ev = event(&orphan, 9);
+    ev.records.push(change_record(None, &p, 10));
+    let resp = handle_stream(&f.deps, ev).await;
+    assert_eq!(resp.batch_item_failures.len(), 1);
+    assert_eq!(
+        resp.batch_item_failures[0].item_identifier.as_deref(),
+        Some("000000000000000000009")
+    );
+    // Records after the failure are left for the retry, not half-done.
+    assert_eq!(
+        f.store.get(p.id).await.unwrap().unwrap().status,
+        Status::Received
+    );
+}

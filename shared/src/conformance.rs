@@ -1,0 +1,271 @@
+//! The store contract as executable checks. Every `ProposalStore` adapter
+//! runs these same checks (the embedded store in its unit tests, the
+//! DynamoDB adapter against DynamoDB Local), so they cannot drift apart.
+
+use crate::domain::{
+    Actor, AssetContext, Intake, Proposal, ProposalId, Status, Transition, verify_chain,
+};
+use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
+use serde_json::json;
+use std::sync::Arc;
+
+fn received(now: crate::domain::Timestamp) -> Transition {
+    Proposal::receive(
+        ProposalId::generate(),
+        "field-service-case".parse().expect("valid"),
+        AssetContext {
+            id: "02i000000000001AAA".parse().expect("valid"),
+            name: "Chiller".into(),
+            serial_number: Some("CH-1".into()),
+            account_id: None,
+            account_name: None,
+            location: None,
+        },
+        Intake {
+            notes: "leak at the seal".into(),
+            reporter: None,
+            photo: None,
+            received_at: now,
+        },
+        now,
+    )
+}
+
+fn step(p: &Proposal, to: Status, action: &str) -> Transition {
+    p.transition(
+        to,
+        Actor::system("test"),
+        action,
+        json!({}),
+        crate::domain::now(),
+        |_| {},
+    )
+    .expect("legal transition")
+}
+
+/// Runs every check; panics with the name of the one that failed.
+pub async fn run_all(store: Arc<dyn ProposalStore>) {
+    create_and_get(store.as_ref()).await;
+    idempotent_create(store.as_ref()).await;
+    stale_writes_conflict(store.as_ref()).await;
+    events_chain(store.as_ref()).await;
+    racing_writers_one_wins(store.clone()).await;
+    listing_newest_first(store.as_ref()).await;
+    counters_and_cache(store.as_ref()).await;
+}
+
+async fn create_and_get(s: &dyn ProposalStore) {
+    let t = received(crate::domain::now());
+    assert_eq!(
+        s.create(&t, None).await,
+        Ok(Created::New),
+        "create_and_get: create"
+    );
+    assert_eq!(
+        s.get(t.proposal.id).await.unwrap(),
+        Some(t.proposal.clone()),
+        "create_and_get: round trip"
+    );
+    assert_eq!(
+        s.create(&t, None).await,
+        Err(StoreError::Conflict),
+        "create_and_get: second create of the same id"
+    );
+    assert_eq!(
+        s.get(ProposalId::generate()).await.unwrap(),
+        None,
+        "create_and_get: unknown id"
+    );
+}
+
+async fn idempotent_create(s: &dyn ProposalStore) {
+    let key = format!("k-{}", ProposalId::generate());
+    let a = received(crate::domain::now());
+    let b = received(crate::domain::now());
+    assert_eq!(
+        s.create(&a, Some(&key)).await,
+        Ok(Created::New),
+        "idempotent_create: first"
+    );
+    assert_eq!(
+        s.create(&b, Some(&key)).await,
+        Ok(Created::Existing(a.proposal.id)),
+        "idempotent_create: repeat"
+    );
+    assert_eq!(
+        s.get(b.proposal.id).await.unwrap(),
+        None,
+        "idempotent_create: the repeat stored nothing"
+    );
+}
+
+async fn stale_writes_conflict(s: &dyn ProposalStore) {
+    let t = received(crate::domain::now());
+    s.create(&t, None).await.unwrap();
+    let next = step(&t.proposal, Status::PendingReview, "structured");
+    s.apply(&next)
+        .await
+        .expect("stale_writes_conflict: first apply");
+    // Same base again: stale version.
+    assert_eq!(
+        s.apply(&next).await,
+        Err(StoreError::Conflict),
+        "stale_writes_conflict: replay"
+    );
+    // Right version, wrong expected status.
+    let mut wrong = step(&next.proposal, Status::Approved, "approved");
+    wrong.expected_status = Some(Status::Received);
+    assert_eq!(
+        s.apply(&wrong).await,
+        Err(StoreError::Conflict),
+        "stale_writes_conflict: status"
+    );
+    assert_eq!(
+        s.get(t.proposal.id).await.unwrap(),
+        Some(next.proposal),
+        "stale_writes_conflict: unchanged"
+    );
+}
+
+async fn events_chain(s: &dyn ProposalStore) {
+    let t = received(crate::domain::now());
+    s.create(&t, None).await.unwrap();
+    let a = step(&t.proposal, Status::PendingReview, "structured");
+    s.apply(&a).await.unwrap();
+    let b = step(&a.proposal, Status::Rejected, "rejected");
+    s.apply(&b).await.unwrap();
+    let events = s.events(t.proposal.id).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["received", "structured", "rejected"],
+        "events_chain: order"
+    );
+    verify_chain(&events).expect("events_chain: chain verifies");
+}
+
+async fn racing_writers_one_wins(s: Arc<dyn ProposalStore>) {
+    let t = received(crate::domain::now());
+    s.create(&t, None).await.unwrap();
+    let base = step(&t.proposal, Status::PendingReview, "structured");
+    s.apply(&base).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        let p = base.proposal.clone();
+        tasks.push(tokio::spawn(async move {
+            let to = if i % 2 == 0 {
+                Status::Approved
+            } else {
+                Status::Rejected
+            };
+            s.apply(&step(&p, to, "decided")).await
+        }));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(()) => wins += 1,
+            Err(StoreError::Conflict) => {}
+            Err(e) => panic!("racing_writers_one_wins: unexpected {e}"),
+        }
+    }
+    assert_eq!(wins, 1, "racing_writers_one_wins: exactly one decision");
+    assert_eq!(
+        s.events(t.proposal.id).await.unwrap().len(),
+        3,
+        "racing_writers_one_wins: one event per win"
+    );
+}
+
+async fn listing_newest_first(s: &dyn ProposalStore) {
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let t = received(crate::domain::now());
+        s.create(&t, None).await.unwrap();
+        let e = step(&t.proposal, Status::PendingReview, "structured");
+        s.apply(&e).await.unwrap();
+        let x = step(&e.proposal, Status::Expired, "expired");
+        s.apply(&x).await.unwrap();
+        ids.push(t.proposal.id);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let listed: Vec<ProposalId> = s
+        .list_by_status(Status::Expired, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids, "listing_newest_first");
+}
+
+async fn counters_and_cache(s: &dyn ProposalStore) {
+    let now = crate::domain::now();
+    let key = format!("RL#{}", ProposalId::generate());
+    assert_eq!(
+        s.count_in_window(&key, 600, now).await.unwrap(),
+        1,
+        "counters: first"
+    );
+    assert_eq!(
+        s.count_in_window(&key, 600, now).await.unwrap(),
+        2,
+        "counters: second"
+    );
+    let later = now + time::Duration::seconds(1200);
+    assert_eq!(
+        s.count_in_window(&key, 600, later).await.unwrap(),
+        1,
+        "counters: new window"
+    );
+    let asset = CachedAsset {
+        asset: AssetContext {
+            id: "02i000000000077AAA".parse().unwrap(),
+            name: "Pump".into(),
+            serial_number: None,
+            account_id: Some("001000000000001AAA".into()),
+            account_name: Some("Acme".into()),
+            location: None,
+        },
+        fetched_at: now,
+    };
+    s.cache_asset(&asset).await.unwrap();
+    assert_eq!(
+        s.cached_asset(&asset.asset.id).await.unwrap(),
+        Some(asset),
+        "cache round trip"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn embedded_store_conforms_in_memory() {
+        super::run_all(std::sync::Arc::new(
+            crate::embedded::EmbeddedStore::in_memory(),
+        ))
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn embedded_store_conforms_on_disk_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(crate::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        super::run_all(s.clone()).await;
+        let expired = s
+            .list_by_status(crate::domain::Status::Expired, 10)
+            .await
+            .unwrap();
+        drop(s);
+        let again = crate::embedded::EmbeddedStore::open(dir.path()).unwrap();
+        use crate::ports::ProposalStore;
+        assert_eq!(
+            again
+                .list_by_status(crate::domain::Status::Expired, 10)
+                .await
+                .unwrap(),
+            expired
+        );
+    }
+}
