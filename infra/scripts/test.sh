@@ -1,17 +1,45 @@
 #!/usr/bin/env bash
-# Installs what the tests need and runs all of them. CI runs exactly this.
+# Installs what the tests need, starts the local stand-ins, runs every test.
+# CI runs exactly this. Each stand-in has its own script in setup.d/: it
+# installs (idempotently), starts its service, exports the variables the
+# tests read, and appends the PIDs it started to FG_PIDS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
+export FG_ROOT=$PWD
+export FG_STACK="$FG_ROOT/.stack"   # installs and logs of the stand-ins (git-ignored)
+mkdir -p "$FG_STACK"
+FG_PIDS=()
+cleanup() { for p in "${FG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
 
 say() { printf '\n== %s\n' "$*"; }
 
-# Python tools (cfn-lint) live in a project venv, never in the system.
-say "test tools"
-if [[ ! -x .venv/bin/cfn-lint ]]; then
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'cfn-lint>=1,<2'
-fi
+# Waits until a TCP port answers or fails loudly: a missing service must
+# fail the run, never skip tests.
+wait_port() {
+  local name=$1 port=$2 log=$3
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$name did not start on port $port; its log:" >&2
+  tail -50 "$log" >&2 || true
+  exit 1
+}
+
+# Python tools live in a project venv, never in the system.
+say "python tools"
+if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
+export PATH="$FG_ROOT/.venv/bin:$PATH"
+pip_install() { .venv/bin/pip install --quiet --disable-pip-version-check "$@"; }
+command -v cfn-lint >/dev/null || pip_install 'cfn-lint>=1,<2'
+
+for s in infra/scripts/setup.d/*.sh; do
+  [[ -e $s ]] || continue
+  say "setup: $(basename "$s")"
+  # shellcheck source=/dev/null
+  source "$s"
+done
 
 say "format"
 cargo fmt --all -- --check
@@ -20,7 +48,7 @@ say "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "template"
-.venv/bin/cfn-lint template.yaml
+cfn-lint template.yaml
 
 say "tests"
 cargo test --workspace --locked
