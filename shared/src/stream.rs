@@ -81,6 +81,35 @@ pub fn subject_of(rec: &EventRecord) -> Option<(ProposalId, Option<Status>)> {
     Some((id, status))
 }
 
+/// Runs `step` for each record about a proposal whose new status is one of
+/// `statuses`, in order; stops at the first failure and reports it, so that
+/// record and the ones after it are delivered again.
+pub async fn drive<F, Fut, E>(
+    event: &aws_lambda_events::dynamodb::Event,
+    statuses: &[Status],
+    step_name: &str,
+    mut step: F,
+) -> DynamoDbEventResponse
+where
+    F: FnMut(ProposalId) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    for rec in &event.records {
+        let Some((id, Some(status))) = subject_of(rec) else {
+            continue;
+        };
+        if !statuses.contains(&status) {
+            continue;
+        }
+        if let Err(e) = step(id).await {
+            tracing::error!(proposal = %id, step = step_name, error = %e, "step failed; will be retried");
+            return batch_response(Some(rec));
+        }
+    }
+    batch_response(None)
+}
+
 /// Lambda's partial-batch answer: the first failed record and everything
 /// after it are retried, so report only the first failure.
 pub fn batch_response(first_failure: Option<&EventRecord>) -> DynamoDbEventResponse {

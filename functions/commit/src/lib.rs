@@ -13,7 +13,7 @@ use fieldgate::ports::{
     Attachment, HandoffMessage, HandoffPublisher, MediaStore, ProposalStore, RecordWriter,
     ReviewNotifier, WriteError,
 };
-use fieldgate::stream::{batch_response, subject_of};
+use fieldgate::stream::drive;
 use fieldgate::{AppError, review};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -53,19 +53,7 @@ impl From<fieldgate::ports::StoreError> for CommitError {
 }
 
 pub async fn handle_stream(deps: &Commit, event: Event) -> DynamoDbEventResponse {
-    for rec in &event.records {
-        let Some((id, Some(status))) = subject_of(rec) else {
-            continue;
-        };
-        if !STATUSES.contains(&status) {
-            continue;
-        }
-        if let Err(e) = process(deps, id).await {
-            tracing::error!(proposal = %id, error = %e, "commit step failed; will be retried");
-            return batch_response(Some(rec));
-        }
-    }
-    batch_response(None)
+    drive(&event, &STATUSES, "commit", |id| process(deps, id)).await
 }
 
 fn internal(e: impl std::fmt::Display) -> CommitError {

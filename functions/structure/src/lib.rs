@@ -6,7 +6,7 @@ use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbEventResponse;
 use fieldgate::domain::{Actor, ProposalId, Status, StructurerKind, Workflows};
 use fieldgate::ports::{MediaStore, ProposalStore, ReviewNotifier, Structurer, StructuringInput};
-use fieldgate::stream::{batch_response, subject_of};
+use fieldgate::stream::drive;
 use fieldgate::structuring::{self, RulesStructurer};
 use fieldgate::{AppError, review};
 use serde_json::json;
@@ -31,19 +31,7 @@ pub struct Structure {
 pub const STATUSES: [Status; 1] = [Status::Received];
 
 pub async fn handle_stream(deps: &Structure, event: Event) -> DynamoDbEventResponse {
-    for rec in &event.records {
-        let Some((id, Some(status))) = subject_of(rec) else {
-            continue;
-        };
-        if !STATUSES.contains(&status) {
-            continue;
-        }
-        if let Err(e) = process(deps, id).await {
-            tracing::error!(proposal = %id, error = %e, "structure step failed; will be retried");
-            return batch_response(Some(rec));
-        }
-    }
-    batch_response(None)
+    drive(&event, &STATUSES, "structure", |id| process(deps, id)).await
 }
 
 /// Drives one proposal from whatever state it is in now: a retry after a
