@@ -349,6 +349,18 @@ async fn bad_links_are_refused_and_change_nothing() {
     assert_eq!(h.http.get(&url2).send().await.unwrap().status(), 410);
     assert_eq!(approve(&h, &url2, &review2, &[]).await.0, 410);
     assert_eq!(proposal(&h, &id2).await, before2);
+
+    // The sweep moves it to EXPIRED (and leaves the decided one alone).
+    let n = fieldgate::review::expire_due(h.stack.store.as_ref(), fieldgate::domain::now(), 100)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(proposal(&h, &id2).await.status, Status::Expired);
+    assert_ne!(proposal(&h, &id).await.status, Status::Expired);
+    let r = h.http.get(&url2).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    assert!(r.text().await.unwrap().contains("expired"));
+    assert!(h.cases().len() <= 1, "the expired one wrote nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -35,8 +35,7 @@ pub async fn send_round(
             json!({"reviewers": workflow.reviewers, "expires_at": human_time(expires_at)}),
             now,
             |p| {
-                let old: Vec<String> = p.review.grants.drain(..).map(|g| g.token_hash).collect();
-                p.review.replaced.extend(old);
+                p.review.retire_grants();
                 p.review.round += 1;
                 p.review.mailed = false;
                 p.review.expires_at = Some(expires_at);
@@ -118,4 +117,41 @@ fn clip(s: &str, n: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// Moves proposals whose review links have all expired to EXPIRED. Run on a
+/// schedule (the dev stack: every 30 s); each move is a conditional write,
+/// so a decision racing the sweep wins or loses cleanly.
+pub async fn expire_due(
+    store: &dyn ProposalStore,
+    now: crate::domain::Timestamp,
+    limit: usize,
+) -> Result<usize, AppError> {
+    let mut expired = 0;
+    for status in [
+        crate::domain::Status::PendingReview,
+        crate::domain::Status::NeedsAttention,
+    ] {
+        for p in store.list_by_status(status, limit).await? {
+            if p.review.expires_at.is_none_or(|t| t >= now) {
+                continue;
+            }
+            let t = p
+                .transition(
+                    crate::domain::Status::Expired,
+                    Actor::system("sweep"),
+                    "expired",
+                    json!({"expired_at": human_time(p.review.expires_at.unwrap_or(now))}),
+                    now,
+                    |n| n.review.retire_grants(),
+                )
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+            match store.apply(&t).await {
+                Ok(()) => expired += 1,
+                Err(crate::ports::StoreError::Conflict) => {} // decided meanwhile
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(expired)
 }

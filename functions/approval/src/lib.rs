@@ -79,11 +79,15 @@ async fn resolve(deps: &Approval, raw: &str) -> Result<Link, AppError> {
         .ok_or(UserError::NotFound)?;
     let hash = token.hash();
     let grant = p.grant_for(&hash).cloned();
-    let known = grant.is_some()
-        || p.review.replaced.contains(&hash)
-        || p.decision.as_ref().is_some_and(|d| d.token_hash == hash);
+    let known = grant.is_some() || p.review.replaced.contains(&hash);
     if !known {
         return Err(UserError::NotFound.into());
+    }
+    if p.status == Status::Expired {
+        return Err(UserError::Gone(
+            "This review link has expired; the report was not decided in time.".into(),
+        )
+        .into());
     }
     if !p.status.awaits_reviewer() {
         return Err(UserError::Conflict(decided_text(&p)).into());
@@ -291,7 +295,7 @@ async fn decide(deps: &Approval, raw: &str, req: &Request) -> Result<Response<Bo
                 token_hash: link.grant.token_hash.clone(),
             });
             // First decision wins: every link of the round is spent.
-            next.review.grants.clear();
+            next.review.retire_grants();
             next.commit.last_error = None;
         })
         .map_err(|e| AppError::Internal(e.to_string()))?;

@@ -295,7 +295,7 @@ async fn refused(deps: &Commit, p: &Proposal, e: WriteError) -> Result<bool, Com
                 |n| {
                     n.commit.last_error = Some(problem.clone());
                     n.review.mailed = false;
-                    n.review.grants.clear();
+                    n.review.retire_grants();
                 },
             )
             .await?;

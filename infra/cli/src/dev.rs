@@ -76,6 +76,7 @@ pub struct DevStack {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct App {
@@ -202,6 +203,26 @@ impl DevStack {
             opts.stream_retries,
         ));
 
+        // Unanswered reviews expire, as the scheduled sweep does in AWS.
+        let sweep_store = store.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                match fieldgate::review::expire_due(
+                    sweep_store.as_ref(),
+                    fieldgate::domain::now(),
+                    100,
+                )
+                .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "review links expired"),
+                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                }
+            }
+        });
+
         Ok(DevStack {
             base_url,
             public_url,
@@ -218,6 +239,7 @@ impl DevStack {
             shutdown: Some(tx),
             server: Some(server),
             dispatcher: Some(dispatcher),
+            sweeper: Some(sweeper),
         })
     }
 
@@ -230,8 +252,11 @@ impl DevStack {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(d) = self.dispatcher.take() {
-            d.abort();
+        for task in [self.dispatcher.take(), self.sweeper.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         if let Some(s) = self.server.take() {
             let _ = s.await;
@@ -256,8 +281,11 @@ impl Drop for DevStack {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(d) = self.dispatcher.take() {
-            d.abort();
+        for task in [self.dispatcher.take(), self.sweeper.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
     }
 }

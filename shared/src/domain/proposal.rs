@@ -64,13 +64,23 @@ pub struct ReviewGrant {
 pub struct ReviewRound {
     pub round: u32,
     pub grants: Vec<ReviewGrant>,
-    /// Hashes of links that were issued and then replaced (a retry of the
-    /// mail step), so their page can say "a newer link was sent".
+    /// Hashes of links that were issued and have ended (replaced by a
+    /// newer round, spent by a decision, expired).
     #[serde(default)]
     pub replaced: Vec<String>,
     pub mailed: bool,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub expires_at: Option<Timestamp>,
+}
+
+impl ReviewRound {
+    /// Ends the round's links. Their hashes are kept, so a late click is
+    /// told what happened ("already decided", "a newer link was sent")
+    /// instead of "not found".
+    pub fn retire_grants(&mut self) {
+        let old = self.grants.drain(..).map(|g| g.token_hash);
+        self.replaced.extend(old);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
