@@ -650,3 +650,31 @@ async fn a_salesforce_refusal_is_shown_to_the_reviewer_who_fixes_and_approves() 
     assert!(p.commit.last_error.is_none());
     assert_eq!(h.handoffs().await.len(), 1);
 }
+
+#[tokio::test]
+async fn too_many_reports_from_one_code_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    opts.reports_per_code = 2;
+    let h = Harness::start_with(dir, opts).await;
+    assert_eq!(h.submit("first", None).await.0, 201);
+    assert_eq!(h.submit("second", None).await.0, 201);
+    let (s, body) = h.submit("third", None).await;
+    assert_eq!(s, 429);
+    assert!(body.contains("Too many reports"));
+    assert_eq!(
+        h.stack
+            .store
+            .list_by_status(Status::Received, 10)
+            .await
+            .unwrap()
+            .len()
+            + h.stack
+                .store
+                .list_by_status(Status::PendingReview, 10)
+                .await
+                .unwrap()
+                .len(),
+        2
+    );
+}

@@ -21,6 +21,10 @@ impl Harness {
 
     pub async fn start_in(dir: tempfile::TempDir) -> Harness {
         let opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        Self::start_with(dir, opts).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, opts: DevOptions) -> Harness {
         let stack = DevStack::start(opts).await.expect("dev stack starts");
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

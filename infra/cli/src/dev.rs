@@ -46,6 +46,8 @@ pub struct DevOptions {
     /// Leave approved proposals for someone else to commit (fault tests
     /// drive the commit step themselves).
     pub pause_commit: bool,
+    /// Reports per QR code per 10 minutes before 429.
+    pub reports_per_code: u64,
 }
 
 impl DevOptions {
@@ -56,6 +58,7 @@ impl DevOptions {
             public_url: None,
             stream_retries: 5,
             pause_commit: false,
+            reports_per_code: fieldgate_qr_intake::Limits::default().per_code,
         }
     }
 }
@@ -160,7 +163,10 @@ impl DevStack {
                 workflows: workflows.clone(),
                 qr: Arc::new(keys.qr.clone()),
                 links: Arc::new(keys.links.clone()),
-                limits: Default::default(),
+                limits: fieldgate_qr_intake::Limits {
+                    per_code: opts.reports_per_code,
+                    ..Default::default()
+                },
             },
             approval: Approval {
                 store: store.clone(),
