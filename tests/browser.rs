@@ -20,7 +20,11 @@ const H: u32 = 844;
 struct Cdp(&'static str, Value);
 
 impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
         base.join(&format!(
             "session/{}/goog/cdp/execute",
             session.expect("a session")
@@ -96,7 +100,10 @@ impl Browser {
 
     /// `NAME.png` (the 390 × 844 viewport) and `NAME-full.png` (the whole page).
     async fn shot(&self, name: &str) {
-        self.c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+        self.c
+            .execute("window.scrollTo(0, 0)", vec![])
+            .await
+            .unwrap();
         let png = self.c.screenshot().await.unwrap();
         let img = image::load_from_memory(&png).unwrap();
         assert_eq!(
@@ -105,7 +112,22 @@ impl Browser {
             "screenshot is not 390 × 844"
         );
         std::fs::write(self.shots.join(format!("{name}.png")), &png).unwrap();
-        let full = self.js_u64("return document.documentElement.scrollHeight").await as u32;
+        // Page weight as loaded (HTML + CSS + JS + images), for the report.
+        let w = self
+            .js(
+                "const n = performance.getEntriesByType('navigation')[0];
+                 const r = performance.getEntriesByType('resource');
+                 return [n ? n.decodedBodySize : 0, r.map(e => e.name.split('/').pop() + '=' + e.decodedBodySize).join(' ')]",
+            )
+            .await;
+        eprintln!(
+            "page weight {name}: html {} B; {}",
+            w[0],
+            w[1].as_str().unwrap_or("")
+        );
+        let full = self
+            .js_u64("return document.documentElement.scrollHeight")
+            .await as u32;
         if full > H {
             self.viewport(W, full).await;
             let png = self.c.screenshot().await.unwrap();
@@ -238,7 +260,8 @@ async fn scan_fill_photo_submit_review_edit_approve() {
     b.shot("01-form").await;
 
     // Fill, attach a photo: it is shrunk in the browser and previewed.
-    let notes = "Compressor is leaking oil at the rear seal. Breaker tripped twice, needs a tech ASAP.";
+    let notes =
+        "Compressor is leaking oil at the rear seal. Breaker tripped twice, needs a tech ASAP.";
     b.fill("#notes", notes).await;
     b.fill("#reporter", "tech@example.com").await;
     b.c.find(Locator::Css("#photo"))
@@ -295,15 +318,14 @@ async fn scan_fill_photo_submit_review_edit_approve() {
     wait_status(&h, &id, Status::PendingReview).await;
     b.c.goto(&review).await.unwrap();
     b.wait_text("main h1", &asset_name).await;
-    let subject = b
-        .c
-        .find(Locator::Css("#f-Subject"))
-        .await
-        .unwrap()
-        .prop("value")
-        .await
-        .unwrap()
-        .unwrap_or_default();
+    let subject =
+        b.c.find(Locator::Css("#f-Subject"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default();
     assert!(!subject.is_empty(), "the proposed subject is shown");
     assert_eq!(
         b.c.find(Locator::Css("#f-Priority"))
@@ -318,11 +340,21 @@ async fn scan_fill_photo_submit_review_edit_approve() {
     let marks = b.js("return [...document.querySelectorAll('.notes mark')].map(m => m.lastChild.textContent)").await;
     let marks: Vec<String> = serde_json::from_value(marks).unwrap();
     assert!(!marks.is_empty(), "evidence is highlighted");
-    let badges = b.js_u64("return document.querySelectorAll('.notes .n').length").await;
-    let quoted = b.js_u64("return document.querySelectorAll('.evidence a').length").await;
-    assert!(badges >= 3 && badges == quoted, "{badges} highlights for {quoted} quoted fields");
+    let badges = b
+        .js_u64("return document.querySelectorAll('.notes .n').length")
+        .await;
+    let quoted = b
+        .js_u64("return document.querySelectorAll('.evidence a').length")
+        .await;
+    assert!(
+        badges >= 3 && badges == quoted,
+        "{badges} highlights for {quoted} quoted fields"
+    );
     for m in &marks {
-        assert!(notes.contains(m.as_str()), "highlight {m:?} is from the notes");
+        assert!(
+            notes.contains(m.as_str()),
+            "highlight {m:?} is from the notes"
+        );
     }
     assert!(
         b.js_u64("return document.querySelector('img.photo').naturalWidth")
@@ -337,7 +369,10 @@ async fn scan_fill_photo_submit_review_edit_approve() {
     let edited = "Rear seal leaking oil on compressor";
     b.fill("#f-Subject", edited).await;
     let changes = b.wait_text("#changes", "You changed 1 field").await;
-    assert!(changes.contains(&subject) && changes.contains(edited), "{changes}");
+    assert!(
+        changes.contains(&subject) && changes.contains(edited),
+        "{changes}"
+    );
     assert_eq!(b.text("#approve").await, "Approve with 1 change");
     b.js("document.getElementById('changes').scrollIntoView()")
         .await;
@@ -388,9 +423,7 @@ async fn offline_report_is_kept_and_sent_once_when_back_online() {
 
     // No signal: the browser's network is cut (DevTools emulation).
     b.cdp("Network.enable", json!({})).await;
-    let offline = |off: bool| {
-        json!({"offline": off, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
-    };
+    let offline = |off: bool| json!({"offline": off, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1});
     b.cdp("Network.emulateNetworkConditions", offline(true))
         .await;
     b.click("#send").await;
@@ -414,7 +447,10 @@ async fn offline_report_is_kept_and_sent_once_when_back_online() {
     assert_eq!(kept[0].0, notes);
     assert!(kept[0].1 > 1000, "the photo is kept too");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(all_proposals(&h).await.is_empty(), "nothing sent while offline");
+    assert!(
+        all_proposals(&h).await.is_empty(),
+        "nothing sent while offline"
+    );
 
     // Signal returns: the page sends it by itself, once.
     b.cdp("Network.emulateNetworkConditions", offline(false))
@@ -456,8 +492,11 @@ async fn the_form_works_with_javascript_off() {
     let h = Harness::start().await;
     let b = Browser::start().await;
     // DevTools' "Disable JavaScript": page scripts never run.
-    b.cdp("Emulation.setScriptExecutionDisabled", json!({"value": true}))
-        .await;
+    b.cdp(
+        "Emulation.setScriptExecutionDisabled",
+        json!({"value": true}),
+    )
+    .await;
     b.c.goto(&h.scan_url()).await.unwrap();
     let has_js = b
         .js("return document.documentElement.classList.contains('js')")
@@ -472,5 +511,83 @@ async fn the_form_works_with_javascript_off() {
     let all = all_proposals(&h).await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].id.to_string(), id);
+    b.c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
+    let h = Harness::start().await;
+    h.stack.emulator.faults().add_validation_rule(
+        "Case",
+        "Subject",
+        "TBD",
+        "Subject must say what failed, not TBD.",
+    );
+    let (status, page) = h.submit("TBD - unit making noise", None).await;
+    assert_eq!(status, 201, "{page}");
+    let id = reference(&page);
+    let b = Browser::start().await;
+
+    // Approved as proposed; Salesforce refuses; a new link goes out.
+    let first = h.review_url(1).await;
+    b.c.goto(&first).await.unwrap();
+    b.click("#approve").await;
+    b.wait_text("main h1", "Approved").await;
+    wait_status(&h, &id, Status::NeedsAttention).await;
+    let second = h.review_url(2).await;
+
+    // The old link says why it no longer works.
+    b.c.goto(&first).await.unwrap();
+    b.wait_text("main", "newer review link").await;
+    b.shot("12-link-replaced").await;
+
+    // The refused field stands out, with Salesforce's reason.
+    b.c.goto(&second).await.unwrap();
+    b.wait_text("[role=alert]", "Salesforce refused this record")
+        .await;
+    let flagged = b.text(".field.flagged").await;
+    assert!(
+        flagged.contains("Subject")
+            && flagged
+                .contains("Salesforce refused this field: Subject must say what failed, not TBD."),
+        "{flagged}"
+    );
+    b.check_page().await;
+    b.shot("13-review-refused").await;
+
+    // Reject without a reason: the page asks for one and sends nothing.
+    b.click("#reject").await;
+    b.wait_text("#reason-hint", "say why").await;
+    assert_eq!(
+        b.js("return document.activeElement.id").await,
+        json!("reason")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = h
+        .stack
+        .store
+        .get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.status, Status::NeedsAttention, "nothing decided yet");
+
+    b.fill("#reason", "Duplicate of yesterday's call").await;
+    b.click("#reject").await;
+    b.wait_text("main h1", "Rejected").await;
+    b.shot("14-rejected").await;
+    let p = h
+        .stack
+        .store
+        .get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.status, Status::Rejected);
+    assert_eq!(
+        p.decision.unwrap().reason.as_deref(),
+        Some("Duplicate of yesterday's call")
+    );
+    assert!(h.cases().is_empty());
     b.c.close().await.unwrap();
 }

@@ -645,7 +645,10 @@ async fn a_salesforce_refusal_is_shown_to_the_reviewer_who_fixes_and_approves() 
 async fn every_link_in_the_review_mail_can_be_prefetched_safely() {
     let h = Harness::start().await;
     let (status, page) = h
-        .submit("Door gasket torn, cold air escaping.", Some(("g.jpg", jpeg())))
+        .submit(
+            "Door gasket torn, cold air escaping.",
+            Some(("g.jpg", jpeg())),
+        )
         .await;
     assert_eq!(status, 201, "{page}");
     let id = reference(&page);
@@ -663,13 +666,22 @@ async fn every_link_in_the_review_mail_can_be_prefetched_safely() {
                 .map(|m| m.as_str().to_owned()),
         )
         .collect();
-    assert!(links.contains(&url), "the review link is in the mail: {links:?}");
+    assert!(
+        links.contains(&url),
+        "the review link is in the mail: {links:?}"
+    );
     // What the opened page links to (the photo) is fetched too.
     links.push(format!("{url}/photo"));
     for _ in 0..3 {
         for l in &links {
-            assert!(h.http.get(l).send().await.unwrap().status().is_success(), "{l}");
-            assert!(h.http.head(l).send().await.unwrap().status().is_success(), "{l}");
+            assert!(
+                h.http.get(l).send().await.unwrap().status().is_success(),
+                "{l}"
+            );
+            assert!(
+                h.http.head(l).send().await.unwrap().status().is_success(),
+                "{l}"
+            );
         }
     }
     assert_eq!(proposal(&h, &id).await, before, "prefetching changed state");

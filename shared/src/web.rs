@@ -177,9 +177,7 @@ impl<'a> StatusPage<'a> {
         use crate::domain::Status as S;
         let (label, tone, reviewed, written) = match status {
             S::Received | S::PendingReview => ("Waiting for review", "info", "now", "todo"),
-            S::Approved | S::Committing | S::NeedsAttention => {
-                ("Approved", "ok", "done", "now")
-            }
+            S::Approved | S::Committing | S::NeedsAttention => ("Approved", "ok", "done", "now"),
             S::Committed => ("Written to Salesforce", "ok", "done", "done"),
             S::Rejected => ("Rejected", "bad", "bad", "todo"),
             S::Expired => ("Not reviewed in time", "warn", "bad", "todo"),
@@ -378,7 +376,9 @@ pub fn field_views(
                 flag: if refused.contains(&spec.name.as_str()) {
                     Some(format!(
                         "Salesforce refused this field: {}",
-                        problem.map(|e| e.message.as_str()).unwrap_or("no reason given")
+                        problem
+                            .map(|e| e.message.as_str())
+                            .unwrap_or("no reason given")
                     ))
                 } else {
                     fv.and_then(|f| f.flag.clone())
@@ -495,6 +495,9 @@ mod tests {
         assert_eq!(r.label, "Rejected");
         assert_eq!(r.steps[1].state, "bad");
         let w = StatusPage::new("01ABC", Status::NeedsAttention, "Pump");
-        assert_eq!(w.label, "Approved", "Salesforce trouble is not the technician's business");
+        assert_eq!(
+            w.label, "Approved",
+            "Salesforce trouble is not the technician's business"
+        );
     }
 }
