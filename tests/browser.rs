@@ -244,6 +244,21 @@ async fn wait_status(h: &Harness, id: &str, want: Status) {
     .await
 }
 
+/// The security headers every page the browser saw must carry.
+async fn check_headers(h: &Harness, url: &str) {
+    for r in [
+        h.http.get(url).send().await.unwrap(),
+        h.http.head(url).send().await.unwrap(),
+    ] {
+        let hd = r.headers();
+        let csp = hd["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(hd["referrer-policy"], "no-referrer");
+        assert_eq!(hd["cache-control"], "no-store", "{url}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scan_fill_photo_submit_review_edit_approve() {
     let t0 = Instant::now();
@@ -311,6 +326,8 @@ async fn scan_fill_photo_submit_review_edit_approve() {
     b.wait_text("main h1", "Waiting for review").await;
     let status_url = b.c.current_url().await.unwrap().to_string();
     let status_page = b.c.source().await.unwrap();
+    check_headers(&h, &h.scan_url()).await;
+    check_headers(&h, &status_url).await;
     assert!(!status_page.contains("service-desk@example.com"));
     b.shot("04-status-waiting").await;
 
@@ -364,6 +381,7 @@ async fn scan_fill_photo_submit_review_edit_approve() {
     );
     b.check_page().await;
     b.shot("05-review").await;
+    check_headers(&h, &review).await;
 
     // Edit one field: the page shows what changed against the proposal.
     let edited = "Rear seal leaking oil on compressor";
