@@ -200,6 +200,10 @@
     var saved = $("saved"), error = $("send-error");
     var asset = ($("asset-name") || {}).textContent || "";
     var photo = null, photoName = null, pending = Promise.resolve(), busy = false;
+    // The phone remembers who the technician is, so the next report is quicker.
+    try {
+      if (reporter && !reporter.value) reporter.value = localStorage.getItem("fieldgate.reporter") || "";
+    } catch (e) { /* storage blocked: nothing to prefill */ }
 
     if (input) {
       var preview = $("photo-preview"), img = $("photo-img"), info = $("photo-info");
@@ -283,6 +287,7 @@
       button.disabled = true;
       button.textContent = "Sending…";
       error.hidden = true;
+      try { if (reporter) localStorage.setItem("fieldgate.reporter", reporter.value.trim()); } catch (e) { /* blocked */ }
       pending.then(function () {
         var r = {
           idem: form.elements.idem.value,
