@@ -190,8 +190,33 @@ impl Browser {
             .unwrap();
     }
 
+    /// axe-core's WCAG 2.1 A/AA rules (contrast, labels, names, landmarks).
+    async fn axe(&self) {
+        let path = std::env::var("AXE_CORE_JS").unwrap_or_else(|_| {
+            panic!("AXE_CORE_JS is not set: run infra/scripts/test.sh (setup.d/40-chromium.sh installs axe-core)")
+        });
+        let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        self.c
+            .execute(&format!("{src}\nreturn typeof axe;"), vec![])
+            .await
+            .unwrap();
+        let found = self
+            .c
+            .execute_async(
+                "const done = arguments[0];
+                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+                   .then(r => done(r.violations.map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at '
+                     + v.nodes.map(n => n.target.join(' ')).join(', '))));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(found, json!([]), "accessibility problems");
+    }
+
     /// Accessibility and layout checks that hold on every page.
     async fn check_page(&self) {
+        self.axe().await;
         let unlabeled = self
             .js(
                 "return [...document.querySelectorAll('input:not([type=hidden]),select,textarea')]
