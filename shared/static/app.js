@@ -92,7 +92,7 @@
       if (r.photo) fd.append("photo", r.photo, r.photoName || "photo.jpg");
       var x = new XMLHttpRequest();
       x.open("POST", r.url);
-      x.timeout = 120000;
+      x.timeout = 90000; // then it is kept and retried like any failed send
       if (progress) {
         x.upload.onprogress = function (e) { if (e.lengthComputable) progress(e.loaded / e.total); };
       }
@@ -380,6 +380,7 @@
   if (intake) intakeForm(intake);
   var review = $("review");
   if (review) reviewForm(review);
-  // Any fieldgate page sends what an earlier visit saved offline.
-  if (window.indexedDB) flush();
+  // Any technician's page sends what an earlier visit saved offline (the
+  // reviewer's page has nothing to send).
+  if (window.indexedDB && !review) flush();
 })();
