@@ -677,4 +677,54 @@ async fn too_many_reports_from_one_code_are_refused() {
                 .len(),
         2
     );
+
+/// Mail scanners fetch every link in a mail, often more than once, with GET
+/// and HEAD: none of that may change the proposal.
+#[tokio::test]
+async fn every_link_in_the_review_mail_can_be_prefetched_safely() {
+    let h = Harness::start().await;
+    let (status, page) = h
+        .submit(
+            "Door gasket torn, cold air escaping.",
+            Some(("g.jpg", jpeg())),
+        )
+        .await;
+    assert_eq!(status, 201, "{page}");
+    let id = reference(&page);
+    let url = h.review_url(1).await;
+    let before = wait_status(&h, &id, Status::PendingReview).await;
+    let mail = &h.json("/dev/outbox").await[0];
+    let mut links: Vec<String> = regex::Regex::new(r#"(?:href|src)="([^"]+)""#)
+        .unwrap()
+        .captures_iter(mail["html"].as_str().unwrap())
+        .map(|c| c[1].replace("&amp;", "&"))
+        .chain(
+            regex::Regex::new(r"https?://\S+")
+                .unwrap()
+                .find_iter(mail["text"].as_str().unwrap())
+                .map(|m| m.as_str().to_owned()),
+        )
+        .collect();
+    assert!(
+        links.contains(&url),
+        "the review link is in the mail: {links:?}"
+    );
+    // What the opened page links to (the photo) is fetched too.
+    links.push(format!("{url}/photo"));
+    for _ in 0..3 {
+        for l in &links {
+            assert!(
+                h.http.get(l).send().await.unwrap().status().is_success(),
+                "{l}"
+            );
+            assert!(
+                h.http.head(l).send().await.unwrap().status().is_success(),
+                "{l}"
+            );
+        }
+    }
+    assert_eq!(proposal(&h, &id).await, before, "prefetching changed state");
+    // And the link still works for the reviewer.
+    let page = open_review(&h, &url).await;
+    assert_eq!(approve(&h, &url, &page, &[]).await.0, 200);
 }

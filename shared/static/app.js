@@ -1,13 +1,386 @@
 // Progressive enhancement only: every page works without this file.
+// Field form: photo shrink + preview, upload progress, and an offline
+// outbox (IndexedDB) that sends saved reports when the signal returns.
+// Review page: length counters, what-you-changed summary, reject reason.
 "use strict";
-document.querySelectorAll("textarea[maxlength], input[type=text][maxlength]").forEach(function (el) {
-  var max = parseInt(el.getAttribute("maxlength"), 10);
-  if (!max || max > 5000) return;
-  var out = document.createElement("p");
-  out.className = "fine";
-  out.setAttribute("aria-live", "polite");
-  function update() { out.textContent = el.value.length + " / " + max; }
-  el.insertAdjacentElement("afterend", out);
-  el.addEventListener("input", update);
-  update();
-});
+(function () {
+  var MAX_SIDE = 1600;
+  var RETRY_MS = 8000;
+
+  function $(id) { return document.getElementById(id); }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function kb(n) {
+    return n >= 1048576 ? (n / 1048576).toFixed(1) + " MB" : Math.max(1, Math.round(n / 1024)) + " KB";
+  }
+  function when(ts) {
+    var d = new Date(ts);
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  // ------------------------------------------------------ length counters
+  function counters(root) {
+    root.querySelectorAll("textarea[maxlength], input[type=text][maxlength]").forEach(function (input) {
+      var max = parseInt(input.getAttribute("maxlength"), 10);
+      if (!max || max > 5000) return;
+      var out = el("p", "counter");
+      out.id = input.id + "-count";
+      var described = input.getAttribute("aria-describedby");
+      input.setAttribute("aria-describedby", (described ? described + " " : "") + out.id);
+      function update() {
+        var n = input.value.length;
+        out.textContent = n + " / " + max + " characters";
+        out.classList.toggle("near", n > max * 0.9);
+      }
+      input.insertAdjacentElement("afterend", out);
+      input.addEventListener("input", update);
+      update();
+    });
+  }
+
+  // ------------------------------------------------------ offline outbox
+  var DB_NAME = "fieldgate", STORE = "outbox";
+  var memory = {}; // used when IndexedDB is unavailable (private mode)
+
+  function openDb() {
+    return new Promise(function (resolve, reject) {
+      if (!window.indexedDB) { reject(new Error("no IndexedDB")); return; }
+      var r = indexedDB.open(DB_NAME, 1);
+      r.onupgradeneeded = function () { r.result.createObjectStore(STORE, { keyPath: "idem" }); };
+      r.onsuccess = function () { resolve(r.result); };
+      r.onerror = function () { reject(r.error); };
+    });
+  }
+  function withStore(mode, fn) {
+    return openDb().then(function (db) {
+      return new Promise(function (resolve, reject) {
+        var t = db.transaction(STORE, mode);
+        var req = fn(t.objectStore(STORE));
+        t.oncomplete = function () { db.close(); resolve(req ? req.result : undefined); };
+        t.onerror = t.onabort = function () { db.close(); reject(t.error); };
+      });
+    });
+  }
+  var outbox = {
+    put: function (r) {
+      return withStore("readwrite", function (s) { return s.put(r); })
+        .then(function () { return true; }, function () { memory[r.idem] = r; return false; });
+    },
+    all: function () {
+      var mem = Object.keys(memory).map(function (k) { return memory[k]; });
+      return withStore("readonly", function (s) { return s.getAll(); })
+        .then(function (list) { return (list || []).concat(mem); }, function () { return mem; });
+    },
+    del: function (idem) {
+      delete memory[idem];
+      return withStore("readwrite", function (s) { return s.delete(idem); }).catch(function () {});
+    }
+  };
+
+  // One report, sent as the plain form would send it. The idem key makes a
+  // resend of the same report land on the same proposal.
+  function send(r, progress) {
+    return new Promise(function (resolve, reject) {
+      var fd = new FormData();
+      fd.append("idem", r.idem);
+      fd.append("notes", r.notes);
+      fd.append("reporter", r.reporter || "");
+      if (r.photo) fd.append("photo", r.photo, r.photoName || "photo.jpg");
+      var x = new XMLHttpRequest();
+      x.open("POST", r.url);
+      x.timeout = 90000; // then it is kept and retried like any failed send
+      if (progress) {
+        x.upload.onprogress = function (e) { if (e.lengthComputable) progress(e.loaded / e.total); };
+      }
+      x.onload = function () { resolve({ status: x.status, html: x.responseText }); };
+      x.onerror = x.ontimeout = x.onabort = function () { reject(new Error("network")); };
+      x.send(fd);
+    });
+  }
+  // Worth another try later: our failures, gateways, rate limits.
+  function retryable(status) { return status === 0 || status === 408 || status === 429 || status >= 500; }
+  function ok(status) { return status >= 200 && status < 300; }
+
+  function parse(html) { return new DOMParser().parseFromString(html, "text/html"); }
+  function messageOf(html) {
+    var doc = parse(html);
+    var p = doc.querySelector("main p");
+    var h = doc.querySelector("main h1");
+    return (h ? h.textContent + ": " : "") + (p ? p.textContent : "The report was not accepted.");
+  }
+  // Shows a page the server answered with (same origin, already escaped)
+  // in place of the current one.
+  function showPage(html) {
+    var doc = parse(html);
+    var main = doc.querySelector("main");
+    if (!main) { location.reload(); return; }
+    document.title = doc.title;
+    document.querySelector("main").replaceWith(document.adoptNode(main));
+    var h1 = document.querySelector("main h1");
+    if (h1) { h1.setAttribute("tabindex", "-1"); h1.focus(); }
+    window.scrollTo(0, 0);
+  }
+
+  var flushing = false, timer = null, onSent = null;
+  function schedule() {
+    if (!timer) timer = setTimeout(function () { timer = null; flush(); }, RETRY_MS);
+  }
+  function flush() {
+    if (flushing) return Promise.resolve();
+    flushing = true;
+    return outbox.all().then(function (list) {
+      return list.reduce(function (chain, r) {
+        return chain.then(function () {
+          return send(r).then(function (res) {
+            if (ok(res.status)) {
+              return outbox.del(r.idem).then(function () { sent(r, res.html); });
+            }
+            if (retryable(res.status)) { schedule(); return; }
+            return outbox.del(r.idem).then(function () { refused(r, res.html); });
+          }, function () { schedule(); });
+        });
+      }, Promise.resolve());
+    }).then(function () { flushing = false; }, function () { flushing = false; schedule(); });
+  }
+  function banner(cls) {
+    var b = el("section", "card saved " + cls);
+    b.setAttribute("role", "status");
+    var main = document.querySelector("main");
+    main.insertBefore(b, main.firstChild);
+    return b;
+  }
+  function sent(r, html) {
+    if (onSent && onSent(r, html)) return;
+    var b = banner("sent");
+    b.appendChild(el("h2", "", "Saved report sent"));
+    b.appendChild(el("p", "", "Your report for " + (r.asset || "the asset") + " from " + when(r.savedAt) + " has been sent."));
+    var link = parse(html).querySelector('a[href^="/s/"]');
+    if (link) {
+      var a = el("a", "", "Check its status");
+      a.href = link.getAttribute("href");
+      b.appendChild(a);
+    }
+  }
+  function refused(r, html) {
+    var b = banner("");
+    b.appendChild(el("h2", "", "A saved report was not accepted"));
+    b.appendChild(el("p", "", messageOf(html)));
+    b.appendChild(el("p", "fine", "Your notes, so you can send them again:"));
+    b.appendChild(el("blockquote", "notes", r.notes));
+  }
+  window.addEventListener("online", function () { flush(); });
+
+  // ------------------------------------------------------ field form
+  function shrink(file) {
+    if (!window.createImageBitmap) return Promise.reject(new Error("old browser"));
+    return createImageBitmap(file, { imageOrientation: "from-image" }).then(function (bmp) {
+      var scale = Math.min(1, MAX_SIDE / Math.max(bmp.width, bmp.height));
+      var w = Math.max(1, Math.round(bmp.width * scale)), h = Math.max(1, Math.round(bmp.height * scale));
+      var c = el("canvas");
+      c.width = w; c.height = h;
+      var ctx = c.getContext("2d");
+      ctx.fillStyle = "#fff";
+      ctx.fillRect(0, 0, w, h);
+      ctx.drawImage(bmp, 0, 0, w, h);
+      if (bmp.close) bmp.close();
+      // Re-encoding also drops the EXIF block (location) from the photo.
+      return new Promise(function (resolve, reject) {
+        c.toBlob(function (b) { if (b) resolve({ blob: b, w: w, h: h }); else reject(new Error("encode")); }, "image/jpeg", 0.85);
+      });
+    });
+  }
+
+  function intakeForm(form) {
+    var notes = $("notes"), reporter = $("reporter"), input = $("photo"), button = $("send");
+    var progress = $("progress"), bar = $("progress-bar"), label = $("progress-label");
+    var saved = $("saved"), error = $("send-error");
+    var asset = ($("asset-name") || {}).textContent || "";
+    var photo = null, photoName = null, pending = Promise.resolve(), busy = false;
+    // The phone remembers who the technician is, so the next report is quicker.
+    try {
+      if (reporter && !reporter.value) reporter.value = localStorage.getItem("fieldgate.reporter") || "";
+    } catch (e) { /* storage blocked: nothing to prefill */ }
+
+    if (input) {
+      var preview = $("photo-preview"), img = $("photo-img"), info = $("photo-info");
+      // A big camera button instead of the browser's file widget; the input
+      // stays focusable (visually hidden) and the button is its click target.
+      var pick = $("photo-pick"), pickText = $("photo-pick-text");
+      input.classList.add("sr");
+      pick.hidden = false;
+      pick.addEventListener("click", function () { input.click(); });
+      input.addEventListener("change", function () {
+        var file = input.files && input.files[0];
+        photo = null;
+        if (img.src) URL.revokeObjectURL(img.src);
+        pickText.textContent = file ? "Take another photo" : "Take or choose a photo";
+        if (!file) { preview.hidden = true; return; }
+        preview.hidden = false;
+        info.textContent = "Preparing photo…";
+        photoName = (file.name || "photo").replace(/\.[^.]*$/, "") + ".jpg";
+        pending = shrink(file).then(function (s) {
+          photo = s.blob;
+          img.src = URL.createObjectURL(s.blob);
+          info.textContent = s.w + " × " + s.h + " · " + kb(s.blob.size) + (s.blob.size < file.size ? " (was " + kb(file.size) + ")" : "");
+        }, function () {
+          // Cannot decode here (e.g. HEIC): send the file as it is.
+          photo = file;
+          photoName = file.name || "photo";
+          img.removeAttribute("src");
+          info.textContent = (file.name || "Photo") + " · " + kb(file.size) + " · sent as it is";
+        });
+      });
+      $("photo-remove").addEventListener("click", function () {
+        input.value = "";
+        photo = null;
+        preview.hidden = true;
+        pickText.textContent = "Take or choose a photo";
+        input.focus();
+      });
+    }
+
+    function setProgress(f) {
+      progress.hidden = false;
+      bar.value = Math.round(f * 100);
+      label.textContent = f >= 1 ? "Sent, waiting for the answer…" : "Sending… " + Math.round(f * 100) + "%";
+    }
+    function idle() {
+      busy = false;
+      button.disabled = false;
+      button.textContent = "Send report";
+      progress.hidden = true;
+    }
+    function keep(r) {
+      return outbox.put(r).then(function (persisted) {
+        form.hidden = true;
+        error.hidden = true;
+        saved.hidden = false;
+        saved.textContent = "";
+        saved.appendChild(el("h2", "", "No signal: report saved on this phone"));
+        saved.appendChild(el("p", "", persisted
+          ? "Your notes" + (r.photo ? " and photo are" : " are") + " kept on this phone. They will be sent automatically as soon as there is a connection. You can keep this page open, or open any fieldgate link later."
+          : "Your report could not be sent yet. Keep this page open: it is sent automatically when the connection is back."));
+        saved.appendChild(el("p", "fine", "Saved at " + when(r.savedAt) + "."));
+        var again = el("button", "secondary", "Try again now");
+        again.type = "button";
+        again.addEventListener("click", function () { flush(); });
+        saved.appendChild(again);
+        saved.focus();
+        schedule();
+      });
+    }
+    onSent = function (r, html) {
+      if (r.idem !== form.elements.idem.value) return false;
+      showPage(html);
+      return true;
+    };
+
+    form.addEventListener("submit", function (ev) {
+      if (!window.FormData || !window.XMLHttpRequest || !window.DOMParser) return; // plain post
+      ev.preventDefault();
+      if (busy) return;
+      busy = true;
+      button.disabled = true;
+      button.textContent = "Sending…";
+      error.hidden = true;
+      try { if (reporter) localStorage.setItem("fieldgate.reporter", reporter.value.trim()); } catch (e) { /* blocked */ }
+      pending.then(function () {
+        var r = {
+          idem: form.elements.idem.value,
+          url: form.action,
+          notes: notes.value,
+          reporter: reporter ? reporter.value : "",
+          photo: photo || (input && input.files && input.files[0]) || null,
+          photoName: photoName,
+          asset: asset,
+          savedAt: Date.now()
+        };
+        if (navigator.onLine === false) return keep(r);
+        setProgress(0);
+        return send(r, setProgress).then(function (res) {
+          if (ok(res.status)) { showPage(res.html); return; }
+          if (retryable(res.status)) return keep(r);
+          idle();
+          error.textContent = messageOf(res.html);
+          error.hidden = false;
+          error.scrollIntoView({ block: "center" });
+        }, function () { return keep(r); });
+      });
+    });
+  }
+
+  // ------------------------------------------------------ review page
+  function norm(v) { return v.replace(/\r\n/g, "\n").trim(); }
+
+  function reviewForm(form) {
+    var fields = Array.prototype.slice.call(form.querySelectorAll(".field[data-proposed]"));
+    var summary = $("changes"), approve = $("approve"), reason = $("reason");
+    var submitted = false;
+
+    function update() {
+      var changed = [];
+      fields.forEach(function (f) {
+        var input = f.querySelector("input, select, textarea");
+        var was = f.getAttribute("data-proposed");
+        var is = norm(input.value) !== norm(was);
+        f.classList.toggle("changed", is);
+        f.querySelector(".was").hidden = !is;
+        if (is) changed.push({ label: f.getAttribute("data-label"), was: was, now: input.value });
+      });
+      summary.hidden = false;
+      summary.textContent = "";
+      summary.classList.toggle("none", changed.length === 0);
+      if (!changed.length) {
+        summary.textContent = "No changes: approving writes the proposal as shown.";
+        approve.textContent = "Approve and write to Salesforce";
+        return;
+      }
+      summary.appendChild(el("strong", "", "You changed " + changed.length + (changed.length === 1 ? " field:" : " fields:")));
+      var ul = el("ul");
+      changed.forEach(function (c) {
+        var li = el("li");
+        li.appendChild(el("span", "", c.label + ": "));
+        li.appendChild(el("del", "", c.was || "(empty)"));
+        li.appendChild(document.createTextNode(" → "));
+        li.appendChild(el("strong", "", norm(c.now) || "(empty)"));
+        ul.appendChild(li);
+      });
+      summary.appendChild(ul);
+      approve.textContent = "Approve with " + changed.length + (changed.length === 1 ? " change" : " changes");
+    }
+    form.addEventListener("input", update);
+    form.addEventListener("change", update);
+    update();
+
+    var hint = el("p", "flag", "Please say why you reject the report.");
+    hint.id = "reason-hint";
+    hint.hidden = true;
+    reason.insertAdjacentElement("beforebegin", hint);
+    form.addEventListener("submit", function (ev) {
+      if (submitted) { ev.preventDefault(); return; }
+      if (ev.submitter && ev.submitter.value === "reject" && !reason.value.trim()) {
+        ev.preventDefault();
+        hint.hidden = false;
+        reason.setAttribute("aria-describedby", "reason-hint");
+        reason.focus();
+        return;
+      }
+      submitted = true;
+    });
+  }
+
+  document.documentElement.classList.add("js");
+  var counted = $("review");
+  if (counted) counters(counted);
+  var intake = $("intake");
+  if (intake) intakeForm(intake);
+  var review = $("review");
+  if (review) reviewForm(review);
+  // Any technician's page sends what an earlier visit saved offline (the
+  // reviewer's page has nothing to send).
+  if (window.indexedDB && !review) flush();
+})();

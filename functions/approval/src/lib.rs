@@ -8,7 +8,7 @@ use fieldgate::domain::{
 };
 use fieldgate::http::urlencoded;
 use fieldgate::ports::{MediaStore, ProposalStore, StoreError};
-use fieldgate::web::{self, ReviewPage, field_views, human_time};
+use fieldgate::web::{self, ReviewPage, field_views, highlight, human_time};
 use fieldgate::{AppError, UserError};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -62,10 +62,18 @@ fn decided_text(p: &Proposal) -> String {
             },
             d.by,
             human_time(d.at),
-            p.status.label().to_lowercase()
+            lower_first(p.status.label())
         ),
-        None => format!("This report is {}.", p.status.label().to_lowercase()),
+        None => format!("This report is {}.", lower_first(p.status.label())),
     }
+}
+
+/// "Written to Salesforce" -> "written to Salesforce" (names keep their case).
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// Finds the proposal and the reviewer's grant; every way a link can be
@@ -140,6 +148,8 @@ fn page(
             )
         })
         .collect();
+    let mut fields = field_views(wf, p, overrides);
+    let notes = highlight(&p.intake.notes, &mut fields);
     ReviewPage {
         workflow_name: &wf.name,
         object: &wf.object,
@@ -147,13 +157,14 @@ fn page(
         asset: &p.asset,
         reporter: p.intake.reporter.as_deref(),
         received_at: human_time(p.intake.received_at),
-        notes: &p.intake.notes,
+        notes,
         photo_url: p
             .intake
             .photo
             .as_ref()
             .map(|_| format!("/r/{raw_token}/photo")),
-        fields: field_views(wf, p, overrides),
+        flagged: fields.iter().filter(|f| f.flag.is_some()).count(),
+        fields,
         fixed,
         csrf: deps.csrf.token_for(&link.grant.token_hash),
         revision: p.current_hash().unwrap_or(""),

@@ -299,6 +299,7 @@ async fn submit(deps: &Intake, code: &str, req: &Request) -> Result<Response<Bod
     let mut page = IntakeDone {
         reference: &reference.to_string(),
         status_url: &status_url,
+        again_url: &format!("/q/{code}"),
     }
     .page();
     if !fresh {
@@ -323,12 +324,7 @@ async fn status(deps: &Intake, reference: &str) -> Result<Response<Body>, AppErr
         return Err(UserError::NotFound.into());
     }
     let p = deps.store.get(id).await?.ok_or(UserError::NotFound)?;
-    Ok(StatusPage {
-        reference: &id.to_string(),
-        label: p.status.label(),
-        asset: &p.asset.name,
-    }
-    .page())
+    Ok(StatusPage::new(&id.to_string(), p.status, &p.asset.name).page())
 }
 
 #[cfg(test)]

@@ -1,0 +1,636 @@
+//! The two pages people touch, driven in headless Chromium through
+//! chromedriver (started by `infra/scripts/setup.d/40-chromium.sh`) against
+//! the dev stack on a free port. Screenshots of every page at 390 × 844 go
+//! to `target/screenshots/`.
+
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use fieldgate::domain::{ProposalId, Status};
+use fieldgate::ports::ProposalStore;
+use fieldgate_tests::*;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const W: u32 = 390;
+const H: u32 = 844;
+
+/// A Chrome DevTools command sent through chromedriver.
+#[derive(Debug)]
+struct Cdp(&'static str, Value);
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.expect("a session")
+        ))
+    }
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"cmd": self.0, "params": self.1}).to_string()),
+        )
+    }
+}
+
+struct Browser {
+    c: Client,
+    _profile: tempfile::TempDir,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let url = std::env::var("CHROMEDRIVER_URL").unwrap_or_else(|_| {
+            panic!(
+                "CHROMEDRIVER_URL is not set: the browser tests need chromedriver. \
+                 Run infra/scripts/test.sh (setup.d/40-chromium.sh installs and starts it)."
+            )
+        });
+        let binary =
+            std::env::var("CHROMIUM_BINARY").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let profile = tempfile::tempdir().unwrap();
+        let opts = json!({
+            "binary": binary,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=390,844",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        });
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".into(), opts);
+        let c = ClientBuilder::rustls()
+            .expect("rustls connector")
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot start Chromium through chromedriver at {url}: {e}"));
+        let b = Browser {
+            c,
+            _profile: profile,
+            shots: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots"),
+        };
+        std::fs::create_dir_all(&b.shots).unwrap();
+        b.viewport(W, H).await;
+        b
+    }
+
+    async fn cdp(&self, cmd: &'static str, params: Value) -> Value {
+        self.c
+            .issue_cmd(Cdp(cmd, params))
+            .await
+            .unwrap_or_else(|e| panic!("CDP {cmd}: {e}"))
+    }
+
+    /// A phone-sized viewport (what the page's media queries see).
+    async fn viewport(&self, w: u32, h: u32) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": w, "height": h, "deviceScaleFactor": 1, "mobile": true}),
+        )
+        .await;
+    }
+
+    /// `NAME.png` (the 390 × 844 viewport) and `NAME-full.png` (the whole page).
+    async fn shot(&self, name: &str) {
+        self.c
+            .execute("window.scrollTo(0, 0)", vec![])
+            .await
+            .unwrap();
+        let png = self.c.screenshot().await.unwrap();
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (W, H),
+            "screenshot is not 390 × 844"
+        );
+        std::fs::write(self.shots.join(format!("{name}.png")), &png).unwrap();
+        // Page weight as loaded (HTML + CSS + JS + images), for the report.
+        let w = self
+            .js(
+                "const n = performance.getEntriesByType('navigation')[0];
+                 const r = performance.getEntriesByType('resource');
+                 return [n ? n.decodedBodySize : 0, r.map(e => e.name.split('/').pop() + '=' + e.decodedBodySize).join(' ')]",
+            )
+            .await;
+        eprintln!(
+            "page weight {name}: html {} B; {}",
+            w[0],
+            w[1].as_str().unwrap_or("")
+        );
+        let full = self
+            .js_u64("return document.documentElement.scrollHeight")
+            .await as u32;
+        if full > H {
+            self.viewport(W, full).await;
+            let png = self.c.screenshot().await.unwrap();
+            std::fs::write(self.shots.join(format!("{name}-full.png")), png).unwrap();
+            self.viewport(W, H).await;
+        }
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c.execute(script, vec![]).await.unwrap()
+    }
+
+    async fn js_u64(&self, script: &str) -> u64 {
+        self.js(script).await.as_u64().unwrap_or(0)
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits (20 s at most) until `css` is displayed and its text contains `want`.
+    async fn wait_text(&self, css: &str, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(e) = self.c.find(Locator::Css(css)).await
+                && e.is_displayed().await.unwrap_or(false)
+            {
+                let t = e.text().await.unwrap_or_default();
+                if t.contains(want) {
+                    return t;
+                }
+            }
+            if Instant::now() > deadline {
+                let page = self.c.source().await.unwrap_or_default();
+                panic!("{css} with {want:?} did not appear in 20 s; page:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let e = self.c.find(Locator::Css(css)).await.unwrap();
+        e.clear().await.unwrap();
+        e.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// axe-core's WCAG 2.1 A/AA rules (contrast, labels, names, landmarks).
+    async fn axe(&self) {
+        let path = std::env::var("AXE_CORE_JS").unwrap_or_else(|_| {
+            panic!("AXE_CORE_JS is not set: run infra/scripts/test.sh (setup.d/40-chromium.sh installs axe-core)")
+        });
+        let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        self.c
+            .execute(&format!("{src}\nreturn typeof axe;"), vec![])
+            .await
+            .unwrap();
+        let found = self
+            .c
+            .execute_async(
+                "const done = arguments[0];
+                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+                   .then(r => done(r.violations.map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at '
+                     + v.nodes.map(n => n.target.join(' ')).join(', '))));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(found, json!([]), "accessibility problems");
+    }
+
+    /// Accessibility and layout checks that hold on every page.
+    async fn check_page(&self) {
+        self.axe().await;
+        let unlabeled = self
+            .js(
+                "return [...document.querySelectorAll('input:not([type=hidden]),select,textarea')]
+                   .filter(e => !e.labels || e.labels.length === 0).map(e => e.name)",
+            )
+            .await;
+        assert_eq!(unlabeled, json!([]), "form controls without a label");
+        let small = self
+            .js(
+                "return [...document.querySelectorAll('button,.button,input,select,textarea')]
+                   .filter(e => e.type !== 'hidden' && e.offsetParent !== null && !e.classList.contains('sr'))
+                   .filter(e => e.getBoundingClientRect().height < 44).map(e => e.id || e.textContent)",
+            )
+            .await;
+        assert_eq!(small, json!([]), "touch targets under 44 px");
+        // Nothing scrolls sideways on a 320 px phone.
+        self.viewport(320, 640).await;
+        let wide = self
+            .js_u64("return document.documentElement.scrollWidth")
+            .await;
+        self.viewport(W, H).await;
+        assert!(wide <= 320, "page is {wide} px wide at 320 px");
+    }
+}
+
+/// A 2400 × 1800 PNG, like a phone camera's, in a temp dir.
+fn photo_file(dir: &std::path::Path) -> PathBuf {
+    let img = image::RgbImage::from_fn(2400, 1800, |x, y| {
+        image::Rgb([(x / 10) as u8, (y / 8) as u8, ((x + y) / 20) as u8])
+    });
+    let path = dir.join("pump-seal.png");
+    img.save(&path).unwrap();
+    path
+}
+
+async fn all_proposals(h: &Harness) -> Vec<fieldgate::domain::Proposal> {
+    let mut all = Vec::new();
+    for s in Status::ALL {
+        all.extend(h.stack.store.list_by_status(s, 1000).await.unwrap());
+    }
+    all
+}
+
+async fn wait_status(h: &Harness, id: &str, want: Status) {
+    let id: ProposalId = id.parse().unwrap();
+    wait_for(|| async {
+        let p = h.stack.store.get(id).await.unwrap()?;
+        (p.status == want).then_some(())
+    })
+    .await
+}
+
+/// The security headers every page the browser saw must carry.
+async fn check_headers(h: &Harness, url: &str) {
+    for r in [
+        h.http.get(url).send().await.unwrap(),
+        h.http.head(url).send().await.unwrap(),
+    ] {
+        let hd = r.headers();
+        let csp = hd["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(hd["referrer-policy"], "no-referrer");
+        assert_eq!(hd["cache-control"], "no-store", "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scan_fill_photo_submit_review_edit_approve() {
+    let t0 = Instant::now();
+    let h = Harness::start().await;
+    let b = Browser::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = photo_file(tmp.path());
+    let (_, asset_name) = h.first_asset();
+
+    // Scan: the asset card is on top, the form below it.
+    b.c.goto(&h.scan_url()).await.unwrap();
+    assert_eq!(b.text("main h1").await, asset_name);
+    b.check_page().await;
+    b.shot("01-form").await;
+
+    // Fill, attach a photo: it is shrunk in the browser and previewed.
+    let notes =
+        "Compressor is leaking oil at the rear seal. Breaker tripped twice, needs a tech ASAP.";
+    b.fill("#notes", notes).await;
+    b.fill("#reporter", "tech@example.com").await;
+    b.c.find(Locator::Css("#photo"))
+        .await
+        .unwrap()
+        .send_keys(photo.to_str().unwrap())
+        .await
+        .unwrap();
+    let info = b.wait_text("#photo-info", "1600 × 1200").await;
+    assert!(info.contains("was"), "size before/after shown: {info}");
+    assert!(
+        b.js_u64("return document.getElementById('photo-img').naturalWidth")
+            .await
+            > 0,
+        "preview shows the photo"
+    );
+    b.shot("02-form-filled").await;
+
+    // Submit: the confirmation shows a reference and a status link.
+    b.click("#send").await;
+    b.wait_text("main h1", "Report sent").await;
+    let id = b.text(".ref").await;
+    assert_eq!(id.len(), 26, "reference {id}");
+    b.check_page().await;
+    b.shot("03-sent").await;
+
+    // The stored photo is the browser's JPEG, long side 1,600 px.
+    let review = h.review_url(1).await;
+    let stored = h
+        .http
+        .get(format!("{review}/photo"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        image::guess_format(&stored).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    let img = image::load_from_memory(&stored).unwrap();
+    assert_eq!((img.width(), img.height()), (1600, 1200));
+
+    // The status page says where it stands, nothing more.
+    b.click("a[href^='/s/']").await;
+    b.wait_text("main h1", "Waiting for review").await;
+    let status_url = b.c.current_url().await.unwrap().to_string();
+    let status_page = b.c.source().await.unwrap();
+    check_headers(&h, &h.scan_url()).await;
+    check_headers(&h, &status_url).await;
+    assert!(!status_page.contains("service-desk@example.com"));
+    b.shot("04-status-waiting").await;
+
+    // Review: fields, evidence highlighted in the notes, the photo.
+    wait_status(&h, &id, Status::PendingReview).await;
+    b.c.goto(&review).await.unwrap();
+    b.wait_text("main h1", &asset_name).await;
+    let subject =
+        b.c.find(Locator::Css("#f-Subject"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+    assert!(!subject.is_empty(), "the proposed subject is shown");
+    assert_eq!(
+        b.c.find(Locator::Css("#f-Priority"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("High")
+    );
+    let marks = b.js("return [...document.querySelectorAll('.notes mark')].map(m => m.lastChild.textContent)").await;
+    let marks: Vec<String> = serde_json::from_value(marks).unwrap();
+    assert!(!marks.is_empty(), "evidence is highlighted");
+    let badges = b
+        .js_u64("return document.querySelectorAll('.notes .n').length")
+        .await;
+    let quoted = b
+        .js_u64("return document.querySelectorAll('.evidence a').length")
+        .await;
+    assert!(
+        badges >= 3 && badges == quoted,
+        "{badges} highlights for {quoted} quoted fields"
+    );
+    for m in &marks {
+        assert!(
+            notes.contains(m.as_str()),
+            "highlight {m:?} is from the notes"
+        );
+    }
+    assert!(
+        b.js_u64("return document.querySelector('img.photo').naturalWidth")
+            .await
+            == 1600,
+        "the photo is shown"
+    );
+    b.check_page().await;
+    b.shot("05-review").await;
+    check_headers(&h, &review).await;
+
+    // Edit one field: the page shows what changed against the proposal.
+    let edited = "Rear seal leaking oil on compressor";
+    b.fill("#f-Subject", edited).await;
+    let changes = b.wait_text("#changes", "You changed 1 field").await;
+    assert!(
+        changes.contains(&subject) && changes.contains(edited),
+        "{changes}"
+    );
+    assert_eq!(b.text("#approve").await, "Approve with 1 change");
+    b.js("document.getElementById('changes').scrollIntoView()")
+        .await;
+    let png = b.c.screenshot().await.unwrap();
+    std::fs::write(b.shots.join("06-review-edited.png"), png).unwrap();
+
+    // Approve: the Case holds the edit.
+    b.click("#approve").await;
+    b.wait_text("main h1", "Approved").await;
+    b.shot("07-approved").await;
+    wait_status(&h, &id, Status::Committed).await;
+    let cases = h.cases();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0]["Subject"], edited);
+    assert_eq!(cases[0]["Fieldgate_Proposal_Id__c"], id.as_str());
+
+    // The link is spent: it says who decided and when.
+    b.c.goto(&review).await.unwrap();
+    let decided = b.wait_text("main", "already approved by").await;
+    assert!(decided.contains("service-desk@example.com") && decided.contains("UTC"));
+    b.shot("08-already-decided").await;
+
+    b.c.goto(&status_url).await.unwrap();
+    b.wait_text("main h1", "Written to Salesforce").await;
+    b.shot("09-status-written").await;
+    b.c.close().await.unwrap();
+    eprintln!("browser happy path took {:?}", t0.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_report_is_kept_and_sent_once_when_back_online() {
+    let t0 = Instant::now();
+    let h = Harness::start().await;
+    let b = Browser::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = photo_file(tmp.path());
+
+    b.c.goto(&h.scan_url()).await.unwrap();
+    let notes = "Door gasket torn on the left side, cold air escaping. Replace gasket.";
+    b.fill("#notes", notes).await;
+    b.c.find(Locator::Css("#photo"))
+        .await
+        .unwrap()
+        .send_keys(photo.to_str().unwrap())
+        .await
+        .unwrap();
+    b.wait_text("#photo-info", "1600 × 1200").await;
+
+    // No signal: the browser's network is cut (DevTools emulation).
+    b.cdp("Network.enable", json!({})).await;
+    let offline = |off: bool| json!({"offline": off, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1});
+    b.cdp("Network.emulateNetworkConditions", offline(true))
+        .await;
+    b.click("#send").await;
+    let saved = b.wait_text("#saved", "saved on this phone").await;
+    assert!(saved.contains("sent automatically"), "{saved}");
+    b.shot("10-offline-saved").await;
+    // Kept in IndexedDB, with the photo; nothing reached the server.
+    let kept = b
+        .c
+        .execute_async(
+            "const done = arguments[0];
+             const r = indexedDB.open('fieldgate');
+             r.onsuccess = () => { const q = r.result.transaction('outbox').objectStore('outbox').getAll();
+               q.onsuccess = () => done(q.result.map(x => [x.notes, x.photo ? x.photo.size : 0])); };",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let kept: Vec<(String, u64)> = serde_json::from_value(kept).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].0, notes);
+    assert!(kept[0].1 > 1000, "the photo is kept too");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        all_proposals(&h).await.is_empty(),
+        "nothing sent while offline"
+    );
+
+    // Signal returns: the page sends it by itself, once.
+    b.cdp("Network.emulateNetworkConditions", offline(false))
+        .await;
+    b.wait_text("main h1", "Report sent").await;
+    let id = b.text(".ref").await;
+    b.shot("11-offline-then-sent").await;
+    let gone = b
+        .c
+        .execute_async(
+            "const done = arguments[0];
+             const r = indexedDB.open('fieldgate');
+             r.onsuccess = () => { const q = r.result.transaction('outbox').objectStore('outbox').count();
+               q.onsuccess = () => done(q.result); };",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone, json!(0), "the sent report left the browser's outbox");
+    h.review_url(1).await;
+    // Give any second attempt (the retry timer) time to arrive.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let all = all_proposals(&h).await;
+    assert_eq!(all.len(), 1, "exactly one proposal");
+    assert_eq!(all[0].id.to_string(), id);
+    assert_eq!(all[0].intake.notes, notes);
+    assert!(all[0].intake.photo.is_some());
+    assert_eq!(
+        h.json("/dev/outbox").await.as_array().unwrap().len(),
+        1,
+        "one review mail"
+    );
+    b.c.close().await.unwrap();
+    eprintln!("browser offline test took {:?}", t0.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_form_works_with_javascript_off() {
+    let h = Harness::start().await;
+    let b = Browser::start().await;
+    // DevTools' "Disable JavaScript": page scripts never run.
+    b.cdp(
+        "Emulation.setScriptExecutionDisabled",
+        json!({"value": true}),
+    )
+    .await;
+    b.c.goto(&h.scan_url()).await.unwrap();
+    let has_js = b
+        .js("return document.documentElement.classList.contains('js')")
+        .await;
+    assert_eq!(has_js, json!(false), "page scripts are off");
+    b.fill("#notes", "Fan belt squealing on start-up, belt worn.")
+        .await;
+    b.click("#send").await;
+    b.wait_text("main h1", "Report sent").await;
+    let id = b.text(".ref").await;
+    h.review_url(1).await;
+    let all = all_proposals(&h).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id.to_string(), id);
+    b.c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
+    let h = Harness::start().await;
+    h.stack.emulator.faults().add_validation_rule(
+        "Case",
+        "Subject",
+        "TBD",
+        "Subject must say what failed, not TBD.",
+    );
+    let (status, page) = h.submit("TBD - unit making noise", None).await;
+    assert_eq!(status, 201, "{page}");
+    let id = reference(&page);
+    let b = Browser::start().await;
+
+    // Approved as proposed; Salesforce refuses; a new link goes out.
+    let first = h.review_url(1).await;
+    b.c.goto(&first).await.unwrap();
+    b.click("#approve").await;
+    b.wait_text("main h1", "Approved").await;
+    wait_status(&h, &id, Status::NeedsAttention).await;
+    let second = h.review_url(2).await;
+
+    // The old link says why it no longer works.
+    b.c.goto(&first).await.unwrap();
+    b.wait_text("main", "newer review link").await;
+    b.shot("12-link-replaced").await;
+
+    // The refused field stands out, with Salesforce's reason.
+    b.c.goto(&second).await.unwrap();
+    b.wait_text("[role=alert]", "Salesforce refused this record")
+        .await;
+    let flagged = b.text(".field.flagged").await;
+    assert!(
+        flagged.contains("Subject")
+            && flagged
+                .contains("Salesforce refused this field: Subject must say what failed, not TBD."),
+        "{flagged}"
+    );
+    b.check_page().await;
+    b.shot("13-review-refused").await;
+
+    // Reject without a reason: the page asks for one and sends nothing.
+    b.click("#reject").await;
+    b.wait_text("#reason-hint", "say why").await;
+    assert_eq!(
+        b.js("return document.activeElement.id").await,
+        json!("reason")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = h
+        .stack
+        .store
+        .get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.status, Status::NeedsAttention, "nothing decided yet");
+
+    b.fill("#reason", "Duplicate of yesterday's call").await;
+    b.click("#reject").await;
+    b.wait_text("main h1", "Rejected").await;
+    b.shot("14-rejected").await;
+    let p = h
+        .stack
+        .store
+        .get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.status, Status::Rejected);
+    assert_eq!(
+        p.decision.unwrap().reason.as_deref(),
+        Some("Duplicate of yesterday's call")
+    );
+    assert!(h.cases().is_empty());
+    b.c.close().await.unwrap();
+}
