@@ -677,6 +677,7 @@ async fn too_many_reports_from_one_code_are_refused() {
                 .len(),
         2
     );
+}
 
 /// Mail scanners fetch every link in a mail, often more than once, with GET
 /// and HEAD: none of that may change the proposal.

@@ -32,7 +32,9 @@ say "python tools"
 if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
 export PATH="$FG_ROOT/.venv/bin:$PATH"
 pip_install() { .venv/bin/pip install --quiet --disable-pip-version-check "$@"; }
-command -v cfn-lint >/dev/null || pip_install 'cfn-lint>=1,<2'
+# Pinned and called by path: an older cfn-lint elsewhere on a machine
+# reports false circular dependencies on SAM templates.
+[[ -x .venv/bin/cfn-lint ]] && .venv/bin/cfn-lint --version | grep -q ' 1\.58\.' || pip_install 'cfn-lint==1.58.0'
 
 for s in infra/scripts/setup.d/*.sh; do
   [[ -e $s ]] || continue
@@ -48,7 +50,7 @@ say "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "template"
-cfn-lint template.yaml
+.venv/bin/cfn-lint template.yaml
 
 say "tests"
 cargo test --workspace --locked
