@@ -46,6 +46,9 @@ pub struct DevOptions {
     /// Leave approved proposals for someone else to commit (fault tests
     /// drive the commit step themselves).
     pub pause_commit: bool,
+    /// How often the commit sweep re-drives paused or stuck approvals
+    /// (AWS: the scheduled rule on the commit function).
+    pub sweep_every: Duration,
 }
 
 impl DevOptions {
@@ -56,6 +59,7 @@ impl DevOptions {
             public_url: None,
             stream_retries: 5,
             pause_commit: false,
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct DevStack {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct App {
@@ -191,6 +196,21 @@ impl DevStack {
         // Subscribe before the sweep, so nothing written meanwhile is missed.
         let feed = store.subscribe();
         let unfinished = store.unfinished();
+        let sweeper = (!opts.pause_commit).then(|| {
+            let commit = commit.clone();
+            let every = opts.sweep_every;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = fieldgate_commit::sweep(&commit, fieldgate::domain::now()).await
+                    {
+                        tracing::error!(error = %e, "commit sweep failed");
+                    }
+                }
+            })
+        });
         let dispatcher = tokio::spawn(dispatch(
             feed,
             unfinished
@@ -218,6 +238,7 @@ impl DevStack {
             shutdown: Some(tx),
             server: Some(server),
             dispatcher: Some(dispatcher),
+            sweeper,
         })
     }
 
@@ -232,6 +253,9 @@ impl DevStack {
         }
         if let Some(d) = self.dispatcher.take() {
             d.abort();
+        }
+        if let Some(s) = self.sweeper.take() {
+            s.abort();
         }
         if let Some(s) = self.server.take() {
             let _ = s.await;
@@ -258,6 +282,9 @@ impl Drop for DevStack {
         }
         if let Some(d) = self.dispatcher.take() {
             d.abort();
+        }
+        if let Some(s) = self.sweeper.take() {
+            s.abort();
         }
     }
 }
