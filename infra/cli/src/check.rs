@@ -161,16 +161,9 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
                         format!("the workflow writes a picklist, Salesforce's type is {ty}"),
                     );
                 } else {
-                    let active = active_values(d);
                     for v in values {
-                        if !active.contains(v.as_str()) {
-                            r.problem(
-                                &spec.name,
-                                format!(
-                                    "{v:?} is not an active picklist value (active: {})",
-                                    active.iter().copied().collect::<Vec<_>>().join(", ")
-                                ),
-                            );
+                        if let Some(m) = picklist_problem(d, v) {
+                            r.problem(&spec.name, m);
                         }
                     }
                     if !restricted && d["restrictedPicklist"] == Value::Bool(true) {
@@ -201,11 +194,10 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
         let before = r.problems.len();
         let ty = d["type"].as_str().unwrap_or_default();
         if let Some(text) = value.as_str() {
-            if matches!(ty, "picklist" | "multipicklist") && !active_values(d).contains(text) {
-                r.problem(
-                    name,
-                    format!("constant {text:?} is not an active picklist value"),
-                );
+            if matches!(ty, "picklist" | "multipicklist")
+                && let Some(m) = picklist_problem(d, text)
+            {
+                r.problem(name, format!("constant {m}"));
             }
             let sf_len = d["length"].as_u64().unwrap_or(0);
             if sf_len > 0 && text.chars().count() as u64 > sf_len {
@@ -328,6 +320,26 @@ fn is_required(d: &Value) -> bool {
     d["createable"] == Value::Bool(true)
         && d["nillable"] == Value::Bool(false)
         && d["defaultedOnCreate"] == Value::Bool(false)
+}
+
+/// Why `v` cannot be written to the picklist `d`, if it cannot.
+fn picklist_problem(d: &Value, v: &str) -> Option<String> {
+    let active = active_values(d);
+    if active.contains(v) {
+        return None;
+    }
+    let listed = d["picklistValues"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|p| p["value"] == v));
+    let what = if listed {
+        "is an inactive picklist value"
+    } else {
+        "is not an active picklist value"
+    };
+    Some(format!(
+        "{v:?} {what} (active: {})",
+        active.into_iter().collect::<Vec<_>>().join(", ")
+    ))
 }
 
 fn active_values(d: &Value) -> BTreeSet<&str> {

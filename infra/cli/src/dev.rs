@@ -80,7 +80,7 @@ pub struct DevStack {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
+    commit_sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct App {
@@ -196,7 +196,7 @@ impl DevStack {
         // Subscribe before the sweep, so nothing written meanwhile is missed.
         let feed = store.subscribe();
         let unfinished = store.unfinished();
-        let sweeper = (!opts.pause_commit).then(|| {
+        let commit_sweeper = (!opts.pause_commit).then(|| {
             let commit = commit.clone();
             let every = opts.sweep_every;
             tokio::spawn(async move {
@@ -238,7 +238,7 @@ impl DevStack {
             shutdown: Some(tx),
             server: Some(server),
             dispatcher: Some(dispatcher),
-            sweeper,
+            commit_sweeper,
         })
     }
 
@@ -254,7 +254,7 @@ impl DevStack {
         if let Some(d) = self.dispatcher.take() {
             d.abort();
         }
-        if let Some(s) = self.sweeper.take() {
+        if let Some(s) = self.commit_sweeper.take() {
             s.abort();
         }
         if let Some(s) = self.server.take() {
@@ -283,7 +283,7 @@ impl Drop for DevStack {
         if let Some(d) = self.dispatcher.take() {
             d.abort();
         }
-        if let Some(s) = self.sweeper.take() {
+        if let Some(s) = self.commit_sweeper.take() {
             s.abort();
         }
     }

@@ -16,7 +16,7 @@ external_id_field = "Fieldgate_Proposal_Id__c"
 reviewers = ["desk@example.com"]
 
 [constants]
-Origin = "Carrier Pigeon"
+Origin = "Fax"
 
 [handoff]
 summary_field = "Description"
@@ -107,7 +107,7 @@ fn a_broken_workflow_fails_with_each_problem_named() {
         "PROBLEM  Colour__c: no such field",
         "PROBLEM  Description: too long: the workflow allows 40000 characters, Salesforce holds at most 32000",
         "PROBLEM  Type: \"Hydraulic\" is not an active picklist value",
-        "PROBLEM  Origin: constant \"Carrier Pigeon\" is not an active picklist value",
+        "PROBLEM  Origin: constant \"Fax\" is an inactive picklist value",
         "PROBLEM  Priority: Salesforce restricts this picklist",
         "PROBLEM  Subject: Salesforce requires it on create and the workflow does not set it",
         "failed: 6 problem(s)",

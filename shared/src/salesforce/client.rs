@@ -573,7 +573,11 @@ enum Body {
 
 /// Parses `api-usage=<used>/<limit>` from `Sforce-Limit-Info`.
 fn parse_limit(info: &str) -> Option<(u64, u64)> {
-    let rest = info.split("api-usage=").nth(1)?;
+    // Not the `per-app-api-usage=` that may come with it, before or after.
+    let (at, _) = info
+        .match_indices("api-usage=")
+        .find(|(i, _)| *i == 0 || info.as_bytes()[i - 1] != b'-')?;
+    let rest = &info[at + "api-usage=".len()..];
     let mut parts = rest.split(|c: char| !c.is_ascii_digit());
     let used = parts.next()?.parse().ok()?;
     let limit = parts.next()?.parse().ok()?;
@@ -846,6 +850,10 @@ mod tests {
         assert_eq!(parse_limit("api-usage=18/5000"), Some((18, 5000)));
         assert_eq!(
             parse_limit("api-usage=81/100; per-app-api-usage=3/50(appName=x)"),
+            Some((81, 100))
+        );
+        assert_eq!(
+            parse_limit("per-app-api-usage=3/50(appName=x), api-usage=81/100"),
             Some((81, 100))
         );
         assert_eq!(parse_limit("per-app-api-usage=3/50"), None);
