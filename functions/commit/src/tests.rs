@@ -364,3 +364,36 @@ async fn the_scheduled_event_runs_the_sweep_and_stream_events_still_work() {
     let out = handle_event(&f.deps, scheduled).await.unwrap();
     assert_eq!(out, json!({"redriven": 0, "waiting": 0}));
 }
+
+#[tokio::test]
+async fn an_approval_whose_stream_record_was_lost_is_picked_up_by_the_sweep() {
+    let f = fx().await;
+    // Approved, but its stream record never reached this step (AWS: it
+    // went to the on-failure queue).
+    let p = approved(&f, "Conveyor belt torn").await;
+    let s = sweep(&f.deps, fieldgate::domain::now()).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 0,
+            waiting: 1
+        },
+        "too fresh to be stuck"
+    );
+    assert!(f.emulator.records("Case").is_empty());
+    let later = fieldgate::domain::now() + STUCK_AFTER + time::Duration::seconds(1);
+    let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 1,
+            waiting: 0
+        }
+    );
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Committed);
+    assert_eq!(f.emulator.records("Case").len(), 1);
+    // Nothing left: a later sweep finds no work.
+    let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(s, Sweep::default());
+}
