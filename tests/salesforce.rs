@@ -397,3 +397,72 @@ async fn asset_context_is_one_query_then_served_from_the_store() {
     let unknown: AssetId = "02i000000000000AAA".parse().unwrap();
     assert!(dir.lookup(&unknown).await.unwrap().is_none());
 }
+
+/// The whole dev stack: with the org's budget spent, an approval waits in
+/// APPROVED without spending calls; once the budget is back, the commit
+/// sweep (the scheduled path) writes the Case, the photo and the handoff.
+#[tokio::test]
+async fn in_the_dev_stack_a_spent_budget_pauses_and_the_sweep_commits() {
+    use fieldgate::domain::{ProposalId, Status};
+    use fieldgate_tests::{Harness, hidden, jpeg, reference, wait_for};
+    let h = Harness::start().await;
+    let (status, page) = h
+        .submit(
+            "Chiller not cooling, compressor tripped, urgent",
+            Some(("chiller.jpg", jpeg())),
+        )
+        .await;
+    assert_eq!(status, 201, "{page}");
+    let id: ProposalId = reference(&page).parse().unwrap();
+    let url = h.review_url(1).await;
+    let review = h.http.get(&url).send().await.unwrap().text().await.unwrap();
+    h.stack.emulator.faults().exhaust_budget(true);
+    let r = h
+        .http
+        .post(&url)
+        .form(&[
+            ("decision", "approve"),
+            ("csrf", hidden(&review, "csrf").as_str()),
+            ("revision", hidden(&review, "revision").as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let paused = wait_for(|| async {
+        let p = h.stack.store.get(id).await.unwrap().unwrap();
+        (p.status == Status::Approved && p.commit.paused_until.is_some()).then_some(p)
+    })
+    .await;
+    assert_eq!(paused.commit.attempts, 1);
+    let calls = h.stack.emulator.api_calls();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.stack.emulator.api_calls(),
+        calls,
+        "paused: no calls spent"
+    );
+    assert!(h.cases().is_empty());
+
+    h.stack.emulator.faults().exhaust_budget(false);
+    let after_pause =
+        fieldgate::domain::now() + fieldgate_commit::LIMIT_PAUSE + time::Duration::seconds(1);
+    let s = fieldgate_commit::sweep(&h.stack.commit, after_pause)
+        .await
+        .unwrap();
+    assert_eq!(s.redriven, 1);
+    let done = h.stack.store.get(id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Committed);
+    assert!(done.commit.handoff_published);
+    let cases = h.cases();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0]["Fieldgate_Proposal_Id__c"], id.to_string());
+    assert_eq!(
+        h.stack
+            .emulator
+            .content_versions_linked_to(cases[0]["Id"].as_str().unwrap())
+            .len(),
+        1
+    );
+    assert_eq!(h.handoffs().await.len(), 1);
+}
