@@ -466,3 +466,43 @@ async fn in_the_dev_stack_a_spent_budget_pauses_and_the_sweep_commits() {
     );
     assert_eq!(h.handoffs().await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_timeout_is_transient_and_retried() {
+    let (em, base) = serve(EmulatorConfig::default()).await;
+    let mut c = SalesforceConfig::client_credentials(
+        &base,
+        &em.config().client_id,
+        &em.config().client_secret,
+    );
+    c.timeout = Duration::from_millis(150);
+    c.retries = 2;
+    c.retry_base = Duration::from_millis(5);
+    let sf = SalesforceClient::new(c).unwrap();
+    sf.describe("Case").await.unwrap();
+    em.faults().set_latency(Duration::from_millis(400));
+    let before = em.api_calls();
+    let err = sf
+        .upsert(
+            "Case",
+            EXT,
+            "01JFIELDGATE0000000000000E",
+            &record(json!({"Subject": "slow org"})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, WriteError::Transient(ref m) if m.contains("network")),
+        "{err:?}"
+    );
+    assert_eq!(em.api_calls() - before, 3, "first try + 2 retries");
+    em.faults().set_latency(Duration::ZERO);
+    sf.upsert(
+        "Case",
+        EXT,
+        "01JFIELDGATE0000000000000E",
+        &record(json!({"Subject": "slow org"})),
+    )
+    .await
+    .unwrap();
+}
