@@ -183,24 +183,33 @@ pub async fn sweep(deps: &Commit, now: fieldgate::domain::Timestamp) -> Result<S
         .await?;
     approved.sort_by_key(|p| p.updated_at);
     let mut out = Sweep::default();
-    let mut budget_spent = false;
+    // Set once Salesforce says no (budget still spent, or unwell): the rest
+    // wait for the next sweep instead of each spending a call on it.
+    let mut stop_probing = false;
     for p in approved {
         let due = match p.commit.paused_until {
             Some(until) => until <= now,
             None => now - p.updated_at >= STUCK_AFTER,
         };
-        if !due || budget_spent {
+        if !due || stop_probing {
             out.waiting += 1;
             continue;
         }
         tracing::info!(proposal = %p.id, paused = p.commit.paused_until.is_some(), "sweep: re-driving approved proposal");
-        process_at(deps, p.id, now).await?;
+        if let Err(e) = process_at(deps, p.id, now).await {
+            // E.g. the stream delivery got there first (a conditional write
+            // lost) or Salesforce failed: the state stays resumable.
+            tracing::warn!(proposal = %p.id, error = %e, "sweep: re-drive failed; the next sweep retries");
+            stop_probing |= matches!(e, CommitError::Salesforce(_));
+            out.waiting += 1;
+            continue;
+        }
         match deps.store.get(p.id).await? {
             Some(after)
                 if after.status == Status::Approved
                     && after.commit.paused_until.is_some_and(|u| u > now) =>
             {
-                budget_spent = true;
+                stop_probing = true;
                 out.waiting += 1;
             }
             _ => out.redriven += 1,

@@ -397,3 +397,42 @@ async fn an_approval_whose_stream_record_was_lost_is_picked_up_by_the_sweep() {
     let s = sweep(&f.deps, later).await.unwrap();
     assert_eq!(s, Sweep::default());
 }
+
+#[tokio::test]
+async fn a_sweep_stops_probing_when_salesforce_fails_and_the_next_one_finishes() {
+    let f = fx().await;
+    let a = approved(&f, "Valve stuck open").await;
+    let b = approved(&f, "Gauge cracked").await;
+    // Salesforce down for the first proposal's try and every retry.
+    f.emulator.faults().fail_next(1 + f.retries, 503);
+    let later = fieldgate::domain::now() + STUCK_AFTER + time::Duration::seconds(1);
+    let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 0,
+            waiting: 2
+        }
+    );
+    let b_now = f.store.get(b.id).await.unwrap().unwrap();
+    assert_eq!(b_now.status, Status::Approved, "b was not probed");
+    assert_eq!(b_now.commit.attempts, 0);
+    // a is mid-commit (COMMITTING): the stream redelivery owns it now.
+    assert_eq!(
+        f.store.get(a.id).await.unwrap().unwrap().status,
+        Status::Committing
+    );
+    f.emulator.faults().fail_next(0, 503);
+    let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 1,
+            waiting: 0
+        }
+    );
+    assert_eq!(
+        f.store.get(b.id).await.unwrap().unwrap().status,
+        Status::Committed
+    );
+}
