@@ -38,6 +38,19 @@ pub const STATUSES: [Status; 4] = [
 
 pub const HANDOFF_SCHEMA: &str = "fieldgate.handoff/v1";
 
+/// How long commits wait after Salesforce answered REQUEST_LIMIT_EXCEEDED.
+/// The org's budget is a rolling 24 h window shared with other
+/// integrations; probing it more often only spends what others need.
+pub const LIMIT_PAUSE: time::Duration = time::Duration::minutes(15);
+
+/// APPROVED proposals untouched for this long are re-driven by the sweep
+/// even without a pause (e.g. their stream record went to the on-failure
+/// queue).
+pub const STUCK_AFTER: time::Duration = time::Duration::minutes(10);
+
+/// Most proposals one sweep looks at.
+const SWEEP_BATCH: usize = 100;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error(transparent)]
@@ -62,6 +75,15 @@ fn internal(e: impl std::fmt::Display) -> CommitError {
 
 /// Drives one proposal until there is nothing left for this step to do.
 pub async fn process(deps: &Commit, id: ProposalId) -> Result<(), CommitError> {
+    process_at(deps, id, fieldgate::domain::now()).await
+}
+
+/// [`process`] with the clock given (the sweep and tests pass theirs).
+async fn process_at(
+    deps: &Commit,
+    id: ProposalId,
+    now: fieldgate::domain::Timestamp,
+) -> Result<(), CommitError> {
     // Each pass makes one recorded step; a fresh read after each keeps us
     // honest about what is stored.
     // Set when this very call recorded the record write: then no upload can
@@ -76,10 +98,10 @@ pub async fn process(deps: &Commit, id: ProposalId) -> Result<(), CommitError> {
             .get(&p.workflow)
             .ok_or_else(|| internal(format!("workflow {} is not configured", p.workflow)))?;
         let progressed = match p.status {
-            Status::Approved => start(deps, &p).await?,
+            Status::Approved => start(deps, &p, now).await?,
             Status::Committing => {
                 let had_record = p.commit.record_id.is_some();
-                let progressed = commit_step(deps, &wf, &p, wrote_record_here).await?;
+                let progressed = commit_step(deps, &wf, &p, wrote_record_here, now).await?;
                 wrote_record_here = !had_record;
                 progressed
             }
@@ -127,7 +149,89 @@ async fn save(
     Ok(t.proposal)
 }
 
-async fn start(deps: &Commit, p: &Proposal) -> Result<bool, CommitError> {
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Sweep {
+    /// Proposals whose commit was started again.
+    pub redriven: usize,
+    /// Proposals still waiting (pause not over, or a probe found the
+    /// budget still exhausted).
+    pub waiting: usize,
+}
+
+/// Re-drives APPROVED proposals whose limit pause is over, or that sat
+/// untouched past [`STUCK_AFTER`]. Runs on a schedule (AWS: EventBridge
+/// rule → this function; dev: the dispatcher's timer). Oldest first; when
+/// one is paused again the budget is still spent, so the rest wait for the
+/// next sweep instead of each spending a call to learn the same thing.
+pub async fn sweep(deps: &Commit, now: fieldgate::domain::Timestamp) -> Result<Sweep, CommitError> {
+    let mut approved = deps
+        .store
+        .list_by_status(Status::Approved, SWEEP_BATCH)
+        .await?;
+    approved.sort_by_key(|p| p.updated_at);
+    let mut out = Sweep::default();
+    // Set once Salesforce says no (budget still spent, or unwell): the rest
+    // wait for the next sweep instead of each spending a call on it.
+    let mut stop_probing = false;
+    for p in approved {
+        let due = match p.commit.paused_until {
+            Some(until) => until <= now,
+            None => now - p.updated_at >= STUCK_AFTER,
+        };
+        if !due || stop_probing {
+            out.waiting += 1;
+            continue;
+        }
+        tracing::info!(proposal = %p.id, paused = p.commit.paused_until.is_some(), "sweep: re-driving approved proposal");
+        if let Err(e) = process_at(deps, p.id, now).await {
+            // E.g. the stream delivery got there first (a conditional write
+            // lost) or Salesforce failed: the state stays resumable.
+            tracing::warn!(proposal = %p.id, error = %e, "sweep: re-drive failed; the next sweep retries");
+            stop_probing |= matches!(e, CommitError::Salesforce(_));
+            out.waiting += 1;
+            continue;
+        }
+        match deps.store.get(p.id).await? {
+            Some(after)
+                if after.status == Status::Approved
+                    && after.commit.paused_until.is_some_and(|u| u > now) =>
+            {
+                stop_probing = true;
+                out.waiting += 1;
+            }
+            _ => out.redriven += 1,
+        }
+    }
+    Ok(out)
+}
+
+/// A Lambda event for this function: a DynamoDB stream batch, or anything
+/// else (the scheduled EventBridge rule), which runs [`sweep`].
+pub async fn handle_event(deps: &Commit, payload: Value) -> Result<Value, CommitError> {
+    if payload.get("Records").is_some() {
+        let event: Event = serde_json::from_value(payload).map_err(internal)?;
+        let resp = handle_stream(deps, event).await;
+        return serde_json::to_value(resp).map_err(internal);
+    }
+    let done = sweep(deps, fieldgate::domain::now()).await?;
+    tracing::info!(
+        redriven = done.redriven,
+        waiting = done.waiting,
+        "commit sweep done"
+    );
+    serde_json::to_value(done).map_err(internal)
+}
+
+async fn start(
+    deps: &Commit,
+    p: &Proposal,
+    now: fieldgate::domain::Timestamp,
+) -> Result<bool, CommitError> {
+    if p.commit.paused_until.is_some_and(|until| until > now) {
+        // Paused by REQUEST_LIMIT_EXCEEDED: the sweep picks it up later.
+        return Ok(false);
+    }
     let attempt = p.commit.attempts + 1;
     save(
         deps,
@@ -137,6 +241,7 @@ async fn start(deps: &Commit, p: &Proposal) -> Result<bool, CommitError> {
         json!({"attempt": attempt}),
         |n| {
             n.commit.attempts = attempt;
+            n.commit.paused_until = None;
         },
     )
     .await?;
@@ -153,6 +258,7 @@ async fn commit_step(
     wf: &Workflow,
     p: &Proposal,
     wrote_record_here: bool,
+    now: fieldgate::domain::Timestamp,
 ) -> Result<bool, CommitError> {
     let record = wf.record(&approved_values(p), &p.asset);
     let Some(record_id) = p.commit.record_id.clone() else {
@@ -182,7 +288,7 @@ async fn commit_step(
                 .await?;
                 return Ok(true);
             }
-            Err(e) => return refused(deps, p, e).await,
+            Err(e) => return refused(deps, p, e, now).await,
         }
     };
     if let Some(photo) = &p.intake.photo
@@ -221,7 +327,7 @@ async fn commit_step(
                 };
                 match deps.writer.attach(&record_id, &file).await {
                     Ok(v) => v,
-                    Err(e) => return refused(deps, p, e).await,
+                    Err(e) => return refused(deps, p, e, now).await,
                 }
             }
         };
@@ -273,7 +379,12 @@ async fn commit_step(
 }
 
 /// Maps a Salesforce failure to what happens next.
-async fn refused(deps: &Commit, p: &Proposal, e: WriteError) -> Result<bool, CommitError> {
+async fn refused(
+    deps: &Commit,
+    p: &Proposal,
+    e: WriteError,
+    now: fieldgate::domain::Timestamp,
+) -> Result<bool, CommitError> {
     match e {
         WriteError::Rejected {
             code,
@@ -302,17 +413,23 @@ async fn refused(deps: &Commit, p: &Proposal, e: WriteError) -> Result<bool, Com
             Ok(true)
         }
         WriteError::LimitExceeded(m) => {
-            // Wait for the budget instead of burning retries: back to APPROVED.
+            // Wait for the budget instead of burning retries: back to
+            // APPROVED with a pause; the stream record is done (no retry)
+            // and the sweep re-drives it once the pause is over.
+            let until = now + LIMIT_PAUSE;
+            tracing::warn!(proposal = %p.id, reason = %m, %until, "Salesforce API budget exhausted; commit paused");
             save(
                 deps,
                 p,
                 Status::Approved,
                 "commit_paused",
-                json!({"reason": m}),
-                |_| {},
+                json!({"reason": m, "until": until.unix_timestamp()}),
+                |n| {
+                    n.commit.paused_until = Some(until);
+                },
             )
             .await?;
-            Err(CommitError::Salesforce(WriteError::LimitExceeded(m)))
+            Ok(true)
         }
         other => Err(CommitError::Salesforce(other)),
     }

@@ -1,6 +1,6 @@
-//! Lambda entry point: wire clients, run the stream handler.
+//! Lambda entry point: wire clients, run the stream handler (or the
+//! scheduled sweep that re-drives paused commits).
 
-use aws_lambda_events::dynamodb::Event;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -16,9 +16,13 @@ async fn main() -> Result<(), Error> {
         workflows: env.workflows.clone(),
         public_url: env.public_url.clone(),
     });
-    lambda_runtime::run(service_fn(move |ev: LambdaEvent<Event>| {
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();
-        async move { Ok::<_, Error>(fieldgate_commit::handle_stream(&deps, ev.payload).await) }
+        async move {
+            fieldgate_commit::handle_event(&deps, ev.payload)
+                .await
+                .map_err(Error::from)
+        }
     }))
     .await
 }

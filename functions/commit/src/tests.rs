@@ -51,6 +51,28 @@ async fn fx() -> Fx {
 
 /// A proposal approved by a reviewer, as the approval step leaves it.
 async fn approved(f: &Fx, notes: &str) -> Proposal {
+    approved_with(f, notes, None).await
+}
+
+/// The same, with a photo in the media store.
+async fn approved_with_photo(f: &Fx, notes: &str, data: &[u8]) -> Proposal {
+    let key = format!("photos/{}.jpg", ProposalId::generate());
+    f.deps.media.put(&key, data, "image/jpeg").await.unwrap();
+    let photo = fieldgate::domain::PhotoRef {
+        key,
+        content_type: "image/jpeg".into(),
+        bytes: data.len() as u64,
+        sha256: String::new(),
+        file_name: "pump.jpg".into(),
+    };
+    approved_with(f, notes, Some(photo)).await
+}
+
+async fn approved_with(
+    f: &Fx,
+    notes: &str,
+    photo: Option<fieldgate::domain::PhotoRef>,
+) -> Proposal {
     let asset = &f.emulator.demo_assets()[0];
     let now = fieldgate::domain::now();
     let t = Proposal::receive(
@@ -67,7 +89,7 @@ async fn approved(f: &Fx, notes: &str) -> Proposal {
         Intake {
             notes: notes.into(),
             reporter: None,
-            photo: None,
+            photo,
             received_at: now,
         },
         now,
@@ -199,4 +221,218 @@ async fn transient_failures_are_retried_and_leave_a_resumable_state() {
         Status::Committed
     );
     assert_eq!(f.emulator.records("Case").len(), 1);
+}
+
+#[tokio::test]
+async fn api_calls_per_committed_proposal_are_token_upsert_file_readback() {
+    let f = fx().await;
+    let photo = vec![0xFFu8; 2048];
+    let first = approved_with_photo(&f, "Pump seal leaking, urgent", &photo).await;
+    let before = f.emulator.api_calls();
+    assert!(
+        handle_stream(&f.deps, event(&first))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let first_calls = f.emulator.api_calls() - before;
+    let second = approved_with_photo(&f, "Fan bearing noisy", &photo).await;
+    let before = f.emulator.api_calls();
+    handle_stream(&f.deps, event(&second)).await;
+    let second_calls = f.emulator.api_calls() - before;
+    let third = approved(&f, "Label faded, no rush").await;
+    let before = f.emulator.api_calls();
+    handle_stream(&f.deps, event(&third)).await;
+    let no_photo_calls = f.emulator.api_calls() - before;
+    println!(
+        "API calls per committed proposal: first {first_calls} (token + upsert + file + read-back), \
+         later {second_calls} (token cached), without photo {no_photo_calls}"
+    );
+    for p in [&first, &second, &third] {
+        assert_eq!(
+            f.store.get(p.id).await.unwrap().unwrap().status,
+            Status::Committed
+        );
+    }
+    assert_eq!(first_calls, 4, "token + upsert + file + read-back");
+    assert_eq!(second_calls, 3, "upsert + file + read-back");
+    assert_eq!(no_photo_calls, 2, "upsert + read-back");
+    let case = &f.emulator.records("Case")[0];
+    let files = f
+        .emulator
+        .content_versions_linked_to(case["Id"].as_str().unwrap());
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["VersionDataLength"], 2048);
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_pauses_the_commit_until_the_sweep() {
+    let f = fx().await;
+    let a = approved(&f, "Compressor tripped, no power").await;
+    let b = approved(&f, "Door hinge squeaks").await;
+    f.emulator.faults().exhaust_budget(true);
+    let calls = f.emulator.api_calls();
+    for p in [&a, &b] {
+        // Not a failure of the record: nothing to retry, no retries burned.
+        assert!(
+            handle_stream(&f.deps, event(p))
+                .await
+                .batch_item_failures
+                .is_empty()
+        );
+        let now = f.store.get(p.id).await.unwrap().unwrap();
+        assert_eq!(now.status, Status::Approved);
+        assert!(now.commit.paused_until.is_some());
+    }
+    // Token + one refused upsert each, no retries.
+    assert_eq!(f.emulator.api_calls() - calls, 3);
+    let events = f.store.events(a.id).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "commit_paused"));
+
+    // The APPROVED write's own stream record does not restart it.
+    let paused = f.store.get(a.id).await.unwrap().unwrap();
+    let calls = f.emulator.api_calls();
+    assert!(
+        handle_stream(&f.deps, event(&paused))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(
+        f.emulator.api_calls(),
+        calls,
+        "a paused commit spends nothing"
+    );
+    // A sweep before the pause is over leaves both waiting, for free.
+    let s = sweep(&f.deps, fieldgate::domain::now()).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 0,
+            waiting: 2
+        }
+    );
+    assert_eq!(f.emulator.api_calls(), calls);
+
+    // After the pause, still exhausted: one probe, the other keeps waiting.
+    let later = fieldgate::domain::now() + LIMIT_PAUSE + time::Duration::seconds(1);
+    let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 0,
+            waiting: 2
+        }
+    );
+    assert_eq!(f.emulator.api_calls() - calls, 1, "one probe call");
+    assert!(f.emulator.records("Case").is_empty());
+
+    // Budget back: the next sweep commits both.
+    f.emulator.faults().exhaust_budget(false);
+    let much_later = later + LIMIT_PAUSE + time::Duration::seconds(1);
+    let s = sweep(&f.deps, much_later).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 2,
+            waiting: 0
+        }
+    );
+    for p in [&a, &b] {
+        let done = f.store.get(p.id).await.unwrap().unwrap();
+        assert_eq!(done.status, Status::Committed);
+        assert!(done.commit.paused_until.is_none());
+        assert!(done.commit.handoff_published);
+    }
+    assert_eq!(f.emulator.records("Case").len(), 2);
+}
+
+#[tokio::test]
+async fn the_scheduled_event_runs_the_sweep_and_stream_events_still_work() {
+    let f = fx().await;
+    let p = approved(&f, "Display shows E42").await;
+    // A stream record as Lambda delivers it, through the generic entry.
+    let payload = serde_json::to_value(event(&p)).unwrap();
+    let out = handle_event(&f.deps, payload).await.unwrap();
+    assert_eq!(out["batchItemFailures"], json!([]));
+    assert_eq!(
+        f.store.get(p.id).await.unwrap().unwrap().status,
+        Status::Committed
+    );
+    // The EventBridge scheduled event runs the sweep.
+    let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    let out = handle_event(&f.deps, scheduled).await.unwrap();
+    assert_eq!(out, json!({"redriven": 0, "waiting": 0}));
+}
+
+#[tokio::test]
+async fn an_approval_whose_stream_record_was_lost_is_picked_up_by_the_sweep() {
+    let f = fx().await;
+    // Approved, but its stream record never reached this step (AWS: it
+    // went to the on-failure queue).
+    let p = approved(&f, "Conveyor belt torn").await;
+    let s = sweep(&f.deps, fieldgate::domain::now()).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 0,
+            waiting: 1
+        },
+        "too fresh to be stuck"
+    );
+    assert!(f.emulator.records("Case").is_empty());
+    let later = fieldgate::domain::now() + STUCK_AFTER + time::Duration::seconds(1);
+    let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 1,
+            waiting: 0
+        }
+    );
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Committed);
+    assert_eq!(f.emulator.records("Case").len(), 1);
+    // Nothing left: a later sweep finds no work.
+    let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(s, Sweep::default());
+}
+
+#[tokio::test]
+async fn a_sweep_stops_probing_when_salesforce_fails_and_the_next_one_finishes() {
+    let f = fx().await;
+    let a = approved(&f, "Valve stuck open").await;
+    let b = approved(&f, "Gauge cracked").await;
+    // Salesforce down for the first proposal's try and every retry.
+    f.emulator.faults().fail_next(1 + f.retries, 503);
+    let later = fieldgate::domain::now() + STUCK_AFTER + time::Duration::seconds(1);
+    let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 0,
+            waiting: 2
+        }
+    );
+    let b_now = f.store.get(b.id).await.unwrap().unwrap();
+    assert_eq!(b_now.status, Status::Approved, "b was not probed");
+    assert_eq!(b_now.commit.attempts, 0);
+    // a is mid-commit (COMMITTING): the stream redelivery owns it now.
+    assert_eq!(
+        f.store.get(a.id).await.unwrap().unwrap().status,
+        Status::Committing
+    );
+    f.emulator.faults().fail_next(0, 503);
+    let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 1,
+            waiting: 0
+        }
+    );
+    assert_eq!(
+        f.store.get(b.id).await.unwrap().unwrap().status,
+        Status::Committed
+    );
 }

@@ -48,6 +48,9 @@ pub struct DevOptions {
     pub pause_commit: bool,
     /// Reports per QR code per 10 minutes before 429.
     pub reports_per_code: u64,
+    /// How often the commit sweep re-drives paused or stuck approvals
+    /// (AWS: the scheduled rule on the commit function).
+    pub sweep_every: Duration,
 }
 
 impl DevOptions {
@@ -59,6 +62,7 @@ impl DevOptions {
             stream_retries: 5,
             pause_commit: false,
             reports_per_code: fieldgate_qr_intake::Limits::default().per_code,
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -80,6 +84,7 @@ pub struct DevStack {
     server: Option<tokio::task::JoinHandle<()>>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
     sweeper: Option<tokio::task::JoinHandle<()>>,
+    commit_sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct App {
@@ -198,6 +203,21 @@ impl DevStack {
         // Subscribe before the sweep, so nothing written meanwhile is missed.
         let feed = store.subscribe();
         let unfinished = store.unfinished();
+        let commit_sweeper = (!opts.pause_commit).then(|| {
+            let commit = commit.clone();
+            let every = opts.sweep_every;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = fieldgate_commit::sweep(&commit, fieldgate::domain::now()).await
+                    {
+                        tracing::error!(error = %e, "commit sweep failed");
+                    }
+                }
+            })
+        });
         let dispatcher = tokio::spawn(dispatch(
             feed,
             unfinished
@@ -246,6 +266,7 @@ impl DevStack {
             server: Some(server),
             dispatcher: Some(dispatcher),
             sweeper: Some(sweeper),
+            commit_sweeper,
         })
     }
 
@@ -258,14 +279,20 @@ impl DevStack {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        for task in [self.dispatcher.take(), self.sweeper.take()]
-            .into_iter()
-            .flatten()
-        {
-            task.abort();
-        }
+        self.abort_tasks();
         if let Some(s) = self.server.take() {
             let _ = s.await;
+        }
+    }
+
+    fn abort_tasks(&mut self) {
+        let tasks = [
+            self.dispatcher.take(),
+            self.sweeper.take(),
+            self.commit_sweeper.take(),
+        ];
+        for task in tasks.into_iter().flatten() {
+            task.abort();
         }
     }
 
@@ -287,12 +314,7 @@ impl Drop for DevStack {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        for task in [self.dispatcher.take(), self.sweeper.take()]
-            .into_iter()
-            .flatten()
-        {
-            task.abort();
-        }
+        self.abort_tasks();
     }
 }
 

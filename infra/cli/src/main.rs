@@ -55,12 +55,25 @@ enum Cmd {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Check a workflow against the org's describe (SALESFORCE_* env: a
+    /// real org; otherwise the built-in emulator); non-zero on any problem.
+    Check {
+        /// A workflow file; default: the built-in field-service-case.
+        #[arg(long)]
+        workflow: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     fieldgate::telemetry::init_text();
     match Cli::parse().cmd {
+        Cmd::Check { workflow } => {
+            if !fieldgate_cli::check::command(workflow.as_deref()).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Dev {
             port,
             host,

@@ -64,6 +64,8 @@ pub struct FieldDef {
     pub reference_to: Vec<&'static str>,
     pub relationship_name: Option<&'static str>,
     pub picklist: Vec<&'static str>,
+    /// Retired values: listed by describe with `active: false`, refused on write.
+    pub inactive: Vec<&'static str>,
 }
 
 impl FieldDef {
@@ -93,6 +95,7 @@ impl FieldDef {
             reference_to: Vec::new(),
             relationship_name: None,
             picklist: Vec::new(),
+            inactive: Vec::new(),
         }
     }
 
@@ -132,6 +135,11 @@ impl FieldDef {
         self
     }
 
+    fn retired(mut self, values: &[&'static str]) -> Self {
+        self.inactive = values.to_vec();
+        self
+    }
+
     fn default(mut self, v: &'static str) -> Self {
         self.default_value = Some(v);
         self.defaulted_on_create = true;
@@ -159,11 +167,13 @@ impl FieldDef {
         let picklist: Vec<Value> = self
             .picklist
             .iter()
-            .map(|v| {
+            .map(|v| (v, true))
+            .chain(self.inactive.iter().map(|v| (v, false)))
+            .map(|(v, active)| {
                 json!({
                     "value": v,
                     "label": v,
-                    "active": true,
+                    "active": active,
                     "defaultValue": self.default_value == Some(*v),
                     "validFor": null,
                 })
@@ -395,7 +405,8 @@ static SCHEMA: LazyLock<Vec<ObjectDef>> = LazyLock::new(|| {
                     "Other",
                 ]),
                 FieldDef::new("Origin", "Case Origin", T::Picklist)
-                    .values(&["Phone", "Email", "Web", "Field QR"]),
+                    .values(&["Phone", "Email", "Web", "Field QR"])
+                    .retired(&["Fax"]),
                 FieldDef::new("Status", "Status", T::Picklist)
                     .values(&["New", "Working", "Escalated", "Closed"])
                     .default("New"),

@@ -1,5 +1,5 @@
 //! A Salesforce REST emulator that follows `shared/contracts/salesforce.md`:
-//! OAuth client credentials, sObject describe/create/read/update/upsert,
+//! OAuth JWT bearer and client credentials, sObject describe/create/read/update/upsert,
 //! SOQL queries with paging, ContentVersion uploads, composite requests, the
 //! `Sforce-Limit-Info` header and switches for the faults a real org shows.
 //!
@@ -11,6 +11,7 @@ mod dml;
 mod errors;
 mod faults;
 mod ids;
+mod jwt;
 mod render;
 mod routes;
 mod seed;
@@ -44,6 +45,41 @@ pub struct EmulatorConfig {
     pub instance_url: Option<String>,
     /// Versions listed by `GET /services/data/` and accepted in paths.
     pub api_versions: Vec<String>,
+    /// The JWT bearer grant's trust (`None`: the grant is refused).
+    pub jwt: Option<JwtTrust>,
+}
+
+/// What the connected app trusts for the JWT bearer grant: `iss` must be
+/// the client id, `sub` this username, the signature this certificate's.
+#[derive(Debug, Clone)]
+pub struct JwtTrust {
+    /// PEM: a `CERTIFICATE` (as uploaded to the app) or a `PUBLIC KEY`.
+    pub certificate_pem: String,
+    pub username: String,
+    /// Accepted `aud` values besides the URL the request came to.
+    pub audiences: Vec<String>,
+}
+
+/// The dev org's integration user.
+pub const DEV_USERNAME: &str = "integration@fieldgate.dev";
+/// The certificate the dev org's app trusts.
+pub const DEV_JWT_CERTIFICATE: &str = include_str!("../fixtures/dev-jwt.crt");
+/// TEST ONLY: the private key of [`DEV_JWT_CERTIFICATE`], public in this
+/// repository; it can only ever sign in to the emulator.
+pub const DEV_JWT_PRIVATE_KEY: &str = include_str!("../fixtures/dev-jwt.key");
+
+impl JwtTrust {
+    /// The dev org: trusts `fixtures/dev-jwt.crt` for [`DEV_USERNAME`].
+    pub fn dev() -> JwtTrust {
+        JwtTrust {
+            certificate_pem: DEV_JWT_CERTIFICATE.into(),
+            username: DEV_USERNAME.into(),
+            audiences: vec![
+                "https://login.salesforce.com".into(),
+                "https://test.salesforce.com".into(),
+            ],
+        }
+    }
 }
 
 pub const DEFAULT_CLIENT_ID: &str = "fieldgate-dev-client";
@@ -59,6 +95,7 @@ impl Default for EmulatorConfig {
             instance_url: None,
             // 31.0 is the oldest version Salesforce still serves; 66.0 is Spring '26.
             api_versions: (31..=66).map(|v| format!("{v}.0")).collect(),
+            jwt: Some(JwtTrust::dev()),
         }
     }
 }
@@ -129,6 +166,8 @@ pub(crate) struct Inner {
     pub tokens: Mutex<HashMap<String, u64>>,
     pub cursors: Mutex<Cursors>,
     pub api_calls: AtomicU64,
+    /// Records created from a multipart body (files sent as binary parts).
+    pub multipart_uploads: AtomicU64,
     pub faults: Faults,
     pub org_id: String,
     pub user_id: String,
@@ -211,6 +250,7 @@ impl Emulator {
                 tokens: Mutex::new(HashMap::new()),
                 cursors: Mutex::new(Cursors::default()),
                 api_calls: AtomicU64::new(0),
+                multipart_uploads: AtomicU64::new(0),
                 faults: Faults::default(),
                 org_id: ids::mint(ids::ORG, 1),
                 user_id: ids::mint(ids::USER, 1),
@@ -288,6 +328,11 @@ impl Emulator {
     /// REST and token calls counted so far by this instance.
     pub fn api_calls(&self) -> u64 {
         self.inner.api_calls.load(Ordering::SeqCst)
+    }
+
+    /// Records created from multipart bodies so far (the rest came as JSON).
+    pub fn multipart_uploads(&self) -> u64 {
+        self.inner.multipart_uploads.load(Ordering::SeqCst)
     }
 
     pub fn faults(&self) -> &Faults {

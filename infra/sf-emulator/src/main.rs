@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
+use fieldgate_sf_emulator::{Emulator, EmulatorConfig, JwtTrust};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +28,13 @@ struct Args {
     /// instance_url handed out in tokens (default: http:// + Host header).
     #[arg(long)]
     instance_url: Option<String>,
+    /// Certificate (PEM) the JWT bearer grant verifies assertions with
+    /// (default: the test-only fixtures/dev-jwt.crt).
+    #[arg(long, env = "SF_EMULATOR_JWT_CERTIFICATE", value_name = "PEM_FILE")]
+    jwt_certificate: Option<PathBuf>,
+    /// The username (`sub`) the JWT bearer grant may act as.
+    #[arg(long, env = "SF_EMULATOR_JWT_USERNAME", default_value = fieldgate_sf_emulator::DEV_USERNAME)]
+    jwt_username: String,
 }
 
 #[tokio::main]
@@ -40,12 +47,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    let mut jwt = JwtTrust::dev();
+    jwt.username = args.jwt_username;
+    if let Some(path) = &args.jwt_certificate {
+        jwt.certificate_pem = std::fs::read_to_string(path)?;
+    }
     let emulator = Emulator::new(EmulatorConfig {
         persist_path: args.data,
         api_budget: args.budget,
         client_id: args.client_id,
         client_secret: args.client_secret,
         instance_url: args.instance_url,
+        jwt: Some(jwt),
         ..EmulatorConfig::default()
     })?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;

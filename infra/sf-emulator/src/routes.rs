@@ -32,6 +32,7 @@ const MAX_SUBREQUESTS: usize = 25;
 const DEFAULT_BATCH: usize = 2_000;
 const JSON_CT: &str = "application/json;charset=UTF-8";
 const LIMIT_HEADER: &str = "sforce-limit-info";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 pub(crate) fn router(em: Emulator) -> Router {
     Router::new()
@@ -159,24 +160,6 @@ async fn token(State(em): State<Emulator>, req: Request) -> Response {
         }
     }
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
-    if field("grant_type") != "client_credentials" {
-        return to_response(
-            oauth_error("unsupported_grant_type", "grant type not supported"),
-            limit,
-        );
-    }
-    if field("client_id") != inner.config.client_id {
-        return to_response(
-            oauth_error("invalid_client_id", "client identifier invalid"),
-            limit,
-        );
-    }
-    if field("client_secret") != inner.config.client_secret {
-        return to_response(
-            oauth_error("invalid_client", "invalid client credentials"),
-            limit,
-        );
-    }
     let instance_url = inner.config.instance_url.clone().unwrap_or_else(|| {
         let host = parts
             .headers
@@ -185,6 +168,65 @@ async fn token(State(em): State<Emulator>, req: Request) -> Response {
             .unwrap_or("localhost");
         format!("http://{host}")
     });
+    let grant = field("grant_type").to_owned();
+    match grant.as_str() {
+        "client_credentials" => {
+            // client_secret_basic (RFC 6749 2.3.1) as well as form fields.
+            let basic = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Basic "))
+                .and_then(|b| STANDARD.decode(b.trim()).ok())
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some((id, secret)) = basic.as_deref().and_then(|b| b.split_once(':')) {
+                form.entry("client_id".into())
+                    .or_insert_with(|| id.to_owned());
+                form.entry("client_secret".into())
+                    .or_insert_with(|| secret.to_owned());
+            }
+            let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+            if field("client_id") != inner.config.client_id {
+                return to_response(
+                    oauth_error("invalid_client_id", "client identifier invalid"),
+                    limit,
+                );
+            }
+            if field("client_secret") != inner.config.client_secret {
+                return to_response(
+                    oauth_error("invalid_client", "invalid client credentials"),
+                    limit,
+                );
+            }
+        }
+        JWT_BEARER => {
+            let Some(trust) = &inner.config.jwt else {
+                return to_response(
+                    oauth_error("invalid_grant", "user hasn't approved this consumer"),
+                    limit,
+                );
+            };
+            if field("assertion").is_empty() {
+                return to_response(oauth_error("invalid_request", "assertion missing"), limit);
+            }
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            if let Err((error, description)) = crate::jwt::check(
+                field("assertion"),
+                trust,
+                &inner.config.client_id,
+                &instance_url,
+                now,
+            ) {
+                return to_response(oauth_error(error, description), limit);
+            }
+        }
+        _ => {
+            return to_response(
+                oauth_error("unsupported_grant_type", "grant type not supported"),
+                limit,
+            );
+        }
+    }
     let mut rng = rand::rng();
     let mut secret = [0u8; 32];
     rng.fill(&mut secret);
@@ -196,15 +238,20 @@ async fn token(State(em): State<Emulator>, req: Request) -> Response {
         .tokens()
         .insert(access_token.clone(), inner.faults.token_epoch());
     let issued_at = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    let body = json!({
+    let mut body = json!({
         "access_token": access_token,
         "signature": STANDARD.encode(sig),
-        "token_format": "opaque",
         "instance_url": instance_url,
         "id": format!("{instance_url}/id/{}/{}", inner.org_id, inner.user_id),
         "token_type": "Bearer",
         "issued_at": issued_at.to_string(),
     });
+    // The two grants answer slightly different shapes (contract: Auth).
+    if grant == JWT_BEARER {
+        body["scope"] = json!("api");
+    } else {
+        body["token_format"] = json!("opaque");
+    }
     let mut resp = to_response(Resp::json(200, body), limit);
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -586,7 +633,13 @@ fn create(
         rules: &rules,
         now: &now,
     };
+    let multipart = blob.is_some();
     let id = dml::create(store, o, body, blob, &ctx)?;
+    if multipart {
+        inner
+            .multipart_uploads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
     Ok(created(id, None, o, &req.version))
 }
 

@@ -126,6 +126,10 @@ pub struct CommitProgress {
     pub readback_mismatches: Vec<String>,
     pub handoff_published: bool,
     pub last_error: Option<SalesforceProblem>,
+    /// Set when Salesforce answered REQUEST_LIMIT_EXCEEDED: the proposal
+    /// waits in APPROVED until then and is re-driven by the commit sweep.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub paused_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

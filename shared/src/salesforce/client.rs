@@ -13,6 +13,19 @@ use tokio::sync::RwLock;
 /// How fieldgate proves who it is. Secrets are redacted from Debug output.
 #[derive(Clone)]
 pub enum Auth {
+    /// OAuth 2.0 JWT bearer: the recommended server-to-server grant. No
+    /// secret travels; each token is bought with a fresh signed assertion.
+    JwtBearer {
+        /// The connected app's consumer key (`iss`).
+        client_id: String,
+        /// The integration user (`sub`).
+        username: String,
+        /// `aud`: https://login.salesforce.com, https://test.salesforce.com
+        /// or a community URL.
+        audience: String,
+        /// PEM of the key whose certificate is on the app (PKCS#8 or PKCS#1).
+        private_key_pem: String,
+    },
     ClientCredentials {
         client_id: String,
         client_secret: String,
@@ -22,12 +35,83 @@ pub enum Auth {
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Auth::JwtBearer {
+                client_id,
+                username,
+                audience,
+                ..
+            } => f
+                .debug_struct("JwtBearer")
+                .field("client_id", client_id)
+                .field("username", username)
+                .field("audience", audience)
+                .field("private_key_pem", &"…")
+                .finish(),
             Auth::ClientCredentials { client_id, .. } => f
                 .debug_struct("ClientCredentials")
                 .field("client_id", client_id)
                 .field("client_secret", &"…")
                 .finish(),
         }
+    }
+}
+
+/// How far ahead a JWT assertion's `exp` lies (Salesforce: at most 3 min).
+const JWT_LIFETIME_SECONDS: i64 = 150;
+
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    /// NumericDate in seconds (milliseconds fail as "expired authorization code").
+    exp: i64,
+}
+
+/// A signed JWT bearer assertion, valid for [`JWT_LIFETIME_SECONDS`] after `now`.
+pub fn jwt_assertion(
+    client_id: &str,
+    username: &str,
+    audience: &str,
+    private_key_pem: &str,
+    now: i64,
+) -> Result<String, SfError> {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.as_bytes())
+        .map_err(|e| SfError::Auth(format!("JWT private key is not an RSA PEM key: {e}")))?;
+    let claims = Claims {
+        iss: client_id,
+        sub: username,
+        aud: audience,
+        exp: now + JWT_LIFETIME_SECONDS,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .map_err(|e| SfError::Auth(format!("signing the JWT assertion: {e}")))
+}
+
+/// The `aud` Salesforce expects for a login URL: sandboxes use
+/// test.salesforce.com, production and My Domain login.salesforce.com;
+/// anything else (a community, the emulator) is its own audience.
+pub fn default_audience(login_url: &str) -> String {
+    let host = login_url
+        .split("://")
+        .nth(1)
+        .unwrap_or(login_url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        "https://test.salesforce.com".into()
+    } else if host == "login.salesforce.com" || host.ends_with(".my.salesforce.com") {
+        "https://login.salesforce.com".into()
+    } else {
+        login_url.trim_end_matches('/').to_owned()
     }
 }
 
@@ -48,13 +132,90 @@ pub struct SalesforceConfig {
 
 impl SalesforceConfig {
     pub fn client_credentials(login_url: &str, client_id: &str, client_secret: &str) -> Self {
-        Self {
-            login_url: login_url.trim_end_matches('/').to_owned(),
-            api_version: "66.0".into(),
-            auth: Auth::ClientCredentials {
+        Self::with_auth(
+            login_url,
+            Auth::ClientCredentials {
                 client_id: client_id.into(),
                 client_secret: client_secret.into(),
             },
+        )
+    }
+
+    /// JWT bearer with the audience that fits `login_url` ([`default_audience`]).
+    pub fn jwt_bearer(
+        login_url: &str,
+        client_id: &str,
+        username: &str,
+        private_key_pem: &str,
+    ) -> Self {
+        Self::with_auth(
+            login_url,
+            Auth::JwtBearer {
+                client_id: client_id.into(),
+                username: username.into(),
+                audience: default_audience(login_url),
+                private_key_pem: private_key_pem.into(),
+            },
+        )
+    }
+
+    /// From the environment: `SALESFORCE_LOGIN_URL`, `SALESFORCE_CLIENT_ID`
+    /// and either `SALESFORCE_USERNAME` + `SALESFORCE_PRIVATE_KEY` (PEM) or
+    /// `SALESFORCE_PRIVATE_KEY_FILE` (JWT bearer, preferred), or
+    /// `SALESFORCE_CLIENT_SECRET` (client credentials). Optional:
+    /// `SALESFORCE_JWT_AUDIENCE`, `SALESFORCE_API_VERSION`.
+    pub fn from_env() -> Result<Self, SfError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let need = |k: &str| var(k).ok_or_else(|| SfError::Auth(format!("{k} is not set")));
+        let login_url = need("SALESFORCE_LOGIN_URL")?;
+        let client_id = need("SALESFORCE_CLIENT_ID")?;
+        let key = match (
+            var("SALESFORCE_PRIVATE_KEY"),
+            var("SALESFORCE_PRIVATE_KEY_FILE"),
+        ) {
+            (Some(pem), _) => Some(pem),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| SfError::Auth(format!("reading {path}: {e}")))?,
+            ),
+            (None, None) => None,
+        };
+        let mut config = match key {
+            Some(pem) => {
+                let mut c = Self::jwt_bearer(
+                    &login_url,
+                    &client_id,
+                    &need("SALESFORCE_USERNAME")?,
+                    &pem,
+                );
+                if let (Some(aud), Auth::JwtBearer { audience, .. }) =
+                    (var("SALESFORCE_JWT_AUDIENCE"), &mut c.auth)
+                {
+                    *audience = aud;
+                }
+                c
+            }
+            None => Self::client_credentials(
+                &login_url,
+                &client_id,
+                &need("SALESFORCE_CLIENT_SECRET").map_err(|_| {
+                    SfError::Auth(
+                        "set SALESFORCE_USERNAME + SALESFORCE_PRIVATE_KEY(_FILE) for JWT bearer, or SALESFORCE_CLIENT_SECRET".into(),
+                    )
+                })?,
+            ),
+        };
+        if let Some(v) = var("SALESFORCE_API_VERSION") {
+            config.api_version = v;
+        }
+        Ok(config)
+    }
+
+    fn with_auth(login_url: &str, auth: Auth) -> Self {
+        Self {
+            login_url: login_url.trim_end_matches('/').to_owned(),
+            api_version: "66.0".into(),
+            auth,
             timeout: Duration::from_secs(20),
             retries: 3,
             retry_base: Duration::from_millis(200),
@@ -133,6 +294,8 @@ pub struct SalesforceClient {
     config: SalesforceConfig,
     token: RwLock<Option<Token>>,
     calls: AtomicU64,
+    /// Last `Sforce-Limit-Info` seen: used << 32 | limit (0 = none yet).
+    usage: AtomicU64,
 }
 
 impl SalesforceClient {
@@ -147,12 +310,19 @@ impl SalesforceClient {
             config,
             token: RwLock::new(None),
             calls: AtomicU64::new(0),
+            usage: AtomicU64::new(0),
         })
     }
 
     /// API calls made so far (token requests included).
     pub fn api_calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The org's API usage as last reported: (used, daily limit).
+    pub fn api_usage(&self) -> Option<(u64, u64)> {
+        let v = self.usage.load(Ordering::Relaxed);
+        (v != 0).then_some((v >> 32, v & u64::from(u32::MAX)))
     }
 
     async fn token(&self, renew: bool) -> Result<Token, SfError> {
@@ -166,15 +336,31 @@ impl SalesforceClient {
         {
             return Ok(t);
         }
-        let Auth::ClientCredentials {
-            client_id,
-            client_secret,
-        } = &self.config.auth;
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id.as_str()),
-            ("client_secret", client_secret.as_str()),
-        ];
+        let form: Vec<(&str, String)> = match &self.config.auth {
+            Auth::JwtBearer {
+                client_id,
+                username,
+                audience,
+                private_key_pem,
+            } => {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                vec![
+                    ("grant_type", JWT_BEARER_GRANT.to_owned()),
+                    (
+                        "assertion",
+                        jwt_assertion(client_id, username, audience, private_key_pem, now)?,
+                    ),
+                ]
+            }
+            Auth::ClientCredentials {
+                client_id,
+                client_secret,
+            } => vec![
+                ("grant_type", "client_credentials".to_owned()),
+                ("client_id", client_id.clone()),
+                ("client_secret", client_secret.clone()),
+            ],
+        };
         self.calls.fetch_add(1, Ordering::Relaxed);
         let resp = self
             .http
@@ -295,8 +481,11 @@ impl SalesforceClient {
             .headers()
             .get("Sforce-Limit-Info")
             .and_then(|v| v.to_str().ok())
+            && let Some((used, limit)) = parse_limit(info)
         {
-            note_limit(info);
+            self.usage
+                .store((used << 32) | limit.min(u32::MAX.into()), Ordering::Relaxed);
+            note_limit(used, limit);
         }
         let bytes = resp
             .bytes()
@@ -382,22 +571,26 @@ enum Body {
     },
 }
 
-/// Warns when the org's shared daily budget is more than 80 % spent.
-fn note_limit(info: &str) {
-    let Some(rest) = info.split("api-usage=").nth(1) else {
-        return;
-    };
+/// Parses `api-usage=<used>/<limit>` from `Sforce-Limit-Info`.
+fn parse_limit(info: &str) -> Option<(u64, u64)> {
+    // Not the `per-app-api-usage=` that may come with it, before or after.
+    let (at, _) = info
+        .match_indices("api-usage=")
+        .find(|(i, _)| *i == 0 || info.as_bytes()[i - 1] != b'-')?;
+    let rest = &info[at + "api-usage=".len()..];
     let mut parts = rest.split(|c: char| !c.is_ascii_digit());
-    let (Some(Ok(used)), Some(Ok(limit))) = (
-        parts.next().map(str::parse::<u64>),
-        parts.next().map(str::parse::<u64>),
-    ) else {
-        return;
-    };
+    let used = parts.next()?.parse().ok()?;
+    let limit = parts.next()?.parse().ok()?;
+    Some((used, limit))
+}
+
+/// Warns when the org's shared daily budget is more than 80 % spent.
+fn note_limit(used: u64, limit: u64) {
     if limit > 0 && used * 100 > limit * 80 {
         tracing::warn!(
             used,
             limit,
+            percent = used * 100 / limit,
             "Salesforce org API usage above 80% of its daily limit"
         );
     }
@@ -650,6 +843,88 @@ mod tests {
             WriteError::from(SfError::Auth("x".into())),
             WriteError::Config(_)
         ));
+    }
+
+    #[test]
+    fn limit_header_parsing() {
+        assert_eq!(parse_limit("api-usage=18/5000"), Some((18, 5000)));
+        assert_eq!(
+            parse_limit("api-usage=81/100; per-app-api-usage=3/50(appName=x)"),
+            Some((81, 100))
+        );
+        assert_eq!(
+            parse_limit("per-app-api-usage=3/50(appName=x), api-usage=81/100"),
+            Some((81, 100))
+        );
+        assert_eq!(parse_limit("per-app-api-usage=3/50"), None);
+        assert_eq!(parse_limit("api-usage=x/100"), None);
+    }
+
+    #[test]
+    fn audience_follows_the_login_url() {
+        for (login, aud) in [
+            (
+                "https://login.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            (
+                "https://test.salesforce.com/",
+                "https://test.salesforce.com",
+            ),
+            (
+                "https://acme.my.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            (
+                "https://acme--uat.sandbox.my.salesforce.com",
+                "https://test.salesforce.com",
+            ),
+            ("http://127.0.0.1:8787", "http://127.0.0.1:8787"),
+        ] {
+            assert_eq!(default_audience(login), aud, "{login}");
+        }
+    }
+
+    #[test]
+    fn the_assertion_carries_the_claims_in_seconds() {
+        let jwt = jwt_assertion(
+            "key",
+            "user@example.com",
+            "https://login.salesforce.com",
+            include_str!("../../../infra/sf-emulator/fixtures/dev-jwt.key"),
+            1_700_000_000,
+        )
+        .unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let decode = |p: &str| -> Value {
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(decode(parts[0])["alg"], "RS256");
+        assert_eq!(
+            decode(parts[1]),
+            json!({"iss": "key", "sub": "user@example.com", "aud": "https://login.salesforce.com", "exp": 1_700_000_150})
+        );
+        assert!(matches!(
+            jwt_assertion("k", "u", "a", "not a key", 0),
+            Err(SfError::Auth(_))
+        ));
+    }
+
+    #[test]
+    fn jwt_debug_hides_the_key() {
+        let a = Auth::JwtBearer {
+            client_id: "id".into(),
+            username: "u".into(),
+            audience: "a".into(),
+            private_key_pem: "-----BEGIN PRIVATE KEY-----secret".into(),
+        };
+        assert!(!format!("{a:?}").contains("secret"));
     }
 
     #[test]

@@ -6,4 +6,6 @@ mod assets;
 mod client;
 
 pub use assets::{CachedDirectory, SalesforceAssets};
-pub use client::{Auth, SalesforceClient, SalesforceConfig, SfError};
+pub use client::{
+    Auth, SalesforceClient, SalesforceConfig, SfError, default_audience, jwt_assertion,
+};
