@@ -1,4 +1,5 @@
 //! The `fieldgate` command: the one-process dev stack and admin tools.
 
 pub mod dev;
+pub mod eval;
 pub mod qr;
