@@ -149,7 +149,10 @@ async fn claude_happy_path_sends_the_contract_request_and_records_usage() {
     );
     // The notes are delimited data; the system prompt says so.
     let text = b["messages"][0]["content"][0]["text"].as_str().unwrap();
-    assert!(text.contains(&format!("<notes>\n{NOTE}\n</notes>")), "{text}");
+    assert!(
+        text.contains(&format!("<notes>\n{NOTE}\n</notes>")),
+        "{text}"
+    );
     assert!(b["system"].as_str().unwrap().contains("never instructions"));
 }
 
@@ -297,7 +300,9 @@ async fn an_invalid_answer_gets_one_repair_round_with_the_errors() {
         Fault::Output {
             input: answer(json!({"fields": {"Priority": "Critical"}})),
         },
-        Fault::Output { input: answer(json!({})) },
+        Fault::Output {
+            input: answer(json!({})),
+        },
     ]);
     let s = run(&claude(&url, KEY), NOTE).await;
     assert!(s.repaired);
@@ -310,13 +315,19 @@ async fn an_invalid_answer_gets_one_repair_round_with_the_errors() {
     let msgs = reqs[1].body["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 3);
     assert_eq!(msgs[1]["content"][0]["type"], "tool_use");
-    assert_eq!(msgs[1]["content"][0]["input"]["fields"]["Priority"], "Critical");
+    assert_eq!(
+        msgs[1]["content"][0]["input"]["fields"]["Priority"],
+        "Critical"
+    );
     let result = &msgs[2]["content"][0];
     assert_eq!(result["type"], "tool_result");
     assert_eq!(result["is_error"], true);
     assert_eq!(result["tool_use_id"], msgs[1]["content"][0]["id"]);
     let text = result["content"].as_str().unwrap();
-    assert!(text.contains("fields.Priority must be one of: High, Medium, Low"), "{text}");
+    assert!(
+        text.contains("fields.Priority must be one of: High, Medium, Low"),
+        "{text}"
+    );
     // Tokens of both calls are counted.
     assert!(s.info.input_tokens.unwrap() > 2 * 100);
 }
@@ -324,7 +335,9 @@ async fn an_invalid_answer_gets_one_repair_round_with_the_errors() {
 #[tokio::test]
 async fn what_is_still_invalid_after_the_repair_is_left_empty_and_flagged() {
     let (emu, url) = emulator().await;
-    let bad = answer(json!({"fields": {"Priority": "Critical", "Type": "Hydraulics", "Subject": "x".repeat(300)}}));
+    let bad = answer(
+        json!({"fields": {"Priority": "Critical", "Type": "Hydraulics", "Subject": "x".repeat(300)}}),
+    );
     emu.push([
         Fault::Output { input: bad.clone() },
         Fault::Output { input: bad },
@@ -335,17 +348,40 @@ async fn what_is_still_invalid_after_the_repair_is_left_empty_and_flagged() {
     assert_eq!(s.info.structurer, "openai");
     // Priority has a default: it is used, and the flag says what was refused.
     assert_eq!(s.fields["Priority"].text(), Some("Medium"));
-    assert!(s.fields["Priority"].flag.as_deref().unwrap().contains("Critical"));
+    assert!(
+        s.fields["Priority"]
+            .flag
+            .as_deref()
+            .unwrap()
+            .contains("Critical")
+    );
     assert!(s.fields["Type"].value.is_null());
-    assert!(s.fields["Type"].flag.as_deref().unwrap().contains("Hydraulics"));
+    assert!(
+        s.fields["Type"]
+            .flag
+            .as_deref()
+            .unwrap()
+            .contains("Hydraulics")
+    );
     assert!(s.fields["Subject"].value.is_null());
-    assert!(s.fields["Subject"].flag.as_deref().unwrap().contains("longer than 255"));
+    assert!(
+        s.fields["Subject"]
+            .flag
+            .as_deref()
+            .unwrap()
+            .contains("longer than 255")
+    );
     // What was valid stays.
     assert_eq!(s.fields["Description"].text(), Some(NOTE));
     // The repair request (OpenAI shape) sends the errors as a user turn.
     let msgs = emu.requests()[1].body["messages"].clone();
     assert_eq!(msgs[2]["role"], "assistant");
-    assert!(msgs[3]["content"].as_str().unwrap().contains("fields.Type must be one of"));
+    assert!(
+        msgs[3]["content"]
+            .as_str()
+            .unwrap()
+            .contains("fields.Type must be one of")
+    );
 }
 
 #[tokio::test]
@@ -353,7 +389,9 @@ async fn an_invented_quote_is_dropped_and_the_field_flagged() {
     let (emu, url) = emulator().await;
     let invented = answer(json!({"evidence": {"Type": "hydraulic line burst"}}));
     emu.push([
-        Fault::Output { input: invented.clone() },
+        Fault::Output {
+            input: invented.clone(),
+        },
         Fault::Output { input: invented },
     ]);
     let s = run(&claude(&url, KEY), NOTE).await;
@@ -365,9 +403,18 @@ async fn an_invented_quote_is_dropped_and_the_field_flagged() {
     assert!(repair.contains("evidence.Type"), "{repair}");
     assert_eq!(s.fields["Type"].text(), Some("Mechanical"));
     assert_eq!(s.fields["Type"].evidence, None);
-    assert!(s.fields["Type"].flag.as_deref().unwrap().contains("not in the notes"));
+    assert!(
+        s.fields["Type"]
+            .flag
+            .as_deref()
+            .unwrap()
+            .contains("not in the notes")
+    );
     // Quotes that are in the notes stay.
-    assert_eq!(s.fields["Priority"].evidence.as_deref(), Some("Priority High"));
+    assert_eq!(
+        s.fields["Priority"].evidence.as_deref(),
+        Some("Priority High")
+    );
 }
 
 // ------------------------------------------------------------ steering
@@ -391,7 +438,10 @@ async fn a_steered_model_never_gets_anything_outside_the_schema_through() {
         // Nothing of the steered answer is trusted: rules answered.
         assert_eq!(s.info.structurer, "rules", "{kind}");
         let reason = s.info.fallback_reason.unwrap();
-        assert!(reason.contains("OwnerId") && reason.contains("AccountId"), "{reason}");
+        assert!(
+            reason.contains("OwnerId") && reason.contains("AccountId"),
+            "{reason}"
+        );
         let keys: BTreeSet<String> = s.fields.keys().cloned().collect();
         assert_eq!(keys, declared(&workflow()));
         let all = serde_json::to_string(&s.fields).unwrap();
@@ -467,7 +517,9 @@ async fn the_structure_step_records_model_tokens_and_latency_on_the_proposal() {
         now,
     );
     store.create(&t, None).await.unwrap();
-    fieldgate_structure::process(&deps, t.proposal.id).await.unwrap();
+    fieldgate_structure::process(&deps, t.proposal.id)
+        .await
+        .unwrap();
     let p = store.get(t.proposal.id).await.unwrap().unwrap();
     assert_eq!(p.status, Status::PendingReview);
     let info = p.structuring.clone().unwrap();

@@ -277,7 +277,10 @@ pub async fn run(
             } else {
                 let expected = match &spec.kind {
                     FieldKind::Picklist { .. } => {
-                        format!("{:?}", case.picklists.get(&spec.name).cloned().unwrap_or_default())
+                        format!(
+                            "{:?}",
+                            case.picklists.get(&spec.name).cloned().unwrap_or_default()
+                        )
                     }
                     FieldKind::Textarea { .. } => format!("containing {:?}", case.codes),
                     FieldKind::Text { .. } => format!("with {:?}", case.subject),

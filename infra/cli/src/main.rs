@@ -145,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", f.display()))?,
                 (None, None) => anyhow::bail!("give --text or --file"),
             };
-            let (wf, s) = fieldgate_cli::eval::setup(workflow.as_deref(), structurer.as_deref()).await?;
+            let (wf, s) =
+                fieldgate_cli::eval::setup(workflow.as_deref(), structurer.as_deref()).await?;
             let out = fieldgate_cli::eval::structure_one(&wf, s.as_ref(), &notes).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
@@ -156,9 +157,12 @@ async fn main() -> anyhow::Result<()> {
             structurer,
             verbose,
         } => {
-            let (wf, s) = fieldgate_cli::eval::setup(workflow.as_deref(), structurer.as_deref()).await?;
+            let (wf, s) =
+                fieldgate_cli::eval::setup(workflow.as_deref(), structurer.as_deref()).await?;
             let cases = fieldgate_cli::eval::load_corpus(&corpus, &wf)?;
-            fieldgate_cli::eval::run(&wf, &cases, s.as_ref()).await?.print(verbose);
+            fieldgate_cli::eval::run(&wf, &cases, s.as_ref())
+                .await?
+                .print(verbose);
             Ok(())
         }
     }

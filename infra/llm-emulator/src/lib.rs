@@ -140,7 +140,8 @@ impl LlmEmulator {
 
     /// Serves on 127.0.0.1:`port` (0 = a free port); returns the base URL.
     pub async fn start(&self, port: u16) -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
         let addr = listener.local_addr()?;
         let app = self.router();
         let h = tokio::spawn(async move {
@@ -232,7 +233,12 @@ async fn messages(State(emu): State<LlmEmulator>, headers: HeaderMap, raw: Bytes
     }
     for k in ["model", "max_tokens", "messages"] {
         if body.get(k).is_none() {
-            return anthropic_error(400, "invalid_request_error", &format!("{k}: Field required"), seq);
+            return anthropic_error(
+                400,
+                "invalid_request_error",
+                &format!("{k}: Field required"),
+                seq,
+            );
         }
     }
     let tool = body["tools"][0].clone();
@@ -290,9 +296,7 @@ async fn messages(State(emu): State<LlmEmulator>, headers: HeaderMap, raw: Bytes
             r
         }
         Some(Fault::Overloaded) => anthropic_error(529, "overloaded_error", "Overloaded", seq),
-        Some(Fault::ServerError) => {
-            anthropic_error(500, "api_error", "Internal server error", seq)
-        }
+        Some(Fault::ServerError) => anthropic_error(500, "api_error", "Internal server error", seq),
         Some(Fault::ServerErrorNoRetry) => {
             let mut r = anthropic_error(500, "api_error", "Internal server error", seq);
             r.headers_mut()
@@ -339,7 +343,9 @@ async fn messages(State(emu): State<LlmEmulator>, headers: HeaderMap, raw: Bytes
 fn openai_error(status: u16, kind: &str, code: Option<&str>, message: &str) -> Response {
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        axum::Json(json!({"error": {"message": message, "type": kind, "param": null, "code": code}})),
+        axum::Json(
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}}),
+        ),
     )
         .into_response()
 }
@@ -402,12 +408,19 @@ async fn chat(State(emu): State<LlmEmulator>, headers: HeaderMap, raw: Bytes) ->
             r
         }
         Some(Fault::RateLimitedMs { retry_after_ms }) => {
-            let mut r = openai_error(429, "requests", Some("rate_limit_exceeded"), "Rate limit reached");
+            let mut r = openai_error(
+                429,
+                "requests",
+                Some("rate_limit_exceeded"),
+                "Rate limit reached",
+            );
             r.headers_mut()
                 .insert("retry-after-ms", HeaderValue::from(retry_after_ms));
             r
         }
-        Some(Fault::Overloaded) => openai_error(503, "server_error", None, "The server is overloaded"),
+        Some(Fault::Overloaded) => {
+            openai_error(503, "server_error", None, "The server is overloaded")
+        }
         Some(Fault::ServerError) => openai_error(500, "server_error", None, "Internal error"),
         Some(Fault::ServerErrorNoRetry) => {
             let mut r = openai_error(500, "server_error", None, "Internal error");
@@ -415,7 +428,9 @@ async fn chat(State(emu): State<LlmEmulator>, headers: HeaderMap, raw: Bytes) ->
                 .insert("x-should-retry", HeaderValue::from_static("false"));
             r
         }
-        Some(Fault::BadRequest) => openai_error(400, "invalid_request_error", None, "Invalid request"),
+        Some(Fault::BadRequest) => {
+            openai_error(400, "invalid_request_error", None, "Invalid request")
+        }
         Some(Fault::MaxTokens) => {
             let full = extract(&schema, notes_of(&user_text).unwrap_or("")).to_string();
             let cut: String = full.chars().take(full.len() / 2).collect();
@@ -465,7 +480,9 @@ pub fn notes_of(text: &str) -> Option<&str> {
 }
 
 fn gullible(notes: &str) -> bool {
-    notes.to_lowercase().contains("ignore previous instructions")
+    notes
+        .to_lowercase()
+        .contains("ignore previous instructions")
 }
 
 /// A naive, deterministic extraction over the schema it was given:
@@ -480,7 +497,11 @@ pub fn extract(schema: &Value, notes: &str) -> Value {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let nullable = |p: &Value| p["type"].as_array().is_some_and(|t| t.contains(&json!("null")));
+    let nullable = |p: &Value| {
+        p["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("null")))
+    };
     let lower = notes.to_lowercase();
     let first_sentence = notes
         .split(['.', '\n', '!', '?'])
@@ -501,7 +522,11 @@ pub fn extract(schema: &Value, notes: &str) -> Value {
             match hit {
                 Some((v, q)) => (json!(v), json!(q)),
                 None if !nullable(p) => {
-                    let first = values.iter().find(|v| v.is_string()).cloned().unwrap_or(Value::Null);
+                    let first = values
+                        .iter()
+                        .find(|v| v.is_string())
+                        .cloned()
+                        .unwrap_or(Value::Null);
                     (first, Value::Null)
                 }
                 None => (Value::Null, Value::Null),

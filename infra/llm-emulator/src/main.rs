@@ -6,7 +6,10 @@ use clap::Parser;
 use fieldgate_llm_emulator::{EmulatorConfig, LlmEmulator};
 
 #[derive(Debug, Parser)]
-#[command(name = "llm-emulator", about = "Anthropic / OpenAI-compatible API emulator")]
+#[command(
+    name = "llm-emulator",
+    about = "Anthropic / OpenAI-compatible API emulator"
+)]
 struct Args {
     #[arg(long, default_value_t = 8789)]
     port: u16,

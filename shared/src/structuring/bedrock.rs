@@ -3,9 +3,7 @@
 //! Built only with the `bedrock` feature. The SDK signs and retries
 //! (standard mode, configured like the contract: 0.5 s → 8 s, 2 retries).
 
-use super::model::{
-    ModelAnswer, ModelApi, ModelError, ModelRequest, TOOL_DESCRIPTION, TOOL_NAME,
-};
+use super::model::{ModelAnswer, ModelApi, ModelError, ModelRequest, TOOL_DESCRIPTION, TOOL_NAME};
 use async_trait::async_trait;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
@@ -14,11 +12,10 @@ use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput};
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput as Output, ImageBlock, ImageFormat,
-    ImageSource, InferenceConfiguration, Message, SpecificToolChoice, StopReason,
-    SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema,
-    ToolResultBlock, ToolResultContentBlock, ToolResultStatus, ToolSpecification,
-    ToolUseBlock,
+    ContentBlock, ConversationRole, ConverseOutput as Output, ImageBlock, ImageFormat, ImageSource,
+    InferenceConfiguration, Message, SpecificToolChoice, StopReason, SystemContentBlock, Tool,
+    ToolChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock,
+    ToolResultStatus, ToolSpecification, ToolUseBlock,
 };
 use aws_smithy_types::{Document, Number};
 use serde_json::Value;
@@ -88,7 +85,9 @@ pub fn to_json(d: &Document) -> Value {
         }
         Document::String(s) => Value::String(s.clone()),
         Document::Array(a) => Value::Array(a.iter().map(to_json).collect()),
-        Document::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Document::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
     }
 }
 
@@ -274,7 +273,9 @@ mod tests {
         let (messages, tools) = converse_parts(&req(None)).unwrap();
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].role(), &ConversationRole::User);
-        assert!(matches!(&messages[0].content()[0], ContentBlock::Text(t) if t.contains("fan noisy")));
+        assert!(
+            matches!(&messages[0].content()[0], ContentBlock::Text(t) if t.contains("fan noisy"))
+        );
         let ContentBlock::Image(img) = &messages[0].content()[1] else {
             panic!("no image block")
         };
@@ -311,7 +312,9 @@ mod tests {
             panic!("no tool result")
         };
         assert_eq!(r.status(), Some(&ToolResultStatus::Error));
-        assert!(matches!(&r.content()[0], ToolResultContentBlock::Text(t) if t.contains("Priority")));
+        assert!(
+            matches!(&r.content()[0], ToolResultContentBlock::Text(t) if t.contains("Priority"))
+        );
     }
 
     fn output(stop: StopReason, input: Value) -> ConverseOutput {
@@ -345,7 +348,11 @@ mod tests {
 
     #[test]
     fn the_answer_maps_to_the_tool_input_and_usage() {
-        let a = answer_of(&output(StopReason::ToolUse, json!({"fields": {"Subject": "x"}}))).unwrap();
+        let a = answer_of(&output(
+            StopReason::ToolUse,
+            json!({"fields": {"Subject": "x"}}),
+        ))
+        .unwrap();
         assert_eq!(a.input["fields"]["Subject"], "x");
         assert_eq!(a.call_id.as_deref(), Some("tooluse_9"));
         assert_eq!((a.input_tokens, a.output_tokens), (Some(412), Some(58)));

@@ -31,7 +31,10 @@ pub async fn structurers_from_env() -> Structurers {
     let vars: HashMap<String, String> = std::env::vars().collect();
     let mut out = structurers_from(&|k| vars.get(k).cloned().filter(|v| !v.trim().is_empty()));
     #[cfg(feature = "bedrock")]
-    if let Some(model) = vars.get("FIELDGATE_BEDROCK_MODEL").filter(|v| !v.is_empty()) {
+    if let Some(model) = vars
+        .get("FIELDGATE_BEDROCK_MODEL")
+        .filter(|v| !v.is_empty())
+    {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let api = super::bedrock::BedrockApi::new(&sdk, model);
         out.insert(
@@ -39,7 +42,10 @@ pub async fn structurers_from_env() -> Structurers {
             Arc::new(ModelStructurer::new(api)) as Arc<dyn Structurer>,
         );
     }
-    apply_override(&mut out, vars.get("FIELDGATE_STRUCTURER").map(String::as_str));
+    apply_override(
+        &mut out,
+        vars.get("FIELDGATE_STRUCTURER").map(String::as_str),
+    );
     out
 }
 
@@ -55,16 +61,25 @@ fn apply_override(out: &mut Structurers, choice: Option<&str>) {
         "bedrock" => StructurerKind::Bedrock,
         "rules" => return,
         other => {
-            tracing::error!(value = other, "FIELDGATE_STRUCTURER is not one of rules, claude, openai, bedrock; ignored");
+            tracing::error!(
+                value = other,
+                "FIELDGATE_STRUCTURER is not one of rules, claude, openai, bedrock; ignored"
+            );
             return;
         }
     };
     match out.get(&kind).cloned() {
         Some(s) => {
-            tracing::info!(structurer = s.name(), "workflows set to rules use this model (FIELDGATE_STRUCTURER)");
+            tracing::info!(
+                structurer = s.name(),
+                "workflows set to rules use this model (FIELDGATE_STRUCTURER)"
+            );
             out.insert(StructurerKind::Rules, s);
         }
-        None => tracing::error!(value = choice, "FIELDGATE_STRUCTURER names a structurer that is not configured; rules stay"),
+        None => tracing::error!(
+            value = choice,
+            "FIELDGATE_STRUCTURER names a structurer that is not configured; rules stay"
+        ),
     }
 }
 
@@ -79,8 +94,7 @@ pub fn structurers_from(var: &dyn Fn(&str) -> Option<String>) -> Structurers {
     let max_tokens = var("FIELDGATE_LLM_MAX_TOKENS").and_then(|v| v.parse().ok());
     if let Some(key) = var("ANTHROPIC_API_KEY") {
         let mut c = AnthropicConfig::new(
-            &var("FIELDGATE_ANTHROPIC_URL")
-                .unwrap_or_else(|| super::anthropic::DEFAULT_URL.into()),
+            &var("FIELDGATE_ANTHROPIC_URL").unwrap_or_else(|| super::anthropic::DEFAULT_URL.into()),
             &key,
             &var("FIELDGATE_ANTHROPIC_MODEL")
                 .unwrap_or_else(|| super::anthropic::DEFAULT_MODEL.into()),

@@ -67,7 +67,9 @@ pub async fn structure_detailed(
         // The model may have been steered even within the schema: make the
         // reviewer look at every value it proposed.
         for f in fields.values_mut().filter(|f| !f.value.is_null()) {
-            let note = format!("the notes contain words aimed at the structurer ({words:?}); check this value");
+            let note = format!(
+                "the notes contain words aimed at the structurer ({words:?}); check this value"
+            );
             f.flag = Some(match f.flag.take() {
                 Some(old) => format!("{old}; {note}"),
                 None => note,
@@ -114,9 +116,7 @@ fn steering_attempt(notes: &str) -> Option<String> {
 /// aside), or, when the model saw the photo, a reading marked `photo:`.
 pub fn evidence_in_input(quote: &str, notes: &str, photo_sent: bool) -> bool {
     let q = quote.trim();
-    if photo_sent
-        && let Some(rest) = q.strip_prefix("photo:")
-    {
+    if photo_sent && let Some(rest) = q.strip_prefix("photo:") {
         return !rest.trim().is_empty();
     }
     !q.is_empty() && normalize(notes).contains(&normalize(q))
@@ -164,7 +164,11 @@ pub fn validate_with(
         }
         if !fv.value.is_null() {
             match proposed.evidence.get(&spec.name).and_then(Value::as_str) {
-                Some(q) if photo_sent && q.trim().starts_with("photo:") && evidence_in_input(q, notes, true) => {
+                Some(q)
+                    if photo_sent
+                        && q.trim().starts_with("photo:")
+                        && evidence_in_input(q, notes, true) =>
+                {
                     fv.evidence = Some(q.trim().to_owned());
                     fv.flag = Some("read from the photo; compare with it".into());
                 }

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The one tool the model must call.
 pub const TOOL_NAME: &str = "record_fields";
-pub const TOOL_DESCRIPTION: &str =
-    "Record the fields read from the technician's notes, each with the exact quote that supports it.";
+pub const TOOL_DESCRIPTION: &str = "Record the fields read from the technician's notes, each with the exact quote that supports it.";
 
 /// One call to a model: what it was asked and, for the repair round, what
 /// it answered before and what was wrong with it.
@@ -212,10 +211,8 @@ impl<A: ModelApi> Structurer for ModelStructurer<A> {
             proposed.repaired = true;
             // Fields the model should not even know about mean it was
             // steered by the notes: trust nothing it said.
-            let foreign: Vec<&String> = problems
-                .iter()
-                .filter(|p| p.starts_with(FOREIGN))
-                .collect();
+            let foreign: Vec<&String> =
+                problems.iter().filter(|p| p.starts_with(FOREIGN)).collect();
             if !foreign.is_empty() {
                 return Err(StructureError::BadOutput(format!(
                     "after a repair round the model still returned what the workflow does not have: {}",

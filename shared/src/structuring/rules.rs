@@ -172,7 +172,8 @@ fn pick(
     // Longer phrases first: "not urgent" hides the "urgent" inside it.
     matches.sort_by_key(|(vi, (s, e))| (std::cmp::Reverse(e - s), *s, *vi));
     let mut taken = vec![false; tokens.len()];
-    let mut score: Vec<(usize, usize, Option<(usize, usize)>)> = vec![(0, usize::MAX, None); values.len()];
+    let mut score: Vec<(usize, usize, Option<(usize, usize)>)> =
+        vec![(0, usize::MAX, None); values.len()];
     for (vi, (s, e)) in matches {
         if taken[s..e].iter().any(|t| *t) {
             continue;
@@ -205,9 +206,7 @@ fn sentences(text: &str) -> Vec<&str> {
     for (i, c) in text.char_indices() {
         let end = match c {
             '\n' | '!' | '?' | ';' => true,
-            '.' => bytes
-                .get(i + 1)
-                .is_none_or(|b| b.is_ascii_whitespace()),
+            '.' => bytes.get(i + 1).is_none_or(|b| b.is_ascii_whitespace()),
             _ => false,
         };
         if end {
@@ -249,10 +248,17 @@ fn subject(workflow: &Workflow, text: &str, max_len: usize) -> Option<(String, S
         let toks = tokenize(s);
         vocab.iter().any(|p| !find_phrase(p, &toks).is_empty())
     };
-    let mut chosen = all.iter().copied().find(|s| names_something(s)).unwrap_or(first);
+    let mut chosen = all
+        .iter()
+        .copied()
+        .find(|s| names_something(s))
+        .unwrap_or(first);
     for s in &all {
         let f = s.to_lowercase();
-        if let Some(m) = PROBLEM_MARKERS.iter().find_map(|m| f.find(m).map(|i| i + m.len())) {
+        if let Some(m) = PROBLEM_MARKERS
+            .iter()
+            .find_map(|m| f.find(m).map(|i| i + m.len()))
+        {
             // Byte offsets of the lowercase form match for ASCII markers.
             if s.is_char_boundary(m) {
                 chosen = s[m..].trim_start_matches([' ', ':', ',']);
@@ -408,9 +414,13 @@ mod tests {
 
     #[test]
     fn codes_and_readings_by_pattern() {
-        let found = codes("Fault code E42, S/N TH-88213, vibration 11.2 mm/s, part 7730-AX-19, v3.4.0");
+        let found =
+            codes("Fault code E42, S/N TH-88213, vibration 11.2 mm/s, part 7730-AX-19, v3.4.0");
         for want in ["E42", "TH-88213", "11.2 mm/s", "7730-AX-19", "v3.4.0"] {
-            assert!(found.iter().any(|c| c.contains(want)), "{want} in {found:?}");
+            assert!(
+                found.iter().any(|c| c.contains(want)),
+                "{want} in {found:?}"
+            );
         }
     }
 
