@@ -259,7 +259,7 @@ pub async fn run(
         let started = std::time::Instant::now();
         let s = structuring::structure_detailed(structurer, &rules, workflow, &input).await;
         r.total_ms += started.elapsed().as_secs_f64() * 1000.0;
-        r.model_ms += s.model_ms as f64;
+        r.model_ms += s.model_micros as f64 / 1000.0;
         r.fallbacks += usize::from(s.info.fallback_reason.is_some());
         r.repaired += usize::from(s.repaired);
         r.input_tokens += s.info.input_tokens.unwrap_or(0);

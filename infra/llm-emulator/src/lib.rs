@@ -486,16 +486,12 @@ fn gullible(notes: &str) -> bool {
 }
 
 /// A naive, deterministic extraction over the schema it was given:
-/// picklists by the value's own word in the notes, the first required text
-/// from the first sentence, other text from the whole notes.
+/// picklists by the value's own word in the notes, the first non-nullable
+/// text from the first sentence, other text from the whole notes.
 pub fn extract(schema: &Value, notes: &str) -> Value {
     let props = schema["properties"]["fields"]["properties"]
         .as_object()
         .cloned()
-        .unwrap_or_default();
-    let required: Vec<&str> = schema["properties"]["fields"]["required"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let nullable = |p: &Value| {
         p["type"]
@@ -503,12 +499,16 @@ pub fn extract(schema: &Value, notes: &str) -> Value {
             .is_some_and(|t| t.contains(&json!("null")))
     };
     let lower = notes.to_lowercase();
-    let first_sentence = notes
-        .split(['.', '\n', '!', '?'])
-        .map(str::trim)
-        .find(|s| !s.is_empty())
-        .unwrap_or("")
-        .to_owned();
+    // The first sentence; a dot inside a number ("11.2") does not end it.
+    let mut first_sentence = notes.trim();
+    for (i, c) in first_sentence.char_indices() {
+        let next = first_sentence[i + c.len_utf8()..].chars().next();
+        if matches!(c, '\n' | '!' | '?') || (c == '.' && next.is_none_or(char::is_whitespace)) {
+            first_sentence = first_sentence[..i].trim();
+            break;
+        }
+    }
+    let first_sentence = first_sentence.to_owned();
     let mut fields = Map::new();
     let mut evidence = Map::new();
     let mut seen_text = false;
@@ -531,7 +531,7 @@ pub fn extract(schema: &Value, notes: &str) -> Value {
                 }
                 None => (Value::Null, Value::Null),
             }
-        } else if !seen_text && required.contains(&name.as_str()) && !first_sentence.is_empty() {
+        } else if !seen_text && !nullable(p) && !first_sentence.is_empty() {
             seen_text = true;
             (json!(first_sentence), json!(first_sentence))
         } else if !notes.trim().is_empty() {

@@ -37,8 +37,9 @@ pub async fn structure(
 pub struct Structured {
     pub fields: Fields,
     pub info: StructuringInfo,
-    /// Time spent waiting for the model; the rest of `info.latency_ms` is ours.
-    pub model_ms: u64,
+    /// Microseconds spent waiting for the model; the rest of
+    /// `info.latency_ms` is ours.
+    pub model_micros: u64,
     pub repaired: bool,
 }
 
@@ -87,7 +88,7 @@ pub async fn structure_detailed(
     Structured {
         fields,
         info,
-        model_ms: proposed.model_ms.unwrap_or(0),
+        model_micros: proposed.model_micros.unwrap_or(0),
         repaired: proposed.repaired,
     }
 }

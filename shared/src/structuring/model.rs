@@ -227,7 +227,7 @@ impl<A: ModelApi> Structurer for ModelStructurer<A> {
         proposed.model = Some(self.api.model().to_owned());
         proposed.input_tokens = Some(totals.0);
         proposed.output_tokens = Some(totals.1);
-        proposed.model_ms = Some(started.elapsed().as_millis() as u64);
+        proposed.model_micros = Some(started.elapsed().as_micros() as u64);
         Ok(proposed)
     }
 }

@@ -172,26 +172,25 @@ fn pick(
     // Longer phrases first: "not urgent" hides the "urgent" inside it.
     matches.sort_by_key(|(vi, (s, e))| (std::cmp::Reverse(e - s), *s, *vi));
     let mut taken = vec![false; tokens.len()];
-    let mut score: Vec<(usize, usize, Option<(usize, usize)>)> =
-        vec![(0, usize::MAX, None); values.len()];
+    // Per value: matches counted, and the first one (token range).
+    let mut tally: Vec<(usize, Option<(usize, usize)>)> = vec![(0, None); values.len()];
     for (vi, (s, e)) in matches {
         if taken[s..e].iter().any(|t| *t) {
             continue;
         }
         taken[s..e].iter_mut().for_each(|t| *t = true);
-        let entry = &mut score[vi];
+        let entry = &mut tally[vi];
         entry.0 += 1;
-        if s < entry.1 {
-            entry.1 = s;
-            entry.2 = Some((s, e));
+        if entry.1.is_none_or(|(first, _)| s < first) {
+            entry.1 = Some((s, e));
         }
     }
-    let (vi, (_, _, range)) = score
+    let (vi, (s, e)) = tally
         .iter()
         .enumerate()
-        .filter(|(_, (hits, _, _))| *hits > 0)
-        .max_by_key(|(_, (hits, first, _))| (*hits, std::cmp::Reverse(*first)))?;
-    let (s, e) = (*range)?;
+        .filter_map(|(vi, (hits, first))| first.map(|f| (vi, *hits, f)))
+        .max_by_key(|(_, hits, (first, _))| (*hits, std::cmp::Reverse(*first)))
+        .map(|(vi, _, range)| (vi, range))?;
     let quote = text[tokens[s].start..tokens[e - 1].end].to_owned();
     Some((Value::String(values[vi].clone()), quote))
 }
