@@ -385,6 +385,35 @@ async fn what_is_still_invalid_after_the_repair_is_left_empty_and_flagged() {
 }
 
 #[tokio::test]
+async fn when_the_repair_call_fails_the_first_answer_is_kept_minus_its_invalid_values() {
+    let (emu, url) = emulator().await;
+    emu.push([
+        Fault::Output {
+            input: answer(json!({"fields": {"Priority": "Critical"}})),
+        },
+        Fault::Overloaded,
+        Fault::Overloaded,
+        Fault::Overloaded,
+    ]);
+    let s = run(&claude(&url, KEY), NOTE).await;
+    assert_eq!(
+        emu.requests().len(),
+        4,
+        "answer, repair call and its 2 retries"
+    );
+    assert_eq!(s.info.structurer, "claude");
+    assert_eq!(s.fields["Type"].text(), Some("Mechanical"));
+    assert_eq!(s.fields["Priority"].text(), Some("Medium"));
+    assert!(
+        s.fields["Priority"]
+            .flag
+            .as_deref()
+            .unwrap()
+            .contains("Critical")
+    );
+}
+
+#[tokio::test]
 async fn an_invented_quote_is_dropped_and_the_field_flagged() {
     let (emu, url) = emulator().await;
     let invented = answer(json!({"evidence": {"Type": "hydraulic line burst"}}));

@@ -267,4 +267,29 @@ mod tests {
         assert!(out["Type"].evidence.is_none());
         assert!(out["Type"].flag.is_some());
     }
+
+    #[test]
+    fn a_photo_reading_counts_only_when_the_model_saw_the_photo() {
+        let w = wf();
+        let notes = "Nameplate attached, unit not cooling";
+        let mut p = Proposed::default();
+        p.fields.insert("Subject".into(), json!("Unit not cooling"));
+        p.evidence
+            .insert("Subject".into(), json!("photo: nameplate model RTU-40"));
+        let with = validate_with(&w, &p, notes, true);
+        assert_eq!(
+            with["Subject"].evidence.as_deref(),
+            Some("photo: nameplate model RTU-40")
+        );
+        assert!(with["Subject"].flag.as_deref().unwrap().contains("photo"));
+        let without = validate_with(&w, &p, notes, false);
+        assert_eq!(without["Subject"].evidence, None);
+        assert!(
+            without["Subject"]
+                .flag
+                .as_deref()
+                .unwrap()
+                .contains("not in the notes")
+        );
+    }
 }

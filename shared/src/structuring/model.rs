@@ -201,12 +201,22 @@ impl<A: ModelApi> Structurer for ModelStructurer<A> {
         let (mut proposed, problems) = parse_answer(workflow, &first, input);
         if !problems.is_empty() {
             tracing::info!(problems = ?problems, "model answer invalid; one repair round");
+            let steered = problems.iter().any(|p| p.starts_with(FOREIGN));
             req.repair = Some(Repair {
                 previous: first,
                 problems: problems.join("\n"),
             });
-            let second = self.call(&req, &mut totals).await?;
-            let (p, problems) = parse_answer(workflow, &second, input);
+            let (p, problems) = match self.call(&req, &mut totals).await {
+                Ok(second) => parse_answer(workflow, &second, input),
+                // The repair call failed: the first answer, whose invalid
+                // values validation empties and flags, is still better than
+                // none, unless it was steered.
+                Err(e) if !steered => {
+                    tracing::warn!(error = %e, "repair round failed; keeping the first answer");
+                    (proposed, Vec::new())
+                }
+                Err(e) => return Err(e),
+            };
             proposed = p;
             proposed.repaired = true;
             // Fields the model should not even know about mean it was
