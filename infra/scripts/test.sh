@@ -54,3 +54,7 @@ say "template"
 
 say "tests"
 cargo test --workspace --locked
+
+say "tests: Bedrock structurer (feature bedrock; request/response mapping, no AWS call)"
+cargo clippy -p fieldgate --features bedrock --all-targets --locked -- -D warnings
+cargo test -p fieldgate --features bedrock --lib --locked structuring::bedrock

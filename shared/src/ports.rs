@@ -85,6 +85,11 @@ pub struct Proposed {
     pub model: Option<String>,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Time spent waiting for the model, in microseconds (all calls,
+    /// retries included).
+    pub model_micros: Option<u64>,
+    /// The first answer was invalid and a repair round was made.
+    pub repaired: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

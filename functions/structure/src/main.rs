@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
         media: env.media.clone(),
         notifier: env.notifier.clone(),
         workflows: env.workflows.clone(),
-        structurers: Default::default(),
+        structurers: fieldgate::structuring::structurers_from_env().await,
         rules: Default::default(),
         public_url: env.public_url.clone(),
     });

@@ -146,7 +146,7 @@ impl DevStack {
             media: media.clone(),
             notifier: outbox.clone(),
             workflows: workflows.clone(),
-            structurers: Default::default(),
+            structurers: fieldgate::structuring::structurers_from_env().await,
             rules: Default::default(),
             public_url: public_url.clone(),
         });

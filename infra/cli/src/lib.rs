@@ -2,4 +2,5 @@
 
 pub mod check;
 pub mod dev;
+pub mod eval;
 pub mod qr;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fieldgate::domain::{AssetId, Workflow, Workflows};
+use fieldgate::domain::{AssetId, Workflows};
 use fieldgate_cli::dev::{DevOptions, DevStack, qr_url};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -45,7 +45,8 @@ enum Cmd {
         #[arg(long, default_value = ".fieldgate")]
         data: PathBuf,
     },
-    /// Structure one note with the rules structurer and print the fields as JSON.
+    /// Structure one note and print the fields with their evidence as JSON
+    /// (the workflow's structurer, configured from the environment).
     Structure {
         /// A workflow file; default: the built-in field-service-case.
         #[arg(long)]
@@ -54,6 +55,22 @@ enum Cmd {
         text: Option<String>,
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Override the workflow's structurer: rules, claude, bedrock, openai.
+        #[arg(long)]
+        structurer: Option<String>,
+    },
+    /// Field-level accuracy of a structurer over a corpus of notes.
+    Eval {
+        #[arg(long)]
+        workflow: Option<PathBuf>,
+        #[arg(long, default_value = "tests/corpus")]
+        corpus: PathBuf,
+        /// Override the workflow's structurer: rules, claude, bedrock, openai.
+        #[arg(long)]
+        structurer: Option<String>,
+        /// List every miss.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Check a workflow against the org's describe (SALESFORCE_* env: a
     /// real org; otherwise the built-in emulator); non-zero on any problem.
@@ -133,27 +150,32 @@ async fn main() -> anyhow::Result<()> {
             workflow,
             text,
             file,
+            structurer,
         } => {
-            let wf = match workflow {
-                Some(p) => {
-                    Workflow::from_toml(&p.display().to_string(), &std::fs::read_to_string(&p)?)?
-                }
-                None => Workflows::builtin()
-                    .iter()
-                    .next()
-                    .expect("built-in")
-                    .as_ref()
-                    .clone(),
-            };
             let notes = match (text, file) {
                 (Some(t), _) => t,
                 (None, Some(f)) => std::fs::read_to_string(&f)
                     .with_context(|| format!("reading {}", f.display()))?,
                 (None, None) => anyhow::bail!("give --text or --file"),
             };
-            let proposed = fieldgate::structuring::rules::structure_text(&wf, &notes);
-            let fields = fieldgate::structuring::validate(&wf, &proposed, &notes);
-            println!("{}", serde_json::to_string_pretty(&fields)?);
+            let (wf, s) =
+                fieldgate_cli::eval::setup(workflow.as_deref(), structurer.as_deref()).await?;
+            let out = fieldgate_cli::eval::structure_one(&wf, s.as_ref(), &notes).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Cmd::Eval {
+            workflow,
+            corpus,
+            structurer,
+            verbose,
+        } => {
+            let (wf, s) =
+                fieldgate_cli::eval::setup(workflow.as_deref(), structurer.as_deref()).await?;
+            let cases = fieldgate_cli::eval::load_corpus(&corpus, &wf)?;
+            fieldgate_cli::eval::run(&wf, &cases, s.as_ref())
+                .await?
+                .print(verbose);
             Ok(())
         }
     }

@@ -2,8 +2,15 @@
 //! structurer returns, only the workflow's fields with allowed values and
 //! quotes that really occur in the notes come out.
 
+pub mod anthropic;
+#[cfg(feature = "bedrock")]
+pub mod bedrock;
+pub mod env;
+pub mod model;
+pub mod openai;
 pub mod rules;
 
+pub use env::{Structurers, structurers_from_env};
 pub use rules::RulesStructurer;
 
 use crate::domain::workflow::is_blank;
@@ -21,6 +28,27 @@ pub async fn structure(
     workflow: &Workflow,
     input: &StructuringInput<'_>,
 ) -> (Fields, StructuringInfo) {
+    let s = structure_detailed(primary, fallback, workflow, input).await;
+    (s.fields, s.info)
+}
+
+/// A structuring result with what the eval and benchmarks want to know.
+#[derive(Debug, Clone)]
+pub struct Structured {
+    pub fields: Fields,
+    pub info: StructuringInfo,
+    /// Microseconds spent waiting for the model; the rest of
+    /// `info.latency_ms` is ours.
+    pub model_micros: u64,
+    pub repaired: bool,
+}
+
+pub async fn structure_detailed(
+    primary: &dyn Structurer,
+    fallback: &RulesStructurer,
+    workflow: &Workflow,
+    input: &StructuringInput<'_>,
+) -> Structured {
     let started = Instant::now();
     let (proposed, used, fallback_reason) = match primary.structure(workflow, input).await {
         Ok(p) => (p, primary.name().to_owned(), None),
@@ -33,7 +61,22 @@ pub async fn structure(
             (p, fallback.name().to_owned(), Some(e.to_string()))
         }
     };
-    let fields = validate(workflow, &proposed, input.notes);
+    let mut fields = validate_with(workflow, &proposed, input.notes, input.photo.is_some());
+    if used != fallback.name()
+        && let Some(words) = steering_attempt(input.notes)
+    {
+        // The model may have been steered even within the schema: make the
+        // reviewer look at every value it proposed.
+        for f in fields.values_mut().filter(|f| !f.value.is_null()) {
+            let note = format!(
+                "the notes contain words aimed at the structurer ({words:?}); check this value"
+            );
+            f.flag = Some(match f.flag.take() {
+                Some(old) => format!("{old}; {note}"),
+                None => note,
+            });
+        }
+    }
     let info = StructuringInfo {
         structurer: used,
         model: proposed.model.clone(),
@@ -42,14 +85,59 @@ pub async fn structure(
         output_tokens: proposed.output_tokens,
         latency_ms: started.elapsed().as_millis() as u64,
     };
-    (fields, info)
+    Structured {
+        fields,
+        info,
+        model_micros: proposed.model_micros.unwrap_or(0),
+        repaired: proposed.repaired,
+    }
+}
+
+/// Phrases that address a model rather than describe an asset.
+fn steering_attempt(notes: &str) -> Option<String> {
+    const PHRASES: [&str; 9] = [
+        "ignore previous instructions",
+        "ignore all previous",
+        "ignore the above",
+        "ignore your instructions",
+        "disregard previous",
+        "system prompt",
+        "you are now",
+        "new instructions",
+        "as an ai",
+    ];
+    let n = normalize(notes);
+    PHRASES
+        .iter()
+        .find(|p| n.contains(*p))
+        .map(|p| (*p).to_owned())
+}
+
+/// Is `quote` really in the input? A quote of the notes (spacing and case
+/// aside), or, when the model saw the photo, a reading marked `photo:`.
+pub fn evidence_in_input(quote: &str, notes: &str, photo_sent: bool) -> bool {
+    let q = quote.trim();
+    if photo_sent && let Some(rest) = q.strip_prefix("photo:") {
+        return !rest.trim().is_empty();
+    }
+    !q.is_empty() && normalize(notes).contains(&normalize(q))
 }
 
 /// Keeps only declared fields; a value that breaks the schema or the
 /// Salesforce limits is left empty and flagged; a quote that is not in the
 /// notes is dropped and flagged.
 pub fn validate(workflow: &Workflow, proposed: &Proposed, notes: &str) -> Fields {
-    let haystack = normalize(notes);
+    validate_with(workflow, proposed, notes, false)
+}
+
+/// `validate`, where evidence may also be a reading from a photo the model
+/// was shown (marked `photo:`; flagged so the reviewer compares).
+pub fn validate_with(
+    workflow: &Workflow,
+    proposed: &Proposed,
+    notes: &str,
+    photo_sent: bool,
+) -> Fields {
     let mut out = Fields::new();
     for spec in &workflow.fields {
         let mut fv = FieldValue {
@@ -77,7 +165,15 @@ pub fn validate(workflow: &Workflow, proposed: &Proposed, notes: &str) -> Fields
         }
         if !fv.value.is_null() {
             match proposed.evidence.get(&spec.name).and_then(Value::as_str) {
-                Some(q) if !q.trim().is_empty() && haystack.contains(&normalize(q)) => {
+                Some(q)
+                    if photo_sent
+                        && q.trim().starts_with("photo:")
+                        && evidence_in_input(q, notes, true) =>
+                {
+                    fv.evidence = Some(q.trim().to_owned());
+                    fv.flag = Some("read from the photo; compare with it".into());
+                }
+                Some(q) if evidence_in_input(q, notes, false) => {
                     fv.evidence = Some(q.trim().to_owned());
                 }
                 Some(q) if !q.trim().is_empty() => {
@@ -170,5 +266,30 @@ mod tests {
         // Invented evidence → flagged.
         assert!(out["Type"].evidence.is_none());
         assert!(out["Type"].flag.is_some());
+    }
+
+    #[test]
+    fn a_photo_reading_counts_only_when_the_model_saw_the_photo() {
+        let w = wf();
+        let notes = "Nameplate attached, unit not cooling";
+        let mut p = Proposed::default();
+        p.fields.insert("Subject".into(), json!("Unit not cooling"));
+        p.evidence
+            .insert("Subject".into(), json!("photo: nameplate model RTU-40"));
+        let with = validate_with(&w, &p, notes, true);
+        assert_eq!(
+            with["Subject"].evidence.as_deref(),
+            Some("photo: nameplate model RTU-40")
+        );
+        assert!(with["Subject"].flag.as_deref().unwrap().contains("photo"));
+        let without = validate_with(&w, &p, notes, false);
+        assert_eq!(without["Subject"].evidence, None);
+        assert!(
+            without["Subject"]
+                .flag
+                .as_deref()
+                .unwrap()
+                .contains("not in the notes")
+        );
     }
 }

@@ -1,0 +1,390 @@
+//! `fieldgate eval`: field-level accuracy of a structurer over a corpus of
+//! notes with expected fields (see tests/corpus/README.md for the format
+//! and the scoring rules), plus tokens per intake and the time spent
+//! outside the model call.
+
+use anyhow::{Context, bail};
+use fieldgate::domain::{AssetContext, FieldKind, Fields, Workflow};
+use fieldgate::ports::{Structurer, StructuringInput};
+use fieldgate::structuring::{self, RulesStructurer};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One corpus note and what a careful person would have set.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub id: String,
+    pub lang: String,
+    pub notes: String,
+    /// Picklist field → expected value ("" = should stay empty).
+    pub picklists: BTreeMap<String, String>,
+    /// Key terms the summary field must contain.
+    pub subject: Vec<String>,
+    /// Codes/readings the textarea fields must keep.
+    pub codes: Vec<String>,
+}
+
+/// Loads every `*.toml` in `dir` (each a list of `[[case]]`).
+pub fn load_corpus(dir: &Path, workflow: &Workflow) -> anyhow::Result<Vec<Case>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        let doc: toml::Table = toml::from_str(&text).with_context(|| f.display().to_string())?;
+        let Some(cases) = doc.get("case").and_then(|c| c.as_array()) else {
+            continue;
+        };
+        for c in cases {
+            let s = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            let list = |k: &str| -> Vec<String> {
+                c.get(k)
+                    .and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let id = s("id").with_context(|| format!("{}: a case without id", f.display()))?;
+            let mut picklists = BTreeMap::new();
+            for spec in &workflow.fields {
+                if let FieldKind::Picklist { values, .. } = &spec.kind {
+                    let Some(v) = s(&spec.name) else {
+                        bail!("{id}: expected {} is missing (\"\" = empty)", spec.name);
+                    };
+                    if !v.is_empty() && !values.contains(&v) {
+                        bail!("{id}: {v:?} is not a {} value", spec.name);
+                    }
+                    picklists.insert(spec.name.clone(), v);
+                }
+            }
+            out.push(Case {
+                notes: s("notes").with_context(|| format!("{id}: no notes"))?,
+                lang: s("lang").unwrap_or_else(|| "en".into()),
+                subject: list("subject"),
+                codes: list("codes"),
+                picklists,
+                id,
+            });
+        }
+    }
+    if out.is_empty() {
+        bail!("no [[case]] entries under {}", dir.display());
+    }
+    Ok(out)
+}
+
+/// Is this field right for this case? `None`: the case does not score it.
+pub fn score(workflow: &Workflow, case: &Case, name: &str, fields: &Fields) -> Option<bool> {
+    let spec = workflow.field(name)?;
+    let got = fields.get(name);
+    let text = got.and_then(|f| f.text()).unwrap_or("");
+    match &spec.kind {
+        FieldKind::Picklist { .. } => Some(text == case.picklists.get(name)?.as_str()),
+        FieldKind::Text { .. } if name == workflow.handoff.summary_field => {
+            let lower = text.to_lowercase();
+            Some(
+                !text.is_empty()
+                    && got.is_some_and(|f| f.evidence.is_some())
+                    && case
+                        .subject
+                        .iter()
+                        .all(|t| lower.contains(&t.to_lowercase())),
+            )
+        }
+        FieldKind::Textarea { .. } => {
+            Some(!text.is_empty() && case.codes.iter().all(|c| text.contains(c.as_str())))
+        }
+        FieldKind::Text { .. } => None,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Miss {
+    pub case: String,
+    pub field: String,
+    pub got: String,
+    pub expected: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub structurer: String,
+    pub cases: usize,
+    pub languages: BTreeMap<String, usize>,
+    /// Field → (right, scored).
+    pub per_field: BTreeMap<String, (usize, usize)>,
+    pub right: usize,
+    pub scored: usize,
+    pub fallbacks: usize,
+    pub repaired: usize,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Total structuring time and the part spent waiting for the model.
+    pub total_ms: f64,
+    pub model_ms: f64,
+    pub misses: Vec<Miss>,
+    /// The model prompt (system + notes + tool schema) for the note of
+    /// median length: characters, and tokens estimated as characters / 4.
+    pub prompt_chars: usize,
+    pub prompt_tokens_estimate: usize,
+}
+
+impl Report {
+    pub fn accuracy(&self) -> f64 {
+        if self.scored == 0 {
+            0.0
+        } else {
+            self.right as f64 / self.scored as f64
+        }
+    }
+
+    pub fn field_accuracy(&self, name: &str) -> Option<f64> {
+        self.per_field
+            .get(name)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| *r as f64 / *n as f64)
+    }
+
+    pub fn print(&self, verbose: bool) {
+        let langs: Vec<String> = self
+            .languages
+            .iter()
+            .map(|(l, n)| format!("{l} {n}"))
+            .collect();
+        println!(
+            "structurer: {}   cases: {} ({})",
+            self.structurer,
+            self.cases,
+            langs.join(", ")
+        );
+        println!("{:<14} {:>8} {:>8}", "field", "right", "accuracy");
+        for (name, (r, n)) in &self.per_field {
+            println!(
+                "{name:<14} {:>8} {:>7.1}%",
+                format!("{r}/{n}"),
+                100.0 * *r as f64 / (*n).max(1) as f64
+            );
+        }
+        println!(
+            "{:<14} {:>8} {:>7.1}%",
+            "overall",
+            format!("{}/{}", self.right, self.scored),
+            100.0 * self.accuracy()
+        );
+        let n = self.cases.max(1) as f64;
+        println!(
+            "tokens per intake: {:.0} in + {:.0} out",
+            self.input_tokens as f64 / n,
+            self.output_tokens as f64 / n
+        );
+        println!(
+            "time per intake: {:.3} ms total, {:.3} ms outside the model call",
+            self.total_ms / n,
+            (self.total_ms - self.model_ms) / n
+        );
+        println!(
+            "model prompt for a median note: {} chars, about {} input tokens (chars/4 estimate)",
+            self.prompt_chars, self.prompt_tokens_estimate
+        );
+        println!(
+            "fallbacks to rules: {}   repair rounds: {}",
+            self.fallbacks, self.repaired
+        );
+        if verbose {
+            for m in &self.misses {
+                println!(
+                    "  miss {:<6} {:<12} got {:?}, expected {}",
+                    m.case, m.field, m.got, m.expected
+                );
+            }
+        }
+    }
+}
+
+/// Structures every case with `structurer` (rules as fallback, as in
+/// production) and scores the validated fields.
+pub async fn run(
+    workflow: &Workflow,
+    cases: &[Case],
+    structurer: &dyn Structurer,
+) -> anyhow::Result<Report> {
+    let rules = RulesStructurer;
+    let asset = AssetContext {
+        id: "02i000000000001AAA".parse().context("asset id")?,
+        name: "Corpus asset".into(),
+        serial_number: None,
+        account_id: None,
+        account_name: None,
+        location: None,
+    };
+    let mut r = Report {
+        structurer: structurer.name().to_owned(),
+        cases: cases.len(),
+        languages: BTreeMap::new(),
+        per_field: BTreeMap::new(),
+        right: 0,
+        scored: 0,
+        fallbacks: 0,
+        repaired: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        total_ms: 0.0,
+        model_ms: 0.0,
+        misses: vec![],
+        prompt_chars: 0,
+        prompt_tokens_estimate: 0,
+    };
+    let mut by_len: Vec<&Case> = cases.iter().collect();
+    by_len.sort_by_key(|c| c.notes.len());
+    if let Some(median) = by_len.get(by_len.len() / 2) {
+        r.prompt_chars = prompt_chars(workflow, &median.notes, &asset);
+        r.prompt_tokens_estimate = structuring::model::estimate_tokens(r.prompt_chars);
+    }
+    for case in cases {
+        *r.languages.entry(case.lang.clone()).or_default() += 1;
+        let input = StructuringInput {
+            notes: &case.notes,
+            asset: &asset,
+            photo: None,
+        };
+        let started = std::time::Instant::now();
+        let s = structuring::structure_detailed(structurer, &rules, workflow, &input).await;
+        r.total_ms += started.elapsed().as_secs_f64() * 1000.0;
+        r.model_ms += s.model_micros as f64 / 1000.0;
+        r.fallbacks += usize::from(s.info.fallback_reason.is_some());
+        r.repaired += usize::from(s.repaired);
+        r.input_tokens += s.info.input_tokens.unwrap_or(0);
+        r.output_tokens += s.info.output_tokens.unwrap_or(0);
+        for spec in &workflow.fields {
+            let Some(ok) = score(workflow, case, &spec.name, &s.fields) else {
+                continue;
+            };
+            let e = r.per_field.entry(spec.name.clone()).or_default();
+            e.1 += 1;
+            r.scored += 1;
+            if ok {
+                e.0 += 1;
+                r.right += 1;
+            } else {
+                let expected = match &spec.kind {
+                    FieldKind::Picklist { .. } => {
+                        format!(
+                            "{:?}",
+                            case.picklists.get(&spec.name).cloned().unwrap_or_default()
+                        )
+                    }
+                    FieldKind::Textarea { .. } => format!("containing {:?}", case.codes),
+                    FieldKind::Text { .. } => format!("with {:?}", case.subject),
+                };
+                r.misses.push(Miss {
+                    case: case.id.clone(),
+                    field: spec.name.clone(),
+                    got: s
+                        .fields
+                        .get(&spec.name)
+                        .and_then(|f| f.text())
+                        .unwrap_or("")
+                        .chars()
+                        .take(80)
+                        .collect(),
+                    expected,
+                });
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// The workflow (a file, or the built-in one) and its structurer: the
+/// `--structurer` override or the workflow's choice, configured from the
+/// environment. A model that is not configured is an error here: an
+/// operator asked for it.
+pub async fn setup(
+    workflow: Option<&Path>,
+    structurer: Option<&str>,
+) -> anyhow::Result<(Workflow, std::sync::Arc<dyn Structurer>)> {
+    let wf = match workflow {
+        Some(p) => Workflow::from_toml(
+            &p.display().to_string(),
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => fieldgate::domain::Workflows::builtin()
+            .iter()
+            .next()
+            .context("built-in workflow")?
+            .as_ref()
+            .clone(),
+    };
+    let kind: fieldgate::domain::StructurerKind = match structurer {
+        Some(s) => serde_json::from_value(serde_json::Value::String(s.to_lowercase()))
+            .map_err(|_| anyhow::anyhow!("{s:?} is not one of rules, claude, bedrock, openai"))?,
+        None => wf.structurer,
+    };
+    if kind == fieldgate::domain::StructurerKind::Rules {
+        return Ok((wf, std::sync::Arc::new(RulesStructurer)));
+    }
+    let mut all = structuring::structurers_from_env().await;
+    let s = all.remove(&kind).with_context(|| {
+        format!(
+            "the {kind:?} structurer is not configured (see the README, Structuring: ANTHROPIC_API_KEY, FIELDGATE_OPENAI_URL, FIELDGATE_BEDROCK_MODEL)"
+        )
+    })?;
+    Ok((wf, s))
+}
+
+/// What `fieldgate structure` prints.
+#[derive(Debug, Serialize)]
+pub struct StructureOutput {
+    pub fields: Fields,
+    pub structuring: fieldgate::domain::StructuringInfo,
+}
+
+pub async fn structure_one(
+    workflow: &Workflow,
+    structurer: &dyn Structurer,
+    notes: &str,
+) -> anyhow::Result<StructureOutput> {
+    let asset = AssetContext {
+        id: "02i000000000001AAA".parse().context("asset id")?,
+        name: "Command line".into(),
+        serial_number: None,
+        account_id: None,
+        account_name: None,
+        location: None,
+    };
+    let input = StructuringInput {
+        notes,
+        asset: &asset,
+        photo: None,
+    };
+    let s = structuring::structure_detailed(structurer, &RulesStructurer, workflow, &input).await;
+    Ok(StructureOutput {
+        fields: s.fields,
+        structuring: s.info,
+    })
+}
+
+/// Characters a model structurer sends for these notes (without photo):
+/// system prompt, the delimited notes and the tool definition.
+pub fn prompt_chars(workflow: &Workflow, notes: &str, asset: &AssetContext) -> usize {
+    use structuring::model::{TOOL_DESCRIPTION, TOOL_NAME, system_prompt, tool_schema, user_text};
+    let input = StructuringInput {
+        notes,
+        asset,
+        photo: None,
+    };
+    system_prompt(workflow, false).len()
+        + user_text(&input).len()
+        + TOOL_NAME.len()
+        + TOOL_DESCRIPTION.len()
+        + tool_schema(workflow).to_string().len()
+}
