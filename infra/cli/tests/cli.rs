@@ -139,11 +139,8 @@ fn structure_prints_fields_with_evidence() {
         .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["Priority"]["value"], "High");
-    assert!(
-        v["Subject"]["evidence"]
-            .as_str()
-            .unwrap()
-            .starts_with("Chiller tripped")
-    );
+    assert_eq!(v["fields"]["Priority"]["value"], "High");
+    let evidence = v["fields"]["Subject"]["evidence"].as_str().unwrap();
+    assert!(evidence.starts_with("Chiller tripped"), "{evidence}");
+    assert_eq!(v["structuring"]["structurer"], "rules");
 }
