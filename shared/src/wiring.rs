@@ -232,7 +232,7 @@ async fn sns_handoff(
 async fn secret(
     var: &'static str,
     id: &str,
-    field: &str,
+    field: Option<&str>,
     cell: &mut Sdk,
 ) -> Result<String, WiringError> {
     #[cfg(feature = "aws-secrets")]
@@ -303,7 +303,7 @@ impl Env {
         let keys = if !needs.keys {
             None
         } else if let Some(id) = opt("FIELDGATE_KEYS_SECRET_ARN") {
-            let json = secret("FIELDGATE_KEYS_SECRET_ARN", &id, "keys", &mut cell).await?;
+            let json = secret("FIELDGATE_KEYS_SECRET_ARN", &id, None, &mut cell).await?;
             Some(serde_json::from_str(&json).map_err(|e| {
                 // Not the value: serde's message names only a position.
                 WiringError::Invalid(format!("FIELDGATE_KEYS_SECRET_ARN: not a keys document: {e}"))
@@ -338,7 +338,7 @@ impl Env {
                 Some(s) => s,
                 None => match opt("SALESFORCE_SECRET_ARN") {
                     Some(id) => {
-                        secret("SALESFORCE_SECRET_ARN", &id, "client_secret", &mut cell).await?
+                        secret("SALESFORCE_SECRET_ARN", &id, Some("client_secret"), &mut cell).await?
                     }
                     None => return Err(WiringError::Missing("SALESFORCE_CLIENT_SECRET")),
                 },

@@ -28,12 +28,13 @@ pub enum SecretError {
     Read { id: String, reason: String },
 }
 
-/// Reads `secret_id`. The value is either the bare secret or a JSON object
-/// holding it under `field` (the console's key/value form).
+/// Reads `secret_id`. With `field`, the value is either the bare secret or
+/// a JSON object holding it under `field` (the console's key/value form);
+/// without, the whole value.
 pub async fn read_secret(
     client: &Client,
     secret_id: &str,
-    field: &str,
+    field: Option<&str>,
 ) -> Result<SecretValue, SecretError> {
     let err = |reason: String| SecretError::Read {
         id: secret_id.to_owned(),
@@ -48,8 +49,8 @@ pub async fn read_secret(
     let raw = out
         .secret_string
         .ok_or_else(|| err("no string value (set the secret after deploy)".into()))?;
-    let value = match serde_json::from_str::<serde_json::Value>(&raw) {
-        Ok(serde_json::Value::Object(map)) => match map.get(field) {
+    let value = match (field, serde_json::from_str::<serde_json::Value>(&raw)) {
+        (Some(field), Ok(serde_json::Value::Object(map))) => match map.get(field) {
             Some(serde_json::Value::String(s)) => s.clone(),
             _ => return Err(err(format!("JSON secret without a string field `{field}`"))),
         },
