@@ -32,7 +32,10 @@ fn text(r: &Response<Body>) -> String {
     }
 }
 
-fn multipart(path: &str, parts: &[(&str, Option<(&str, &str)>, &[u8])]) -> Request {
+/// A form part: name, optional (file name, content type), bytes.
+type Part<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
+
+fn multipart(path: &str, parts: &[Part<'_>]) -> Request {
     let b = "fgBoundary7";
     let mut body = Vec::new();
     for (name, file, data) in parts {
@@ -240,7 +243,9 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         unsafe { std::env::set_var(k, v) };
     }
     unsafe { std::env::remove_var("SALESFORCE_CLIENT_SECRET") };
-    let env = Env::load(Needs::ALL).await.expect("wiring from the environment");
+    let env = Env::load(Needs::ALL)
+        .await
+        .expect("wiring from the environment");
 
     let intake = fieldgate_qr_intake::Intake {
         store: env.store.clone(),
@@ -279,20 +284,35 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
 
     // 1. Scan and submit, with a photo.
     let asset = emulator.demo_assets()[0].clone();
-    let code = keys
-        .qr
-        .sign(&asset.id.parse().unwrap(), &"field-service-case".parse().unwrap());
+    let code = keys.qr.sign(
+        &asset.id.parse().unwrap(),
+        &"field-service-case".parse().unwrap(),
+    );
     let path = format!("/q/{code}");
-    let form = fieldgate_qr_intake::handle(&intake, http::Request::builder().uri(&path).body(Body::Empty).unwrap()).await;
+    let form = fieldgate_qr_intake::handle(
+        &intake,
+        http::Request::builder()
+            .uri(&path)
+            .body(Body::Empty)
+            .unwrap(),
+    )
+    .await;
     assert_eq!(form.status(), 200, "{}", text(&form));
-    assert!(text(&form).contains(&asset.name), "asset looked up in Salesforce");
+    assert!(
+        text(&form).contains(&asset.name),
+        "asset looked up in Salesforce"
+    );
     let photo = jpeg();
     let r = fieldgate_qr_intake::handle(
         &intake,
         multipart(
             &path,
             &[
-                ("notes", None, b"Compressor trips on high pressure, urgent, oil under the unit"),
+                (
+                    "notes",
+                    None,
+                    b"Compressor trips on high pressure, urgent, oil under the unit",
+                ),
                 ("photo", Some(("unit.jpg", "image/jpeg")), &photo),
                 ("reporter", None, b"tech@example.com"),
                 ("idem", None, ProposalId::generate().to_string().as_bytes()),
@@ -307,14 +327,13 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     let photo_ref = received[0].intake.photo.clone().expect("photo kept");
 
     // The photo is in S3, encrypted, with its content type.
-    let head = m
-        .s3
-        .head_object()
-        .bucket(&m.bucket)
-        .key(&photo_ref.key)
-        .send()
-        .await
-        .expect("photo object exists");
+    let head =
+        m.s3.head_object()
+            .bucket(&m.bucket)
+            .key(&photo_ref.key)
+            .send()
+            .await
+            .expect("photo object exists");
     assert_eq!(head.content_type(), Some("image/jpeg"));
     assert_eq!(head.content_length(), Some(photo.len() as i64));
     assert_eq!(
@@ -340,7 +359,11 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         .as_array()
         .expect("moto keeps sent mail")
         .iter()
-        .filter(|m| m["body"].as_str().is_some_and(|b| b.contains(&id.to_string()) || b.contains("/r/")))
+        .filter(|m| {
+            m["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(&id.to_string()) || b.contains("/r/"))
+        })
         .filter(|m| m["destinations"]["ToAddresses"][0] == "service-desk@example.com")
         .collect();
     assert_eq!(mails.len(), 1, "one review mail: {mails:#?}");
@@ -357,7 +380,10 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     // 4. The reviewer opens the link (no change) and approves.
     let page = fieldgate_approval::handle(
         &approval,
-        http::Request::builder().uri(&link).body(Body::Empty).unwrap(),
+        http::Request::builder()
+            .uri(&link)
+            .body(Body::Empty)
+            .unwrap(),
     )
     .await;
     assert_eq!(page.status(), 200);
@@ -415,7 +441,10 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     let body: Value = serde_json::from_str(msgs[0].body().unwrap()).unwrap();
     let schema: Value = serde_json::from_str(fieldgate::ports::HANDOFF_JSON_SCHEMA).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&body).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?} in {body:#}");
     assert_eq!(body["proposal_id"], id.to_string());
     assert_eq!(body["salesforce_id"], case_id.as_str());
@@ -424,7 +453,10 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     let attr = |k: &str| attrs[k].string_value().unwrap().to_owned();
     assert_eq!(attr("workflow"), "field-service-case");
     assert_eq!(attr("event"), "committed");
-    assert_eq!(attr("priority"), body["priority"].as_str().unwrap_or("none"));
+    assert_eq!(
+        attr("priority"),
+        body["priority"].as_str().unwrap_or("none")
+    );
     assert!(
         receive_all(&m.sqs, &m.other_queue_url).await.is_empty(),
         "the filter policy kept it from the other subscriber"
@@ -445,7 +477,12 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     let media = S3Media::new(m.s3.clone(), &m.bucket, "");
     let png = b"\x89PNG\r\n\x1a\n0000IHDR-small-image";
     let put = media
-        .presign_put("photos/direct.png", "image/png", png.len() as u64, Duration::from_secs(300))
+        .presign_put(
+            "photos/direct.png",
+            "image/png",
+            png.len() as u64,
+            Duration::from_secs(300),
+        )
         .await
         .unwrap();
     let mut req = reqwest::Client::new().put(&put.url).body(png.to_vec());
@@ -459,7 +496,10 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         .await
         .unwrap()
         .expect("uploaded");
-    assert_eq!((up.bytes, up.content_type.as_str()), (png.len() as u64, "image/png"));
+    assert_eq!(
+        (up.bytes, up.content_type.as_str()),
+        (png.len() as u64, "image/png")
+    );
     assert!(
         media
             .check_upload("photos/direct.png", 8, &["image/png"])

@@ -78,13 +78,19 @@ async fn items_follow_the_single_table_design() {
             .send()
     };
     let item = get(format!("P#{id}"), "META").await.unwrap().item.unwrap();
-    assert_eq!(item["gsi_status"], AttributeValue::S("PENDING_REVIEW".into()));
+    assert_eq!(
+        item["gsi_status"],
+        AttributeValue::S("PENDING_REVIEW".into())
+    );
     assert_eq!(item["status"], AttributeValue::S("PENDING_REVIEW".into()));
     assert_eq!(item["version"], AttributeValue::N("2".into()));
     let created = item["created_at"].as_s().unwrap();
     assert_eq!(created.len(), 30, "fixed-width sortable time: {created}");
     let ttl: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
-    assert!(ttl > now().unix_timestamp() + 300 * 86_400, "TTL set: {ttl}");
+    assert!(
+        ttl > now().unix_timestamp() + 300 * 86_400,
+        "TTL set: {ttl}"
+    );
     for (sk, action) in [("EV#000001", "received"), ("EV#000002", "step")] {
         let ev = get(format!("P#{id}"), sk).await.unwrap().item.unwrap();
         assert_eq!(ev["action"], AttributeValue::S(action.into()), "{sk}");
@@ -106,10 +112,7 @@ async fn items_follow_the_single_table_design() {
     assert_eq!(q.items().len(), 1);
     // A rate-limit window is its own item with a TTL.
     assert_eq!(
-        t.store
-            .count_in_window("code-1", 600, now())
-            .await
-            .unwrap(),
+        t.store.count_in_window("code-1", 600, now()).await.unwrap(),
         1
     );
     let window = now().unix_timestamp() / 600;
@@ -165,12 +168,13 @@ async fn the_poller_filters_like_the_template_and_redelivers_from_the_failure() 
         .apply(&step(&p0, Status::PendingReview))
         .await
         .unwrap();
-    t.store.cache_asset(&fieldgate::ports::CachedAsset {
-        asset: p0.asset.clone(),
-        fetched_at: now(),
-    })
-    .await
-    .unwrap();
+    t.store
+        .cache_asset(&fieldgate::ports::CachedAsset {
+            asset: p0.asset.clone(),
+            fetched_at: now(),
+        })
+        .await
+        .unwrap();
 
     let mut poller = t.poller(StreamFilter::structure());
     poller.max_retries = 1;

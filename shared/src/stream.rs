@@ -127,7 +127,10 @@ mod tests {
         let early = sortable_time(p.created_at);
         let later = sortable_time(p.created_at + time::Duration::milliseconds(1));
         let much_later = sortable_time(p.created_at + time::Duration::seconds(1));
-        assert!(early < later && later < much_later, "{early} {later} {much_later}");
+        assert!(
+            early < later && later < much_later,
+            "{early} {later} {much_later}"
+        );
         assert_eq!(early.len(), "2026-01-01T00:00:00.000000000Z".len());
         let rec = change_record(None, &p, 7);
         assert_eq!(rec.event_name, "INSERT");

@@ -21,8 +21,8 @@ use crate::ports::{
     AssetDirectory, HandoffMessage, HandoffPublisher, MediaStore, NotifyError, ProposalStore,
     PublishError, ReviewMail, ReviewNotifier,
 };
-use async_trait::async_trait;
 use crate::salesforce::{CachedDirectory, SalesforceAssets, SalesforceClient, SalesforceConfig};
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -123,7 +123,10 @@ impl ReviewNotifier for Unconfigured {
 #[async_trait]
 impl HandoffPublisher for Unconfigured {
     async fn publish(&self, _: &HandoffMessage) -> Result<(), PublishError> {
-        Err(PublishError(format!("no handoff configured: set {}", self.0)))
+        Err(PublishError(format!(
+            "no handoff configured: set {}",
+            self.0
+        )))
     }
 }
 
@@ -186,7 +189,10 @@ async fn dynamodb_store(
 async fn s3_media(bucket: &str, cell: &mut Sdk) -> Result<Arc<dyn MediaStore>, WiringError> {
     #[cfg(feature = "aws-s3")]
     {
-        let path_style = matches!(opt("FIELDGATE_S3_PATH_STYLE").as_deref(), Some("1" | "true"));
+        let path_style = matches!(
+            opt("FIELDGATE_S3_PATH_STYLE").as_deref(),
+            Some("1" | "true")
+        );
         let client = crate::aws::s3::S3Media::client(sdk(cell).await, path_style);
         Ok(Arc::new(crate::aws::s3::S3Media::new(client, bucket, "")))
     }
@@ -195,10 +201,7 @@ async fn s3_media(bucket: &str, cell: &mut Sdk) -> Result<Arc<dyn MediaStore>, W
 }
 
 #[allow(unused_variables)]
-async fn ses_notifier(
-    from: &str,
-    cell: &mut Sdk,
-) -> Result<Arc<dyn ReviewNotifier>, WiringError> {
+async fn ses_notifier(from: &str, cell: &mut Sdk) -> Result<Arc<dyn ReviewNotifier>, WiringError> {
     #[cfg(feature = "aws-ses")]
     {
         let client = aws_sdk_sesv2::Client::new(sdk(cell).await);
@@ -306,7 +309,9 @@ impl Env {
             let json = secret("FIELDGATE_KEYS_SECRET_ARN", &id, None, &mut cell).await?;
             Some(serde_json::from_str(&json).map_err(|e| {
                 // Not the value: serde's message names only a position.
-                WiringError::Invalid(format!("FIELDGATE_KEYS_SECRET_ARN: not a keys document: {e}"))
+                WiringError::Invalid(format!(
+                    "FIELDGATE_KEYS_SECRET_ARN: not a keys document: {e}"
+                ))
             })?)
         } else if in_aws {
             // Random keys per container would break every QR code and form.
@@ -338,7 +343,13 @@ impl Env {
                 Some(s) => s,
                 None => match opt("SALESFORCE_SECRET_ARN") {
                     Some(id) => {
-                        secret("SALESFORCE_SECRET_ARN", &id, Some("client_secret"), &mut cell).await?
+                        secret(
+                            "SALESFORCE_SECRET_ARN",
+                            &id,
+                            Some("client_secret"),
+                            &mut cell,
+                        )
+                        .await?
                     }
                     None => return Err(WiringError::Missing("SALESFORCE_CLIENT_SECRET")),
                 },
@@ -387,7 +398,9 @@ impl Env {
     }
 
     pub fn assets(&self) -> Result<Arc<dyn AssetDirectory>, WiringError> {
-        self.assets.clone().ok_or_else(|| Self::not_loaded("assets"))
+        self.assets
+            .clone()
+            .ok_or_else(|| Self::not_loaded("assets"))
     }
 
     pub fn qr(&self) -> Result<Arc<QrKeyring>, WiringError> {

@@ -5,7 +5,11 @@ use lambda_http::{Error, Request, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let env = fieldgate::wiring::Env::load(fieldgate::wiring::Needs { salesforce: false, keys: true }).await?;
+    let env = fieldgate::wiring::Env::load(fieldgate::wiring::Needs {
+        salesforce: false,
+        keys: true,
+    })
+    .await?;
     let deps = std::sync::Arc::new(fieldgate_approval::Approval {
         store: env.store.clone(),
         media: env.media.clone(),

@@ -179,11 +179,8 @@ impl DynamoStore {
             if let SdkError::ServiceError(se) = &err
                 && let TransactWriteItemsError::TransactionCanceledException(tc) = se.err()
             {
-                let codes: Vec<Option<&str>> = tc
-                    .cancellation_reasons()
-                    .iter()
-                    .map(|r| r.code())
-                    .collect();
+                let codes: Vec<Option<&str>> =
+                    tc.cancellation_reasons().iter().map(|r| r.code()).collect();
                 if let Some(i) = codes
                     .iter()
                     .position(|c| *c == Some("ConditionalCheckFailed"))
@@ -330,9 +327,7 @@ impl ProposalStore for DynamoStore {
 
     async fn get(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError> {
         match self.get_item(Self::key(proposal_pk(id))).await? {
-            Some(item) => proposal_from_item(item.into())
-                .map(Some)
-                .map_err(backend),
+            Some(item) => proposal_from_item(item.into()).map(Some).map_err(backend),
             None => Ok(None),
         }
     }

@@ -9,7 +9,6 @@ use aws_sdk_sns::Client;
 use aws_sdk_sns::error::DisplayErrorContext;
 use aws_sdk_sns::types::MessageAttributeValue;
 
-
 pub struct SnsHandoff {
     client: Client,
     topic_arn: String,
