@@ -181,11 +181,14 @@ impl DynamoStore {
             {
                 let codes: Vec<Option<&str>> =
                     tc.cancellation_reasons().iter().map(|r| r.code()).collect();
-                if let Some(i) = codes
+                let failed: Vec<usize> = codes
                     .iter()
-                    .position(|c| *c == Some("ConditionalCheckFailed"))
-                {
-                    return Err(TxFailure::Condition(i));
+                    .enumerate()
+                    .filter(|(_, c)| **c == Some("ConditionalCheckFailed"))
+                    .map(|(i, _)| i)
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(TxFailure::Condition(failed));
                 }
                 if codes.contains(&Some("TransactionConflict")) && attempt < 12 {
                     tokio::time::sleep(delay).await;
@@ -212,8 +215,8 @@ impl DynamoStore {
 }
 
 enum TxFailure {
-    /// The condition of the n-th item failed.
-    Condition(usize),
+    /// The conditions of these items (by position) failed.
+    Condition(Vec<usize>),
     Other(StoreError),
 }
 
@@ -271,7 +274,9 @@ impl ProposalStore for DynamoStore {
         }
         match self.transact(items).await {
             Ok(()) => Ok(Created::New),
-            Err(TxFailure::Condition(2)) => {
+            // The key names an earlier submission: that one wins, even when
+            // this is a replay of the very same proposal.
+            Err(TxFailure::Condition(failed)) if failed.contains(&2) => {
                 let k = idempotency_key.expect("item 2 is the idempotency key");
                 let item = self
                     .get_item(Self::key(format!("I#{k}")))
