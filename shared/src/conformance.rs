@@ -97,6 +97,12 @@ async fn idempotent_create(s: &dyn ProposalStore) {
         None,
         "idempotent_create: the repeat stored nothing"
     );
+    // A retry of the very same write (the first answer was lost).
+    assert_eq!(
+        s.create(&a, Some(&key)).await,
+        Ok(Created::Existing(a.proposal.id)),
+        "idempotent_create: replay"
+    );
 }
 
 async fn stale_writes_conflict(s: &dyn ProposalStore) {

@@ -2,6 +2,14 @@
 //! embedded adapters used by `fieldgate dev` and the tests, the Salesforce
 //! REST client, the structurers and the pages.
 
+#[cfg(any(
+    feature = "aws-dynamodb",
+    feature = "aws-s3",
+    feature = "aws-sns",
+    feature = "aws-ses",
+    feature = "aws-secrets"
+))]
+pub mod aws;
 pub mod conformance;
 pub mod domain;
 pub mod embedded;

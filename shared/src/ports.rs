@@ -198,7 +198,11 @@ pub struct Attachment<'a> {
 
 // ---------------------------------------------------------------- handoff
 
-/// Version 1 of the handoff message (documented in docs/handoff.md).
+/// The JSON Schema of [`HandoffMessage`] (version 1), shipped in the repository
+/// for subscribers: `docs/handoff.schema.json`.
+pub const HANDOFF_JSON_SCHEMA: &str = include_str!("../../docs/handoff.schema.json");
+
+/// Version 1 of the handoff message (schema: `docs/handoff.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HandoffMessage {
     pub schema: String,
@@ -263,4 +267,46 @@ pub struct DirectoryError(pub String);
 pub trait AssetDirectory: Send + Sync {
     /// `None`: no such asset (the QR code is stale).
     async fn lookup(&self, id: &AssetId) -> Result<Option<AssetContext>, DirectoryError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handoff_message_matches_its_published_schema() {
+        let schema: Value = serde_json::from_str(HANDOFF_JSON_SCHEMA).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let msg = HandoffMessage {
+            schema: "fieldgate.handoff/v1".into(),
+            event: "committed".into(),
+            dedupe_key: "01JD0000000000000000000000:committed".into(),
+            proposal_id: "01JD0000000000000000000000".parse().unwrap(),
+            workflow: "field-service-case".into(),
+            object: "Case".into(),
+            salesforce_id: "500000000000001AAA".into(),
+            salesforce_url: "https://example.my.salesforce.com/500000000000001AAA".into(),
+            summary: "Leak".into(),
+            priority: None,
+            asset: AssetContext {
+                id: "02i000000000001AAA".parse().unwrap(),
+                name: "Chiller".into(),
+                serial_number: None,
+                account_id: None,
+                account_name: None,
+                location: None,
+            },
+            approved_by: Some("lead@example.com".into()),
+            committed_at: crate::domain::now(),
+        };
+        let mut v = serde_json::to_value(&msg).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        // The schema is strict enough to catch drift.
+        v["surprise"] = Value::Bool(true);
+        assert!(!validator.is_valid(&v));
+        v.as_object_mut().unwrap().remove("surprise");
+        v["proposal_id"] = Value::String("not-a-ulid".into());
+        assert!(!validator.is_valid(&v));
+    }
 }

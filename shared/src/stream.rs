@@ -12,7 +12,7 @@ pub fn proposal_pk(id: ProposalId) -> String {
 }
 pub const META: &str = "META";
 
-/// The proposal item: key attributes, the GSI attributes (`status`,
+/// The proposal item: key attributes, the GSI attributes (`gsi_status`,
 /// `created_at` as sortable text) and the proposal document.
 pub fn proposal_item(p: &Proposal) -> Item {
     let mut item: Item = serde_dynamo::to_item(p).expect("a proposal is a plain document");
@@ -22,7 +22,27 @@ pub fn proposal_item(p: &Proposal) -> Item {
         "gsi_status".into(),
         AttributeValue::S(p.status.as_str().into()),
     );
+    item.insert(
+        "created_at".into(),
+        AttributeValue::S(sortable_time(p.created_at)),
+    );
     item
+}
+
+/// RFC 3339 in UTC with a fixed nine-digit fraction, so that text order is
+/// time order (the `by_status` index sorts on it); still parses as RFC 3339.
+pub fn sortable_time(t: crate::domain::Timestamp) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
 }
 
 pub fn proposal_from_item(item: Item) -> Result<Proposal, serde_dynamo::Error> {
@@ -133,6 +153,14 @@ mod tests {
         let p = t.proposal;
         let back = proposal_from_item(proposal_item(&p)).unwrap();
         assert_eq!(back, p);
+        let early = sortable_time(p.created_at);
+        let later = sortable_time(p.created_at + time::Duration::milliseconds(1));
+        let much_later = sortable_time(p.created_at + time::Duration::seconds(1));
+        assert!(
+            early < later && later < much_later,
+            "{early} {later} {much_later}"
+        );
+        assert_eq!(early.len(), "2026-01-01T00:00:00.000000000Z".len());
         let rec = change_record(None, &p, 7);
         assert_eq!(rec.event_name, "INSERT");
         assert_eq!(subject_of(&rec), Some((p.id, Some(Status::Received))));

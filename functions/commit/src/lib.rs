@@ -214,13 +214,17 @@ pub async fn handle_event(deps: &Commit, payload: Value) -> Result<Value, Commit
         let resp = handle_stream(deps, event).await;
         return serde_json::to_value(resp).map_err(internal);
     }
-    let done = sweep(deps, fieldgate::domain::now()).await?;
+    // The schedule also ends reviews nobody answered in time.
+    let now = fieldgate::domain::now();
+    let done = sweep(deps, now).await?;
+    let expired = fieldgate::review::expire_due(deps.store.as_ref(), now, 100).await?;
     tracing::info!(
         redriven = done.redriven,
         waiting = done.waiting,
-        "commit sweep done"
+        expired,
+        "scheduled sweep done"
     );
-    serde_json::to_value(done).map_err(internal)
+    Ok(json!({"commit": serde_json::to_value(done).map_err(internal)?, "expired": expired}))
 }
 
 async fn start(

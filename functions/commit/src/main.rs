@@ -6,10 +6,14 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let env = fieldgate::wiring::Env::from_env().await?;
+    let env = fieldgate::wiring::Env::load(fieldgate::wiring::Needs {
+        salesforce: true,
+        keys: false,
+    })
+    .await?;
     let deps = std::sync::Arc::new(fieldgate_commit::Commit {
         store: env.store.clone(),
-        writer: env.salesforce.clone(),
+        writer: env.salesforce()?,
         media: env.media.clone(),
         handoff: env.handoff.clone(),
         notifier: env.notifier.clone(),

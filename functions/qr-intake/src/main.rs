@@ -5,14 +5,18 @@ use lambda_http::{Error, Request, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let env = fieldgate::wiring::Env::from_env().await?;
+    let env = fieldgate::wiring::Env::load(fieldgate::wiring::Needs {
+        salesforce: true,
+        keys: true,
+    })
+    .await?;
     let deps = std::sync::Arc::new(fieldgate_qr_intake::Intake {
         store: env.store.clone(),
         media: env.media.clone(),
-        assets: env.assets.clone(),
+        assets: env.assets()?,
         workflows: env.workflows.clone(),
-        qr: env.qr.clone(),
-        links: env.links.clone(),
+        qr: env.qr()?,
+        links: env.links()?,
         limits: Default::default(),
     });
     lambda_http::run(service_fn(move |req: Request| {

@@ -6,7 +6,11 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let env = fieldgate::wiring::Env::from_env().await?;
+    let env = fieldgate::wiring::Env::load(fieldgate::wiring::Needs {
+        salesforce: false,
+        keys: false,
+    })
+    .await?;
     let deps = std::sync::Arc::new(fieldgate_structure::Structure {
         store: env.store.clone(),
         media: env.media.clone(),

@@ -1,0 +1,449 @@
+//! The DynamoDB store: one table (see DESIGN.md), every transition one
+//! `TransactWriteItems` that writes the proposal on the condition of its
+//! version and status and appends the audit event that cannot exist yet.
+//!
+//! | item | PK | SK |
+//! |---|---|---|
+//! | proposal | `P#{id}` | `META` |
+//! | audit event | `P#{id}` | `EV#{seq:06}` |
+//! | asset cache | `A#{asset}` | `META` |
+//! | rate-limit window | `RL#{key}#{window}` | `META` |
+//! | idempotency key | `I#{key}` | `META` |
+//!
+//! GSI `by_status` (`gsi_status`, `created_at`); TTL attribute `expires_at`.
+
+use crate::domain::{AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition};
+use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
+use crate::stream::{META, proposal_from_item, proposal_item, proposal_pk};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TimeToLiveSpecification, TransactWriteItem,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const STATUS_INDEX: &str = "by_status";
+/// How long an idempotency key is remembered (a retried form submission
+/// arrives within minutes; a day is generous).
+const IDEMPOTENCY_TTL_SECS: i64 = 86_400;
+/// Asset cache items go away on their own after this; freshness is the
+/// caller's (`CachedDirectory`) decision.
+const ASSET_TTL_SECS: i64 = 7 * 86_400;
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the table as `template.yaml` declares it (for tests and local
+    /// runs against DynamoDB Local; in AWS the template owns the table).
+    /// Returns the stream ARN.
+    pub async fn create_table(client: &Client, table: &str) -> Result<String, StoreError> {
+        let attr = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(backend)
+        };
+        let key = |n: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+                .map_err(backend)
+        };
+        let out = client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("PK")?)
+            .attribute_definitions(attr("SK")?)
+            .attribute_definitions(attr("gsi_status")?)
+            .attribute_definitions(attr("created_at")?)
+            .key_schema(key("PK", KeyType::Hash)?)
+            .key_schema(key("SK", KeyType::Range)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(STATUS_INDEX)
+                    .key_schema(key("gsi_status", KeyType::Hash)?)
+                    .key_schema(key("created_at", KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(backend)?,
+            )
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(sdk)?;
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.table_description
+            .and_then(|d| d.latest_stream_arn)
+            .ok_or_else(|| StoreError::Backend("table has no stream".into()))
+    }
+
+    fn key(pk: String) -> Item {
+        HashMap::from([
+            ("PK".to_owned(), AttributeValue::S(pk)),
+            ("SK".to_owned(), AttributeValue::S(META.to_owned())),
+        ])
+    }
+
+    fn event_item(t: &Transition) -> Result<Item, StoreError> {
+        let mut item: Item = serde_dynamo::to_item(&t.event).map_err(backend)?;
+        item.insert("PK".into(), AttributeValue::S(proposal_pk(t.proposal.id)));
+        item.insert("SK".into(), AttributeValue::S(event_sk(t.event.seq)));
+        // The audit trail lives as long as the proposal it explains.
+        item.insert(
+            "expires_at".into(),
+            AttributeValue::N(t.proposal.expires_at.to_string()),
+        );
+        Ok(item)
+    }
+
+    fn put(&self, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
+        Ok(TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression(condition)
+                    .build()
+                    .map_err(backend)?,
+            )
+            .build())
+    }
+
+    /// Runs one transaction. A failed condition is a lost race
+    /// (`Conflict`); a clash with another transaction in flight is retried,
+    /// because that other one may still fail and then ours must go through.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxFailure> {
+        let mut delay = Duration::from_millis(10);
+        for attempt in 0.. {
+            let res = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let err = match res {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            if let SdkError::ServiceError(se) = &err
+                && let TransactWriteItemsError::TransactionCanceledException(tc) = se.err()
+            {
+                let codes: Vec<Option<&str>> =
+                    tc.cancellation_reasons().iter().map(|r| r.code()).collect();
+                let failed: Vec<usize> = codes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c == Some("ConditionalCheckFailed"))
+                    .map(|(i, _)| i)
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(TxFailure::Condition(failed));
+                }
+                if codes.contains(&Some("TransactionConflict")) && attempt < 12 {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(400));
+                    continue;
+                }
+            }
+            return Err(TxFailure::Other(sdk(err)));
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn get_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|o| o.item)
+            .map_err(sdk)
+    }
+}
+
+enum TxFailure {
+    /// The conditions of these items (by position) failed.
+    Condition(Vec<usize>),
+    Other(StoreError),
+}
+
+fn event_sk(seq: u32) -> String {
+    format!("EV#{seq:06}")
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Backend(DisplayErrorContext(e).to_string())
+}
+
+fn num(item: &Item, name: &str) -> Option<u64> {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl ProposalStore for DynamoStore {
+    async fn create(
+        &self,
+        t: &Transition,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created, StoreError> {
+        if t.expected_version != 0 {
+            return Err(StoreError::Conflict);
+        }
+        let proposal: Item = proposal_item(&t.proposal).into();
+        let mut items = vec![
+            self.put(proposal, "attribute_not_exists(PK)")?,
+            self.put(Self::event_item(t)?, "attribute_not_exists(PK)")?,
+        ];
+        if let Some(k) = idempotency_key {
+            let mut idem = Self::key(format!("I#{k}"));
+            idem.insert(
+                "proposal".into(),
+                AttributeValue::S(t.proposal.id.to_string()),
+            );
+            idem.insert(
+                "expires_at".into(),
+                AttributeValue::N(
+                    (t.proposal.created_at.unix_timestamp() + IDEMPOTENCY_TTL_SECS).to_string(),
+                ),
+            );
+            items.push(self.put(idem, "attribute_not_exists(PK)")?);
+        }
+        match self.transact(items).await {
+            Ok(()) => Ok(Created::New),
+            // The key names an earlier submission: that one wins, even when
+            // this is a replay of the very same proposal.
+            Err(TxFailure::Condition(failed)) if failed.contains(&2) => {
+                let k = idempotency_key.expect("item 2 is the idempotency key");
+                let item = self
+                    .get_item(Self::key(format!("I#{k}")))
+                    .await?
+                    .ok_or_else(|| backend("idempotency item vanished"))?;
+                match item.get("proposal") {
+                    Some(AttributeValue::S(id)) => Ok(Created::Existing(
+                        id.parse().map_err(|e: crate::domain::IdError| backend(e))?,
+                    )),
+                    _ => Err(backend("idempotency item without proposal")),
+                }
+            }
+            Err(TxFailure::Condition(_)) => Err(StoreError::Conflict),
+            Err(TxFailure::Other(e)) => Err(e),
+        }
+    }
+
+    async fn apply(&self, t: &Transition) -> Result<(), StoreError> {
+        let Some(expected_status) = t.expected_status else {
+            return Err(StoreError::Conflict);
+        };
+        let proposal: Item = proposal_item(&t.proposal).into();
+        let put_proposal = TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(proposal))
+                    .condition_expression("#v = :v AND #s = :s")
+                    .expression_attribute_names("#v", "version")
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_values(
+                        ":v",
+                        AttributeValue::N(t.expected_version.to_string()),
+                    )
+                    .expression_attribute_values(
+                        ":s",
+                        AttributeValue::S(expected_status.as_str().into()),
+                    )
+                    .build()
+                    .map_err(backend)?,
+            )
+            .build();
+        let items = vec![
+            put_proposal,
+            self.put(Self::event_item(t)?, "attribute_not_exists(PK)")?,
+        ];
+        match self.transact(items).await {
+            Ok(()) => Ok(()),
+            Err(TxFailure::Condition(_)) => Err(StoreError::Conflict),
+            Err(TxFailure::Other(e)) => Err(e),
+        }
+    }
+
+    async fn get(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError> {
+        match self.get_item(Self::key(proposal_pk(id))).await? {
+            Some(item) => proposal_from_item(item.into()).map(Some).map_err(backend),
+            None => Ok(None),
+        }
+    }
+
+    async fn events(&self, id: ProposalId) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut events = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :ev)")
+            .expression_attribute_values(":pk", AttributeValue::S(proposal_pk(id)))
+            .expression_attribute_values(":ev", AttributeValue::S("EV#".into()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(sdk)?;
+            events.push(serde_dynamo::from_item(item).map_err(backend)?);
+        }
+        Ok(events)
+    }
+
+    async fn list_by_status(
+        &self,
+        status: Status,
+        limit: usize,
+    ) -> Result<Vec<Proposal>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(STATUS_INDEX)
+                .key_condition_expression("gsi_status = :s")
+                .expression_attribute_values(":s", AttributeValue::S(status.as_str().into()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)?;
+            for item in page.items.unwrap_or_default() {
+                out.push(proposal_from_item(item.into()).map_err(backend)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError> {
+        match self
+            .get_item(Self::key(format!("A#{}", id.as_str())))
+            .await?
+        {
+            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(backend),
+            None => Ok(None),
+        }
+    }
+
+    async fn cache_asset(&self, asset: &CachedAsset) -> Result<(), StoreError> {
+        let mut item: Item = serde_dynamo::to_item(asset).map_err(backend)?;
+        item.extend(Self::key(format!("A#{}", asset.asset.id.as_str())));
+        item.insert(
+            "expires_at".into(),
+            AttributeValue::N((asset.fetched_at.unix_timestamp() + ASSET_TTL_SECS).to_string()),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
+
+    async fn count_in_window(
+        &self,
+        key: &str,
+        window_secs: i64,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let window_secs = window_secs.max(1);
+        let window = now.unix_timestamp() / window_secs;
+        // One item per window: an atomic ADD, and TTL removes old windows.
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(format!("RL#{key}#{window}"))))
+            .update_expression("ADD #c :one SET expires_at = :exp")
+            .expression_attribute_names("#c", "count")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(
+                ":exp",
+                AttributeValue::N(((window + 2) * window_secs).to_string()),
+            )
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.attributes
+            .as_ref()
+            .and_then(|a| num(a, "count"))
+            .ok_or_else(|| backend("counter update returned no count"))
+    }
+}

@@ -1,0 +1,56 @@
+//! Review mail through SES v2: HTML and plain text, from a verified sender.
+
+use crate::ports::{NotifyError, ReviewMail, ReviewNotifier};
+use async_trait::async_trait;
+use aws_sdk_sesv2::Client;
+use aws_sdk_sesv2::error::DisplayErrorContext;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+
+pub struct SesNotifier {
+    client: Client,
+    from: String,
+    configuration_set: Option<String>,
+}
+
+impl SesNotifier {
+    pub fn new(client: Client, from: impl Into<String>, configuration_set: Option<String>) -> Self {
+        Self {
+            client,
+            from: from.into(),
+            configuration_set,
+        }
+    }
+}
+
+fn content(s: &str) -> Result<Content, NotifyError> {
+    Content::builder()
+        .data(s)
+        .charset("UTF-8")
+        .build()
+        .map_err(|e| NotifyError(e.to_string()))
+}
+
+#[async_trait]
+impl ReviewNotifier for SesNotifier {
+    async fn send(&self, mail: &ReviewMail) -> Result<(), NotifyError> {
+        let message = Message::builder()
+            .subject(content(&mail.subject)?)
+            .body(
+                Body::builder()
+                    .text(content(&mail.text)?)
+                    .html(content(&mail.html)?)
+                    .build(),
+            )
+            .build();
+        self.client
+            .send_email()
+            .from_email_address(&self.from)
+            .destination(Destination::builder().to_addresses(&mail.to).build())
+            .content(EmailContent::builder().simple(message).build())
+            .set_configuration_set_name(self.configuration_set.clone())
+            .send()
+            .await
+            .map_err(|e| NotifyError(DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! The handoff through SNS: the v1 JSON message (schema in
+//! `docs/handoff.schema.json`), message attributes for subscription filter
+//! policies, and the dedupe key (also as the FIFO deduplication id when the
+//! topic is a FIFO topic).
+
+use crate::ports::{HandoffMessage, HandoffPublisher, PublishError};
+use async_trait::async_trait;
+use aws_sdk_sns::Client;
+use aws_sdk_sns::error::DisplayErrorContext;
+use aws_sdk_sns::types::MessageAttributeValue;
+
+pub struct SnsHandoff {
+    client: Client,
+    topic_arn: String,
+}
+
+impl SnsHandoff {
+    pub fn new(client: Client, topic_arn: impl Into<String>) -> Self {
+        Self {
+            client,
+            topic_arn: topic_arn.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl HandoffPublisher for SnsHandoff {
+    async fn publish(&self, msg: &HandoffMessage) -> Result<(), PublishError> {
+        let body = serde_json::to_string(msg).map_err(|e| PublishError(e.to_string()))?;
+        let mut req = self
+            .client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(format!("fieldgate {}: {}", msg.event, msg.workflow))
+            .message(body);
+        for (name, value) in msg.attributes() {
+            req = req.message_attributes(
+                name,
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(value)
+                    .build()
+                    .map_err(|e| PublishError(e.to_string()))?,
+            );
+        }
+        if self.topic_arn.ends_with(".fifo") {
+            // One group per proposal keeps its messages in order; SNS drops
+            // a repeat with the same id within five minutes.
+            req = req
+                .message_group_id(msg.proposal_id.to_string())
+                .message_deduplication_id(&msg.dedupe_key);
+        }
+        req.send()
+            .await
+            .map_err(|e| PublishError(DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,243 @@
+//! The DynamoDB store against DynamoDB Local: the same conformance suite as
+//! the embedded store, the single-table layout, atomicity of a transition,
+//! and the stream poller that feeds the steps like an event-source mapping.
+
+mod aws;
+
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_sdk_dynamodb::types::AttributeValue;
+use fieldgate::aws::poller::StreamFilter;
+use fieldgate::domain::{
+    Actor, AssetContext, Intake, Proposal, ProposalId, Status, Transition, now,
+};
+use fieldgate::ports::{ProposalStore, StoreError};
+use std::collections::HashMap;
+
+fn received() -> Transition {
+    let at = now();
+    Proposal::receive(
+        ProposalId::generate(),
+        "field-service-case".parse().unwrap(),
+        AssetContext {
+            id: "02i000000000001AAA".parse().unwrap(),
+            name: "Chiller".into(),
+            serial_number: None,
+            account_id: None,
+            account_name: None,
+            location: None,
+        },
+        Intake {
+            notes: "leak".into(),
+            reporter: None,
+            photo: None,
+            received_at: at,
+        },
+        at,
+    )
+}
+
+fn step(p: &Proposal, to: Status) -> Transition {
+    p.transition(
+        to,
+        Actor::system("test"),
+        "step",
+        serde_json::json!({}),
+        now(),
+        |_| {},
+    )
+    .unwrap()
+}
+
+fn key(pk: String, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("PK".to_owned(), AttributeValue::S(pk)),
+        ("SK".to_owned(), AttributeValue::S(sk.to_owned())),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_store_passes_the_conformance_suite() {
+    let t = aws::fresh_table(&aws::sdk().await).await;
+    fieldgate::conformance::run_all(t.store.clone()).await;
+}
+
+#[tokio::test]
+async fn items_follow_the_single_table_design() {
+    let t = aws::fresh_table(&aws::sdk().await).await;
+    let r = received();
+    let id = r.proposal.id;
+    t.store.create(&r, Some("idem-1")).await.unwrap();
+    let next = step(&r.proposal, Status::PendingReview);
+    t.store.apply(&next).await.unwrap();
+    let ddb = t.store.client();
+    let get = |pk: String, sk: &'static str| {
+        ddb.get_item()
+            .table_name(t.store.table())
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+    };
+    let item = get(format!("P#{id}"), "META").await.unwrap().item.unwrap();
+    assert_eq!(
+        item["gsi_status"],
+        AttributeValue::S("PENDING_REVIEW".into())
+    );
+    assert_eq!(item["status"], AttributeValue::S("PENDING_REVIEW".into()));
+    assert_eq!(item["version"], AttributeValue::N("2".into()));
+    let created = item["created_at"].as_s().unwrap();
+    assert_eq!(created.len(), 30, "fixed-width sortable time: {created}");
+    let ttl: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    assert!(
+        ttl > now().unix_timestamp() + 300 * 86_400,
+        "TTL set: {ttl}"
+    );
+    for (sk, action) in [("EV#000001", "received"), ("EV#000002", "step")] {
+        let ev = get(format!("P#{id}"), sk).await.unwrap().item.unwrap();
+        assert_eq!(ev["action"], AttributeValue::S(action.into()), "{sk}");
+        assert!(ev.contains_key("expires_at"), "{sk} has a TTL");
+    }
+    let idem = get("I#idem-1".into(), "META").await.unwrap().item.unwrap();
+    assert_eq!(idem["proposal"], AttributeValue::S(id.to_string()));
+    assert!(idem.contains_key("expires_at"));
+    // The GSI answers by status, newest first.
+    let q = ddb
+        .query()
+        .table_name(t.store.table())
+        .index_name("by_status")
+        .key_condition_expression("gsi_status = :s")
+        .expression_attribute_values(":s", AttributeValue::S("PENDING_REVIEW".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(q.items().len(), 1);
+    // A rate-limit window is its own item with a TTL.
+    assert_eq!(
+        t.store.count_in_window("code-1", 600, now()).await.unwrap(),
+        1
+    );
+    let window = now().unix_timestamp() / 600;
+    let rl = get(format!("RL#code-1#{window}"), "META")
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(rl["count"], AttributeValue::N("1".into()));
+    assert!(rl.contains_key("expires_at"));
+}
+
+#[tokio::test]
+async fn a_transition_is_all_or_nothing() {
+    let t = aws::fresh_table(&aws::sdk().await).await;
+    let r = received();
+    t.store.create(&r, None).await.unwrap();
+    let next = step(&r.proposal, Status::PendingReview);
+    // Someone already wrote event 2: the proposal must not move either.
+    let mut squatter = key(format!("P#{}", r.proposal.id), "EV#000002");
+    squatter.insert("action".into(), AttributeValue::S("squatter".into()));
+    t.store
+        .client()
+        .put_item()
+        .table_name(t.store.table())
+        .set_item(Some(squatter))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.store.apply(&next).await, Err(StoreError::Conflict));
+    let stored = t.store.get(r.proposal.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, Status::Received);
+    assert_eq!(stored.version, r.proposal.version);
+    // And a proposal that does not exist cannot be transitioned.
+    let ghost = received();
+    let ghost_next = step(&ghost.proposal, Status::PendingReview);
+    assert_eq!(t.store.apply(&ghost_next).await, Err(StoreError::Conflict));
+    assert_eq!(t.store.get(ghost.proposal.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_poller_filters_like_the_template_and_redelivers_from_the_failure() {
+    let t = aws::fresh_table(&aws::sdk().await).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = received();
+        t.store.create(&r, None).await.unwrap();
+        ids.push(r.proposal.id);
+    }
+    // A move out of RECEIVED is not the structure step's business.
+    let p0 = t.store.get(ids[0]).await.unwrap().unwrap();
+    t.store
+        .apply(&step(&p0, Status::PendingReview))
+        .await
+        .unwrap();
+    t.store
+        .cache_asset(&fieldgate::ports::CachedAsset {
+            asset: p0.asset.clone(),
+            fetched_at: now(),
+        })
+        .await
+        .unwrap();
+
+    let mut poller = t.poller(StreamFilter::structure());
+    poller.max_retries = 1;
+    let mut seen: Vec<Vec<ProposalId>> = Vec::new();
+    // First delivery: fail the second record.
+    let polled = poller
+        .poll(|ev| {
+            let batch: Vec<ProposalId> = ev
+                .records
+                .iter()
+                .map(|r| fieldgate::stream::subject_of(r).unwrap().0)
+                .collect();
+            seen.push(batch);
+            let mut resp = DynamoDbEventResponse::default();
+            let mut f = DynamoDbBatchItemFailure::default();
+            f.item_identifier = ev.records[1].change.sequence_number.clone();
+            resp.batch_item_failures.push(f);
+            async move { resp }
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![ids.clone()], "only the three RECEIVED inserts");
+    assert_eq!(polled.delivered, 3);
+    assert_eq!(polled.failures, 2);
+    // Redelivery starts at the failed record; this time all succeed.
+    seen.clear();
+    let polled = poller
+        .poll(|ev| {
+            seen.push(
+                ev.records
+                    .iter()
+                    .map(|r| fieldgate::stream::subject_of(r).unwrap().0)
+                    .collect(),
+            );
+            async { DynamoDbEventResponse::default() }
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![ids[1..].to_vec()]);
+    assert_eq!(polled.failures, 0);
+    // Nothing is delivered twice once acknowledged.
+    let polled = poller
+        .poll(|_| async { panic!("nothing left to deliver") })
+        .await
+        .unwrap();
+    assert_eq!(polled.delivered, 0);
+
+    // A record that keeps failing goes to the failure list after the retries.
+    let r = received();
+    t.store.create(&r, None).await.unwrap();
+    let fail_all = |ev: aws_lambda_events::dynamodb::Event| {
+        let mut resp = DynamoDbEventResponse::default();
+        let mut f = DynamoDbBatchItemFailure::default();
+        f.item_identifier = ev.records[0].change.sequence_number.clone();
+        resp.batch_item_failures.push(f);
+        async move { resp }
+    };
+    poller.poll(fail_all).await.unwrap();
+    assert!(poller.failed.is_empty(), "one retry left");
+    poller.poll(fail_all).await.unwrap();
+    assert_eq!(poller.failed.len(), 1);
+    assert_eq!(
+        fieldgate::stream::subject_of(&poller.failed[0]).unwrap().0,
+        r.proposal.id
+    );
+}
