@@ -359,10 +359,59 @@ async fn the_scheduled_event_runs_the_sweep_and_stream_events_still_work() {
         f.store.get(p.id).await.unwrap().unwrap().status,
         Status::Committed
     );
-    // The EventBridge scheduled event runs the sweep.
+    // The EventBridge scheduled event runs the sweeps: commits to re-drive
+    // and reviews to expire.
+    let pending = {
+        let s = fieldgate_structure::Structure {
+            store: f.store.clone(),
+            media: f.deps.media.clone(),
+            notifier: f.outbox.clone(),
+            workflows: f.deps.workflows.clone(),
+            structurers: Default::default(),
+            rules: Default::default(),
+            public_url: "https://fg.example".into(),
+        };
+        let now = fieldgate::domain::now();
+        let t = Proposal::receive(
+            ProposalId::generate(),
+            "field-service-case".parse().unwrap(),
+            p.asset.clone(),
+            fieldgate::domain::Intake {
+                notes: "old report".into(),
+                reporter: None,
+                photo: None,
+                received_at: now,
+            },
+            now,
+        );
+        f.store.create(&t, None).await.unwrap();
+        fieldgate_structure::process(&s, t.proposal.id)
+            .await
+            .unwrap();
+        let q = f.store.get(t.proposal.id).await.unwrap().unwrap();
+        let old = q
+            .transition(
+                Status::PendingReview,
+                Actor::system("test"),
+                "clock_moved",
+                json!({}),
+                now,
+                |n| {
+                    n.review.expires_at = Some(now - time::Duration::hours(1));
+                },
+            )
+            .unwrap();
+        f.store.apply(&old).await.unwrap();
+        q.id
+    };
     let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
     let out = handle_event(&f.deps, scheduled).await.unwrap();
-    assert_eq!(out, json!({"redriven": 0, "waiting": 0}));
+    assert_eq!(out["expired"], 1);
+    assert_eq!(
+        f.store.get(pending).await.unwrap().unwrap().status,
+        Status::Expired
+    );
+    assert!(out["commit"]["redriven"].is_u64(), "{out}");
 }
 
 #[tokio::test]
