@@ -366,18 +366,7 @@ fn lower(s: &str) -> String {
 pub async fn command(workflow: Option<&std::path::Path>) -> anyhow::Result<bool> {
     use anyhow::Context;
     use fieldgate::salesforce::SalesforceConfig;
-    let wf = match workflow {
-        Some(p) => Workflow::from_toml(
-            &p.display().to_string(),
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?,
-        None => fieldgate::domain::Workflows::builtin()
-            .iter()
-            .next()
-            .context("no built-in workflow")?
-            .as_ref()
-            .clone(),
-    };
+    let wf = fieldgate::domain::Workflows::file_or_builtin(workflow)?;
     let real = std::env::var("SALESFORCE_LOGIN_URL").is_ok_and(|v| !v.trim().is_empty());
     let (config, org, _emulator) = if real {
         let c = SalesforceConfig::from_env()?;

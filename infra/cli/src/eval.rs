@@ -312,18 +312,7 @@ pub async fn setup(
     workflow: Option<&Path>,
     structurer: Option<&str>,
 ) -> anyhow::Result<(Workflow, std::sync::Arc<dyn Structurer>)> {
-    let wf = match workflow {
-        Some(p) => Workflow::from_toml(
-            &p.display().to_string(),
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?,
-        None => fieldgate::domain::Workflows::builtin()
-            .iter()
-            .next()
-            .context("built-in workflow")?
-            .as_ref()
-            .clone(),
-    };
+    let wf = fieldgate::domain::Workflows::file_or_builtin(workflow)?;
     let kind: fieldgate::domain::StructurerKind = match structurer {
         Some(s) => serde_json::from_value(serde_json::Value::String(s.to_lowercase()))
             .map_err(|_| anyhow::anyhow!("{s:?} is not one of rules, claude, bedrock, openai"))?,

@@ -618,6 +618,27 @@ impl Workflows {
         Ok(ws)
     }
 
+    /// A workflow file, or the first built-in workflow when none is given
+    /// (the CLI's `--workflow` flag).
+    pub fn file_or_builtin(path: Option<&Path>) -> Result<Workflow, WorkflowError> {
+        match path {
+            Some(p) => {
+                let file = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| WorkflowError::Io {
+                    file: file.clone(),
+                    source,
+                })?;
+                Workflow::from_toml(&file, &text)
+            }
+            None => Ok(Self::builtin()
+                .iter()
+                .next()
+                .expect("a built-in workflow")
+                .as_ref()
+                .clone()),
+        }
+    }
+
     pub fn get(&self, id: &WorkflowId) -> Option<Arc<Workflow>> {
         self.by_id.get(id).cloned()
     }
