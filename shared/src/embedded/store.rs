@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct State {
     proposals: BTreeMap<ProposalId, Proposal>,
     events: BTreeMap<ProposalId, Vec<AuditEvent>>,
@@ -106,20 +106,13 @@ impl EmbeddedStore {
         f: impl FnOnce(&mut State) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut st = self.state.lock().expect("store lock");
-        let before = serde_json::to_vec(&*st).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let out = f(&mut st);
-        let saved = out.as_ref().ok().map(|_| self.persist(&st));
-        match (out, saved) {
-            (Ok(v), Some(Ok(()))) => Ok(v),
-            (Ok(_), Some(Err(e))) | (Err(e), _) => {
-                // Roll back so memory never differs from what is on disk.
-                if let Ok(prev) = serde_json::from_slice(&before) {
-                    *st = prev;
-                }
-                Err(e)
-            }
-            (Ok(_), None) => unreachable!("saved is Some when out is Ok"),
-        }
+        // Work on a copy and swap it in only when saved: memory never
+        // differs from what is on disk, and a failed `f` leaves no trace.
+        let mut next = st.clone();
+        let v = f(&mut next)?;
+        self.persist(&next)?;
+        *st = next;
+        Ok(v)
     }
 }
 
