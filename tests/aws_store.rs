@@ -7,33 +7,12 @@ mod aws;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use fieldgate::aws::poller::StreamFilter;
-use fieldgate::domain::{
-    Actor, AssetContext, Intake, Proposal, ProposalId, Status, Transition, now,
-};
+use fieldgate::domain::{Actor, Proposal, ProposalId, Status, Transition, now};
 use fieldgate::ports::{ProposalStore, StoreError};
 use std::collections::HashMap;
 
 fn received() -> Transition {
-    let at = now();
-    Proposal::receive(
-        ProposalId::generate(),
-        "field-service-case".parse().unwrap(),
-        AssetContext {
-            id: "02i000000000001AAA".parse().unwrap(),
-            name: "Chiller".into(),
-            serial_number: None,
-            account_id: None,
-            account_name: None,
-            location: None,
-        },
-        Intake {
-            notes: "leak".into(),
-            reporter: None,
-            photo: None,
-            received_at: at,
-        },
-        at,
-    )
+    fieldgate::conformance::received(now())
 }
 
 fn step(p: &Proposal, to: Status) -> Transition {

@@ -9,7 +9,9 @@ use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
 use serde_json::json;
 use std::sync::Arc;
 
-fn received(now: crate::domain::Timestamp) -> Transition {
+/// A new proposal in RECEIVED, as intake makes it: the fixture every store
+/// and stream test starts from.
+pub fn received(now: crate::domain::Timestamp) -> Transition {
     Proposal::receive(
         ProposalId::generate(),
         "field-service-case".parse().expect("valid"),

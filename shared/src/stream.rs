@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn items_round_trip_and_records_name_their_subject() {
         let now = crate::domain::now();
-        let t = crate::domain::proposal::tests_support::sample(now);
+        let t = crate::conformance::received(now);
         let p = t.proposal;
         let back = proposal_from_item(proposal_item(&p)).unwrap();
         assert_eq!(back, p);

@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn filter_matches_what_the_template_pattern_says() {
         let now = crate::domain::now();
-        let p = crate::domain::proposal::tests_support::sample(now).proposal;
+        let p = crate::conformance::received(now).proposal;
         let rec = crate::stream::change_record(None, &p, 1);
         assert!(StreamFilter::structure().matches(&rec));
         assert!(!StreamFilter::commit().matches(&rec));

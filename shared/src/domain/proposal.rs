@@ -307,36 +307,9 @@ impl Proposal {
 }
 
 #[cfg(test)]
-pub(crate) mod tests_support {
-    use super::*;
-
-    pub(crate) fn sample(now: Timestamp) -> Transition {
-        Proposal::receive(
-            ProposalId::generate(),
-            "field-service-case".parse().unwrap(),
-            AssetContext {
-                id: "02i000000000001AAA".parse().unwrap(),
-                name: "Chiller".into(),
-                serial_number: None,
-                account_id: None,
-                account_name: None,
-                location: None,
-            },
-            Intake {
-                notes: "leak".into(),
-                reporter: None,
-                photo: None,
-                received_at: now,
-            },
-            now,
-        )
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::tests_support::sample;
     use super::*;
+    use crate::conformance::received as sample;
     use crate::domain::{FieldValue, verify_chain};
 
     #[test]
