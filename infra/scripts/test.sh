@@ -32,9 +32,16 @@ say "python tools"
 if [[ ! -x .venv/bin/python ]]; then python3 -m venv .venv; fi
 export PATH="$FG_ROOT/.venv/bin:$PATH"
 pip_install() { .venv/bin/pip install --quiet --disable-pip-version-check "$@"; }
-# Pinned and called by path: an older cfn-lint elsewhere on a machine
-# reports false circular dependencies on SAM templates.
+# Pinned and called by path, so every machine lints with the same rules.
+# This cfn-lint checks a SAM template as written (Globals merged, no SAM
+# transform), so it cannot see what the transform adds -- the HTTP API's
+# generated body referencing the functions, the execution roles and their
+# managed policies. A circular dependency reported on the translated
+# template is real: CloudFormation rejects the stack for it. Hence the
+# pinned SAM translator too: "template" below lints and checks its output.
 [[ -x .venv/bin/cfn-lint ]] && .venv/bin/cfn-lint --version | grep -q ' 1\.58\.' || pip_install 'cfn-lint==1.58.0'
+.venv/bin/python -c 'import sys, samtranslator; sys.exit(samtranslator.__version__ != "1.115.0")' 2>/dev/null \
+  || pip_install 'aws-sam-translator==1.115.0'
 
 for s in infra/scripts/setup.d/*.sh; do
   [[ -e $s ]] || continue
@@ -51,6 +58,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "template"
 .venv/bin/cfn-lint template.yaml
+# What a deploy hands to CloudFormation: the SAM translation (offline, see
+# translate.py), linted with 0 errors, and every function's role granting
+# exactly what check_policies.py lists.
+.venv/bin/python infra/scripts/template/translate.py template.yaml "$FG_STACK/template.translated.json"
+.venv/bin/cfn-lint "$FG_STACK/template.translated.json" || {
+  echo "cfn-lint failed on the translated template (above): $FG_STACK/template.translated.json" >&2
+  exit 1
+}
+.venv/bin/python infra/scripts/template/check_policies.py "$FG_STACK/template.translated.json"
 
 say "tests"
 cargo test --workspace --locked
