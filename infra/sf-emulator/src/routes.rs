@@ -106,6 +106,7 @@ async fn unknown(State(em): State<Emulator>) -> Response {
 async fn pause(inner: &Inner) {
     let d = inner.faults.latency();
     if !d.is_zero() {
+        inner.faults.count_delayed();
         tokio::time::sleep(d).await;
     }
 }
