@@ -23,6 +23,9 @@ pub struct Faults {
     fail_remaining: AtomicU32,
     fail_status: AtomicU16,
     latency: Mutex<Duration>,
+    /// Answers held back by `latency`, so tests observe the fault without
+    /// timing it.
+    delayed: AtomicU64,
     exhausted: AtomicBool,
     rules: Mutex<Vec<ValidationRule>>,
 }
@@ -74,8 +77,17 @@ impl Faults {
         self.token_epoch.load(Ordering::SeqCst)
     }
 
+    /// How many answers [`Faults::set_latency`] has delayed so far.
+    pub fn delayed_answers(&self) -> u64 {
+        self.delayed.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn latency(&self) -> Duration {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn count_delayed(&self) {
+        self.delayed.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn is_exhausted(&self) -> bool {

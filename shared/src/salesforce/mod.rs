@@ -3,9 +3,15 @@
 //! renewed once on `INVALID_SESSION_ID`.
 
 mod assets;
+mod auth;
 mod client;
+mod config;
+mod error;
+mod transport;
+mod writer;
 
 pub use assets::{CachedDirectory, SalesforceAssets};
-pub use client::{
-    Auth, SalesforceClient, SalesforceConfig, SfError, default_audience, jwt_assertion,
-};
+pub use auth::{Auth, default_audience, jwt_assertion};
+pub use client::SalesforceClient;
+pub use config::{Credential, SalesforceConfig, SalesforceSettings, SfConfigError};
+pub use error::SfError;

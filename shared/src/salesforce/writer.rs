@@ -1,0 +1,178 @@
+//! The commit step's port on Salesforce: upsert by external id, create,
+//! read, files as ContentVersion, and links to records.
+
+use super::client::{SalesforceClient, soql_quote, url_encode};
+use super::transport::Body;
+use crate::ports::{Attachment, RecordWriter, Upserted, WriteError};
+use async_trait::async_trait;
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+/// Object and field names go into URLs and SOQL unquoted, so only API
+/// names pass.
+fn api_name(s: &str) -> Result<&str, WriteError> {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(s)
+    } else {
+        Err(WriteError::Config(format!("{s:?} is not an API name")))
+    }
+}
+
+fn path_segment(s: &str) -> String {
+    url_encode(s).replace('+', "%20")
+}
+
+#[async_trait]
+impl RecordWriter for SalesforceClient {
+    async fn upsert(
+        &self,
+        object: &str,
+        ext_field: &str,
+        ext_value: &str,
+        record: &Map<String, Value>,
+    ) -> Result<Upserted, WriteError> {
+        let path = format!(
+            "/sobjects/{}/{}/{}",
+            api_name(object)?,
+            api_name(ext_field)?,
+            path_segment(ext_value)
+        );
+        let (status, body) = self
+            .transport
+            .call(
+                Method::PATCH,
+                &path,
+                Some(Body::Json(Value::Object(record.clone()))),
+            )
+            .await?;
+        match (status.as_u16(), body) {
+            (200 | 201, Some(b)) => {
+                let id = b["id"]
+                    .as_str()
+                    .ok_or_else(|| WriteError::Transient("upsert answer lacks id".into()))?;
+                Ok(Upserted {
+                    id: id.to_owned(),
+                    created: b["created"]
+                        .as_bool()
+                        .unwrap_or(status == StatusCode::CREATED),
+                })
+            }
+            // API ≤ v45.0 answers an update with 204 and no id: look it up.
+            (204, _) => {
+                let soql = format!(
+                    "SELECT Id FROM {object} WHERE {ext_field} = {}",
+                    soql_quote(ext_value)
+                );
+                let recs = self.query(&soql).await?;
+                let id = recs.first().and_then(|r| r["Id"].as_str()).ok_or_else(|| {
+                    WriteError::Transient("updated record not found by external id".into())
+                })?;
+                Ok(Upserted {
+                    id: id.to_owned(),
+                    created: false,
+                })
+            }
+            (s, _) => Err(WriteError::Transient(format!(
+                "unexpected upsert status {s}"
+            ))),
+        }
+    }
+
+    async fn create(
+        &self,
+        object: &str,
+        record: &Map<String, Value>,
+    ) -> Result<String, WriteError> {
+        let (_, body) = self
+            .transport
+            .call(
+                Method::POST,
+                &format!("/sobjects/{}/", api_name(object)?),
+                Some(Body::Json(Value::Object(record.clone()))),
+            )
+            .await?;
+        body.as_ref()
+            .and_then(|b| b["id"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| WriteError::Transient("create answer lacks id".into()))
+    }
+
+    async fn read(
+        &self,
+        object: &str,
+        id: &str,
+        fields: &[String],
+    ) -> Result<Map<String, Value>, WriteError> {
+        for f in fields {
+            api_name(f)?;
+        }
+        let path = format!(
+            "/sobjects/{}/{}?fields={}",
+            api_name(object)?,
+            api_name(id)?,
+            fields.join(",")
+        );
+        let (_, body) = self.transport.call(Method::GET, &path, None).await?;
+        match body {
+            Some(Value::Object(m)) => Ok(m),
+            _ => Err(WriteError::Transient("read answer is not a record".into())),
+        }
+    }
+
+    async fn attach(&self, record_id: &str, file: &Attachment<'_>) -> Result<String, WriteError> {
+        let entity = json!({
+            "Title": file.title,
+            "PathOnClient": file.file_name,
+            "FirstPublishLocationId": record_id,
+        });
+        let body = if file.data.len() > self.transport.config.multipart_above {
+            Body::Multipart {
+                entity,
+                data: file.data.to_vec(),
+                file_name: file.file_name.to_owned(),
+                content_type: file.content_type.to_owned(),
+            }
+        } else {
+            let mut e = entity;
+            e["VersionData"] =
+                Value::String(base64::engine::general_purpose::STANDARD.encode(file.data));
+            Body::Json(e)
+        };
+        let (_, resp) = self
+            .transport
+            .call(Method::POST, "/sobjects/ContentVersion/", Some(body))
+            .await?;
+        resp.as_ref()
+            .and_then(|b| b["id"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| WriteError::Transient("ContentVersion answer lacks id".into()))
+    }
+
+    async fn find_attachment(
+        &self,
+        record_id: &str,
+        title: &str,
+    ) -> Result<Option<String>, WriteError> {
+        let soql = format!(
+            "SELECT Id FROM ContentVersion WHERE FirstPublishLocationId = {} AND Title = {}",
+            soql_quote(api_name(record_id)?),
+            soql_quote(title)
+        );
+        let recs = self.query(&soql).await?;
+        Ok(recs
+            .first()
+            .and_then(|r| r["Id"].as_str())
+            .map(str::to_owned))
+    }
+
+    fn record_url(&self, object: &str, id: &str) -> String {
+        // The instance URL is known once a token was fetched, which every
+        // write does first; fall back to the login URL otherwise.
+        let base = self
+            .transport
+            .instance_url_now()
+            .unwrap_or_else(|| self.transport.config.login_url.clone());
+        format!("{base}/lightning/r/{object}/{id}/view")
+    }
+}
