@@ -10,6 +10,8 @@
 mod aws;
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use axum::Router;
+use axum::body::Body;
 use fieldgate::aws::poller::{StreamFilter, StreamPoller};
 use fieldgate::aws::s3::S3Media;
 use fieldgate::domain::{CsrfKey, ProposalId, QrKeyring, Status};
@@ -17,19 +19,32 @@ use fieldgate::ports::ProposalStore;
 use fieldgate::wiring::{Env, Keys, Needs};
 use fieldgate_sf_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, EmulatorConfig};
 use fieldgate_tests::{hidden, jpeg};
-use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceExt;
 
 const PUBLIC: &str = "https://fg.example";
 const SENDER: &str = "fieldgate@example.com";
 
-fn text(r: &Response<Body>) -> String {
-    match r.body() {
-        Body::Text(t) => t.clone(),
-        Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-        _ => String::new(),
-    }
+type Request = http::Request<Body>;
+
+/// Sends one request through a function's router, as Lambda would: the
+/// status and the body as text.
+async fn send(app: &Router, req: Request) -> (u16, String) {
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status().as_u16();
+    let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(path: &str) -> Request {
+    http::Request::builder()
+        .uri(path)
+        .body(Body::empty())
+        .unwrap()
 }
 
 /// A form part: name, optional (file name, content type), bytes.
@@ -56,7 +71,7 @@ fn multipart(path: &str, parts: &[Part<'_>]) -> Request {
         .method("POST")
         .uri(path)
         .header("content-type", format!("multipart/form-data; boundary={b}"))
-        .body(Body::Binary(body))
+        .body(Body::from(body))
         .unwrap()
 }
 
@@ -247,7 +262,7 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         .await
         .expect("wiring from the environment");
 
-    let intake = fieldgate_qr_intake::Intake {
+    let intake = fieldgate_qr_intake::router(Arc::new(fieldgate_qr_intake::IntakeDeps {
         store: env.store.clone(),
         media: env.media.clone(),
         assets: env.assets().unwrap(),
@@ -255,7 +270,7 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         qr: env.qr().unwrap(),
         links: env.links().unwrap(),
         limits: Default::default(),
-    };
+    }));
     let structure = fieldgate_structure::Structure {
         store: env.store.clone(),
         media: env.media.clone(),
@@ -265,12 +280,12 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         rules: Default::default(),
         public_url: env.public_url.clone(),
     };
-    let approval = fieldgate_approval::Approval {
+    let approval = fieldgate_approval::router(Arc::new(fieldgate_approval::ApprovalDeps {
         store: env.store.clone(),
         media: env.media.clone(),
         workflows: env.workflows.clone(),
         csrf: env.links().unwrap(),
-    };
+    }));
     let commit = fieldgate_commit::Commit {
         store: env.store.clone(),
         writer: env.salesforce().unwrap(),
@@ -289,21 +304,11 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         &"field-service-case".parse().unwrap(),
     );
     let path = format!("/q/{code}");
-    let form = fieldgate_qr_intake::handle(
-        &intake,
-        http::Request::builder()
-            .uri(&path)
-            .body(Body::Empty)
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(form.status(), 200, "{}", text(&form));
-    assert!(
-        text(&form).contains(&asset.name),
-        "asset looked up in Salesforce"
-    );
+    let (status, form) = send(&intake, get(&path)).await;
+    assert_eq!(status, 200, "{form}");
+    assert!(form.contains(&asset.name), "asset looked up in Salesforce");
     let photo = jpeg();
-    let r = fieldgate_qr_intake::handle(
+    let (status, done) = send(
         &intake,
         multipart(
             &path,
@@ -320,7 +325,7 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         ),
     )
     .await;
-    assert_eq!(r.status(), 201, "{}", text(&r));
+    assert_eq!(status, 201, "{done}");
     let received = store.list_by_status(Status::Received, 10).await.unwrap();
     assert_eq!(received.len(), 1);
     let id = received[0].id;
@@ -378,16 +383,8 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         .to_owned();
 
     // 4. The reviewer opens the link (no change) and approves.
-    let page = fieldgate_approval::handle(
-        &approval,
-        http::Request::builder()
-            .uri(&link)
-            .body(Body::Empty)
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(page.status(), 200);
-    let page = text(&page);
+    let (status, page) = send(&approval, get(&link)).await;
+    assert_eq!(status, 200);
     assert_eq!(
         store.get(id).await.unwrap().unwrap().status,
         Status::PendingReview,
@@ -400,17 +397,17 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         ("Subject", "Compressor trips on high pressure"),
     ])
     .unwrap();
-    let r = fieldgate_approval::handle(
+    let (status, decided) = send(
         &approval,
         http::Request::builder()
             .method("POST")
             .uri(&link)
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::Text(form))
+            .body(Body::from(form))
             .unwrap(),
     )
     .await;
-    assert_eq!(r.status(), 200, "{}", text(&r));
+    assert_eq!(status, 200, "{decided}");
 
     // 5. The commit step: Case in Salesforce, then the handoff.
     let mut commit_stream = table.poller(StreamFilter::commit());

@@ -1,42 +1,64 @@
 //! Pages and HTTP responses. Templates are askama (auto-escaped); every
-//! response carries the security headers, and no page uses inline script.
+//! response gets the security headers from one layer, and no page uses
+//! inline script.
 
-use crate::domain::{AssetContext, FieldKind, Proposal, Workflow};
-use crate::error::UserError;
+use crate::domain::AssetContext;
+use crate::error::{AppError, UserError};
 use askama::Template;
-use lambda_http::{Body, Response};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+use tower::util::MapResponseLayer;
+
+pub mod review;
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-fn base(status: u16, content_type: &str) -> http::response::Builder {
+/// The headers every response carries; each function's router applies
+/// it. `if not present`, so a response may set its own (static assets
+/// are cacheable).
+pub fn security_headers() -> MapResponseLayer<fn(Response) -> Response> {
+    MapResponseLayer::new(add_security_headers as fn(Response) -> Response)
+}
+
+fn add_security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        // Pages carry one-time tokens and personal notes: never cache.
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        h.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    resp
+}
+
+fn respond(status: u16, content_type: &str, body: Body) -> Response {
     Response::builder()
         .status(status)
-        .header("content-type", content_type)
-        .header("content-security-policy", CSP)
-        .header("referrer-policy", "no-referrer")
-        .header("x-content-type-options", "nosniff")
-        .header("x-frame-options", "DENY")
-        // Pages carry one-time tokens and personal notes: never cache.
-        .header("cache-control", "no-store")
-}
-
-pub fn html(status: u16, body: String) -> Response<Body> {
-    base(status, "text/html; charset=utf-8")
-        .body(Body::Text(body))
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
         .expect("static headers are valid")
 }
 
-pub fn bytes(status: u16, content_type: &str, data: Vec<u8>) -> Response<Body> {
-    base(status, content_type)
-        .body(Body::Binary(data))
-        .expect("static headers are valid")
+pub fn html(status: u16, body: String) -> Response {
+    respond(status, "text/html; charset=utf-8", Body::from(body))
 }
 
-pub fn redirect(location: &str) -> Response<Body> {
-    base(303, "text/plain; charset=utf-8")
-        .header("location", location)
-        .body(Body::Empty)
-        .expect("static headers are valid")
+pub fn bytes(status: u16, content_type: &str, data: Vec<u8>) -> Response {
+    respond(status, content_type, Body::from(data))
+}
+
+pub fn redirect(location: &str) -> Response {
+    let mut r = respond(303, "text/plain; charset=utf-8", Body::empty());
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(location).expect("a valid location"),
+    );
+    r
 }
 
 #[derive(Template)]
@@ -47,7 +69,7 @@ struct Message<'a> {
     tone: &'a str,
 }
 
-pub fn message(status: u16, title: &str, text: &str) -> Response<Body> {
+pub fn message(status: u16, title: &str, text: &str) -> Response {
     let tone = match status {
         200..=299 => "ok",
         400..=499 => "warn",
@@ -57,7 +79,7 @@ pub fn message(status: u16, title: &str, text: &str) -> Response<Body> {
 }
 
 /// The page for a user's mistake; says what happened, reveals nothing more.
-pub fn user_error(e: &UserError) -> Response<Body> {
+pub fn user_error(e: &UserError) -> Response {
     let (title, text) = match e {
         UserError::NotFound => (
             "Not found",
@@ -81,12 +103,56 @@ pub fn user_error(e: &UserError) -> Response<Body> {
 }
 
 /// Our failure: a plain 500 page; details go to the log, not the page.
-pub fn internal_error() -> Response<Body> {
+pub fn internal_error() -> Response {
     message(
         500,
         "Something went wrong",
         "Nothing was lost on your side, but we could not finish. Please try again in a minute.",
     )
+}
+
+/// The router fallback for unknown paths.
+pub async fn not_found() -> Response {
+    user_error(&UserError::NotFound)
+}
+
+/// The fallback for a known path asked with a method it does not take.
+pub async fn method_not_allowed() -> Response {
+    user_error(&UserError::MethodNotAllowed)
+}
+
+/// A handler's error: the user's mistake is its page and status; ours is
+/// the 500 page, with the whole cause chain in the log.
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::User(e) => user_error(&e),
+            e => {
+                tracing::error!(error = %Chain(&e), "request failed");
+                internal_error()
+            }
+        }
+    }
+}
+
+/// `error: cause: cause`. Our errors often print their source already
+/// (`store: {0}`), so a source whose text ends the line so far is skipped.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            next = cause.source();
+        }
+        f.write_str(&line)
+    }
 }
 
 fn render<T: Template>(t: &T) -> String {
@@ -97,7 +163,7 @@ fn render<T: Template>(t: &T) -> String {
 }
 
 /// `/static/{name}`: the stylesheet and the script, built in.
-pub fn static_asset(name: &str) -> Option<Response<Body>> {
+pub fn static_asset(name: &str) -> Option<Response> {
     let (ct, body) = match name {
         "app.css" => ("text/css; charset=utf-8", include_str!("../static/app.css")),
         "app.js" => (
@@ -106,12 +172,10 @@ pub fn static_asset(name: &str) -> Option<Response<Body>> {
         ),
         _ => return None,
     };
-    let mut r = base(200, ct)
-        .body(Body::Text(body.to_owned()))
-        .expect("valid");
+    let mut r = respond(200, ct, Body::from(body));
     r.headers_mut().insert(
-        "cache-control",
-        http::HeaderValue::from_static("public, max-age=300"),
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
     );
     Some(r)
 }
@@ -133,7 +197,7 @@ pub struct IntakeForm<'a> {
 }
 
 impl IntakeForm<'_> {
-    pub fn page(&self, status: u16) -> Response<Body> {
+    pub fn page(&self, status: u16) -> Response {
         html(status, render(self))
     }
 }
@@ -148,7 +212,7 @@ pub struct IntakeDone<'a> {
 }
 
 impl IntakeDone<'_> {
-    pub fn page(&self) -> Response<Body> {
+    pub fn page(&self) -> Response {
         html(201, render(self))
     }
 }
@@ -210,186 +274,14 @@ impl<'a> StatusPage<'a> {
         }
     }
 
-    pub fn page(&self) -> Response<Body> {
+    pub fn page(&self) -> Response {
         html(200, render(self))
-    }
-}
-
-// ------------------------------------------------------------- review page
-
-pub struct FieldView {
-    /// 1-based; ties the field to its highlight in the notes.
-    pub num: usize,
-    pub name: String,
-    pub label: String,
-    pub value: String,
-    pub required: bool,
-    pub is_picklist: bool,
-    pub is_textarea: bool,
-    pub options: Vec<(String, bool)>,
-    pub max_length: usize,
-    pub evidence: Option<String>,
-    /// The highlight in the notes that holds the evidence, if found.
-    pub evidence_at: Option<usize>,
-    pub flag: Option<String>,
-    pub refused: bool,
-    /// The value the structurer proposed (before the reviewer's edits).
-    pub proposed: String,
-    /// The shown value differs from the proposal (a re-shown edit).
-    pub changed: bool,
-}
-
-/// A run of the original notes: inside `level` highlights (0 = plain),
-/// with the numbers of the highlights that start here.
-pub struct NoteSpan {
-    pub text: String,
-    /// How many quotes cover this run, capped at 3 (a CSS class).
-    pub level: usize,
-    /// (field number, field label) of each quote starting at this run.
-    pub starts: Vec<(usize, String)>,
-}
-
-/// Splits the notes into runs, highlighting each field's evidence where it
-/// is found (exactly, else ignoring ASCII case). Quotes may nest or overlap
-/// (a description often quotes everything); each keeps its own numbered
-/// start. The page escapes every run, so notes never become markup.
-pub fn highlight(notes: &str, fields: &mut [FieldView]) -> Vec<NoteSpan> {
-    let lower = notes.to_ascii_lowercase();
-    let mut ranges: Vec<(usize, usize, usize, String)> = Vec::new();
-    for f in fields.iter_mut() {
-        let Some(ev) = f
-            .evidence
-            .as_deref()
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-        else {
-            continue;
-        };
-        // ASCII lowercasing keeps byte offsets, so `at` indexes `notes` too.
-        let at = notes
-            .find(ev)
-            .or_else(|| lower.find(&ev.to_ascii_lowercase()));
-        if let Some(start) = at {
-            f.evidence_at = Some(f.num);
-            ranges.push((start, start + ev.len(), f.num, f.label.clone()));
-        }
-    }
-    let mut cuts: Vec<usize> = vec![0, notes.len()];
-    cuts.extend(ranges.iter().flat_map(|r| [r.0, r.1]));
-    cuts.sort_unstable();
-    cuts.dedup();
-    cuts.windows(2)
-        .map(|w| {
-            let (a, b) = (w[0], w[1]);
-            NoteSpan {
-                text: notes[a..b].to_owned(),
-                level: ranges
-                    .iter()
-                    .filter(|r| r.0 <= a && r.1 >= b)
-                    .count()
-                    .min(3),
-                starts: ranges
-                    .iter()
-                    .filter(|r| r.0 == a)
-                    .map(|r| (r.2, r.3.clone()))
-                    .collect(),
-            }
-        })
-        .collect()
-}
-
-#[derive(Template)]
-#[template(path = "review.html")]
-pub struct ReviewPage<'a> {
-    pub workflow_name: &'a str,
-    pub object: &'a str,
-    pub reviewer: &'a str,
-    pub asset: &'a AssetContext,
-    pub reporter: Option<&'a str>,
-    pub received_at: String,
-    pub notes: Vec<NoteSpan>,
-    pub photo_url: Option<String>,
-    pub fields: Vec<FieldView>,
-    /// How many fields need a second look (flagged or refused).
-    pub flagged: usize,
-    pub fixed: Vec<(String, String)>,
-    pub csrf: String,
-    pub revision: &'a str,
-    pub expires_at: String,
-    pub problem: Option<&'a crate::domain::SalesforceProblem>,
-    pub errors: Vec<String>,
-}
-
-impl ReviewPage<'_> {
-    pub fn page(&self, status: u16) -> Response<Body> {
-        html(status, render(self))
     }
 }
 
 pub fn human_time(t: crate::domain::Timestamp) -> String {
     let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     t.format(&f).unwrap_or_default()
-}
-
-/// The review form's fields: current revision values, or the reviewer's
-/// rejected input when re-showing the form with errors.
-pub fn field_views(
-    wf: &Workflow,
-    p: &Proposal,
-    overrides: Option<&std::collections::BTreeMap<String, String>>,
-) -> Vec<FieldView> {
-    let current = p.current();
-    let problem = p.commit.last_error.as_ref();
-    let refused: Vec<&str> = problem
-        .iter()
-        .flat_map(|e| e.fields.iter().map(String::as_str))
-        .collect();
-    wf.fields
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let fv = current.and_then(|r| r.fields.get(&spec.name));
-            let proposed = fv
-                .and_then(|f| f.value.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let value = overrides
-                .and_then(|o| o.get(&spec.name).cloned())
-                .unwrap_or_else(|| proposed.clone());
-            let (is_picklist, options) = match &spec.kind {
-                FieldKind::Picklist { values, .. } => (
-                    true,
-                    values.iter().map(|v| (v.clone(), *v == value)).collect(),
-                ),
-                _ => (false, vec![]),
-            };
-            FieldView {
-                num: i + 1,
-                name: spec.name.clone(),
-                label: spec.label.clone(),
-                required: spec.required,
-                is_picklist,
-                is_textarea: spec.is_textarea(),
-                options,
-                max_length: spec.max_length().unwrap_or(255),
-                evidence: fv.and_then(|f| f.evidence.clone()),
-                evidence_at: None,
-                flag: if refused.contains(&spec.name.as_str()) {
-                    Some(format!(
-                        "Salesforce refused this field: {}",
-                        problem
-                            .map(|e| e.message.as_str())
-                            .unwrap_or("no reason given")
-                    ))
-                } else {
-                    fv.and_then(|f| f.flag.clone())
-                },
-                refused: refused.contains(&spec.name.as_str()),
-                changed: value.replace("\r\n", "\n").trim() != proposed.trim(),
-                proposed,
-                value,
-            }
-        })
-        .collect()
 }
 
 // ------------------------------------------------------------- review mail
@@ -415,72 +307,30 @@ impl ReviewMailHtml<'_> {
 mod tests {
     use super::*;
 
-    fn field(num: usize, evidence: Option<&str>) -> FieldView {
-        FieldView {
-            num,
-            name: format!("F{num}"),
-            label: format!("Field {num}"),
-            value: "v".into(),
-            required: false,
-            is_picklist: false,
-            is_textarea: false,
-            options: vec![],
-            max_length: 255,
-            evidence: evidence.map(str::to_owned),
-            evidence_at: None,
-            flag: None,
-            refused: false,
-            proposed: "v".into(),
-            changed: false,
+    #[test]
+    fn error_chain_skips_causes_already_printed() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connection reset")]
+        struct Io;
+        #[derive(Debug, thiserror::Error)]
+        enum Inner {
+            #[error("backend: {0}")]
+            Backend(#[source] Io),
+            #[error("dispatch failure")]
+            Dispatch(#[source] Io),
         }
-    }
-
-    /// (text, level, numbers starting here) of each highlighted run.
-    fn marked(spans: &[NoteSpan]) -> Vec<(&str, usize, Vec<usize>)> {
-        spans
-            .iter()
-            .filter(|s| s.level > 0)
-            .map(|s| {
-                (
-                    s.text.as_str(),
-                    s.level,
-                    s.starts.iter().map(|x| x.0).collect(),
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn evidence_is_marked_where_it_is_quoted() {
-        let notes = "Pump leaking oil. Breaker TRIPPED twice. Needs seal kit.";
-        let mut f = vec![
-            field(1, Some("leaking oil")),
-            field(2, Some("breaker tripped twice")),
-            field(3, Some("not in the notes")),
-            field(4, Some("oil")), // nested in field 1's quote
-            field(5, None),
-        ];
-        let spans = highlight(notes, &mut f);
+        #[derive(Debug, thiserror::Error)]
+        #[error("store: {0}")]
+        struct Outer(#[source] Inner);
+        let shown = |e: Inner| Chain(&Outer(e)).to_string();
         assert_eq!(
-            marked(&spans),
-            vec![
-                ("leaking ", 1, vec![1]),
-                ("oil", 2, vec![4]),
-                ("Breaker TRIPPED twice", 1, vec![2]),
-            ]
+            shown(Inner::Backend(Io)),
+            "store: backend: connection reset"
         );
-        let joined: String = spans.iter().map(|s| s.text.as_str()).collect();
-        assert_eq!(joined, notes, "the notes are shown whole, in order");
-        let at: Vec<Option<usize>> = f.iter().map(|f| f.evidence_at).collect();
-        assert_eq!(at, vec![Some(1), Some(2), None, Some(4), None]);
-    }
-
-    #[test]
-    fn non_ascii_notes_split_on_char_boundaries() {
-        let notes = "Kühlung defekt — Lüfter blockiert";
-        let mut f = vec![field(1, Some("Lüfter blockiert"))];
-        let spans = highlight(notes, &mut f);
-        assert_eq!(marked(&spans), vec![("Lüfter blockiert", 1, vec![1])]);
+        assert_eq!(
+            shown(Inner::Dispatch(Io)),
+            "store: dispatch failure: connection reset"
+        );
     }
 
     #[test]

@@ -2,48 +2,45 @@
 //! nothing (mail scanners open links); `POST /r/{token}` records the
 //! reviewer's decision, bound to the revision they saw.
 
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::Response;
+use axum::routing::get;
 use fieldgate::domain::{
     Actor, CsrfKey, Decision, DecisionKind, FieldValue, Proposal, ReviewGrant, ReviewToken, Status,
     Workflow, Workflows,
 };
-use fieldgate::http::urlencoded;
+use fieldgate::http::{BodyBytes, MAX_BODY, Segment, urlencoded};
 use fieldgate::ports::{MediaStore, ProposalStore, StoreError};
-use fieldgate::web::{self, ReviewPage, field_views, highlight, human_time};
+use fieldgate::web::review::{ReviewPage, field_views, highlight};
+use fieldgate::web::{self, human_time};
 use fieldgate::{AppError, UserError};
-use lambda_http::{Body, Request, Response};
+use http::HeaderMap;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub struct Approval {
+pub struct ApprovalDeps {
     pub store: Arc<dyn ProposalStore>,
     pub media: Arc<dyn MediaStore>,
     pub workflows: Arc<Workflows>,
     pub csrf: Arc<CsrfKey>,
 }
 
-pub async fn handle(deps: &Approval, req: Request) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let result = match path.strip_prefix("/r/") {
-        Some(rest) => match (req.method().as_str(), rest.strip_suffix("/photo")) {
-            ("GET" | "HEAD", Some(token)) => photo(deps, token).await,
-            ("GET" | "HEAD", None) => show(deps, rest).await,
-            ("POST", None) => decide(deps, rest, &req).await,
-            _ => Err(UserError::MethodNotAllowed.into()),
-        },
-        None => match path.strip_prefix("/static/") {
-            Some(name) => web::static_asset(name).ok_or(UserError::NotFound.into()),
-            None => Err(UserError::NotFound.into()),
-        },
-    };
-    match result {
-        Ok(r) => r,
-        Err(AppError::User(e)) => web::user_error(&e),
-        Err(e) => {
-            tracing::error!(error = %e, "approval failed");
-            web::internal_error()
-        }
-    }
+type Deps = State<Arc<ApprovalDeps>>;
+
+/// The function's routes. `/static` belongs to qr-intake (template.yaml),
+/// so the two routers merge without overlap in `fieldgate dev`.
+pub fn router(deps: Arc<ApprovalDeps>) -> Router {
+    Router::new()
+        .route("/r/{token}", get(show).post(decide))
+        .route("/r/{token}/photo", get(photo))
+        .method_not_allowed_fallback(web::method_not_allowed)
+        .fallback(web::not_found)
+        // The same cap as API Gateway's (and as qr-intake), not axum's 2 MB.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(web::security_headers())
+        .with_state(deps)
 }
 
 struct Link {
@@ -78,7 +75,7 @@ fn lower_first(s: &str) -> String {
 
 /// Finds the proposal and the reviewer's grant; every way a link can be
 /// wrong is a clear 4xx that reveals nothing about other proposals.
-async fn resolve(deps: &Approval, raw: &str) -> Result<Link, AppError> {
+async fn resolve(deps: &ApprovalDeps, raw: &str) -> Result<Link, AppError> {
     let token: ReviewToken = raw.parse().map_err(|_| UserError::NotFound)?;
     let p = deps
         .store
@@ -127,13 +124,13 @@ async fn resolve(deps: &Approval, raw: &str) -> Result<Link, AppError> {
 }
 
 fn page(
-    deps: &Approval,
+    deps: &ApprovalDeps,
     link: &Link,
     raw_token: &str,
     overrides: Option<&BTreeMap<String, String>>,
     errors: Vec<String>,
     status: u16,
-) -> Response<Body> {
+) -> Response {
     let p = &link.proposal;
     let wf = &link.workflow;
     let fixed: Vec<(String, String)> = wf
@@ -179,13 +176,13 @@ fn page(
     .page(status)
 }
 
-async fn show(deps: &Approval, raw: &str) -> Result<Response<Body>, AppError> {
-    let link = resolve(deps, raw).await?;
-    Ok(page(deps, &link, raw, None, vec![], 200))
+async fn show(State(deps): Deps, Segment(raw): Segment) -> Result<Response, AppError> {
+    let link = resolve(&deps, &raw).await?;
+    Ok(page(&deps, &link, &raw, None, vec![], 200))
 }
 
-async fn photo(deps: &Approval, raw: &str) -> Result<Response<Body>, AppError> {
-    let link = resolve(deps, raw).await?;
+async fn photo(State(deps): Deps, Segment(raw): Segment) -> Result<Response, AppError> {
+    let link = resolve(&deps, &raw).await?;
     let ph = link
         .proposal
         .intake
@@ -196,9 +193,14 @@ async fn photo(deps: &Approval, raw: &str) -> Result<Response<Body>, AppError> {
     Ok(web::bytes(200, &ph.content_type, data))
 }
 
-async fn decide(deps: &Approval, raw: &str, req: &Request) -> Result<Response<Body>, AppError> {
-    let link = resolve(deps, raw).await?;
-    let pairs = urlencoded(req)?;
+async fn decide(
+    State(deps): Deps,
+    Segment(raw): Segment,
+    headers: HeaderMap,
+    BodyBytes(body): BodyBytes,
+) -> Result<Response, AppError> {
+    let link = resolve(&deps, &raw).await?;
+    let pairs = urlencoded(&headers, &body)?;
     let mut form: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in pairs {
         let known = matches!(k.as_str(), "decision" | "reason" | "csrf" | "revision")
@@ -279,7 +281,7 @@ async fn decide(deps: &Approval, raw: &str, req: &Request) -> Result<Response<Bo
                 .iter()
                 .map(|i| format!("{}: {}", label(&link.workflow, &i.field), i.message))
                 .collect();
-            return Ok(page(deps, &link, raw, Some(&form), errors, 422));
+            return Ok(page(&deps, &link, &raw, Some(&form), errors, 422));
         }
     }
     let now = fieldgate::domain::now();

@@ -1,6 +1,6 @@
-//! Lambda entry point: wire clients, run the handler.
+//! Lambda entry point: wire clients, serve the router.
 
-use lambda_http::{Error, Request, service_fn};
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -10,15 +10,11 @@ async fn main() -> Result<(), Error> {
         keys: true,
     })
     .await?;
-    let deps = std::sync::Arc::new(fieldgate_approval::Approval {
+    let deps = std::sync::Arc::new(fieldgate_approval::ApprovalDeps {
         store: env.store.clone(),
         media: env.media.clone(),
         workflows: env.workflows.clone(),
         csrf: env.links()?,
     });
-    lambda_http::run(service_fn(move |req: Request| {
-        let deps = deps.clone();
-        async move { Ok::<_, Error>(fieldgate_approval::handle(&deps, req).await) }
-    }))
-    .await
+    lambda_http::run(fieldgate_approval::router(deps)).await
 }

@@ -1,9 +1,11 @@
 use super::*;
+use axum::body::Body;
 use fieldgate::domain::{AssetContext, Intake, ProposalId};
 use fieldgate::embedded::{EmbeddedStore, FileMedia, Outbox};
+use tower::ServiceExt;
 
 struct Fx {
-    deps: Approval,
+    app: Router,
     store: Arc<EmbeddedStore>,
     url_path: String,
     others: Vec<String>,
@@ -76,12 +78,12 @@ async fn fx_with(workflows: Workflows) -> Fx {
     let url = outbox.mails()[0].review_url.clone();
     Fx {
         others: urls[1..].to_vec(),
-        deps: Approval {
+        app: router(Arc::new(ApprovalDeps {
             store: store.clone(),
             media,
             workflows,
             csrf: Arc::new(CsrfKey::generate()),
-        },
+        })),
         store,
         url_path: url.trim_start_matches("https://fg.example").to_owned(),
         id: t.proposal.id,
@@ -89,11 +91,44 @@ async fn fx_with(workflows: Workflows) -> Fx {
     }
 }
 
-fn body(r: &Response<Body>) -> String {
-    match r.body() {
-        Body::Text(t) => t.clone(),
-        _ => String::new(),
+type Request = http::Request<Body>;
+
+/// What a test looks at: status, headers and the body as text.
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+async fn send(app: &Router, req: Request) -> Reply {
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
     }
+}
+
+fn request(method: &str, uri: &str) -> Request {
+    http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn post_form(uri: &str, form: String) -> Request {
+    http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(form))
+        .unwrap()
 }
 
 fn hidden(page: &str, name: &str) -> String {
@@ -106,19 +141,11 @@ async fn get_shows_escaped_notes_and_changes_nothing() {
     let f = fx().await;
     let before = f.store.get(f.id).await.unwrap();
     for method in ["GET", "HEAD", "GET"] {
-        let r = handle(
-            &f.deps,
-            http::Request::builder()
-                .method(method)
-                .uri(&f.url_path)
-                .body(Body::Empty)
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["cache-control"], "no-store");
+        let r = send(&f.app, request(method, &f.url_path)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["cache-control"], "no-store");
         if method == "GET" {
-            assert!(!body(&r).contains("<script>alert"), "notes are escaped");
+            assert!(!r.body.contains("<script>alert"), "notes are escaped");
         }
     }
     assert_eq!(f.store.get(f.id).await.unwrap(), before);
@@ -127,16 +154,7 @@ async fn get_shows_escaped_notes_and_changes_nothing() {
 #[tokio::test]
 async fn approve_binds_to_the_revision_and_spends_the_link() {
     let f = fx().await;
-    let page = body(
-        &handle(
-            &f.deps,
-            http::Request::builder()
-                .uri(&f.url_path)
-                .body(Body::Empty)
-                .unwrap(),
-        )
-        .await,
-    );
+    let page = send(&f.app, request("GET", &f.url_path)).await.body;
     let form = serde_urlencoded::to_string([
         ("decision", "approve"),
         ("csrf", hidden(&page, "csrf").as_str()),
@@ -144,16 +162,9 @@ async fn approve_binds_to_the_revision_and_spends_the_link() {
         ("Subject", "Boiler pressure low"),
     ])
     .unwrap();
-    let post = || {
-        http::Request::builder()
-            .method("POST")
-            .uri(&f.url_path)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::Text(form.clone()))
-            .unwrap()
-    };
-    let r = handle(&f.deps, post()).await;
-    assert_eq!(r.status(), 200, "{}", body(&r));
+    let post = || post_form(&f.url_path, form.clone());
+    let r = send(&f.app, post()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let p = f.store.get(f.id).await.unwrap().unwrap();
     assert_eq!(p.status, Status::Approved);
     assert_eq!(
@@ -163,11 +174,7 @@ async fn approve_binds_to_the_revision_and_spends_the_link() {
     let d = p.decision.unwrap();
     assert_eq!(d.by, "service-desk@example.com");
     assert_eq!(d.revision_hash, p.revisions.last().unwrap().hash);
-    assert_eq!(
-        handle(&f.deps, post()).await.status(),
-        409,
-        "the link is spent"
-    );
+    assert_eq!(send(&f.app, post()).await.status, 409, "the link is spent");
 }
 
 #[tokio::test]
@@ -175,63 +182,66 @@ async fn each_reviewer_has_a_link_and_the_first_decision_wins() {
     let f = fx_with(two_reviewers()).await;
     assert_eq!(f.others.len(), 1, "one link per reviewer");
     let ben = &f.others[0];
-    let page = body(
-        &handle(
-            &f.deps,
-            http::Request::builder().uri(ben).body(Body::Empty).unwrap(),
-        )
-        .await,
-    );
+    let page = send(&f.app, request("GET", ben)).await.body;
     assert!(page.contains("ben@example.com"));
     // Ana rejects first.
-    let ana_page = body(
-        &handle(
-            &f.deps,
-            http::Request::builder()
-                .uri(&f.url_path)
-                .body(Body::Empty)
-                .unwrap(),
-        )
-        .await,
-    );
+    let ana_page = send(&f.app, request("GET", &f.url_path)).await.body;
     let reject = serde_urlencoded::to_string([
         ("decision", "reject"),
         ("csrf", hidden(&ana_page, "csrf").as_str()),
         ("revision", hidden(&ana_page, "revision").as_str()),
     ])
     .unwrap();
-    let post = |uri: &str, form: String| {
-        http::Request::builder()
-            .method("POST")
-            .uri(uri)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::Text(form))
-            .unwrap()
-    };
     assert_eq!(
-        handle(&f.deps, post(&f.url_path, reject)).await.status(),
+        send(&f.app, post_form(&f.url_path, reject)).await.status,
         200
     );
     // Ben's link now says who decided, and his approval changes nothing.
-    let r = handle(
-        &f.deps,
-        http::Request::builder().uri(ben).body(Body::Empty).unwrap(),
-    )
-    .await;
-    assert_eq!(r.status(), 409);
-    assert!(
-        body(&r).contains("rejected by ana@example.com"),
-        "{}",
-        body(&r)
-    );
+    let r = send(&f.app, request("GET", ben)).await;
+    assert_eq!(r.status, 409);
+    assert!(r.body.contains("rejected by ana@example.com"), "{}", r.body);
     let approve = serde_urlencoded::to_string([
         ("decision", "approve"),
         ("csrf", hidden(&page, "csrf").as_str()),
         ("revision", hidden(&page, "revision").as_str()),
     ])
     .unwrap();
-    assert_eq!(handle(&f.deps, post(ben, approve)).await.status(), 409);
+    assert_eq!(send(&f.app, post_form(ben, approve)).await.status, 409);
     let p = f.store.get(f.id).await.unwrap().unwrap();
     assert_eq!(p.status, Status::Rejected);
     assert_eq!(p.decision.unwrap().by, "ana@example.com");
+}
+
+#[tokio::test]
+async fn routing_gives_the_same_pages_and_headers_as_before() {
+    let f = fx().await;
+    let photo = format!("{}/photo", f.url_path);
+    // Unknown paths (and /static, which is qr-intake's): the 404 page.
+    for path in ["/", "/r/", "/r/nonsense", "/static/app.css", "/q/x"] {
+        let r = send(&f.app, request("GET", path)).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.body.contains("This link or code is not valid"), "{path}");
+        assert_eq!(r.headers["cache-control"], "no-store", "{path}");
+    }
+    // No photo on this report: 404, not the page.
+    assert_eq!(send(&f.app, request("GET", &photo)).await.status, 404);
+    for (method, path) in [("PUT", &f.url_path), ("POST", &photo)] {
+        let r = send(&f.app, request(method, path)).await;
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert!(r.body.contains("does not accept that request"));
+        assert_eq!(r.headers["allow"], "GET, HEAD, POST");
+        assert_eq!(r.headers["referrer-policy"], "no-referrer");
+    }
+    // A form that is not urlencoded is refused before anything else.
+    let r = send(
+        &f.app,
+        http::Request::builder()
+            .method("POST")
+            .uri(&f.url_path)
+            .header("content-type", "text/plain")
+            .body(Body::from("decision=approve"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 415);
 }

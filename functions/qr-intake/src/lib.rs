@@ -2,14 +2,18 @@
 //! `POST /q/{code}` stores the report as a RECEIVED proposal, and
 //! `GET /s/{ref}` shows the technician where the report stands.
 
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::Response;
+use axum::routing::get;
 use fieldgate::domain::{
-    CsrfKey, Intake as IntakeData, PhotoRef, Proposal, ProposalId, QrKeyring, Workflow, Workflows,
+    CsrfKey, Intake, PhotoRef, Proposal, ProposalId, QrKeyring, Workflow, Workflows,
 };
-use fieldgate::http::{header, multipart};
+use fieldgate::http::{BodyBytes, MAX_BODY, Segment, header, multipart};
 use fieldgate::ports::{AssetDirectory, Created, MediaStore, ProposalStore};
 use fieldgate::web::{self, IntakeDone, IntakeForm, StatusPage};
 use fieldgate::{AppError, UserError};
-use lambda_http::{Body, Request, Response};
+use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -31,7 +35,7 @@ impl Default for Limits {
     }
 }
 
-pub struct Intake {
+pub struct IntakeDeps {
     pub store: Arc<dyn ProposalStore>,
     pub media: Arc<dyn MediaStore>,
     pub assets: Arc<dyn AssetDirectory>,
@@ -42,38 +46,29 @@ pub struct Intake {
     pub limits: Limits,
 }
 
-/// Routes one request. Never fails: errors become pages with a status.
-pub async fn handle(deps: &Intake, req: Request) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let result = if let Some(code) = path.strip_prefix("/q/") {
-        match method.as_str() {
-            "GET" | "HEAD" => form(deps, code).await,
-            "POST" => submit(deps, code, &req).await,
-            _ => Err(UserError::MethodNotAllowed.into()),
-        }
-    } else if let Some(reference) = path.strip_prefix("/s/") {
-        match method.as_str() {
-            "GET" | "HEAD" => status(deps, reference).await,
-            _ => Err(UserError::MethodNotAllowed.into()),
-        }
-    } else if let Some(name) = path.strip_prefix("/static/") {
-        web::static_asset(name).ok_or(UserError::NotFound.into())
-    } else {
-        Err(UserError::NotFound.into())
-    };
-    match result {
-        Ok(r) => r,
-        Err(AppError::User(e)) => web::user_error(&e),
-        Err(e) => {
-            tracing::error!(error = %e, "intake failed");
-            web::internal_error()
-        }
-    }
+type Deps = State<Arc<IntakeDeps>>;
+
+/// The function's routes (template.yaml routes `/static` here too). Never
+/// fails: errors become pages with a status, unknown paths the 404 page.
+pub fn router(deps: Arc<IntakeDeps>) -> Router {
+    Router::new()
+        .route("/q/{code}", get(form).post(submit))
+        .route("/s/{reference}", get(status))
+        .route("/static/{name}", get(static_asset))
+        .method_not_allowed_fallback(web::method_not_allowed)
+        .fallback(web::not_found)
+        // A report with its photo is larger than axum's 2 MB default.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(web::security_headers())
+        .with_state(deps)
+}
+
+async fn static_asset(Segment(name): Segment) -> Result<Response, AppError> {
+    web::static_asset(&name).ok_or(UserError::NotFound.into())
 }
 
 async fn resolve(
-    deps: &Intake,
+    deps: &IntakeDeps,
     code: &str,
 ) -> Result<(fieldgate::AssetContext, Arc<Workflow>), AppError> {
     let (asset_id, wf_id) = deps.qr.verify(code).map_err(|_| UserError::NotFound)?;
@@ -92,11 +87,11 @@ fn new_idem() -> String {
     ProposalId::generate().to_string()
 }
 
-async fn form(deps: &Intake, code: &str) -> Result<Response<Body>, AppError> {
-    let (asset, wf) = resolve(deps, code).await?;
+async fn form(State(deps): Deps, Segment(code): Segment) -> Result<Response, AppError> {
+    let (asset, wf) = resolve(&deps, &code).await?;
     Ok(IntakeForm {
         asset: &asset,
-        workflow_name: "Salesforce",
+        workflow_name: &wf.name,
         idem: new_idem(),
         max_notes: deps.limits.max_notes,
         photo_allowed: wf.photo.allowed,
@@ -235,8 +230,13 @@ fn sanitize_file_name(given: Option<&str>, ext: &str) -> String {
     format!("{stem}.{ext}")
 }
 
-async fn submit(deps: &Intake, code: &str, req: &Request) -> Result<Response<Body>, AppError> {
-    let (asset, wf) = resolve(deps, code).await?;
+async fn submit(
+    State(deps): Deps,
+    Segment(code): Segment,
+    headers: HeaderMap,
+    BodyBytes(body): BodyBytes,
+) -> Result<Response, AppError> {
+    let (asset, wf) = resolve(&deps, &code).await?;
     let now = fieldgate::domain::now();
     let count = deps
         .store
@@ -245,7 +245,7 @@ async fn submit(deps: &Intake, code: &str, req: &Request) -> Result<Response<Bod
     if count > deps.limits.per_code {
         return Err(UserError::TooManyRequests.into());
     }
-    if let Some(len) = header(req, "content-length").and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok())
         && len > max_body(&wf, &deps.limits) as u64
     {
         return Err(UserError::PayloadTooLarge(
@@ -254,7 +254,8 @@ async fn submit(deps: &Intake, code: &str, req: &Request) -> Result<Response<Bod
         .into());
     }
     let parts = multipart(
-        req,
+        &headers,
+        body,
         max_body(&wf, &deps.limits),
         wf.photo.max_bytes as usize + 1,
     )
@@ -281,7 +282,7 @@ async fn submit(deps: &Intake, code: &str, req: &Request) -> Result<Response<Bod
         id,
         wf.id.clone(),
         asset.clone(),
-        IntakeData {
+        Intake {
             notes: sub.notes,
             reporter: sub.reporter,
             photo,
@@ -317,7 +318,7 @@ pub fn status_ref(key: &CsrfKey, id: ProposalId) -> String {
     format!("{id}.{}", key.token_for(&format!("status:{id}")))
 }
 
-async fn status(deps: &Intake, reference: &str) -> Result<Response<Body>, AppError> {
+async fn status(State(deps): Deps, Segment(reference): Segment) -> Result<Response, AppError> {
     let (id, tag) = reference.split_once('.').ok_or(UserError::NotFound)?;
     let id: ProposalId = id.parse().map_err(|_| UserError::NotFound)?;
     if !deps.links.verify(&format!("status:{id}"), tag) {

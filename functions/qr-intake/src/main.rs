@@ -1,6 +1,6 @@
-//! Lambda entry point: wire clients, run the handler.
+//! Lambda entry point: wire clients, serve the router.
 
-use lambda_http::{Error, Request, service_fn};
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
         keys: true,
     })
     .await?;
-    let deps = std::sync::Arc::new(fieldgate_qr_intake::Intake {
+    let deps = std::sync::Arc::new(fieldgate_qr_intake::IntakeDeps {
         store: env.store.clone(),
         media: env.media.clone(),
         assets: env.assets()?,
@@ -19,9 +19,5 @@ async fn main() -> Result<(), Error> {
         links: env.links()?,
         limits: Default::default(),
     });
-    lambda_http::run(service_fn(move |req: Request| {
-        let deps = deps.clone();
-        async move { Ok::<_, Error>(fieldgate_qr_intake::handle(&deps, req).await) }
-    }))
-    .await
+    lambda_http::run(fieldgate_qr_intake::router(deps)).await
 }

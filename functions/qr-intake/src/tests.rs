@@ -1,8 +1,10 @@
 use super::*;
 use async_trait::async_trait;
+use axum::body::Body;
 use fieldgate::domain::{AssetContext, AssetId, Status};
 use fieldgate::embedded::{EmbeddedStore, FileMedia};
 use fieldgate::ports::DirectoryError;
+use tower::ServiceExt;
 
 /// A fixed directory: the port's contract is small enough to state inline.
 struct OneAsset(AssetContext);
@@ -15,7 +17,7 @@ impl AssetDirectory for OneAsset {
 }
 
 struct Fixture {
-    deps: Intake,
+    app: Router,
     store: Arc<EmbeddedStore>,
     code: String,
     _dir: tempfile::TempDir,
@@ -34,7 +36,7 @@ fn fixture() -> Fixture {
     };
     let qr = QrKeyring::generate("k1");
     let code = qr.sign(&asset.id, &"field-service-case".parse().unwrap());
-    let deps = Intake {
+    let deps = IntakeDeps {
         store: store.clone(),
         media: Arc::new(FileMedia::open(dir.path()).unwrap()),
         assets: Arc::new(OneAsset(asset)),
@@ -44,19 +46,46 @@ fn fixture() -> Fixture {
         limits: Limits::default(),
     };
     Fixture {
-        deps,
+        app: router(Arc::new(deps)),
         store,
         code,
         _dir: dir,
     }
 }
 
-fn get(path: &str) -> Request {
+type Request = http::Request<Body>;
+
+/// What a test looks at: status, headers and the body as text.
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+async fn send(app: &Router, req: Request) -> Reply {
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn request(method: &str, path: &str) -> Request {
     http::Request::builder()
-        .method("GET")
+        .method(method)
         .uri(path)
-        .body(Body::Empty)
+        .body(Body::empty())
         .unwrap()
+}
+
+fn get(path: &str) -> Request {
+    request("GET", path)
 }
 
 fn post_multipart(path: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Request {
@@ -78,16 +107,8 @@ fn post_multipart(path: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Request 
         .method("POST")
         .uri(path)
         .header("content-type", format!("multipart/form-data; boundary={b}"))
-        .body(Body::Binary(body))
+        .body(Body::from(body))
         .unwrap()
-}
-
-fn text(r: &Response<Body>) -> String {
-    match r.body() {
-        Body::Text(t) => t.clone(),
-        Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-        _ => String::new(),
-    }
 }
 
 const PNG: &[u8] = &[
@@ -98,9 +119,9 @@ const PNG: &[u8] = &[
 #[tokio::test]
 async fn form_shows_the_asset_escaped_with_security_headers() {
     let f = fixture();
-    let r = handle(&f.deps, get(&format!("/q/{}", f.code))).await;
-    assert_eq!(r.status(), 200);
-    let body = text(&r);
+    let r = send(&f.app, get(&format!("/q/{}", f.code))).await;
+    assert_eq!(r.status, 200);
+    let body = &r.body;
     assert!(
         body.contains("Chiller &#60;b&#62;2&#60;/b&#62;")
             || body.contains("Chiller &lt;b&gt;2&lt;/b&gt;"),
@@ -108,9 +129,13 @@ async fn form_shows_the_asset_escaped_with_security_headers() {
     );
     assert!(!body.contains("<b>2</b>"));
     assert!(body.contains("CH-2") && body.contains("Basement"));
-    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        body.contains("Field service case"),
+        "the workflow's own name"
+    );
+    let csp = r.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"));
-    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(r.headers["referrer-policy"], "no-referrer");
 }
 
 #[tokio::test]
@@ -118,9 +143,10 @@ async fn forged_codes_are_a_plain_404() {
     let f = fixture();
     let forged = f.code.replace("02i000000000001AAA", "02i000000000002AAA");
     for path in [format!("/q/{forged}"), "/q/nonsense".into(), "/q/".into()] {
-        let r = handle(&f.deps, get(&path)).await;
-        assert_eq!(r.status(), 404, "{path}");
-        assert!(!text(&r).contains("02i"), "reveals nothing");
+        let r = send(&f.app, get(&path)).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.body.contains("This link or code is not valid"), "{path}");
+        assert!(!r.body.contains("02i"), "reveals nothing");
     }
 }
 
@@ -139,19 +165,19 @@ async fn a_report_becomes_one_received_proposal() {
             ],
         )
     };
-    let r = handle(&f.deps, req()).await;
-    assert_eq!(r.status(), 201, "{}", text(&r));
+    let r = send(&f.app, req()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
     let listed = f.store.list_by_status(Status::Received, 10).await.unwrap();
     assert_eq!(listed.len(), 1);
     let p = &listed[0];
-    assert!(text(&r).contains(&p.id.to_string()));
+    assert!(r.body.contains(&p.id.to_string()));
     assert_eq!(p.intake.notes, "Leak at pump seal");
     assert_eq!(p.intake.photo.as_ref().unwrap().content_type, "image/png");
     assert_eq!(f.store.events(p.id).await.unwrap().len(), 1);
     // The same form sent again (double tap, offline resend): same proposal.
-    let again = handle(&f.deps, req()).await;
-    assert_eq!(again.status(), 200);
-    assert!(text(&again).contains(&p.id.to_string()));
+    let again = send(&f.app, req()).await;
+    assert_eq!(again.status, 200);
+    assert!(again.body.contains(&p.id.to_string()));
     assert_eq!(
         f.store
             .list_by_status(Status::Received, 10)
@@ -196,7 +222,7 @@ async fn bad_input_is_a_clear_4xx_and_stores_nothing() {
                 .method("POST")
                 .uri(&path)
                 .header("content-type", "text/plain")
-                .body(Body::Text("notes=x".into()))
+                .body(Body::from("notes=x"))
                 .unwrap(),
         ),
         (
@@ -205,13 +231,13 @@ async fn bad_input_is_a_clear_4xx_and_stores_nothing() {
                 .method("POST")
                 .uri(&path)
                 .header("content-type", "multipart/form-data; boundary=zz")
-                .body(Body::Binary(b"--zz\r\nbroken".to_vec()))
+                .body(Body::from(&b"--zz\r\nbroken"[..]))
                 .unwrap(),
         ),
     ];
     for (want, req) in cases {
-        let r = handle(&f.deps, req).await;
-        assert_eq!(r.status(), want, "{}", text(&r));
+        let r = send(&f.app, req).await;
+        assert_eq!(r.status, want, "{}", r.body);
     }
     assert!(
         f.store
@@ -220,4 +246,56 @@ async fn bad_input_is_a_clear_4xx_and_stores_nothing() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn routing_gives_the_same_pages_and_headers_as_before() {
+    let f = fixture();
+    // Unknown paths: the 404 page, with the security headers.
+    for path in ["/", "/nope", "/q", "/s/", "/r/x"] {
+        let r = send(&f.app, get(path)).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.body.contains("This link or code is not valid"), "{path}");
+        assert_eq!(r.headers["cache-control"], "no-store", "{path}");
+        assert_eq!(r.headers["x-frame-options"], "DENY", "{path}");
+    }
+    // A known path with the wrong method: the 405 page.
+    for (method, path) in [
+        ("PUT", format!("/q/{}", f.code)),
+        ("DELETE", "/s/x.y".into()),
+    ] {
+        let r = send(&f.app, request(method, &path)).await;
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert!(r.body.contains("does not accept that request"));
+        assert_eq!(r.headers["allow"], "GET, HEAD, POST");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    }
+    // A forged status link is a 404, like an unknown one.
+    assert_eq!(
+        send(&f.app, get("/s/01JABCDEFGHJKMNPQRSTVWXYZ0.x"))
+            .await
+            .status,
+        404
+    );
+    // Static assets are cacheable but carry the other headers.
+    let css = send(&f.app, get("/static/app.css")).await;
+    assert_eq!(css.status, 200);
+    assert_eq!(css.headers["content-type"], "text/css; charset=utf-8");
+    assert_eq!(css.headers["cache-control"], "public, max-age=300");
+    assert!(css.headers.contains_key("content-security-policy"));
+    assert_eq!(send(&f.app, get("/static/nope.css")).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_the_413_page() {
+    let f = fixture();
+    let big = vec![b'x'; MAX_BODY + 1];
+    let r = send(
+        &f.app,
+        post_multipart(&format!("/q/{}", f.code), &[("notes", None, &big)]),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert!(r.body.contains("larger than 10 MB"), "{}", r.body);
+    assert_eq!(r.headers["cache-control"], "no-store");
 }

@@ -1,5 +1,6 @@
 //! `fieldgate dev`: the whole flow in one process. The four Lambda handlers
-//! run unchanged behind one HTTP server; the embedded store's change feed
+//! run unchanged behind one HTTP server (the two HTTP functions' routers,
+//! merged as they are); the embedded store's change feed
 //! plays the DynamoDB stream; the Salesforce emulator answers under
 //! `/services/...` on the same origin, like a real instance URL.
 
@@ -7,9 +8,9 @@ use anyhow::Context;
 use askama::Template;
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use axum::Router;
-use axum::body::Body as AxumBody;
-use axum::extract::{Request, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use fieldgate::domain::{AssetId, Workflows};
 use fieldgate::embedded::{EmbeddedStore, FileMedia, HandoffLog, Outbox};
 use fieldgate::salesforce::{
@@ -17,9 +18,10 @@ use fieldgate::salesforce::{
 };
 use fieldgate::stream::{change_record, subject_of};
 use fieldgate::wiring::Keys;
-use fieldgate_approval::Approval;
+use fieldgate::{AppError, UserError};
+use fieldgate_approval::ApprovalDeps;
 use fieldgate_commit::Commit;
-use fieldgate_qr_intake::Intake;
+use fieldgate_qr_intake::IntakeDeps;
 use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
 use fieldgate_structure::Structure;
 use std::net::SocketAddr;
@@ -31,9 +33,6 @@ use tokio::sync::{mpsc, oneshot};
 /// The dev org's connected-app pair (documented in the README).
 pub const DEV_CLIENT_ID: &str = "fieldgate-dev-client";
 pub const DEV_CLIENT_SECRET: &str = "fieldgate-dev-secret";
-
-/// Largest request body the dev server reads (API Gateway's is 10 MB).
-const MAX_BODY: usize = 10 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct DevOptions {
@@ -87,11 +86,8 @@ pub struct DevStack {
     commit_sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// What the `/dev/...` pages read.
 struct App {
-    /// The emulator answers everything under `/services/`.
-    salesforce: Router,
-    intake: Intake,
-    approval: Approval,
     outbox: Arc<Outbox>,
     handoff: Arc<HandoffLog>,
     emulator: Emulator,
@@ -159,26 +155,25 @@ impl DevStack {
             workflows: workflows.clone(),
             public_url: public_url.clone(),
         });
+        let intake = Arc::new(IntakeDeps {
+            store: store.clone(),
+            media: media.clone(),
+            assets,
+            workflows: workflows.clone(),
+            qr: Arc::new(keys.qr.clone()),
+            links: Arc::new(keys.links.clone()),
+            limits: fieldgate_qr_intake::Limits {
+                per_code: opts.reports_per_code,
+                ..Default::default()
+            },
+        });
+        let approval = Arc::new(ApprovalDeps {
+            store: store.clone(),
+            media: media.clone(),
+            workflows: workflows.clone(),
+            csrf: Arc::new(keys.links.clone()),
+        });
         let app = Arc::new(App {
-            salesforce: emulator.router(),
-            intake: Intake {
-                store: store.clone(),
-                media: media.clone(),
-                assets,
-                workflows: workflows.clone(),
-                qr: Arc::new(keys.qr.clone()),
-                links: Arc::new(keys.links.clone()),
-                limits: fieldgate_qr_intake::Limits {
-                    per_code: opts.reports_per_code,
-                    ..Default::default()
-                },
-            },
-            approval: Approval {
-                store: store.clone(),
-                media: media.clone(),
-                workflows: workflows.clone(),
-                csrf: Arc::new(keys.links.clone()),
-            },
             outbox: outbox.clone(),
             handoff: handoff.clone(),
             emulator: emulator.clone(),
@@ -187,7 +182,7 @@ impl DevStack {
             public_url: public_url.clone(),
         });
 
-        let router = Router::new().fallback(route).with_state(app);
+        let router = routes(intake, approval, emulator.router(), app);
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let r = axum::serve(listener, router)
@@ -372,70 +367,59 @@ async fn deliver(rec: &EventRecord, structure: &Structure, commit: Option<&Commi
     tracing::error!(proposal = %id, %status, "record set aside after {retries} retries (AWS: on-failure queue)");
 }
 
-fn to_axum(resp: lambda_http::Response<lambda_http::Body>) -> Response {
-    let (parts, body) = resp.into_parts();
-    let body = match body {
-        lambda_http::Body::Empty => AxumBody::empty(),
-        lambda_http::Body::Text(t) => AxumBody::from(t),
-        lambda_http::Body::Binary(b) => AxumBody::from(b),
-        _ => AxumBody::empty(),
-    };
-    Response::from_parts(parts, body)
+/// One origin, as behind API Gateway: the functions' routers (each brings
+/// its 10 MB body limit and security headers), the emulator under
+/// `/services/...` (its routes carry that prefix), and the dev pages.
+fn routes(
+    intake: Arc<IntakeDeps>,
+    approval: Arc<ApprovalDeps>,
+    salesforce: Router,
+    app: Arc<App>,
+) -> Router {
+    // Pages a person opens get the functions' headers and 404 page.
+    let pages = Router::new()
+        .route("/", get(index))
+        .route("/dev/qr/{file}", get(qr_svg))
+        .method_not_allowed_fallback(fieldgate::web::method_not_allowed)
+        .fallback(fieldgate::web::not_found)
+        .layer(fieldgate::web::security_headers());
+    let dev = Router::new()
+        .route("/dev/outbox", get(outbox))
+        .route("/dev/handoff", get(handoff))
+        .merge(pages)
+        .with_state(app);
+    // Each function's own 404 fallback gives way to the one above (axum
+    // refuses to merge two fallbacks); it is the same page.
+    Router::new()
+        .merge(fieldgate_qr_intake::router(intake).reset_fallback())
+        .merge(fieldgate_approval::router(approval).reset_fallback())
+        .merge(salesforce)
+        .merge(dev)
 }
 
-async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
-    if req.uri().path().starts_with("/services/") {
-        use tower::ServiceExt;
-        return match app.salesforce.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
-    }
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return to_axum(fieldgate::web::user_error(
-                &fieldgate::UserError::PayloadTooLarge(
-                    "The report is larger than 10 MB. Send a smaller photo.".into(),
-                ),
-            ));
-        }
-    };
-    let body = if bytes.is_empty() {
-        lambda_http::Body::Empty
-    } else {
-        lambda_http::Body::Binary(bytes.to_vec())
-    };
-    let req = lambda_http::Request::from_parts(parts, body);
-    let path = req.uri().path().to_owned();
-    if path.starts_with("/q/") || path.starts_with("/s/") || path.starts_with("/static/") {
-        to_axum(fieldgate_qr_intake::handle(&app.intake, req).await)
-    } else if path.starts_with("/r/") {
-        to_axum(fieldgate_approval::handle(&app.approval, req).await)
-    } else if path == "/dev/outbox" {
-        axum::Json(serde_json::to_value(app.outbox.mails()).unwrap_or_default()).into_response()
-    } else if path == "/dev/handoff" {
-        axum::Json(serde_json::to_value(app.handoff.messages()).unwrap_or_default()).into_response()
-    } else if let Some(asset) = path
-        .strip_prefix("/dev/qr/")
-        .and_then(|a| a.strip_suffix(".svg"))
-    {
-        match asset.parse::<AssetId>() {
-            Ok(a) => {
-                let url = qr_url(&app.keys, &app.workflows, &app.public_url, &a);
-                match crate::qr::svg(&url) {
-                    Ok(svg) => ([("content-type", "image/svg+xml")], svg).into_response(),
-                    Err(_) => (http::StatusCode::INTERNAL_SERVER_ERROR, "qr").into_response(),
-                }
-            }
-            Err(_) => to_axum(fieldgate::web::user_error(&fieldgate::UserError::NotFound)),
-        }
-    } else if path == "/" {
-        index(&app)
-    } else {
-        to_axum(fieldgate::web::user_error(&fieldgate::UserError::NotFound))
-    }
+async fn outbox(State(app): State<Arc<App>>) -> Response {
+    axum::Json(serde_json::to_value(app.outbox.mails()).unwrap_or_default()).into_response()
+}
+
+async fn handoff(State(app): State<Arc<App>>) -> Response {
+    axum::Json(serde_json::to_value(app.handoff.messages()).unwrap_or_default()).into_response()
+}
+
+/// `/dev/qr/{asset}.svg` (axum matches whole segments, so the suffix is
+/// checked here).
+async fn qr_svg(
+    State(app): State<Arc<App>>,
+    Path(file): Path<String>,
+) -> Result<Response, AppError> {
+    let asset: AssetId = file
+        .strip_suffix(".svg")
+        .and_then(|a| a.parse().ok())
+        .ok_or(UserError::NotFound)?;
+    let url = qr_url(&app.keys, &app.workflows, &app.public_url, &asset);
+    Ok(match crate::qr::svg(&url) {
+        Ok(svg) => ([("content-type", "image/svg+xml")], svg).into_response(),
+        Err(_) => (http::StatusCode::INTERNAL_SERVER_ERROR, "qr").into_response(),
+    })
 }
 
 struct DemoLink {
@@ -457,7 +441,7 @@ struct Index {
     links: Vec<DemoLink>,
 }
 
-fn index(app: &App) -> Response {
+async fn index(State(app): State<Arc<App>>) -> Response {
     let links = app
         .emulator
         .demo_assets()
@@ -473,5 +457,5 @@ fn index(app: &App) -> Response {
         })
         .collect();
     let body = Index { links }.render().unwrap_or_default();
-    to_axum(fieldgate::web::html(200, body))
+    fieldgate::web::html(200, body)
 }
