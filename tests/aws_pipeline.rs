@@ -1,11 +1,9 @@
 //! The whole pipeline on the AWS adapters: DynamoDB Local (store and
 //! stream), moto (S3, SES, SNS → SQS, Secrets Manager) and the Salesforce
-//! emulator. The adapters come from `wiring` and the environment, as in a
-//! Lambda; each step runs its own handler, the stream steps fed by the
-//! poller with the template's filters.
-//!
-//! One test only: it sets process environment variables, which must not
-//! race other tests' threads.
+//! emulator. The adapters come from the composition root and the variables
+//! the template gives a Lambda (as a lookup, not the process environment);
+//! each step runs its own handler, the stream steps fed by the poller with
+//! the template's filters.
 
 mod aws;
 
@@ -14,9 +12,11 @@ use axum::Router;
 use axum::body::Body;
 use fieldgate::aws::poller::{StreamFilter, StreamPoller};
 use fieldgate::aws::s3::S3Media;
-use fieldgate::domain::{CsrfKey, ProposalId, QrKeyring, Status};
+use fieldgate::clock::{SystemClock, new_proposal_id};
+use fieldgate::compose::{Components, Keys};
+use fieldgate::config::Config;
+use fieldgate::domain::{Clock, ProposalId, Status};
 use fieldgate::ports::ProposalStore;
-use fieldgate::wiring::{Env, Keys, Needs};
 use fieldgate_sf_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, EmulatorConfig};
 use fieldgate_tests::{hidden, jpeg};
 use serde_json::{Value, json};
@@ -111,7 +111,9 @@ struct Moto {
 }
 
 async fn moto(config: &aws_config::SdkConfig, keys: &Keys) -> Moto {
-    let tag = ProposalId::generate().to_string().to_lowercase();
+    let tag = new_proposal_id(SystemClock.now())
+        .to_string()
+        .to_lowercase();
     let s3 = S3Media::client(config, true);
     let bucket = format!("fg-photos-{tag}");
     s3.create_bucket()
@@ -227,10 +229,7 @@ async fn receive_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::t
 async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     let config = aws::sdk().await;
     let table = aws::fresh_table(&config).await;
-    let keys = Keys {
-        qr: QrKeyring::generate("k1"),
-        links: CsrfKey::generate(),
-    };
+    let keys = Keys::generate();
     let m = moto(&config, &keys).await;
 
     let emulator = Emulator::new(EmulatorConfig::default()).unwrap();
@@ -240,7 +239,7 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
 
     // What template.yaml gives the functions, pointed at the stand-ins.
     let data_dir = tempfile::tempdir().unwrap();
-    for (k, v) in [
+    let vars: std::collections::HashMap<&str, String> = [
         ("FIELDGATE_TABLE", table.store.table()),
         ("FIELDGATE_PHOTO_BUCKET", &m.bucket),
         ("FIELDGATE_S3_PATH_STYLE", "1"),
@@ -252,50 +251,26 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         ("SALESFORCE_LOGIN_URL", &sf_url),
         ("SALESFORCE_CLIENT_ID", DEFAULT_CLIENT_ID),
         ("SALESFORCE_SECRET_ARN", &m.sf_secret_arn),
-    ] {
-        // SAFETY: the only test in this binary; nothing else reads the
-        // environment while it is set.
-        unsafe { std::env::set_var(k, v) };
-    }
-    unsafe { std::env::remove_var("SALESFORCE_CLIENT_SECRET") };
-    let env = Env::load(Needs::ALL)
-        .await
-        .expect("wiring from the environment");
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect();
+    let config = Config::from_lookup(&|k| vars.get(k).cloned()).expect("configuration");
+    let parts = Components::new(config);
 
-    let intake = fieldgate_qr_intake::router(Arc::new(fieldgate_qr_intake::IntakeDeps {
-        store: env.store.clone(),
-        media: env.media.clone(),
-        assets: env.assets().unwrap(),
-        workflows: env.workflows.clone(),
-        qr: env.qr().unwrap(),
-        links: env.links().unwrap(),
-        limits: Default::default(),
-    }));
-    let structure = fieldgate_structure::Structure {
-        store: env.store.clone(),
-        media: env.media.clone(),
-        notifier: env.notifier.clone(),
-        workflows: env.workflows.clone(),
-        structurers: Default::default(),
-        rules: Default::default(),
-        public_url: env.public_url.clone(),
-    };
-    let approval = fieldgate_approval::router(Arc::new(fieldgate_approval::ApprovalDeps {
-        store: env.store.clone(),
-        media: env.media.clone(),
-        workflows: env.workflows.clone(),
-        csrf: env.links().unwrap(),
-    }));
-    let commit = fieldgate_commit::Commit {
-        store: env.store.clone(),
-        writer: env.salesforce().unwrap(),
-        media: env.media.clone(),
-        handoff: env.handoff.clone(),
-        notifier: env.notifier.clone(),
-        workflows: env.workflows.clone(),
-        public_url: env.public_url.clone(),
-    };
-    let store = env.store.clone();
+    let intake = fieldgate_qr_intake::router(Arc::new(
+        fieldgate_qr_intake::IntakeDeps::build(&parts, Default::default())
+            .await
+            .unwrap(),
+    ));
+    let structure = fieldgate_structure::Structure::build(&parts).await.unwrap();
+    let approval = fieldgate_approval::router(Arc::new(
+        fieldgate_approval::ApprovalDeps::build(&parts)
+            .await
+            .unwrap(),
+    ));
+    let commit = fieldgate_commit::Commit::build(&parts).await.unwrap();
+    let store = parts.store().await.unwrap();
 
     // 1. Scan and submit, with a photo.
     let asset = emulator.demo_assets()[0].clone();
@@ -320,7 +295,11 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
                 ),
                 ("photo", Some(("unit.jpg", "image/jpeg")), &photo),
                 ("reporter", None, b"tech@example.com"),
-                ("idem", None, ProposalId::generate().to_string().as_bytes()),
+                (
+                    "idem",
+                    None,
+                    new_proposal_id(SystemClock.now()).to_string().as_bytes(),
+                ),
             ],
         ),
     )

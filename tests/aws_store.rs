@@ -7,9 +7,15 @@ mod aws;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use fieldgate::aws::poller::StreamFilter;
-use fieldgate::domain::{Actor, Proposal, ProposalId, Status, Transition, now};
+use fieldgate::clock::{Clock, SystemClock};
+use fieldgate::domain::{Actor, Proposal, ProposalId, Status, Timestamp, Transition};
 use fieldgate::ports::{ProposalStore, StoreError};
 use std::collections::HashMap;
+
+/// DynamoDB keeps real times (TTL, windows): the system clock.
+fn now() -> Timestamp {
+    SystemClock.now()
+}
 
 fn received() -> Transition {
     fieldgate::conformance::received(now())

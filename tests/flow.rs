@@ -5,7 +5,6 @@ use fieldgate::domain::{Actor, ProposalId, Status, verify_chain};
 use fieldgate::ports::ProposalStore;
 use fieldgate_tests::faults::{CrashAfterApply, CrashAfterCall};
 use fieldgate_tests::*;
-use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
@@ -216,7 +215,7 @@ async fn rejection_writes_nothing() {
     assert_eq!(s, 200);
     let p = wait_status(&h, &id, Status::Rejected).await;
     assert_eq!(p.decision.unwrap().reason.as_deref(), Some("duplicate"));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    h.stack.settled().await;
     assert!(h.cases().is_empty());
     assert!(h.handoffs().await.is_empty());
     assert_eq!(h.stack.emulator.records("ContentVersion").len(), 0);
@@ -332,26 +331,18 @@ async fn bad_links_are_refused_and_change_nothing() {
     let url2 = h.review_url(2).await;
     let review2 = open_review(&h, &url2).await;
     let p2 = wait_status(&h, &id2, Status::PendingReview).await;
-    let t = p2
-        .transition(
-            Status::PendingReview,
-            Actor::system("test"),
-            "clock_moved",
-            Value::Null,
-            fieldgate::domain::now(),
-            |n| {
-                n.review.expires_at = Some(fieldgate::domain::now() - time::Duration::minutes(1));
-            },
-        )
-        .unwrap();
-    h.stack.store.apply(&t).await.unwrap();
+    h.stack.settled().await;
+    // Time passes beyond the link's lifetime.
+    let expires = p2.review.expires_at.unwrap();
+    h.clock
+        .advance(expires - h.stack.clock.now() + time::Duration::minutes(1));
     let before2 = proposal(&h, &id2).await;
     assert_eq!(h.http.get(&url2).send().await.unwrap().status(), 410);
     assert_eq!(approve(&h, &url2, &review2, &[]).await.0, 410);
     assert_eq!(proposal(&h, &id2).await, before2);
 
     // The sweep moves it to EXPIRED (and leaves the decided one alone).
-    let n = fieldgate::review::expire_due(h.stack.store.as_ref(), fieldgate::domain::now(), 100)
+    let n = fieldgate::review::expire_due(h.stack.store.as_ref(), h.stack.clock.now(), 100)
         .await
         .unwrap();
     assert_eq!(n, 1);
@@ -386,7 +377,7 @@ async fn twenty_concurrent_approvals_make_one_case() {
     assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 1, "{codes:?}");
     assert!(codes.iter().all(|&c| c == 200 || c == 409), "{codes:?}");
     wait_status(&h, &id, Status::Committed).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    h.stack.settled().await;
     assert_eq!(h.cases().len(), 1);
     assert_eq!(h.handoffs().await.len(), 1);
 }
@@ -477,17 +468,7 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
 /// Runs the commit step with a crash injected at `crash`, then again
 /// without: whatever the point, one Case, one file, one handoff.
 async fn crash_and_resume(crash: &str, at: usize) {
-    let mut opts = DevOptions::new(
-        "127.0.0.1:0".parse().unwrap(),
-        tempfile::tempdir().unwrap().keep(),
-    );
-    opts.pause_commit = true;
-    let stack = DevStack::start(opts).await.unwrap();
-    let h = Harness {
-        stack,
-        http: reqwest::Client::new(),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let h = Harness::build().pause_commit().start().await;
     let (_, page) = h
         .submit(
             "chiller tripped on high pressure",
@@ -501,29 +482,26 @@ async fn crash_and_resume(crash: &str, at: usize) {
     wait_status(&h, &id, Status::Approved).await;
 
     let c = &h.stack.commit;
-    let faulty = fieldgate_commit::Commit {
-        store: match crash {
+    // The same step, built from the stack's parts with one of them wrapped.
+    let parts = h
+        .parts()
+        .with_store(match crash {
             "store" => Arc::new(CrashAfterApply {
                 inner: c.store.clone(),
                 at,
                 seen: AtomicUsize::new(0),
             }),
             _ => c.store.clone(),
-        },
-        writer: match crash {
+        })
+        .with_writer(match crash {
             "salesforce" => Arc::new(CrashAfterCall {
                 inner: c.writer.clone(),
                 at,
                 seen: AtomicUsize::new(0),
             }),
             _ => c.writer.clone(),
-        },
-        media: c.media.clone(),
-        handoff: c.handoff.clone(),
-        notifier: c.notifier.clone(),
-        workflows: c.workflows.clone(),
-        public_url: c.public_url.clone(),
-    };
+        });
+    let faulty = fieldgate_commit::Commit::build(&parts).await.unwrap();
     let pid: ProposalId = id.parse().unwrap();
     let first = fieldgate_commit::process(&faulty, pid).await;
     assert!(first.is_err(), "{crash} #{at}: the injected crash happened");
@@ -569,15 +547,7 @@ async fn commit_crash_after_any_salesforce_call_still_makes_one_case() {
 
 #[tokio::test]
 async fn data_survives_a_restart_and_unfinished_work_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let mut opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), path.clone());
-    opts.pause_commit = true;
-    let h = Harness {
-        stack: DevStack::start(opts).await.unwrap(),
-        http: reqwest::Client::new(),
-        dir,
-    };
+    let h = Harness::build().pause_commit().start().await;
     let scan = h.scan_url();
     let (_, page) = h.submit("belt slipping on conveyor 4", None).await;
     let id = reference(&page);
@@ -585,17 +555,9 @@ async fn data_survives_a_restart_and_unfinished_work_resumes() {
     let page = open_review(&h, &url).await;
     assert_eq!(approve(&h, &url, &page, &[]).await.0, 200);
     wait_status(&h, &id, Status::Approved).await;
-    h.stack.stop().await;
 
     // Same data directory, commit running: the approved proposal commits.
-    let stack = DevStack::start(DevOptions::new("127.0.0.1:0".parse().unwrap(), path))
-        .await
-        .unwrap();
-    let h2 = Harness {
-        stack,
-        http: reqwest::Client::new(),
-        dir: h.dir,
-    };
+    let h2 = h.restart().await;
     wait_status(&h2, &id, Status::Committed).await;
     assert_eq!(h2.cases().len(), 1);
     // The QR link signed before the restart still works (keys persisted).
@@ -653,10 +615,7 @@ async fn a_salesforce_refusal_is_shown_to_the_reviewer_who_fixes_and_approves() 
 
 #[tokio::test]
 async fn too_many_reports_from_one_code_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-    opts.reports_per_code = 2;
-    let h = Harness::start_with(dir, opts).await;
+    let h = Harness::build().reports_per_code(2).start().await;
     assert_eq!(h.submit("first", None).await.0, 201);
     assert_eq!(h.submit("second", None).await.0, 201);
     let (s, body) = h.submit("third", None).await;

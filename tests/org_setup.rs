@@ -7,8 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use fieldgate::domain::Workflows;
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -54,7 +52,7 @@ fn the_external_id_field_is_text_26_external_and_unique() {
     assert_eq!(child(f, "externalId"), Some("true"));
     assert_eq!(child(f, "unique"), Some("true"));
     // The workflow upserts by exactly this field.
-    let wf = Workflows::builtin();
+    let wf = fieldgate::workflows::builtin();
     let wf = wf.iter().next().unwrap();
     assert_eq!(
         wf.external_id_field.as_deref(),
@@ -124,7 +122,7 @@ fn the_permission_set_grants_exactly_what_fieldgate_needs() {
             "{name} twice"
         );
     }
-    let wf = Workflows::builtin();
+    let wf = fieldgate::workflows::builtin();
     let wf = wf.iter().next().unwrap();
     let mut written: BTreeSet<String> = wf.fields.iter().map(|f| f.name.clone()).collect();
     written.extend(wf.constants.keys().cloned());

@@ -361,6 +361,7 @@ async fn asset_context_is_one_query_then_served_from_the_store() {
         inner: SalesforceAssets(sf.clone()),
         store: store.clone(),
         ttl: time::Duration::minutes(10),
+        clock: fieldgate::clock::system(),
     };
     let demo = &em.demo_assets()[0];
     let id: AssetId = demo.id.parse().unwrap();
@@ -387,6 +388,7 @@ async fn asset_context_is_one_query_then_served_from_the_store() {
         inner: SalesforceAssets(sf.clone()),
         store: store.clone(),
         ttl: time::Duration::ZERO,
+        clock: fieldgate::clock::system(),
     };
     stale.lookup(&id).await.unwrap().unwrap();
     assert_eq!(sf.api_calls(), 3);
@@ -435,8 +437,11 @@ async fn in_the_dev_stack_a_spent_budget_pauses_and_the_sweep_commits() {
     })
     .await;
     assert_eq!(paused.commit.attempts, 1);
+    // Once the dispatcher has handled every change, nothing is left that
+    // could spend a call.
+    h.stack.settled().await;
     let calls = h.stack.emulator.api_calls();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.stack.settled().await;
     assert_eq!(
         h.stack.emulator.api_calls(),
         calls,
@@ -446,7 +451,7 @@ async fn in_the_dev_stack_a_spent_budget_pauses_and_the_sweep_commits() {
 
     h.stack.emulator.faults().exhaust_budget(false);
     let after_pause =
-        fieldgate::domain::now() + fieldgate_commit::LIMIT_PAUSE + time::Duration::seconds(1);
+        h.stack.clock.now() + fieldgate_commit::LIMIT_PAUSE + time::Duration::seconds(1);
     let s = fieldgate_commit::sweep(&h.stack.commit, after_pause)
         .await
         .unwrap();

@@ -4,7 +4,7 @@
 //! notes that try to steer the model, invented evidence, and the eval.
 
 use fieldgate::domain::{
-    AssetContext, Intake, Proposal, ProposalId, Status, StructurerKind, Workflow, Workflows,
+    AssetContext, Intake, Proposal, Status, StructurerKind, Workflow, Workflows,
 };
 use fieldgate::ports::{ProposalStore, Structurer, StructuringInput};
 use fieldgate::structuring::anthropic::{AnthropicApi, AnthropicConfig};
@@ -52,7 +52,11 @@ fn openai(url: &str) -> ModelStructurer<OpenAiApi> {
 }
 
 fn workflow() -> Arc<Workflow> {
-    Workflows::builtin().iter().next().unwrap().clone()
+    fieldgate::workflows::builtin()
+        .iter()
+        .next()
+        .unwrap()
+        .clone()
 }
 
 fn asset() -> AssetContext {
@@ -514,27 +518,27 @@ async fn the_notes_cannot_close_their_own_block() {
 
 #[tokio::test]
 async fn the_structure_step_records_model_tokens_and_latency_on_the_proposal() {
-    use fieldgate::embedded::{EmbeddedStore, FileMedia, Outbox};
+    use fieldgate::embedded::{EmbeddedStore, Outbox};
     let (_emu, url) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = fieldgate::domain::workflow::FIELD_SERVICE_CASE
+    let toml = fieldgate::workflows::FIELD_SERVICE_CASE
         .replace("structurer = \"rules\"", "structurer = \"claude\"");
     let wf = Workflow::from_toml("claude.toml", &toml).unwrap();
     let store = Arc::new(EmbeddedStore::in_memory());
     let mut structurers: fieldgate::structuring::Structurers = Default::default();
     structurers.insert(StructurerKind::Claude, Arc::new(claude(&url, KEY)));
-    let deps = fieldgate_structure::Structure {
-        store: store.clone(),
-        media: Arc::new(FileMedia::open(dir.path()).unwrap()),
-        notifier: Arc::new(Outbox::open(None).unwrap()),
-        workflows: Arc::new(Workflows::from_workflows(vec![wf])),
-        structurers,
-        rules: RulesStructurer,
-        public_url: "https://fieldgate.example".into(),
-    };
-    let now = fieldgate::domain::now();
+    let parts = fieldgate::compose::Components::new(fieldgate::config::Config {
+        public_url: Some("https://fieldgate.example".into()),
+        ..fieldgate::config::Config::embedded(dir.path())
+    })
+    .with_store(store.clone())
+    .with_notifier(Arc::new(Outbox::open(None).unwrap()))
+    .with_workflows(Arc::new(Workflows::from_workflows(vec![wf])))
+    .with_structurers(structurers);
+    let deps = fieldgate_structure::Structure::build(&parts).await.unwrap();
+    let now = parts.clock().now();
     let t = Proposal::receive(
-        ProposalId::generate(),
+        fieldgate::clock::new_proposal_id(now),
         "field-service-case".parse().unwrap(),
         asset(),
         Intake {

@@ -2,8 +2,9 @@
 //! runs these same checks (the embedded store in its unit tests, the
 //! DynamoDB adapter against DynamoDB Local), so they cannot drift apart.
 
+use crate::clock::{Clock, SystemClock, new_proposal_id};
 use crate::domain::{
-    Actor, AssetContext, Intake, Proposal, ProposalId, Status, Transition, verify_chain,
+    Actor, AssetContext, Proposal, ProposalId, Status, Timestamp, Transition, verify_chain,
 };
 use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
 use serde_json::json;
@@ -11,38 +12,18 @@ use std::sync::Arc;
 
 /// A new proposal in RECEIVED, as intake makes it: the fixture every store
 /// and stream test starts from.
-pub fn received(now: crate::domain::Timestamp) -> Transition {
-    Proposal::receive(
-        ProposalId::generate(),
-        "field-service-case".parse().expect("valid"),
-        AssetContext {
-            id: "02i000000000001AAA".parse().expect("valid"),
-            name: "Chiller".into(),
-            serial_number: Some("CH-1".into()),
-            account_id: None,
-            account_name: None,
-            location: None,
-        },
-        Intake {
-            notes: "leak at the seal".into(),
-            reporter: None,
-            photo: None,
-            received_at: now,
-        },
-        now,
-    )
+pub fn received(now: Timestamp) -> Transition {
+    crate::domain::fixtures::received(new_proposal_id(now), now)
+}
+
+/// Stores keep real times: the suite runs on the system clock.
+fn now() -> Timestamp {
+    SystemClock.now()
 }
 
 fn step(p: &Proposal, to: Status, action: &str) -> Transition {
-    p.transition(
-        to,
-        Actor::system("test"),
-        action,
-        json!({}),
-        crate::domain::now(),
-        |_| {},
-    )
-    .expect("legal transition")
+    p.transition(to, Actor::system("test"), action, json!({}), now(), |_| {})
+        .expect("legal transition")
 }
 
 /// Runs every check; panics with the name of the one that failed.
@@ -57,7 +38,7 @@ pub async fn run_all(store: Arc<dyn ProposalStore>) {
 }
 
 async fn create_and_get(s: &dyn ProposalStore) {
-    let t = received(crate::domain::now());
+    let t = received(now());
     assert_eq!(
         s.create(&t, None).await,
         Ok(Created::New),
@@ -74,16 +55,16 @@ async fn create_and_get(s: &dyn ProposalStore) {
         "create_and_get: second create of the same id"
     );
     assert_eq!(
-        s.get(ProposalId::generate()).await.unwrap(),
+        s.get(new_proposal_id(now())).await.unwrap(),
         None,
         "create_and_get: unknown id"
     );
 }
 
 async fn idempotent_create(s: &dyn ProposalStore) {
-    let key = format!("k-{}", ProposalId::generate());
-    let a = received(crate::domain::now());
-    let b = received(crate::domain::now());
+    let key = format!("k-{}", new_proposal_id(now()));
+    let a = received(now());
+    let b = received(now());
     assert_eq!(
         s.create(&a, Some(&key)).await,
         Ok(Created::New),
@@ -108,7 +89,7 @@ async fn idempotent_create(s: &dyn ProposalStore) {
 }
 
 async fn stale_writes_conflict(s: &dyn ProposalStore) {
-    let t = received(crate::domain::now());
+    let t = received(now());
     s.create(&t, None).await.unwrap();
     let next = step(&t.proposal, Status::PendingReview, "structured");
     s.apply(&next)
@@ -136,7 +117,7 @@ async fn stale_writes_conflict(s: &dyn ProposalStore) {
 }
 
 async fn events_chain(s: &dyn ProposalStore) {
-    let t = received(crate::domain::now());
+    let t = received(now());
     s.create(&t, None).await.unwrap();
     let a = step(&t.proposal, Status::PendingReview, "structured");
     s.apply(&a).await.unwrap();
@@ -152,7 +133,7 @@ async fn events_chain(s: &dyn ProposalStore) {
 }
 
 async fn racing_writers_one_wins(s: Arc<dyn ProposalStore>) {
-    let t = received(crate::domain::now());
+    let t = received(now());
     s.create(&t, None).await.unwrap();
     let base = step(&t.proposal, Status::PendingReview, "structured");
     s.apply(&base).await.unwrap();
@@ -188,7 +169,7 @@ async fn racing_writers_one_wins(s: Arc<dyn ProposalStore>) {
 async fn listing_newest_first(s: &dyn ProposalStore) {
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let t = received(crate::domain::now());
+        let t = received(now());
         s.create(&t, None).await.unwrap();
         let e = step(&t.proposal, Status::PendingReview, "structured");
         s.apply(&e).await.unwrap();
@@ -209,8 +190,8 @@ async fn listing_newest_first(s: &dyn ProposalStore) {
 }
 
 async fn counters_and_cache(s: &dyn ProposalStore) {
-    let now = crate::domain::now();
-    let key = format!("RL#{}", ProposalId::generate());
+    let now = now();
+    let key = format!("RL#{}", new_proposal_id(now));
     assert_eq!(
         s.count_in_window(&key, 600, now).await.unwrap(),
         1,

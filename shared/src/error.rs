@@ -1,6 +1,7 @@
 //! The split every handler makes: the user's mistake (a clear 4xx, nothing
 //! stored) or our failure (a 5xx, logged, retried where it can be).
 
+use crate::domain::{DomainError, ProposalId, WorkflowId};
 use crate::ports::{DirectoryError, MediaError, NotifyError, PublishError, StoreError};
 
 /// Something the person in front of the page can fix or must be told.
@@ -46,20 +47,100 @@ impl UserError {
     }
 }
 
+/// Our failure: the user sees a plain 5xx page, the log the whole chain
+/// ([`Chain`]). Each variant keeps its cause as `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
     User(#[from] UserError),
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] StoreError),
-    #[error("media: {0}")]
+    #[error("photo storage")]
     Media(#[from] MediaError),
-    #[error("asset directory: {0}")]
+    #[error("asset directory")]
     Directory(#[from] DirectoryError),
-    #[error("notifier: {0}")]
+    #[error("review mail")]
     Notify(#[from] NotifyError),
-    #[error("handoff: {0}")]
+    #[error("handoff")]
     Publish(#[from] PublishError),
+    /// A transition the state machine refuses: a bug in a step, not input.
+    #[error("state machine")]
+    Domain(#[from] DomainError),
+    /// The proposal names a workflow this deployment does not have.
+    #[error("workflow {0} is not configured")]
+    UnknownWorkflow(WorkflowId),
+    /// The proposal disappeared between two reads.
+    #[error("proposal {0} vanished")]
+    Vanished(ProposalId),
     #[error("{0}")]
-    Internal(String),
+    Internal(&'static str),
+}
+
+impl AppError {
+    /// A conflict in the store (someone else moved the proposal first).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, AppError::Store(StoreError::Conflict))
+    }
+}
+
+/// Displays an error with every cause after it, `a: b: c`: what a log line
+/// for a failure shows. Some errors print their source already (`network:
+/// {0}`), so a cause whose text ends the line so far is skipped.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            next = cause.source();
+        }
+        f.write_str(&line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_shows_every_cause() {
+        let io = std::io::Error::other("disk full");
+        let e = AppError::from(StoreError::backend("writing store.json", io));
+        assert_eq!(
+            Chain(&e).to_string(),
+            "store: store backend: writing store.json: disk full"
+        );
+    }
+
+    #[test]
+    fn error_chain_skips_causes_already_printed() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connection reset")]
+        struct Io;
+        #[derive(Debug, thiserror::Error)]
+        enum Inner {
+            #[error("backend: {0}")]
+            Backend(#[source] Io),
+            #[error("dispatch failure")]
+            Dispatch(#[source] Io),
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("store: {0}")]
+        struct Outer(#[source] Inner);
+        let shown = |e: Inner| Chain(&Outer(e)).to_string();
+        assert_eq!(
+            shown(Inner::Backend(Io)),
+            "store: backend: connection reset"
+        );
+        assert_eq!(
+            shown(Inner::Dispatch(Io)),
+            "store: dispatch failure: connection reset"
+        );
+    }
 }

@@ -1,17 +1,15 @@
-//! fieldgate core: the domain (no I/O), the ports the handlers run over, the
-//! embedded adapters used by `fieldgate dev` and the tests, the Salesforce
-//! REST client, the structurers and the pages.
+//! fieldgate core: the ports the steps run over, their adapters (embedded
+//! and AWS), the configuration and the composition root that builds them,
+//! the Salesforce REST client, the structurers and the pages. The domain
+//! (no I/O) is its own crate, re-exported as [`domain`].
 
-#[cfg(any(
-    feature = "aws-dynamodb",
-    feature = "aws-s3",
-    feature = "aws-sns",
-    feature = "aws-ses",
-    feature = "aws-secrets"
-))]
+#[cfg(feature = "aws-core")]
 pub mod aws;
+pub mod clock;
+pub mod compose;
+pub mod config;
 pub mod conformance;
-pub mod domain;
+pub use fieldgate_domain as domain;
 pub mod embedded;
 pub mod error;
 pub mod http;
@@ -22,7 +20,7 @@ pub mod stream;
 pub mod structuring;
 pub mod telemetry;
 pub mod web;
-pub mod wiring;
+pub mod workflows;
 
 pub use domain::*;
-pub use error::{AppError, UserError};
+pub use error::{AppError, Chain, UserError};

@@ -11,13 +11,41 @@ use serde_json::{Map, Value};
 
 // ---------------------------------------------------------------- store
 
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+/// The cause of an adapter's failure, kept for the log line.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The condition failed: someone else changed the proposal first.
     #[error("the proposal changed meanwhile (stale version or status)")]
     Conflict,
-    #[error("store backend: {0}")]
-    Backend(String),
+    #[error("store backend: {context}")]
+    Backend {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Only `Conflict` equals itself: two backend failures are never "the
+/// same" (like NaN), which keeps `assert_eq!(r, Err(Conflict))` usable.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        matches!((self, other), (StoreError::Conflict, StoreError::Conflict))
+    }
+}
+
+impl StoreError {
+    pub fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict)
+    }
 }
 
 /// What `create` found: a new proposal, or the one an earlier submission
@@ -122,8 +150,26 @@ pub struct ReviewMail {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotifyError(pub String);
+pub enum NotifyError {
+    /// The deployment has no such adapter: set the variable.
+    #[error("no mail configured: set {0}")]
+    Unconfigured(&'static str),
+    #[error("{context}")]
+    Failed {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl NotifyError {
+    pub fn failed(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        NotifyError::Failed {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
 
 #[async_trait]
 pub trait ReviewNotifier: Send + Sync {
@@ -237,8 +283,26 @@ impl HandoffMessage {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PublishError(pub String);
+pub enum PublishError {
+    /// The deployment has no such adapter: set the variable.
+    #[error("no handoff configured: set {0}")]
+    Unconfigured(&'static str),
+    #[error("{context}")]
+    Failed {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl PublishError {
+    pub fn failed(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        PublishError::Failed {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
 
 #[async_trait]
 pub trait HandoffPublisher: Send + Sync {
@@ -248,8 +312,29 @@ pub trait HandoffPublisher: Send + Sync {
 // ---------------------------------------------------------------- media
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct MediaError(pub String);
+pub enum MediaError {
+    /// A key no photo can have (defence against path tricks).
+    #[error("bad media key {0:?}")]
+    BadKey(String),
+    /// An upload that breaks the workflow's photo policy (deleted).
+    #[error("upload refused: {0}")]
+    Refused(String),
+    #[error("{context}")]
+    Failed {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl MediaError {
+    pub fn failed(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        MediaError::Failed {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
 
 #[async_trait]
 pub trait MediaStore: Send + Sync {
@@ -260,8 +345,21 @@ pub trait MediaStore: Send + Sync {
 // ---------------------------------------------------------------- assets
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DirectoryError(pub String);
+#[error("{context}")]
+pub struct DirectoryError {
+    pub context: String,
+    #[source]
+    pub source: BoxError,
+}
+
+impl DirectoryError {
+    pub fn new(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
 
 #[async_trait]
 pub trait AssetDirectory: Send + Sync {
@@ -297,7 +395,7 @@ mod tests {
                 location: None,
             },
             approved_by: Some("lead@example.com".into()),
-            committed_at: crate::domain::now(),
+            committed_at: crate::domain::fixtures::at(0),
         };
         let mut v = serde_json::to_value(&msg).unwrap();
         let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();

@@ -2,7 +2,7 @@
 //! mailed. Used by the structure step (first round) and the commit step
 //! (when Salesforce refuses and the reviewer must look again).
 
-use crate::domain::{Actor, Proposal, ReviewGrant, ReviewToken, Workflow};
+use crate::domain::{Actor, Proposal, ReviewGrant, ReviewToken, Timestamp, Workflow};
 use crate::error::AppError;
 use crate::ports::{ProposalStore, ReviewMail, ReviewNotifier};
 use crate::web::{ReviewMailHtml, human_time};
@@ -19,36 +19,39 @@ pub async fn send_round(
     public_url: &str,
     proposal: &Proposal,
     step: &str,
+    now: Timestamp,
 ) -> Result<Proposal, AppError> {
-    let now = crate::domain::now();
     let tokens: Vec<(String, ReviewToken)> = workflow
         .reviewers
         .iter()
-        .map(|r| (r.clone(), ReviewToken::generate(proposal.id)))
+        .map(|r| {
+            (
+                r.clone(),
+                ReviewToken::generate(proposal.id, &mut rand::rng()),
+            )
+        })
         .collect();
     let expires_at = now + workflow.review_link_ttl;
-    let issue = proposal
-        .transition(
-            proposal.status,
-            Actor::system(step),
-            "review_links_issued",
-            json!({"reviewers": workflow.reviewers, "expires_at": human_time(expires_at)}),
-            now,
-            |p| {
-                p.review.retire_grants();
-                p.review.round += 1;
-                p.review.mailed = false;
-                p.review.expires_at = Some(expires_at);
-                p.review.grants = tokens
-                    .iter()
-                    .map(|(r, t)| ReviewGrant {
-                        reviewer: r.clone(),
-                        token_hash: t.hash(),
-                    })
-                    .collect();
-            },
-        )
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let issue = proposal.transition(
+        proposal.status,
+        Actor::system(step),
+        "review_links_issued",
+        json!({"reviewers": workflow.reviewers, "expires_at": human_time(expires_at)}),
+        now,
+        |p| {
+            p.review.retire_grants();
+            p.review.round += 1;
+            p.review.mailed = false;
+            p.review.expires_at = Some(expires_at);
+            p.review.grants = tokens
+                .iter()
+                .map(|(r, t)| ReviewGrant {
+                    reviewer: r.clone(),
+                    token_hash: t.hash(),
+                })
+                .collect();
+        },
+    )?;
     store.apply(&issue).await?;
     let issued = issue.proposal;
 
@@ -95,16 +98,14 @@ pub async fn send_round(
             })
             .await?;
     }
-    let mark = issued
-        .transition(
-            issued.status,
-            Actor::system(step),
-            "review_mail_sent",
-            json!({"round": issued.review.round, "count": tokens.len()}),
-            crate::domain::now(),
-            |p| p.review.mailed = true,
-        )
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let mark = issued.transition(
+        issued.status,
+        Actor::system(step),
+        "review_mail_sent",
+        json!({"round": issued.review.round, "count": tokens.len()}),
+        now,
+        |p| p.review.mailed = true,
+    )?;
     store.apply(&mark).await?;
     Ok(mark.proposal)
 }
@@ -136,16 +137,14 @@ pub async fn expire_due(
             if p.review.expires_at.is_none_or(|t| t >= now) {
                 continue;
             }
-            let t = p
-                .transition(
-                    crate::domain::Status::Expired,
-                    Actor::system("sweep"),
-                    "expired",
-                    json!({"expired_at": human_time(p.review.expires_at.unwrap_or(now))}),
-                    now,
-                    |n| n.review.retire_grants(),
-                )
-                .map_err(|e| AppError::Internal(e.to_string()))?;
+            let t = p.transition(
+                crate::domain::Status::Expired,
+                Actor::system("sweep"),
+                "expired",
+                json!({"expired_at": human_time(p.review.expires_at.unwrap_or(now))}),
+                now,
+                |n| n.review.retire_grants(),
+            )?;
             match store.apply(&t).await {
                 Ok(()) => expired += 1,
                 Err(crate::ports::StoreError::Conflict) => {} // decided meanwhile

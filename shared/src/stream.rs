@@ -113,7 +113,7 @@ pub async fn drive<F, Fut, E>(
 where
     F: FnMut(ProposalId) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     for rec in &event.records {
         let Some((id, Some(status))) = subject_of(rec) else {
@@ -123,7 +123,7 @@ where
             continue;
         }
         if let Err(e) = step(id).await {
-            tracing::error!(proposal = %id, step = step_name, error = %e, "step failed; will be retried");
+            tracing::error!(proposal = %id, step = step_name, error = %crate::Chain(&e), "step failed; will be retried");
             return batch_response(Some(rec));
         }
     }
@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn items_round_trip_and_records_name_their_subject() {
-        let now = crate::domain::now();
+        let now = crate::domain::fixtures::at(0);
         let t = crate::conformance::received(now);
         let p = t.proposal;
         let back = proposal_from_item(proposal_item(&p)).unwrap();

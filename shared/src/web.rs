@@ -3,7 +3,7 @@
 //! inline script.
 
 use crate::domain::AssetContext;
-use crate::error::{AppError, UserError};
+use crate::error::{AppError, Chain, UserError};
 use askama::Template;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -132,26 +132,6 @@ impl IntoResponse for AppError {
                 internal_error()
             }
         }
-    }
-}
-
-/// `error: cause: cause`. Our errors often print their source already
-/// (`store: {0}`), so a source whose text ends the line so far is skipped.
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut line = self.0.to_string();
-        let mut next = self.0.source();
-        while let Some(cause) = next {
-            let text = cause.to_string();
-            if !line.ends_with(&text) {
-                line.push_str(": ");
-                line.push_str(&text);
-            }
-            next = cause.source();
-        }
-        f.write_str(&line)
     }
 }
 
@@ -306,32 +286,6 @@ impl ReviewMailHtml<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_chain_skips_causes_already_printed() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("connection reset")]
-        struct Io;
-        #[derive(Debug, thiserror::Error)]
-        enum Inner {
-            #[error("backend: {0}")]
-            Backend(#[source] Io),
-            #[error("dispatch failure")]
-            Dispatch(#[source] Io),
-        }
-        #[derive(Debug, thiserror::Error)]
-        #[error("store: {0}")]
-        struct Outer(#[source] Inner);
-        let shown = |e: Inner| Chain(&Outer(e)).to_string();
-        assert_eq!(
-            shown(Inner::Backend(Io)),
-            "store: backend: connection reset"
-        );
-        assert_eq!(
-            shown(Inner::Dispatch(Io)),
-            "store: dispatch failure: connection reset"
-        );
-    }
 
     #[test]
     fn status_page_tells_only_the_stage() {

@@ -6,7 +6,7 @@
 
 use fieldgate::aws::dynamodb::DynamoStore;
 use fieldgate::aws::poller::{StreamFilter, StreamPoller};
-use fieldgate::domain::ProposalId;
+use fieldgate::domain::Clock;
 use std::sync::Arc;
 
 pub fn need(var: &str) -> String {
@@ -39,7 +39,10 @@ impl Table {
 /// A fresh table, declared as template.yaml declares it, per test.
 pub async fn fresh_table(config: &aws_config::SdkConfig) -> Table {
     let client = aws_sdk_dynamodb::Client::new(config);
-    let name = format!("fieldgate-test-{}", ProposalId::generate());
+    let name = format!(
+        "fieldgate-test-{}",
+        fieldgate::clock::new_proposal_id(fieldgate::clock::SystemClock.now())
+    );
     let stream_arn = DynamoStore::create_table(&client, &name)
         .await
         .unwrap_or_else(|e| {

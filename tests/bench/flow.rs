@@ -29,11 +29,7 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100);
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts =
-        fieldgate_tests::DevOptions::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-    opts.reports_per_code = u64::MAX;
-    let h = Harness::start_with(dir, opts).await;
+    let h = Harness::build().reports_per_code(u64::MAX).start().await;
     let (mut submit, mut to_mail, mut decide, mut to_commit) = (vec![], vec![], vec![], vec![]);
     let started = Instant::now();
     for i in 0..n {

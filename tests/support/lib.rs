@@ -1,36 +1,105 @@
 //! Helpers for the end-to-end tests: a dev stack on a free port, a client,
 //! and waiting for the stream-driven steps.
 
+use fieldgate::clock::ShiftedClock;
+use fieldgate::compose::Components;
+use fieldgate::config::Config;
 use fieldgate::domain::AssetId;
 pub use fieldgate_cli::dev::{DevOptions, DevStack};
 use regex::Regex;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A dev stack on a free port with its own data directory and a clock the
+/// test can move; built like `Harness::build().pause_commit().start()`.
 pub struct Harness {
     pub stack: DevStack,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The stack's clock: `advance` jumps past deadlines without waiting.
+    pub clock: Arc<ShiftedClock>,
 }
 
-impl Harness {
-    pub async fn start() -> Harness {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_in(dir).await
+/// Options of a [`Harness`] before it starts.
+pub struct HarnessBuilder {
+    dir: tempfile::TempDir,
+    clock: Arc<ShiftedClock>,
+    opts: DevOptions,
+}
+
+impl HarnessBuilder {
+    /// Leaves approved proposals for the test to commit.
+    pub fn pause_commit(mut self) -> Self {
+        self.opts.pause_commit = true;
+        self
     }
 
-    pub async fn start_in(dir: tempfile::TempDir) -> Harness {
-        let opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-        Self::start_with(dir, opts).await
+    pub fn reports_per_code(mut self, n: u64) -> Self {
+        self.opts.reports_per_code = n;
+        self
     }
 
-    pub async fn start_with(dir: tempfile::TempDir, opts: DevOptions) -> Harness {
-        let stack = DevStack::start(opts).await.expect("dev stack starts");
+    pub async fn start(self) -> Harness {
+        let stack = DevStack::start(self.opts).await.expect("dev stack starts");
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        Harness { stack, http, dir }
+        Harness {
+            stack,
+            http,
+            dir: self.dir,
+            clock: self.clock,
+        }
+    }
+}
+
+impl Harness {
+    pub fn build() -> HarnessBuilder {
+        Self::build_in(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// On an existing data directory (a restart, or a prepared one).
+    pub fn build_in(dir: tempfile::TempDir) -> HarnessBuilder {
+        let clock = ShiftedClock::new();
+        let mut opts = DevOptions::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        opts.clock = clock.clone();
+        HarnessBuilder { dir, clock, opts }
+    }
+
+    pub async fn start() -> Harness {
+        Self::build().start().await
+    }
+
+    /// Stops the stack and starts a fresh one on the same data (and clock).
+    pub async fn restart(self) -> Harness {
+        let Harness {
+            stack, dir, clock, ..
+        } = self;
+        stack.stop().await;
+        let mut b = Self::build_in(dir);
+        b.opts.clock = clock.clone();
+        b.clock = clock;
+        b.start().await
+    }
+
+    /// The stack's parts, to build one step with a part swapped (a fault
+    /// wrapper). The store and the record writer are left for the caller
+    /// to set; a forgotten store is an empty one, never a second writer of
+    /// the stack's file.
+    pub fn parts(&self) -> Components {
+        let s = &self.stack;
+        Components::new(Config {
+            public_url: Some(s.public_url.clone()),
+            ..Config::embedded(self.dir.path().join("parts"))
+        })
+        .with_clock(s.clock.clone())
+        .with_media(s.media.clone())
+        .with_notifier(s.outbox.clone())
+        .with_handoff(s.handoff.clone())
+        .with_workflows(s.workflows.clone())
+        .with_keys(s.keys.clone())
     }
 
     pub fn first_asset(&self) -> (AssetId, String) {
@@ -177,10 +246,10 @@ pub mod faults {
         async fn apply(&self, t: &Transition) -> Result<(), StoreError> {
             self.inner.apply(t).await?;
             if self.seen.fetch_add(1, Ordering::SeqCst) == self.at {
-                return Err(StoreError::Backend(format!(
-                    "injected crash after {}",
-                    t.event.action
-                )));
+                return Err(StoreError::backend(
+                    "injected crash",
+                    format!("after {}", t.event.action),
+                ));
             }
             Ok(())
         }

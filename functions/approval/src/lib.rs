@@ -6,6 +6,8 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
 use axum::routing::get;
+use fieldgate::clock::Clock;
+use fieldgate::compose::{BuildError, Components};
 use fieldgate::domain::{
     Actor, CsrfKey, Decision, DecisionKind, FieldValue, Proposal, ReviewGrant, ReviewToken, Status,
     Workflow, Workflows,
@@ -25,6 +27,20 @@ pub struct ApprovalDeps {
     pub media: Arc<dyn MediaStore>,
     pub workflows: Arc<Workflows>,
     pub csrf: Arc<CsrfKey>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ApprovalDeps {
+    /// The function's dependencies from the composition root.
+    pub async fn build(c: &Components) -> Result<Self, BuildError> {
+        Ok(Self {
+            store: c.store().await?,
+            media: c.media().await?,
+            workflows: c.workflows().await?,
+            csrf: c.links().await?,
+            clock: c.clock(),
+        })
+    }
 }
 
 type Deps = State<Arc<ApprovalDeps>>;
@@ -103,10 +119,7 @@ async fn resolve(deps: &ApprovalDeps, raw: &str) -> Result<Link, AppError> {
         )
         .into());
     };
-    if p.review
-        .expires_at
-        .is_some_and(|t| t < fieldgate::domain::now())
-    {
+    if p.review.expires_at.is_some_and(|t| t < deps.clock.now()) {
         return Err(UserError::Gone(
             "This review link has expired. Ask for the report to be sent again.".into(),
         )
@@ -115,7 +128,7 @@ async fn resolve(deps: &ApprovalDeps, raw: &str) -> Result<Link, AppError> {
     let workflow = deps
         .workflows
         .get(&p.workflow)
-        .ok_or_else(|| AppError::Internal(format!("workflow {} is not configured", p.workflow)))?;
+        .ok_or_else(|| AppError::UnknownWorkflow(p.workflow.clone()))?;
     Ok(Link {
         proposal: p,
         grant,
@@ -193,6 +206,7 @@ async fn photo(State(deps): Deps, Segment(raw): Segment) -> Result<Response, App
     Ok(web::bytes(200, &ph.content_type, data))
 }
 
+#[tracing::instrument(name = "decide", skip_all, fields(proposal))]
 async fn decide(
     State(deps): Deps,
     Segment(raw): Segment,
@@ -200,6 +214,7 @@ async fn decide(
     BodyBytes(body): BodyBytes,
 ) -> Result<Response, AppError> {
     let link = resolve(&deps, &raw).await?;
+    tracing::Span::current().record("proposal", tracing::field::display(link.proposal.id));
     let pairs = urlencoded(&headers, &body)?;
     let mut form: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in pairs {
@@ -222,7 +237,7 @@ async fn decide(
     let p = &link.proposal;
     let current = p
         .current()
-        .ok_or_else(|| AppError::Internal("no revision to decide on".into()))?;
+        .ok_or(AppError::Internal("no revision to decide on"))?;
     if form.remove("revision").as_deref() != Some(current.hash.as_str()) {
         return Err(UserError::Conflict(
             "The report changed since this page was opened. Reload the page and decide again."
@@ -284,7 +299,7 @@ async fn decide(
             return Ok(page(&deps, &link, &raw, Some(&form), errors, 422));
         }
     }
-    let now = fieldgate::domain::now();
+    let now = deps.clock.now();
     let to = match kind {
         DecisionKind::Approve => Status::Approved,
         DecisionKind::Reject => Status::Rejected,
@@ -294,24 +309,22 @@ async fn decide(
         DecisionKind::Reject => "rejected",
     };
     let detail = json!({"edited": changed, "reason": reason, "round": p.review.round});
-    let t = p
-        .transition(to, reviewer.clone(), action, detail, now, |next| {
-            if !changed.is_empty() {
-                next.push_revision(edited.clone(), reviewer.clone(), now);
-            }
-            next.decision = Some(Decision {
-                kind,
-                by: link.grant.reviewer.clone(),
-                at: now,
-                revision_hash: next.current_hash().unwrap_or_default().to_owned(),
-                reason: reason.clone(),
-                token_hash: link.grant.token_hash.clone(),
-            });
-            // First decision wins: every link of the round is spent.
-            next.review.retire_grants();
-            next.commit.last_error = None;
-        })
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let t = p.transition(to, reviewer.clone(), action, detail, now, |next| {
+        if !changed.is_empty() {
+            next.push_revision(edited.clone(), reviewer.clone(), now);
+        }
+        next.decision = Some(Decision {
+            kind,
+            by: link.grant.reviewer.clone(),
+            at: now,
+            revision_hash: next.current_hash().unwrap_or_default().to_owned(),
+            reason: reason.clone(),
+            token_hash: link.grant.token_hash.clone(),
+        });
+        // First decision wins: every link of the round is spent.
+        next.review.retire_grants();
+        next.commit.last_error = None;
+    })?;
     match deps.store.apply(&t).await {
         Ok(()) => {}
         Err(StoreError::Conflict) => {

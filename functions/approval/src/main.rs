@@ -1,20 +1,14 @@
-//! Lambda entry point: wire clients, serve the router.
+//! Lambda entry point: build the function from the configuration, serve
+//! its router.
 
+use fieldgate::compose::Components;
+use fieldgate_approval::{ApprovalDeps, router};
 use lambda_http::Error;
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let env = fieldgate::wiring::Env::load(fieldgate::wiring::Needs {
-        salesforce: false,
-        keys: true,
-    })
-    .await?;
-    let deps = std::sync::Arc::new(fieldgate_approval::ApprovalDeps {
-        store: env.store.clone(),
-        media: env.media.clone(),
-        workflows: env.workflows.clone(),
-        csrf: env.links()?,
-    });
-    lambda_http::run(fieldgate_approval::router(deps)).await
+    let deps = ApprovalDeps::build(&Components::from_env()?).await?;
+    lambda_http::run(router(Arc::new(deps))).await
 }

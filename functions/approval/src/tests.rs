@@ -1,7 +1,8 @@
 use super::*;
 use axum::body::Body;
+use fieldgate::config::Config;
 use fieldgate::domain::{AssetContext, Intake, ProposalId};
-use fieldgate::embedded::{EmbeddedStore, FileMedia, Outbox};
+use fieldgate::embedded::{EmbeddedStore, Outbox};
 use tower::ServiceExt;
 
 struct Fx {
@@ -14,11 +15,11 @@ struct Fx {
 }
 
 async fn fx() -> Fx {
-    fx_with(Workflows::builtin()).await
+    fx_with(fieldgate::workflows::builtin()).await
 }
 
 fn two_reviewers() -> Workflows {
-    let toml = fieldgate::domain::workflow::FIELD_SERVICE_CASE.replace(
+    let toml = fieldgate::workflows::FIELD_SERVICE_CASE.replace(
         "reviewers = [\"service-desk@example.com\"]",
         "reviewers = [\"ana@example.com\", \"ben@example.com\"]",
     );
@@ -31,20 +32,17 @@ async fn fx_with(workflows: Workflows) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::in_memory());
     let outbox = Arc::new(Outbox::open(None).unwrap());
-    let media = Arc::new(FileMedia::open(dir.path()).unwrap());
-    let workflows = Arc::new(workflows);
-    let structure = fieldgate_structure::Structure {
-        store: store.clone(),
-        media: media.clone(),
-        notifier: outbox.clone(),
-        workflows: workflows.clone(),
-        structurers: Default::default(),
-        rules: Default::default(),
-        public_url: "https://fg.example".into(),
-    };
-    let now = fieldgate::domain::now();
+    let parts = Components::new(Config {
+        public_url: Some("https://fg.example".into()),
+        ..Config::embedded(dir.path())
+    })
+    .with_store(store.clone())
+    .with_notifier(outbox.clone())
+    .with_workflows(Arc::new(workflows));
+    let structure = fieldgate_structure::Structure::build(&parts).await.unwrap();
+    let now = parts.clock().now();
     let t = Proposal::receive(
-        ProposalId::generate(),
+        fieldgate::clock::new_proposal_id(now),
         "field-service-case".parse().unwrap(),
         AssetContext {
             id: "02i000000000001AAA".parse().unwrap(),
@@ -78,12 +76,7 @@ async fn fx_with(workflows: Workflows) -> Fx {
     let url = outbox.mails()[0].review_url.clone();
     Fx {
         others: urls[1..].to_vec(),
-        app: router(Arc::new(ApprovalDeps {
-            store: store.clone(),
-            media,
-            workflows,
-            csrf: Arc::new(CsrfKey::generate()),
-        })),
+        app: router(Arc::new(ApprovalDeps::build(&parts).await.unwrap())),
         store,
         url_path: url.trim_start_matches("https://fg.example").to_owned(),
         id: t.proposal.id,

@@ -6,6 +6,8 @@
 
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbEventResponse;
+use fieldgate::clock::Clock;
+use fieldgate::compose::{BuildError, Components};
 use fieldgate::domain::{
     Actor, Proposal, ProposalId, SalesforceProblem, Status, Workflow, Workflows,
 };
@@ -14,7 +16,7 @@ use fieldgate::ports::{
     ReviewNotifier, WriteError,
 };
 use fieldgate::stream::drive;
-use fieldgate::{AppError, review};
+use fieldgate::{AppError, Chain, review};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -26,6 +28,23 @@ pub struct Commit {
     pub notifier: Arc<dyn ReviewNotifier>,
     pub workflows: Arc<Workflows>,
     pub public_url: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Commit {
+    /// The step's dependencies from the composition root.
+    pub async fn build(c: &Components) -> Result<Self, BuildError> {
+        Ok(Self {
+            store: c.store().await?,
+            writer: c.writer().await?,
+            media: c.media().await?,
+            handoff: c.handoff().await?,
+            notifier: c.notifier().await?,
+            workflows: c.workflows().await?,
+            public_url: c.public_url()?,
+            clock: c.clock(),
+        })
+    }
 }
 
 /// The statuses this step acts on (mirrors the template's filter).
@@ -54,13 +73,18 @@ const SWEEP_BATCH: usize = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error(transparent)]
-    App(#[from] AppError),
-    #[error("Salesforce: {0}")]
-    Salesforce(WriteError),
+    App(AppError),
+    #[error("Salesforce")]
+    Salesforce(#[source] WriteError),
+    /// The proposal's photo is gone from the media store: a person must look.
+    #[error("photo {0} is missing from the media store")]
+    PhotoMissing(String),
+    #[error("the event is not a DynamoDB stream batch")]
+    Event(#[source] serde_json::Error),
 }
 
-impl From<fieldgate::ports::StoreError> for CommitError {
-    fn from(e: fieldgate::ports::StoreError) -> Self {
+impl<E: Into<AppError>> From<E> for CommitError {
+    fn from(e: E) -> Self {
         CommitError::App(e.into())
     }
 }
@@ -69,13 +93,10 @@ pub async fn handle_stream(deps: &Commit, event: Event) -> DynamoDbEventResponse
     drive(&event, &STATUSES, "commit", |id| process(deps, id)).await
 }
 
-fn internal(e: impl std::fmt::Display) -> CommitError {
-    CommitError::App(AppError::Internal(e.to_string()))
-}
-
 /// Drives one proposal until there is nothing left for this step to do.
+#[tracing::instrument(name = "commit", skip(deps), fields(proposal = %id))]
 pub async fn process(deps: &Commit, id: ProposalId) -> Result<(), CommitError> {
-    process_at(deps, id, fieldgate::domain::now()).await
+    process_at(deps, id, deps.clock.now()).await
 }
 
 /// [`process`] with the clock given (the sweep and tests pass theirs).
@@ -96,7 +117,7 @@ async fn process_at(
         let wf = deps
             .workflows
             .get(&p.workflow)
-            .ok_or_else(|| internal(format!("workflow {} is not configured", p.workflow)))?;
+            .ok_or_else(|| AppError::UnknownWorkflow(p.workflow.clone()))?;
         let progressed = match p.status {
             Status::Approved => start(deps, &p, now).await?,
             Status::Committing => {
@@ -114,6 +135,7 @@ async fn process_at(
                     &deps.public_url,
                     &p,
                     "commit",
+                    now,
                 )
                 .await?;
                 true
@@ -124,7 +146,7 @@ async fn process_at(
             return Ok(());
         }
     }
-    Err(internal("commit did not settle after 16 steps"))
+    Err(AppError::Internal("commit did not settle after 16 steps").into())
 }
 
 async fn save(
@@ -135,16 +157,14 @@ async fn save(
     detail: Value,
     change: impl FnOnce(&mut Proposal),
 ) -> Result<Proposal, CommitError> {
-    let t = p
-        .transition(
-            to,
-            Actor::system("commit"),
-            action,
-            detail,
-            fieldgate::domain::now(),
-            change,
-        )
-        .map_err(internal)?;
+    let t = p.transition(
+        to,
+        Actor::system("commit"),
+        action,
+        detail,
+        deps.clock.now(),
+        change,
+    )?;
     deps.store.apply(&t).await?;
     Ok(t.proposal)
 }
@@ -187,7 +207,7 @@ pub async fn sweep(deps: &Commit, now: fieldgate::domain::Timestamp) -> Result<S
         if let Err(e) = process_at(deps, p.id, now).await {
             // E.g. the stream delivery got there first (a conditional write
             // lost) or Salesforce failed: the state stays resumable.
-            tracing::warn!(proposal = %p.id, error = %e, "sweep: re-drive failed; the next sweep retries");
+            tracing::warn!(proposal = %p.id, error = %Chain(&e), "sweep: re-drive failed; the next sweep retries");
             stop_probing |= matches!(e, CommitError::Salesforce(_));
             out.waiting += 1;
             continue;
@@ -210,12 +230,12 @@ pub async fn sweep(deps: &Commit, now: fieldgate::domain::Timestamp) -> Result<S
 /// else (the scheduled EventBridge rule), which runs [`sweep`].
 pub async fn handle_event(deps: &Commit, payload: Value) -> Result<Value, CommitError> {
     if payload.get("Records").is_some() {
-        let event: Event = serde_json::from_value(payload).map_err(internal)?;
+        let event: Event = serde_json::from_value(payload).map_err(CommitError::Event)?;
         let resp = handle_stream(deps, event).await;
-        return serde_json::to_value(resp).map_err(internal);
+        return serde_json::to_value(resp).map_err(CommitError::Event);
     }
     // The schedule also ends reviews nobody answered in time.
-    let now = fieldgate::domain::now();
+    let now = deps.clock.now();
     let done = sweep(deps, now).await?;
     let expired = fieldgate::review::expire_due(deps.store.as_ref(), now, 100).await?;
     tracing::info!(
@@ -224,7 +244,7 @@ pub async fn handle_event(deps: &Commit, payload: Value) -> Result<Value, Commit
         expired,
         "scheduled sweep done"
     );
-    Ok(json!({"commit": serde_json::to_value(done).map_err(internal)?, "expired": expired}))
+    Ok(json!({"commit": done, "expired": expired}))
 }
 
 async fn start(
@@ -269,7 +289,7 @@ async fn commit_step(
         let ext_field = wf
             .external_id_field
             .as_deref()
-            .ok_or_else(|| internal("workflow has no external id field"))?;
+            .ok_or(AppError::Internal("workflow has no external id field"))?;
         match deps
             .writer
             .upsert(&wf.object, ext_field, &p.id.to_string(), &record)
@@ -315,14 +335,8 @@ async fn commit_step(
                 let data = deps
                     .media
                     .get(&photo.key)
-                    .await
-                    .map_err(internal)?
-                    .ok_or_else(|| {
-                        internal(format!(
-                            "photo {} is missing from the media store",
-                            photo.key
-                        ))
-                    })?;
+                    .await?
+                    .ok_or_else(|| CommitError::PhotoMissing(photo.key.clone()))?;
                 let file = Attachment {
                     title: &title,
                     file_name: &photo.file_name,
@@ -457,10 +471,7 @@ async fn publish(deps: &Commit, wf: &Workflow, p: &Proposal) -> Result<bool, Com
         approved_by: p.decision.as_ref().map(|d| d.by.clone()),
         committed_at: p.updated_at,
     };
-    deps.handoff
-        .publish(&msg)
-        .await
-        .map_err(|e| CommitError::App(e.into()))?;
+    deps.handoff.publish(&msg).await?;
     save(
         deps,
         p,

@@ -1,25 +1,15 @@
-//! Lambda entry point: wire clients, run the stream handler (or the
-//! scheduled sweep that re-drives paused commits).
+//! Lambda entry point: build the step from the configuration, run the
+//! stream handler (or the scheduled sweep).
 
+use fieldgate::compose::Components;
+use fieldgate_commit::Commit;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let env = fieldgate::wiring::Env::load(fieldgate::wiring::Needs {
-        salesforce: true,
-        keys: false,
-    })
-    .await?;
-    let deps = std::sync::Arc::new(fieldgate_commit::Commit {
-        store: env.store.clone(),
-        writer: env.salesforce()?,
-        media: env.media.clone(),
-        handoff: env.handoff.clone(),
-        notifier: env.notifier.clone(),
-        workflows: env.workflows.clone(),
-        public_url: env.public_url.clone(),
-    });
+    let deps = Arc::new(Commit::build(&Components::from_env()?).await?);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();
         async move {

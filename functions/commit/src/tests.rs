@@ -1,12 +1,17 @@
 use super::*;
-use fieldgate::domain::{AssetContext, Intake, Proposal, ProposalId};
-use fieldgate::embedded::{EmbeddedStore, FileMedia, HandoffLog, Outbox};
+use fieldgate::clock::{ManualClock, new_proposal_id};
+use fieldgate::config::Config;
+use fieldgate::domain::{AssetContext, Intake, Proposal};
+use fieldgate::embedded::{EmbeddedStore, HandoffLog, Outbox};
 use fieldgate::salesforce::{SalesforceClient, SalesforceConfig};
 use fieldgate::stream::change_record;
 use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
 
 struct Fx {
     deps: Commit,
+    /// The steps' shared parts: the structure step is built from them too.
+    parts: Components,
+    clock: Arc<ManualClock>,
     store: Arc<EmbeddedStore>,
     handoff: Arc<HandoffLog>,
     outbox: Arc<Outbox>,
@@ -29,17 +34,21 @@ async fn fx() -> Fx {
     let store = Arc::new(EmbeddedStore::in_memory());
     let handoff = Arc::new(HandoffLog::open(None).unwrap());
     let outbox = Arc::new(Outbox::open(None).unwrap());
-    let deps = Commit {
-        store: store.clone(),
-        writer: sf,
-        media: Arc::new(FileMedia::open(dir.path()).unwrap()),
-        handoff: handoff.clone(),
-        notifier: outbox.clone(),
-        workflows: Arc::new(Workflows::builtin()),
-        public_url: "https://fg.example".into(),
-    };
+    let clock = ManualClock::starting_now();
+    let parts = Components::new(Config {
+        public_url: Some("https://fg.example".into()),
+        ..Config::embedded(dir.path())
+    })
+    .with_clock(clock.clone())
+    .with_store(store.clone())
+    .with_salesforce(sf)
+    .with_handoff(handoff.clone())
+    .with_notifier(outbox.clone());
+    let deps = Commit::build(&parts).await.unwrap();
     Fx {
         deps,
+        parts,
+        clock,
         store,
         handoff,
         outbox,
@@ -56,7 +65,7 @@ async fn approved(f: &Fx, notes: &str) -> Proposal {
 
 /// The same, with a photo in the media store.
 async fn approved_with_photo(f: &Fx, notes: &str, data: &[u8]) -> Proposal {
-    let key = format!("photos/{}.jpg", ProposalId::generate());
+    let key = format!("photos/{}.jpg", new_proposal_id(f.clock.now()));
     f.deps.media.put(&key, data, "image/jpeg").await.unwrap();
     let photo = fieldgate::domain::PhotoRef {
         key,
@@ -74,9 +83,9 @@ async fn approved_with(
     photo: Option<fieldgate::domain::PhotoRef>,
 ) -> Proposal {
     let asset = &f.emulator.demo_assets()[0];
-    let now = fieldgate::domain::now();
+    let now = f.clock.now();
     let t = Proposal::receive(
-        ProposalId::generate(),
+        new_proposal_id(f.clock.now()),
         "field-service-case".parse().unwrap(),
         AssetContext {
             id: asset.id.parse().unwrap(),
@@ -95,15 +104,9 @@ async fn approved_with(
         now,
     );
     f.store.create(&t, None).await.unwrap();
-    let s = fieldgate_structure::Structure {
-        store: f.store.clone(),
-        media: f.deps.media.clone(),
-        notifier: f.outbox.clone(),
-        workflows: f.deps.workflows.clone(),
-        structurers: Default::default(),
-        rules: Default::default(),
-        public_url: "https://fg.example".into(),
-    };
+    let s = fieldgate_structure::Structure::build(&f.parts)
+        .await
+        .unwrap();
     fieldgate_structure::process(&s, t.proposal.id)
         .await
         .unwrap();
@@ -116,7 +119,7 @@ async fn approved_with(
             },
             "approved",
             json!({}),
-            fieldgate::domain::now(),
+            f.clock.now(),
             |n| n.review.grants.clear(),
         )
         .unwrap();
@@ -304,7 +307,7 @@ async fn an_exhausted_budget_pauses_the_commit_until_the_sweep() {
         "a paused commit spends nothing"
     );
     // A sweep before the pause is over leaves both waiting, for free.
-    let s = sweep(&f.deps, fieldgate::domain::now()).await.unwrap();
+    let s = sweep(&f.deps, f.clock.now()).await.unwrap();
     assert_eq!(
         s,
         Sweep {
@@ -315,7 +318,7 @@ async fn an_exhausted_budget_pauses_the_commit_until_the_sweep() {
     assert_eq!(f.emulator.api_calls(), calls);
 
     // After the pause, still exhausted: one probe, the other keeps waiting.
-    let later = fieldgate::domain::now() + LIMIT_PAUSE + time::Duration::seconds(1);
+    let later = f.clock.now() + LIMIT_PAUSE + time::Duration::seconds(1);
     let s = sweep(&f.deps, later).await.unwrap();
     assert_eq!(
         s,
@@ -362,18 +365,12 @@ async fn the_scheduled_event_runs_the_sweep_and_stream_events_still_work() {
     // The EventBridge scheduled event runs the sweeps: commits to re-drive
     // and reviews to expire.
     let pending = {
-        let s = fieldgate_structure::Structure {
-            store: f.store.clone(),
-            media: f.deps.media.clone(),
-            notifier: f.outbox.clone(),
-            workflows: f.deps.workflows.clone(),
-            structurers: Default::default(),
-            rules: Default::default(),
-            public_url: "https://fg.example".into(),
-        };
-        let now = fieldgate::domain::now();
+        let s = fieldgate_structure::Structure::build(&f.parts)
+            .await
+            .unwrap();
+        let now = f.clock.now();
         let t = Proposal::receive(
-            ProposalId::generate(),
+            new_proposal_id(f.clock.now()),
             "field-service-case".parse().unwrap(),
             p.asset.clone(),
             fieldgate::domain::Intake {
@@ -388,22 +385,11 @@ async fn the_scheduled_event_runs_the_sweep_and_stream_events_still_work() {
         fieldgate_structure::process(&s, t.proposal.id)
             .await
             .unwrap();
-        let q = f.store.get(t.proposal.id).await.unwrap().unwrap();
-        let old = q
-            .transition(
-                Status::PendingReview,
-                Actor::system("test"),
-                "clock_moved",
-                json!({}),
-                now,
-                |n| {
-                    n.review.expires_at = Some(now - time::Duration::hours(1));
-                },
-            )
-            .unwrap();
-        f.store.apply(&old).await.unwrap();
-        q.id
+        t.proposal.id
     };
+    // Time passes beyond the review links' lifetime.
+    let ttl = f.deps.workflows.iter().next().unwrap().review_link_ttl;
+    f.clock.advance(ttl + time::Duration::hours(1));
     let scheduled = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
     let out = handle_event(&f.deps, scheduled).await.unwrap();
     assert_eq!(out["expired"], 1);
@@ -420,7 +406,7 @@ async fn an_approval_whose_stream_record_was_lost_is_picked_up_by_the_sweep() {
     // Approved, but its stream record never reached this step (AWS: it
     // went to the on-failure queue).
     let p = approved(&f, "Conveyor belt torn").await;
-    let s = sweep(&f.deps, fieldgate::domain::now()).await.unwrap();
+    let s = sweep(&f.deps, f.clock.now()).await.unwrap();
     assert_eq!(
         s,
         Sweep {
@@ -430,7 +416,7 @@ async fn an_approval_whose_stream_record_was_lost_is_picked_up_by_the_sweep() {
         "too fresh to be stuck"
     );
     assert!(f.emulator.records("Case").is_empty());
-    let later = fieldgate::domain::now() + STUCK_AFTER + time::Duration::seconds(1);
+    let later = f.clock.now() + STUCK_AFTER + time::Duration::seconds(1);
     let s = sweep(&f.deps, later).await.unwrap();
     assert_eq!(
         s,
@@ -454,7 +440,7 @@ async fn a_sweep_stops_probing_when_salesforce_fails_and_the_next_one_finishes()
     let b = approved(&f, "Gauge cracked").await;
     // Salesforce down for the first proposal's try and every retry.
     f.emulator.faults().fail_next(1 + f.retries, 503);
-    let later = fieldgate::domain::now() + STUCK_AFTER + time::Duration::seconds(1);
+    let later = f.clock.now() + STUCK_AFTER + time::Duration::seconds(1);
     let s = sweep(&f.deps, later).await.unwrap();
     assert_eq!(
         s,

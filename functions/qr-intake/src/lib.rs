@@ -6,6 +6,9 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
 use axum::routing::get;
+use fieldgate::clock::{Clock, new_proposal_id};
+use fieldgate::compose::{BuildError, Components};
+use fieldgate::domain::Timestamp;
 use fieldgate::domain::{
     CsrfKey, Intake, PhotoRef, Proposal, ProposalId, QrKeyring, Workflow, Workflows,
 };
@@ -44,6 +47,23 @@ pub struct IntakeDeps {
     /// Signs the technician's status links.
     pub links: Arc<CsrfKey>,
     pub limits: Limits,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl IntakeDeps {
+    /// The function's dependencies from the composition root.
+    pub async fn build(c: &Components, limits: Limits) -> Result<Self, BuildError> {
+        Ok(Self {
+            store: c.store().await?,
+            media: c.media().await?,
+            assets: c.assets().await?,
+            workflows: c.workflows().await?,
+            qr: c.qr().await?,
+            links: c.links().await?,
+            limits,
+            clock: c.clock(),
+        })
+    }
 }
 
 type Deps = State<Arc<IntakeDeps>>;
@@ -81,10 +101,10 @@ async fn resolve(
     Ok((asset, wf))
 }
 
-fn new_idem() -> String {
+fn new_idem(now: Timestamp) -> String {
     // A per-form-load key: a double submit or an offline resend of the same
     // form makes one proposal, not two.
-    ProposalId::generate().to_string()
+    new_proposal_id(now).to_string()
 }
 
 async fn form(State(deps): Deps, Segment(code): Segment) -> Result<Response, AppError> {
@@ -92,7 +112,7 @@ async fn form(State(deps): Deps, Segment(code): Segment) -> Result<Response, App
     Ok(IntakeForm {
         asset: &asset,
         workflow_name: &wf.name,
-        idem: new_idem(),
+        idem: new_idem(deps.clock.now()),
         max_notes: deps.limits.max_notes,
         photo_allowed: wf.photo.allowed,
         accept: wf.photo.content_types.join(","),
@@ -230,6 +250,7 @@ fn sanitize_file_name(given: Option<&str>, ext: &str) -> String {
     format!("{stem}.{ext}")
 }
 
+#[tracing::instrument(name = "submit", skip_all, fields(proposal))]
 async fn submit(
     State(deps): Deps,
     Segment(code): Segment,
@@ -237,7 +258,7 @@ async fn submit(
     BodyBytes(body): BodyBytes,
 ) -> Result<Response, AppError> {
     let (asset, wf) = resolve(&deps, &code).await?;
-    let now = fieldgate::domain::now();
+    let now = deps.clock.now();
     let count = deps
         .store
         .count_in_window(&format!("RL#{}", asset.id), deps.limits.window_secs, now)
@@ -262,7 +283,8 @@ async fn submit(
     .await?;
     let sub = parse_submission(&wf, &deps.limits, parts)?;
 
-    let id = ProposalId::generate();
+    let id = new_proposal_id(now);
+    tracing::Span::current().record("proposal", tracing::field::display(id));
     let photo = match &sub.photo {
         Some((data, mime, name)) => {
             let ext = name.rsplit('.').next().unwrap_or("bin");

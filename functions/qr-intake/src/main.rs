@@ -1,23 +1,14 @@
-//! Lambda entry point: wire clients, serve the router.
+//! Lambda entry point: build the function from the configuration, serve
+//! its router.
 
+use fieldgate::compose::Components;
+use fieldgate_qr_intake::{IntakeDeps, Limits, router};
 use lambda_http::Error;
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let env = fieldgate::wiring::Env::load(fieldgate::wiring::Needs {
-        salesforce: true,
-        keys: true,
-    })
-    .await?;
-    let deps = std::sync::Arc::new(fieldgate_qr_intake::IntakeDeps {
-        store: env.store.clone(),
-        media: env.media.clone(),
-        assets: env.assets()?,
-        workflows: env.workflows.clone(),
-        qr: env.qr()?,
-        links: env.links()?,
-        limits: Default::default(),
-    });
-    lambda_http::run(fieldgate_qr_intake::router(deps)).await
+    let deps = IntakeDeps::build(&Components::from_env()?, Limits::default()).await?;
+    lambda_http::run(router(Arc::new(deps))).await
 }

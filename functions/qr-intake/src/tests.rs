@@ -1,8 +1,10 @@
 use super::*;
 use async_trait::async_trait;
 use axum::body::Body;
+use fieldgate::compose::Keys;
+use fieldgate::config::Config;
 use fieldgate::domain::{AssetContext, AssetId, Status};
-use fieldgate::embedded::{EmbeddedStore, FileMedia};
+use fieldgate::embedded::EmbeddedStore;
 use fieldgate::ports::DirectoryError;
 use tower::ServiceExt;
 
@@ -23,7 +25,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn fixture() -> Fixture {
+async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::in_memory());
     let asset = AssetContext {
@@ -34,17 +36,15 @@ fn fixture() -> Fixture {
         account_name: Some("Acme".into()),
         location: Some("Basement".into()),
     };
-    let qr = QrKeyring::generate("k1");
-    let code = qr.sign(&asset.id, &"field-service-case".parse().unwrap());
-    let deps = IntakeDeps {
-        store: store.clone(),
-        media: Arc::new(FileMedia::open(dir.path()).unwrap()),
-        assets: Arc::new(OneAsset(asset)),
-        workflows: Arc::new(Workflows::builtin()),
-        qr: Arc::new(qr),
-        links: Arc::new(CsrfKey::generate()),
-        limits: Limits::default(),
-    };
+    let keys = Keys::generate();
+    let code = keys
+        .qr
+        .sign(&asset.id, &"field-service-case".parse().unwrap());
+    let parts = Components::new(Config::embedded(dir.path()))
+        .with_store(store.clone())
+        .with_assets(Arc::new(OneAsset(asset)))
+        .with_keys(keys);
+    let deps = IntakeDeps::build(&parts, Limits::default()).await.unwrap();
     Fixture {
         app: router(Arc::new(deps)),
         store,
@@ -118,7 +118,7 @@ const PNG: &[u8] = &[
 
 #[tokio::test]
 async fn form_shows_the_asset_escaped_with_security_headers() {
-    let f = fixture();
+    let f = fixture().await;
     let r = send(&f.app, get(&format!("/q/{}", f.code))).await;
     assert_eq!(r.status, 200);
     let body = &r.body;
@@ -140,7 +140,7 @@ async fn form_shows_the_asset_escaped_with_security_headers() {
 
 #[tokio::test]
 async fn forged_codes_are_a_plain_404() {
-    let f = fixture();
+    let f = fixture().await;
     let forged = f.code.replace("02i000000000001AAA", "02i000000000002AAA");
     for path in [format!("/q/{forged}"), "/q/nonsense".into(), "/q/".into()] {
         let r = send(&f.app, get(&path)).await;
@@ -152,7 +152,7 @@ async fn forged_codes_are_a_plain_404() {
 
 #[tokio::test]
 async fn a_report_becomes_one_received_proposal() {
-    let f = fixture();
+    let f = fixture().await;
     let path = format!("/q/{}", f.code);
     let req = || {
         post_multipart(
@@ -190,7 +190,7 @@ async fn a_report_becomes_one_received_proposal() {
 
 #[tokio::test]
 async fn bad_input_is_a_clear_4xx_and_stores_nothing() {
-    let f = fixture();
+    let f = fixture().await;
     let path = format!("/q/{}", f.code);
     let cases: Vec<(u16, Request)> = vec![
         (422, post_multipart(&path, &[("notes", None, b"   ")])),
@@ -250,7 +250,7 @@ async fn bad_input_is_a_clear_4xx_and_stores_nothing() {
 
 #[tokio::test]
 async fn routing_gives_the_same_pages_and_headers_as_before() {
-    let f = fixture();
+    let f = fixture().await;
     // Unknown paths: the 404 page, with the security headers.
     for path in ["/", "/nope", "/q", "/s/", "/r/x"] {
         let r = send(&f.app, get(path)).await;
@@ -288,7 +288,7 @@ async fn routing_gives_the_same_pages_and_headers_as_before() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_the_413_page() {
-    let f = fixture();
+    let f = fixture().await;
     let big = vec![b'x'; MAX_BODY + 1];
     let r = send(
         &f.app,

@@ -4,6 +4,8 @@
 
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbEventResponse;
+use fieldgate::clock::Clock;
+use fieldgate::compose::{BuildError, Components};
 use fieldgate::domain::{Actor, ProposalId, Status, StructurerKind, Workflows};
 use fieldgate::ports::{MediaStore, ProposalStore, ReviewNotifier, Structurer, StructuringInput};
 use fieldgate::stream::drive;
@@ -24,6 +26,23 @@ pub struct Structure {
     pub rules: RulesStructurer,
     /// Base of the review links in the mail.
     pub public_url: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Structure {
+    /// The step's dependencies from the composition root.
+    pub async fn build(c: &Components) -> Result<Self, BuildError> {
+        Ok(Self {
+            store: c.store().await?,
+            media: c.media().await?,
+            notifier: c.notifier().await?,
+            workflows: c.workflows().await?,
+            structurers: c.structurers().await?,
+            rules: RulesStructurer,
+            public_url: c.public_url()?,
+            clock: c.clock(),
+        })
+    }
 }
 
 /// The statuses this step acts on (the event-source filter in the template
@@ -36,6 +55,7 @@ pub async fn handle_stream(deps: &Structure, event: Event) -> DynamoDbEventRespo
 
 /// Drives one proposal from whatever state it is in now: a retry after a
 /// crash at any point resumes the remaining work.
+#[tracing::instrument(name = "structure", skip(deps), fields(proposal = %id))]
 pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
     let Some(mut p) = deps.store.get(id).await? else {
         tracing::warn!(proposal = %id, "proposal vanished; nothing to do");
@@ -44,7 +64,7 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
     let wf = deps
         .workflows
         .get(&p.workflow)
-        .ok_or_else(|| AppError::Internal(format!("workflow {} is not configured", p.workflow)))?;
+        .ok_or_else(|| AppError::UnknownWorkflow(p.workflow.clone()))?;
     if p.status == Status::Received {
         let photo = match (&p.intake.photo, wf.photo.send_to_structurer) {
             (Some(ph), true) => deps
@@ -78,29 +98,23 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
             .map(|(k, _)| k)
             .collect();
         let detail = json!({"structurer": info.structurer, "fallback": info.fallback_reason, "flagged": flagged});
-        let now = fieldgate::domain::now();
-        let t = p
-            .transition(
-                Status::PendingReview,
-                Actor::system("structure"),
-                "structured",
-                detail,
-                now,
-                |next| {
-                    next.push_revision(fields.clone(), Actor::system("structure"), now);
-                    next.structuring = Some(info.clone());
-                },
-            )
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+        let now = deps.clock.now();
+        let t = p.transition(
+            Status::PendingReview,
+            Actor::system("structure"),
+            "structured",
+            detail,
+            now,
+            |next| {
+                next.push_revision(fields.clone(), Actor::system("structure"), now);
+                next.structuring = Some(info.clone());
+            },
+        )?;
         match deps.store.apply(&t).await {
             Ok(()) => p = t.proposal,
             // A concurrent delivery did it first: continue from its result.
             Err(fieldgate::ports::StoreError::Conflict) => {
-                p = deps
-                    .store
-                    .get(id)
-                    .await?
-                    .ok_or_else(|| AppError::Internal("vanished".into()))?;
+                p = deps.store.get(id).await?.ok_or(AppError::Vanished(id))?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -113,6 +127,7 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
             &deps.public_url,
             &p,
             "structure",
+            deps.clock.now(),
         )
         .await?;
     }

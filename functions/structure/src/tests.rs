@@ -1,41 +1,45 @@
 use super::*;
 use aws_lambda_events::dynamodb::Event;
+use fieldgate::clock::{ManualClock, new_proposal_id};
+use fieldgate::config::Config;
 use fieldgate::domain::{AssetContext, Intake, Proposal};
-use fieldgate::embedded::{EmbeddedStore, FileMedia, Outbox};
+use fieldgate::embedded::{EmbeddedStore, Outbox};
 use fieldgate::stream::change_record;
 
 struct Fx {
     deps: Structure,
+    clock: Arc<ManualClock>,
     store: Arc<EmbeddedStore>,
     outbox: Arc<Outbox>,
     _dir: tempfile::TempDir,
 }
 
-fn fx() -> Fx {
+async fn fx() -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::in_memory());
     let outbox = Arc::new(Outbox::open(None).unwrap());
-    let deps = Structure {
-        store: store.clone(),
-        media: Arc::new(FileMedia::open(dir.path()).unwrap()),
-        notifier: outbox.clone(),
-        workflows: Arc::new(Workflows::builtin()),
-        structurers: HashMap::new(),
-        rules: RulesStructurer,
-        public_url: "https://fieldgate.example".into(),
-    };
+    let clock = ManualClock::starting_now();
+    let parts = Components::new(Config {
+        public_url: Some("https://fieldgate.example".into()),
+        ..Config::embedded(dir.path())
+    })
+    .with_clock(clock.clone())
+    .with_store(store.clone())
+    .with_notifier(outbox.clone());
+    let deps = Structure::build(&parts).await.unwrap();
     Fx {
         deps,
+        clock,
         store,
         outbox,
         _dir: dir,
     }
 }
 
-async fn received(store: &EmbeddedStore, workflow: &str, notes: &str) -> Proposal {
-    let now = fieldgate::domain::now();
+async fn received(f: &Fx, workflow: &str, notes: &str) -> Proposal {
+    let now = f.clock.now();
     let t = Proposal::receive(
-        ProposalId::generate(),
+        new_proposal_id(now),
         workflow.parse().unwrap(),
         AssetContext {
             id: "02i000000000001AAA".parse().unwrap(),
@@ -53,7 +57,7 @@ async fn received(store: &EmbeddedStore, workflow: &str, notes: &str) -> Proposa
         },
         now,
     );
-    store.create(&t, None).await.unwrap();
+    f.store.create(&t, None).await.unwrap();
     t.proposal
 }
 
@@ -65,9 +69,9 @@ fn event(p: &Proposal, seq: u64) -> Event {
 
 #[tokio::test]
 async fn received_becomes_pending_review_with_one_link_per_reviewer() {
-    let f = fx();
+    let f = fx().await;
     let p = received(
-        &f.store,
+        &f,
         "field-service-case",
         "Pump 7 seal leaking badly, urgent",
     )
@@ -107,8 +111,8 @@ async fn received_becomes_pending_review_with_one_link_per_reviewer() {
 
 #[tokio::test]
 async fn records_that_are_not_ours_are_ignored_and_failures_are_reported() {
-    let f = fx();
-    let p = received(&f.store, "field-service-case", "noise").await;
+    let f = fx().await;
+    let p = received(&f, "field-service-case", "noise").await;
     let mut not_received = p.clone();
     not_received.status = Status::Approved;
     let resp = handle_stream(&f.deps, event(&not_received, 5)).await;
@@ -118,7 +122,7 @@ async fn records_that_are_not_ours_are_ignored_and_failures_are_reported() {
         Status::Received
     );
     // A workflow that is not configured: the record fails, and is named.
-    let orphan = received(&f.store, "retired-workflow", "noise").await;
+    let orphan = received(&f, "retired-workflow", "noise").await;
     let mut ev = event(&orphan, 9);
     ev.records.push(change_record(None, &p, 10));
     let resp = handle_stream(&f.deps, ev).await;

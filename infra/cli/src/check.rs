@@ -359,19 +359,17 @@ fn lower(s: &str) -> String {
 }
 
 /// `fieldgate check`: loads the workflow (default: the built-in one),
-/// connects to the org named by the environment
-/// ([`SalesforceConfig::from_env`]) or, without `SALESFORCE_LOGIN_URL`, to
-/// an in-process emulator (the dev org), prints the report and says
-/// whether it passed.
+/// connects to the org the configuration names (`SALESFORCE_*`) or,
+/// without one, to an in-process emulator (the dev org), prints the report
+/// and says whether it passed.
 pub async fn command(workflow: Option<&std::path::Path>) -> anyhow::Result<bool> {
     use anyhow::Context;
     use fieldgate::salesforce::SalesforceConfig;
-    let wf = fieldgate::domain::Workflows::file_or_builtin(workflow)?;
-    let real = std::env::var("SALESFORCE_LOGIN_URL").is_ok_and(|v| !v.trim().is_empty());
-    let (config, org, _emulator) = if real {
-        let c = SalesforceConfig::from_env()?;
-        let org = c.login_url.clone();
-        (c, org, None)
+    let wf = fieldgate::workflows::file_or_builtin(workflow)?;
+    let parts = fieldgate::compose::Components::from_env()?;
+    let (sf, org, _emulator) = if let Some(settings) = &parts.config().salesforce {
+        let org = settings.login_url.clone();
+        (parts.salesforce().await?, org, None)
     } else {
         let em = fieldgate_sf_emulator::Emulator::new(Default::default())
             .map_err(|e| anyhow::anyhow!("Salesforce emulator: {e}"))?;
@@ -386,9 +384,12 @@ pub async fn command(workflow: Option<&std::path::Path>) -> anyhow::Result<bool>
         let org =
             "the built-in emulator (set SALESFORCE_LOGIN_URL and credentials to check a real org)"
                 .to_owned();
-        (c, org, Some(AbortOnDrop(server)))
+        (
+            std::sync::Arc::new(SalesforceClient::new(c)?),
+            org,
+            Some(AbortOnDrop(server)),
+        )
     };
-    let sf = SalesforceClient::new(config)?;
     let report = run(&wf, &sf, &org)
         .await
         .context("reading the org's describe")?;

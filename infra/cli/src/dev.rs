@@ -11,14 +11,14 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use fieldgate::clock::Clock;
+use fieldgate::compose::{Components, Keys};
+use fieldgate::config::{Config, StructurerConfig};
 use fieldgate::domain::{AssetId, Workflows};
 use fieldgate::embedded::{EmbeddedStore, FileMedia, HandoffLog, Outbox};
-use fieldgate::salesforce::{
-    CachedDirectory, SalesforceAssets, SalesforceClient, SalesforceConfig,
-};
+use fieldgate::salesforce::{SalesforceClient, SalesforceConfig};
 use fieldgate::stream::{change_record, subject_of};
-use fieldgate::wiring::Keys;
-use fieldgate::{AppError, UserError};
+use fieldgate::{AppError, Chain, UserError};
 use fieldgate_approval::ApprovalDeps;
 use fieldgate_commit::Commit;
 use fieldgate_qr_intake::IntakeDeps;
@@ -28,13 +28,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The dev org's connected-app pair (documented in the README).
 pub const DEV_CLIENT_ID: &str = "fieldgate-dev-client";
 pub const DEV_CLIENT_SECRET: &str = "fieldgate-dev-secret";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DevOptions {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
@@ -50,6 +50,11 @@ pub struct DevOptions {
     /// How often the commit sweep re-drives paused or stuck approvals
     /// (AWS: the scheduled rule on the commit function).
     pub sweep_every: Duration,
+    /// The model structurers (from `FIELDGATE_*`/`ANTHROPIC_API_KEY` in the
+    /// `fieldgate dev` command; none in tests unless they ask).
+    pub structurers: StructurerConfig,
+    /// Where every step reads the time (tests pass a clock they move).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl DevOptions {
@@ -62,6 +67,8 @@ impl DevOptions {
             pause_commit: false,
             reports_per_code: fieldgate_qr_intake::Limits::default().per_code,
             sweep_every: Duration::from_secs(60),
+            structurers: StructurerConfig::default(),
+            clock: fieldgate::clock::system(),
         }
     }
 }
@@ -79,6 +86,9 @@ pub struct DevStack {
     pub workflows: Arc<Workflows>,
     pub structure: Arc<Structure>,
     pub commit: Arc<Commit>,
+    pub clock: Arc<dyn Clock>,
+    /// The last change-feed sequence the dispatcher has handled.
+    delivered: watch::Receiver<u64>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
@@ -121,8 +131,6 @@ impl DevStack {
             ..EmulatorConfig::default()
         })
         .map_err(|e| anyhow::anyhow!("Salesforce emulator: {e}"))?;
-        let keys = Keys::load_or_create(&dir.join("keys.json"))?;
-        let workflows = Arc::new(Workflows::builtin());
         let store = Arc::new(EmbeddedStore::open(dir)?);
         let media = Arc::new(FileMedia::open(dir)?);
         let outbox = Arc::new(Outbox::open(Some(dir))?);
@@ -131,48 +139,30 @@ impl DevStack {
             SalesforceConfig::client_credentials(&base_url, DEV_CLIENT_ID, DEV_CLIENT_SECRET);
         sf.retry_base = Duration::from_millis(50);
         let salesforce = Arc::new(SalesforceClient::new(sf)?);
-        let assets = Arc::new(CachedDirectory {
-            inner: SalesforceAssets(salesforce.clone()),
-            store: store.clone(),
-            ttl: time::Duration::minutes(10),
-        });
-
-        let structure = Arc::new(Structure {
-            store: store.clone(),
-            media: media.clone(),
-            notifier: outbox.clone(),
-            workflows: workflows.clone(),
-            structurers: fieldgate::structuring::structurers_from_env().await,
-            rules: Default::default(),
-            public_url: public_url.clone(),
-        });
-        let commit = Arc::new(Commit {
-            store: store.clone(),
-            writer: salesforce.clone(),
-            media: media.clone(),
-            handoff: handoff.clone(),
-            notifier: outbox.clone(),
-            workflows: workflows.clone(),
-            public_url: public_url.clone(),
-        });
-        let intake = Arc::new(IntakeDeps {
-            store: store.clone(),
-            media: media.clone(),
-            assets,
-            workflows: workflows.clone(),
-            qr: Arc::new(keys.qr.clone()),
-            links: Arc::new(keys.links.clone()),
-            limits: fieldgate_qr_intake::Limits {
-                per_code: opts.reports_per_code,
-                ..Default::default()
-            },
-        });
-        let approval = Arc::new(ApprovalDeps {
-            store: store.clone(),
-            media: media.clone(),
-            workflows: workflows.clone(),
-            csrf: Arc::new(keys.links.clone()),
-        });
+        // The concrete embedded parts are handed in: the dispatcher drives
+        // the store's feed, and the dev pages read the outbox and log.
+        let parts = Components::new(Config {
+            public_url: Some(public_url.clone()),
+            structurers: opts.structurers.clone(),
+            ..Config::embedded(dir)
+        })
+        .with_clock(opts.clock.clone())
+        .with_store(store.clone())
+        .with_media(media.clone())
+        .with_notifier(outbox.clone())
+        .with_handoff(handoff.clone())
+        .with_salesforce(salesforce.clone())
+        .with_asset_ttl(time::Duration::minutes(10));
+        let keys = parts.keys().await?;
+        let workflows = parts.workflows().await?;
+        let structure = Arc::new(Structure::build(&parts).await?);
+        let commit = Arc::new(Commit::build(&parts).await?);
+        let limits = fieldgate_qr_intake::Limits {
+            per_code: opts.reports_per_code,
+            ..Default::default()
+        };
+        let intake = Arc::new(IntakeDeps::build(&parts, limits).await?);
+        let approval = Arc::new(ApprovalDeps::build(&parts).await?);
         let app = Arc::new(App {
             outbox: outbox.clone(),
             handoff: handoff.clone(),
@@ -191,13 +181,15 @@ impl DevStack {
                 })
                 .await;
             if let Err(e) = r {
-                tracing::error!(error = %e, "dev server stopped");
+                tracing::error!(error = %Chain(&e), "dev server stopped");
             }
         });
 
         // Subscribe before the sweep, so nothing written meanwhile is missed.
         let feed = store.subscribe();
+        let backlog_until = store.sequence();
         let unfinished = store.unfinished();
+        let (delivered_tx, delivered) = watch::channel(0);
         let commit_sweeper = (!opts.pause_commit).then(|| {
             let commit = commit.clone();
             let every = opts.sweep_every;
@@ -206,19 +198,22 @@ impl DevStack {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    if let Err(e) = fieldgate_commit::sweep(&commit, fieldgate::domain::now()).await
-                    {
-                        tracing::error!(error = %e, "commit sweep failed");
+                    if let Err(e) = fieldgate_commit::sweep(&commit, commit.clock.now()).await {
+                        tracing::error!(error = %Chain(&e), "commit sweep failed");
                     }
                 }
             })
         });
         let dispatcher = tokio::spawn(dispatch(
-            feed,
-            unfinished
-                .iter()
-                .map(|p| change_record(None, p, 0))
-                .collect(),
+            Feed {
+                records: feed,
+                backlog: unfinished
+                    .iter()
+                    .map(|p| change_record(None, p, 0))
+                    .collect(),
+                backlog_until,
+                delivered: delivered_tx,
+            },
             structure.clone(),
             (!opts.pause_commit).then(|| commit.clone()),
             opts.stream_retries,
@@ -226,20 +221,15 @@ impl DevStack {
 
         // Unanswered reviews expire, as the scheduled sweep does in AWS.
         let sweep_store = store.clone();
+        let clock = opts.clock.clone();
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tick.tick().await;
-                match fieldgate::review::expire_due(
-                    sweep_store.as_ref(),
-                    fieldgate::domain::now(),
-                    100,
-                )
-                .await
-                {
+                match fieldgate::review::expire_due(sweep_store.as_ref(), clock.now(), 100).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "review links expired"),
-                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                    Err(e) => tracing::warn!(error = %Chain(&e), "expiry sweep failed"),
                 }
             }
         });
@@ -257,12 +247,30 @@ impl DevStack {
             workflows,
             structure,
             commit,
+            clock: opts.clock,
+            delivered,
             shutdown: Some(tx),
             server: Some(server),
             dispatcher: Some(dispatcher),
             sweeper: Some(sweeper),
             commit_sweeper,
         })
+    }
+
+    /// Waits until the dispatcher has handled every change written so far,
+    /// and the changes those caused: the flow has settled. What tests wait
+    /// on instead of the clock.
+    pub async fn settled(&self) {
+        let mut delivered = self.delivered.clone();
+        loop {
+            let target = self.store.sequence();
+            if delivered.wait_for(|&d| d >= target).await.is_err() {
+                return; // the dispatcher stopped: nothing more will happen
+            }
+            if self.store.sequence() == target {
+                return;
+            }
+        }
     }
 
     /// The signed scan link of an asset for the first workflow.
@@ -325,18 +333,42 @@ pub fn qr_url(keys: &Keys, workflows: &Workflows, public_url: &str, asset: &Asse
 /// Plays Lambda's event-source mapping: each record goes, in order, to the
 /// step whose filter matches its new status; a failed record is retried
 /// with backoff, then set aside (AWS: the on-failure queue).
-async fn dispatch(
-    mut feed: mpsc::UnboundedReceiver<EventRecord>,
+/// The store's change feed, as the dispatcher reads it.
+struct Feed {
+    records: mpsc::UnboundedReceiver<EventRecord>,
+    /// Unfinished proposals found at start (a stream that was not
+    /// checkpointed), handed over before anything new.
     backlog: Vec<EventRecord>,
+    /// The store's sequence when the backlog was taken.
+    backlog_until: u64,
+    /// Reports the sequence of each record handled.
+    delivered: watch::Sender<u64>,
+}
+
+async fn dispatch(
+    mut feed: Feed,
     structure: Arc<Structure>,
     commit: Option<Arc<Commit>>,
     retries: u32,
 ) {
-    for rec in backlog {
+    for rec in std::mem::take(&mut feed.backlog) {
         deliver(&rec, &structure, commit.as_deref(), retries).await;
     }
-    while let Some(rec) = feed.recv().await {
+    feed.delivered.send_replace(feed.backlog_until);
+    while let Some(rec) = feed.records.recv().await {
         deliver(&rec, &structure, commit.as_deref(), retries).await;
+        if let Some(seq) = rec
+            .change
+            .sequence_number
+            .as_deref()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            feed.delivered.send_if_modified(|d| {
+                let newer = seq > *d;
+                *d = (*d).max(seq);
+                newer
+            });
+        }
     }
 }
 

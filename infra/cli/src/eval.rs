@@ -312,7 +312,7 @@ pub async fn setup(
     workflow: Option<&Path>,
     structurer: Option<&str>,
 ) -> anyhow::Result<(Workflow, std::sync::Arc<dyn Structurer>)> {
-    let wf = fieldgate::domain::Workflows::file_or_builtin(workflow)?;
+    let wf = fieldgate::workflows::file_or_builtin(workflow)?;
     let kind: fieldgate::domain::StructurerKind = match structurer {
         Some(s) => serde_json::from_value(serde_json::Value::String(s.to_lowercase()))
             .map_err(|_| anyhow::anyhow!("{s:?} is not one of rules, claude, bedrock, openai"))?,
@@ -321,7 +321,9 @@ pub async fn setup(
     if kind == fieldgate::domain::StructurerKind::Rules {
         return Ok((wf, std::sync::Arc::new(RulesStructurer)));
     }
-    let mut all = structuring::structurers_from_env().await;
+    let mut all = fieldgate::compose::Components::from_env()?
+        .structurers()
+        .await?;
     let s = all.remove(&kind).with_context(|| {
         format!(
             "the {kind:?} structurer is not configured (see the README, Structuring: ANTHROPIC_API_KEY, FIELDGATE_OPENAI_URL, FIELDGATE_BEDROCK_MODEL)"

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fieldgate::domain::{AssetId, Workflows};
+use fieldgate::domain::AssetId;
 use fieldgate_cli::dev::{DevOptions, DevStack, qr_url};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -99,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let mut opts = DevOptions::new(SocketAddr::new(host, port), data.clone());
             opts.public_url = public_url;
+            opts.structurers =
+                fieldgate::config::StructurerConfig::from_lookup(&|k| std::env::var(k).ok())?;
             let stack = DevStack::start(opts).await?;
             println!("fieldgate dev is running at {}", stack.public_url);
             println!("  data:        {}", data.display());
@@ -137,8 +139,8 @@ async fn main() -> anyhow::Result<()> {
             let id: AssetId = asset.parse().map_err(|_| {
                 anyhow::anyhow!("{asset:?} is not an Asset id (02i…, 15 or 18 characters)")
             })?;
-            let keys = fieldgate::wiring::Keys::load_or_create(&data.join("keys.json"))?;
-            let url = qr_url(&keys, &Workflows::builtin(), &base, &id);
+            let keys = fieldgate::compose::Keys::load_or_create(&data.join("keys.json"))?;
+            let url = qr_url(&keys, &fieldgate::workflows::builtin(), &base, &id);
             println!("{url}");
             if let Some(p) = png {
                 fieldgate_cli::qr::png(&url, &p)?;

@@ -2,7 +2,7 @@
 //! built-in emulator or an org named by the environment (here: an emulator
 //! signed in to with the JWT bearer grant).
 
-use fieldgate::domain::{Workflow, Workflows};
+use fieldgate::domain::Workflow;
 use fieldgate_cli::check;
 use fieldgate_sf_emulator::{DEV_USERNAME, Emulator, EmulatorConfig};
 use std::process::{Command, Output};
@@ -174,7 +174,12 @@ async fn the_external_id_must_be_unique_and_writable_fields_updateable() {
         ),
     )
     .unwrap();
-    let wf: Workflow = Workflows::builtin().iter().next().unwrap().as_ref().clone();
+    let wf: Workflow = fieldgate::workflows::builtin()
+        .iter()
+        .next()
+        .unwrap()
+        .as_ref()
+        .clone();
     let mut describe = sf.describe("Case").await.unwrap();
     let files = sf.describe("ContentVersion").await.unwrap();
     assert!(check::check(&wf, &describe, Some(&files), "t").passed());

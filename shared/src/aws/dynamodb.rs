@@ -17,7 +17,7 @@ use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
 use crate::stream::{META, proposal_from_item, proposal_item, proposal_pk};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
@@ -125,7 +125,7 @@ impl DynamoStore {
             .map_err(sdk)?;
         out.table_description
             .and_then(|d| d.latest_stream_arn)
-            .ok_or_else(|| StoreError::Backend("table has no stream".into()))
+            .ok_or_else(|| StoreError::backend("DescribeTable", "the table has no stream"))
     }
 
     fn key(pk: String) -> Item {
@@ -224,16 +224,16 @@ fn event_sk(seq: u32) -> String {
     format!("EV#{seq:06}")
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl Into<crate::ports::BoxError>) -> StoreError {
+    StoreError::backend("DynamoDB", e)
 }
 
 fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    StoreError::Backend(DisplayErrorContext(e).to_string())
+    StoreError::backend("DynamoDB request", e)
 }
 
 fn num(item: &Item, name: &str) -> Option<u64> {

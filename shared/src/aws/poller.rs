@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn filter_matches_what_the_template_pattern_says() {
-        let now = crate::domain::now();
+        let now = crate::domain::fixtures::at(0);
         let p = crate::conformance::received(now).proposal;
         let rec = crate::stream::change_record(None, &p, 1);
         assert!(StreamFilter::structure().matches(&rec));

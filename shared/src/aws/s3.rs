@@ -5,7 +5,7 @@
 use crate::ports::{MediaError, MediaStore};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::presigning::PresigningConfig;
@@ -36,10 +36,10 @@ pub struct Uploaded {
 
 fn err<E, R>(e: SdkError<E, R>) -> MediaError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    MediaError(DisplayErrorContext(e).to_string())
+    MediaError::failed("S3 request", e)
 }
 
 impl S3Media {
@@ -73,14 +73,17 @@ impl S3Media {
         bytes: u64,
         expires: Duration,
     ) -> Result<PresignedPut, MediaError> {
-        let cfg = PresigningConfig::expires_in(expires).map_err(|e| MediaError(e.to_string()))?;
+        let cfg = PresigningConfig::expires_in(expires)
+            .map_err(|e| MediaError::failed("presigning", e))?;
         let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .content_type(content_type)
-            .content_length(i64::try_from(bytes).map_err(|e| MediaError(e.to_string()))?)
+            .content_length(
+                i64::try_from(bytes).map_err(|e| MediaError::failed("content length", e))?,
+            )
             .server_side_encryption(ServerSideEncryption::Aes256)
             .presigned(cfg)
             .await
@@ -128,8 +131,8 @@ impl S3Media {
                 .send()
                 .await
                 .map_err(err)?;
-            return Err(MediaError(format!(
-                "upload refused: {} bytes of {}",
+            return Err(MediaError::Refused(format!(
+                "{} bytes of {}",
                 up.bytes, up.content_type
             )));
         }
@@ -172,7 +175,7 @@ impl MediaStore for S3Media {
             .body
             .collect()
             .await
-            .map_err(|e| MediaError(e.to_string()))?;
+            .map_err(|e| MediaError::failed("reading the object body", e))?;
         Ok(Some(bytes.into_bytes().to_vec()))
     }
 }

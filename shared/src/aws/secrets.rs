@@ -2,7 +2,6 @@
 //! per container at start-up and kept in a type whose Debug is redacted.
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use std::fmt;
 
 /// A secret value; never printed.
@@ -21,11 +20,18 @@ impl fmt::Debug for SecretValue {
     }
 }
 
+/// Deliberately never with the secret's content: the messages name the
+/// secret and the problem only.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    /// Deliberately without the secret's content.
-    #[error("secret {id}: {reason}")]
-    Read { id: String, reason: String },
+    #[error("secret {id}: GetSecretValue failed")]
+    Read {
+        id: String,
+        #[source]
+        source: crate::ports::BoxError,
+    },
+    #[error("secret {id}: {problem}")]
+    Unusable { id: String, problem: String },
 }
 
 /// Reads `secret_id`. With `field`, the value is either the bare secret or
@@ -36,16 +42,19 @@ pub async fn read_secret(
     secret_id: &str,
     field: Option<&str>,
 ) -> Result<SecretValue, SecretError> {
-    let err = |reason: String| SecretError::Read {
+    let err = |problem: String| SecretError::Unusable {
         id: secret_id.to_owned(),
-        reason,
+        problem,
     };
     let out = client
         .get_secret_value()
         .secret_id(secret_id)
         .send()
         .await
-        .map_err(|e| err(DisplayErrorContext(e).to_string()))?;
+        .map_err(|e| SecretError::Read {
+            id: secret_id.to_owned(),
+            source: e.into(),
+        })?;
     let raw = out
         .secret_string
         .ok_or_else(|| err("no string value (set the secret after deploy)".into()))?;

@@ -3,7 +3,6 @@
 use crate::ports::{NotifyError, ReviewMail, ReviewNotifier};
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
-use aws_sdk_sesv2::error::DisplayErrorContext;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 
 pub struct SesNotifier {
@@ -27,7 +26,7 @@ fn content(s: &str) -> Result<Content, NotifyError> {
         .data(s)
         .charset("UTF-8")
         .build()
-        .map_err(|e| NotifyError(e.to_string()))
+        .map_err(|e| NotifyError::failed("mail content", e))
 }
 
 #[async_trait]
@@ -50,7 +49,7 @@ impl ReviewNotifier for SesNotifier {
             .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
-            .map_err(|e| NotifyError(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| NotifyError::failed("SES SendEmail", e))?;
         Ok(())
     }
 }

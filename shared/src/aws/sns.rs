@@ -6,7 +6,6 @@
 use crate::ports::{HandoffMessage, HandoffPublisher, PublishError};
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
-use aws_sdk_sns::error::DisplayErrorContext;
 use aws_sdk_sns::types::MessageAttributeValue;
 
 pub struct SnsHandoff {
@@ -26,7 +25,8 @@ impl SnsHandoff {
 #[async_trait]
 impl HandoffPublisher for SnsHandoff {
     async fn publish(&self, msg: &HandoffMessage) -> Result<(), PublishError> {
-        let body = serde_json::to_string(msg).map_err(|e| PublishError(e.to_string()))?;
+        let body = serde_json::to_string(msg)
+            .map_err(|e| PublishError::failed("encoding the handoff", e))?;
         let mut req = self
             .client
             .publish()
@@ -40,7 +40,7 @@ impl HandoffPublisher for SnsHandoff {
                     .data_type("String")
                     .string_value(value)
                     .build()
-                    .map_err(|e| PublishError(e.to_string()))?,
+                    .map_err(|e| PublishError::failed("a message attribute", e))?,
             );
         }
         if self.topic_arn.ends_with(".fifo") {
@@ -52,7 +52,7 @@ impl HandoffPublisher for SnsHandoff {
         }
         req.send()
             .await
-            .map_err(|e| PublishError(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| PublishError::failed("SNS Publish", e))?;
         Ok(())
     }
 }

@@ -38,14 +38,16 @@ impl<T: Serialize + DeserializeOwned + Clone> JsonLog<T> {
         })
     }
 
-    fn push(&self, item: T) -> Result<(), String> {
+    fn push(&self, item: T) -> std::io::Result<()> {
         let mut items = self.items.lock().expect("log lock");
         items.push(item);
         if let Some(f) = &self.file {
-            let bytes = serde_json::to_vec_pretty(&*items).map_err(|e| e.to_string())?;
-            if let Err(e) = write_atomic(f, &bytes) {
+            let written = serde_json::to_vec_pretty(&*items)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| write_atomic(f, &bytes));
+            if let Err(e) = written {
                 items.pop();
-                return Err(e.to_string());
+                return Err(e);
             }
         }
         Ok(())
@@ -71,7 +73,9 @@ impl Outbox {
 #[async_trait]
 impl ReviewNotifier for Outbox {
     async fn send(&self, mail: &ReviewMail) -> Result<(), NotifyError> {
-        self.0.push(mail.clone()).map_err(NotifyError)
+        self.0
+            .push(mail.clone())
+            .map_err(|e| NotifyError::failed("writing the outbox", e))
     }
 }
 
@@ -90,7 +94,9 @@ impl HandoffLog {
 #[async_trait]
 impl HandoffPublisher for HandoffLog {
     async fn publish(&self, msg: &HandoffMessage) -> Result<(), PublishError> {
-        self.0.push(msg.clone()).map_err(PublishError)
+        self.0
+            .push(msg.clone())
+            .map_err(|e| PublishError::failed("writing the handoff log", e))
     }
 }
 
@@ -115,7 +121,7 @@ impl FileMedia {
             && !key.contains("..")
             && !key.starts_with('/');
         if !ok {
-            return Err(MediaError(format!("bad media key {key:?}")));
+            return Err(MediaError::BadKey(key.to_owned()));
         }
         Ok(self.dir.join(key.replace('/', "__")))
     }
@@ -125,14 +131,14 @@ impl FileMedia {
 impl MediaStore for FileMedia {
     async fn put(&self, key: &str, data: &[u8], _content_type: &str) -> Result<(), MediaError> {
         let path = self.path(key)?;
-        write_atomic(&path, data).map_err(|e| MediaError(e.to_string()))
+        write_atomic(&path, data).map_err(|e| MediaError::failed(format!("writing {key}"), e))
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MediaError> {
         match tokio::fs::read(self.path(key)?).await {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(MediaError(e.to_string())),
+            Err(e) => Err(MediaError::failed(format!("reading {key}"), e)),
         }
     }
 }

@@ -63,6 +63,11 @@ impl EmbeddedStore {
         })
     }
 
+    /// The sequence number of the last change written (0: none yet).
+    pub fn sequence(&self) -> u64 {
+        self.state.lock().expect("store lock").sequence
+    }
+
     /// A new change feed: every proposal write from now on, in order.
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<EventRecord> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -86,8 +91,10 @@ impl EmbeddedStore {
 
     fn persist(&self, st: &State) -> Result<(), StoreError> {
         if let Some(file) = &self.file {
-            let bytes = serde_json::to_vec(st).map_err(|e| StoreError::Backend(e.to_string()))?;
-            write_atomic(file, &bytes).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let bytes = serde_json::to_vec(st)
+                .map_err(|e| StoreError::backend("serialising the store", e))?;
+            write_atomic(file, &bytes)
+                .map_err(|e| StoreError::backend(format!("writing {}", file.display()), e))?;
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 use super::client::{SalesforceClient, soql_quote};
-use crate::domain::{AssetContext, AssetId};
+use crate::domain::{AssetContext, AssetId, Clock};
 use crate::ports::{AssetDirectory, CachedAsset, DirectoryError, ProposalStore};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ impl AssetDirectory for SalesforceAssets {
             .0
             .query(&soql)
             .await
-            .map_err(|e| DirectoryError(e.to_string()))?;
+            .map_err(|e| DirectoryError::new("asset query", e))?;
         let Some(r) = recs.first() else {
             return Ok(None);
         };
@@ -41,17 +41,18 @@ pub struct CachedDirectory<D> {
     pub inner: D,
     pub store: Arc<dyn ProposalStore>,
     pub ttl: time::Duration,
+    pub clock: Arc<dyn Clock>,
 }
 
 #[async_trait]
 impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
     async fn lookup(&self, id: &AssetId) -> Result<Option<AssetContext>, DirectoryError> {
-        let now = crate::domain::now();
+        let now = self.clock.now();
         let cached = self
             .store
             .cached_asset(id)
             .await
-            .map_err(|e| DirectoryError(e.to_string()))?;
+            .map_err(|e| DirectoryError::new("reading the asset cache", e))?;
         if let Some(c) = &cached
             && now - c.fetched_at < self.ttl
         {
@@ -64,14 +65,14 @@ impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
                     fetched_at: now,
                 };
                 if let Err(e) = self.store.cache_asset(&entry).await {
-                    tracing::warn!(error = %e, "could not cache asset context");
+                    tracing::warn!(error = %crate::Chain(&e), "could not cache asset context");
                 }
                 Ok(Some(asset))
             }
             Ok(None) => Ok(None),
             Err(e) => match cached {
                 Some(c) => {
-                    tracing::warn!(error = %e, asset = %id, "Salesforce unreachable; using cached asset context");
+                    tracing::warn!(error = %crate::Chain(&e), asset = %id, "Salesforce unreachable; using cached asset context");
                     Ok(Some(c.asset))
                 }
                 None => Err(e),

@@ -10,7 +10,8 @@ pub mod model;
 pub mod openai;
 pub mod rules;
 
-pub use env::{Structurers, structurers_from_env};
+pub use env::{Structurers, model_structurers};
+pub use model::ModelStructurer;
 pub use rules::RulesStructurer;
 
 use crate::domain::workflow::is_blank;
@@ -226,11 +227,10 @@ pub(crate) fn normalize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Workflows;
     use serde_json::json;
 
     fn wf() -> std::sync::Arc<Workflow> {
-        Workflows::builtin().iter().next().unwrap().clone()
+        crate::workflows::builtin().iter().next().unwrap().clone()
     }
 
     #[test]

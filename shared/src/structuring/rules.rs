@@ -340,11 +340,10 @@ fn clip(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Workflows;
     use crate::structuring::validate;
 
     fn wf() -> std::sync::Arc<Workflow> {
-        Workflows::builtin().iter().next().unwrap().clone()
+        crate::workflows::builtin().iter().next().unwrap().clone()
     }
 
     #[test]

@@ -5,19 +5,12 @@ use super::{AssetContext, WorkflowId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkflowError {
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Never `delete`: the config format has no way to say it.
@@ -564,78 +557,13 @@ pub struct Workflows {
     by_id: BTreeMap<WorkflowId, Arc<Workflow>>,
 }
 
-/// The first workflow, built in so `fieldgate dev` needs no files.
-pub const FIELD_SERVICE_CASE: &str =
-    include_str!("../../../infra/workflows/field-service-case.toml");
-
 impl Workflows {
-    pub fn builtin() -> Self {
-        Self::from_workflows(vec![
-            Workflow::from_toml("field-service-case.toml", FIELD_SERVICE_CASE)
-                .expect("the built-in workflow is valid"),
-        ])
-    }
-
     pub fn from_workflows(list: Vec<Workflow>) -> Self {
         Self {
             by_id: list
                 .into_iter()
                 .map(|w| (w.id.clone(), Arc::new(w)))
                 .collect(),
-        }
-    }
-
-    /// Loads every `*.toml` in `dir`; one bad file fails the whole load, so a
-    /// typo never silently disables governance.
-    pub fn load_dir(dir: &Path) -> Result<Self, WorkflowError> {
-        let io = |source| WorkflowError::Io {
-            file: dir.display().to_string(),
-            source,
-        };
-        let mut list = Vec::new();
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(io)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let file = path.display().to_string();
-            let text = std::fs::read_to_string(&path).map_err(|source| WorkflowError::Io {
-                file: file.clone(),
-                source,
-            })?;
-            list.push(Workflow::from_toml(&file, &text)?);
-        }
-        let ws = Self::from_workflows(list);
-        if ws.by_id.is_empty() {
-            return Err(WorkflowError::Invalid {
-                file: dir.display().to_string(),
-                message: "no workflow files (*.toml)".into(),
-            });
-        }
-        Ok(ws)
-    }
-
-    /// A workflow file, or the first built-in workflow when none is given
-    /// (the CLI's `--workflow` flag).
-    pub fn file_or_builtin(path: Option<&Path>) -> Result<Workflow, WorkflowError> {
-        match path {
-            Some(p) => {
-                let file = p.display().to_string();
-                let text = std::fs::read_to_string(p).map_err(|source| WorkflowError::Io {
-                    file: file.clone(),
-                    source,
-                })?;
-                Workflow::from_toml(&file, &text)
-            }
-            None => Ok(Self::builtin()
-                .iter()
-                .next()
-                .expect("a built-in workflow")
-                .as_ref()
-                .clone()),
         }
     }
 
@@ -651,6 +579,10 @@ impl Workflows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The shipped workflow, read at compile time: the domain does no I/O.
+    const FIELD_SERVICE_CASE: &str =
+        include_str!("../../../infra/workflows/field-service-case.toml");
 
     fn wf() -> Workflow {
         Workflow::from_toml("x", FIELD_SERVICE_CASE).unwrap()

@@ -1,4 +1,6 @@
-//! The domain: pure types and rules, no I/O.
+//! The domain of fieldgate: pure types and rules. It does no I/O and
+//! cannot: its `Cargo.toml` has no async runtime, HTTP or AWS crate, and the
+//! clock and randomness come in as arguments.
 
 pub mod audit;
 pub mod ids;
@@ -22,13 +24,24 @@ pub use workflow::{
     WorkflowError, Workflows,
 };
 
-/// Seconds since the Unix epoch; the one clock type the domain uses.
+pub mod fixtures;
+
+/// A point in time, in UTC with millisecond precision: the one time type the
+/// domain uses. Values come from a [`Clock`], never from the system.
 pub type Timestamp = time::OffsetDateTime;
 
-/// Current time, truncated to milliseconds so that values survive a round
-/// trip through JSON/DynamoDB unchanged (hashes are computed over them).
-pub fn now() -> Timestamp {
-    let t = time::OffsetDateTime::now_utc();
+/// Where "now" comes from. The domain never reads the system clock: the
+/// adapters pass a real clock, tests pass the time they want.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// Truncates to milliseconds so that values survive a round trip through
+/// JSON/DynamoDB unchanged (hashes are computed over them).
+pub fn to_millis(t: Timestamp) -> Timestamp {
     t.replace_nanosecond((t.nanosecond() / 1_000_000) * 1_000_000)
         .unwrap_or(t)
 }
+
+/// The randomness the domain needs (ids, nonces, keys), passed in.
+pub use rand_core::RngCore;

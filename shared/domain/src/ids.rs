@@ -21,8 +21,12 @@ pub enum IdError {
 pub struct ProposalId(ulid::Ulid);
 
 impl ProposalId {
-    pub fn generate() -> Self {
-        Self(ulid::Ulid::new())
+    /// A new id at `now`: ULIDs sort by their time part.
+    pub fn generate(now: crate::Timestamp, rng: &mut dyn rand_core::RngCore) -> Self {
+        let ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let mut random = [0u8; 16];
+        rng.fill_bytes(&mut random);
+        Self(ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)))
     }
 }
 
@@ -143,7 +147,7 @@ mod tests {
 
     #[test]
     fn proposal_id_round_trips_and_rejects_junk() {
-        let id = ProposalId::generate();
+        let id = ProposalId::generate(crate::fixtures::at(0), &mut crate::fixtures::SeededRng(1));
         let back: ProposalId = id.to_string().parse().unwrap();
         assert_eq!(id, back);
         assert_eq!("not-a-ulid".parse::<ProposalId>(), Err(IdError::Proposal));

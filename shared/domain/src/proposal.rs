@@ -309,12 +309,16 @@ impl Proposal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::received as sample;
-    use crate::domain::{FieldValue, verify_chain};
+    use crate::fixtures::{SeededRng, at};
+    use crate::{FieldValue, verify_chain};
+
+    fn sample(now: Timestamp) -> Transition {
+        crate::fixtures::received(ProposalId::generate(now, &mut SeededRng(7)), now)
+    }
 
     #[test]
     fn transitions_chain_their_events() {
-        let now = crate::domain::now();
+        let now = at(0);
         let t0 = sample(now);
         assert_eq!(t0.expected_version, 0);
         assert_eq!(t0.proposal.version, 1);
@@ -354,7 +358,7 @@ mod tests {
 
     #[test]
     fn illegal_moves_are_refused() {
-        let now = crate::domain::now();
+        let now = at(0);
         let p = sample(now).proposal;
         let err = p
             .transition(

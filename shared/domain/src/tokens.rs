@@ -4,7 +4,7 @@ use super::{AssetId, ProposalId, WorkflowId};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, KeyInit, Mac};
-use rand::RngCore;
+use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -47,9 +47,9 @@ impl fmt::Debug for QrKeyring {
 }
 
 impl QrKeyring {
-    pub fn generate(kid: &str) -> Self {
+    pub fn generate(kid: &str, rng: &mut dyn RngCore) -> Self {
         let mut keys = BTreeMap::new();
-        keys.insert(kid.to_owned(), B64.encode(random_bytes::<32>()));
+        keys.insert(kid.to_owned(), B64.encode(random_bytes::<32>(rng)));
         Self {
             current: kid.to_owned(),
             keys,
@@ -114,10 +114,10 @@ pub struct ReviewToken {
 }
 
 impl ReviewToken {
-    pub fn generate(proposal: ProposalId) -> Self {
+    pub fn generate(proposal: ProposalId, rng: &mut dyn RngCore) -> Self {
         Self {
             proposal,
-            nonce: random_bytes::<32>(),
+            nonce: random_bytes::<32>(rng),
         }
     }
 
@@ -165,8 +165,8 @@ impl fmt::Debug for CsrfKey {
 }
 
 impl CsrfKey {
-    pub fn generate() -> Self {
-        Self(B64.encode(random_bytes::<32>()))
+    pub fn generate(rng: &mut dyn RngCore) -> Self {
+        Self(B64.encode(random_bytes::<32>(rng)))
     }
 
     pub fn from_secret(secret: &str) -> Self {
@@ -193,15 +193,16 @@ impl CsrfKey {
     }
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+fn random_bytes<const N: usize>(rng: &mut dyn RngCore) -> [u8; N] {
     let mut b = [0u8; N];
-    rand::rng().fill_bytes(&mut b);
+    rng.fill_bytes(&mut b);
     b
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{SeededRng, at};
 
     fn asset() -> AssetId {
         "02i000000000001AAA".parse().unwrap()
@@ -212,7 +213,7 @@ mod tests {
 
     #[test]
     fn qr_codes_verify_and_resist_forgery() {
-        let ring = QrKeyring::generate("k1");
+        let ring = QrKeyring::generate("k1", &mut SeededRng(1));
         let code = ring.sign(&asset(), &wf());
         assert_eq!(ring.verify(&code), Ok((asset(), wf())));
 
@@ -220,13 +221,13 @@ mod tests {
         let forged = code.replace("02i000000000001AAA", "02i000000000002AAA");
         assert_eq!(ring.verify(&forged), Err(TokenError::BadSignature));
         // Another key.
-        let other = QrKeyring::generate("k1");
+        let other = QrKeyring::generate("k1", &mut SeededRng(2));
         assert_eq!(other.verify(&code), Err(TokenError::BadSignature));
         // Truncated tag.
         assert!(ring.verify(&code[..code.len() - 4]).is_err());
         assert_eq!(ring.verify("junk"), Err(TokenError::Malformed));
         // Dropped key = revoked.
-        let mut rotated = QrKeyring::generate("k2");
+        let mut rotated = QrKeyring::generate("k2", &mut SeededRng(3));
         assert_eq!(rotated.verify(&code), Err(TokenError::UnknownKey));
         rotated.keys.extend(ring.keys.clone());
         assert!(
@@ -237,13 +238,14 @@ mod tests {
 
     #[test]
     fn review_tokens_round_trip_and_hash() {
-        let id = ProposalId::generate();
-        let t = ReviewToken::generate(id);
+        let mut rng = SeededRng(4);
+        let id = ProposalId::generate(at(0), &mut rng);
+        let t = ReviewToken::generate(id, &mut rng);
         let s = t.to_string();
         let back: ReviewToken = s.parse().unwrap();
         assert_eq!(back.hash(), t.hash());
         assert_eq!(back.proposal, id);
-        assert_ne!(ReviewToken::generate(id).hash(), t.hash());
+        assert_ne!(ReviewToken::generate(id, &mut rng).hash(), t.hash());
         assert!(
             !format!("{t:?}").contains(s.split_once('.').unwrap().1),
             "debug output hides the nonce"
@@ -255,7 +257,7 @@ mod tests {
 
     #[test]
     fn csrf_is_bound_to_the_link() {
-        let k = CsrfKey::generate();
+        let k = CsrfKey::generate(&mut SeededRng(5));
         let tok = k.token_for("abc");
         assert!(k.verify("abc", &tok));
         assert!(!k.verify("abd", &tok));

@@ -1,0 +1,567 @@
+//! The composition root: turns a [`Config`] into the adapters every step
+//! runs over. The Lambda mains, `fieldgate dev` and the tests all build
+//! their steps from [`Components`] (each step crate has a `build`), so there
+//! is one place where a dependency is chosen.
+//!
+//! Each part is built on first use and once only: a function builds only
+//! what its own step asks for (cold start), and one AWS SDK configuration
+//! is shared by every client. A test or `fieldgate dev` can hand in a part
+//! it made itself (`with_*`), e.g. the embedded store whose change feed it
+//! drives.
+
+use crate::clock::{self, Clock};
+use crate::config::{
+    Config, ConfigError, HandoffConfig, KeysConfig, MailConfig, MediaConfig, StoreConfig,
+    WorkflowsConfig,
+};
+use crate::domain::{CsrfKey, QrKeyring, StructurerKind, Workflows};
+use crate::embedded::{EmbeddedStore, FileMedia, HandoffLog, Outbox};
+use crate::ports::{
+    AssetDirectory, HandoffMessage, HandoffPublisher, MediaStore, NotifyError, ProposalStore,
+    PublishError, RecordWriter, ReviewMail, ReviewNotifier,
+};
+use crate::salesforce::{CachedDirectory, SalesforceAssets, SalesforceClient, SfError};
+use crate::structuring::Structurers;
+use crate::workflows::LoadError;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// Why a part could not be built. Each variant keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("workflows")]
+    Workflows(#[from] LoadError),
+    #[error("the keys document {source_name} is not valid")]
+    Keys {
+        source_name: String,
+        #[source]
+        source: KeysError,
+    },
+    #[cfg(feature = "aws-secrets")]
+    #[error("reading the secret named by {var}")]
+    Secret {
+        var: &'static str,
+        #[source]
+        source: crate::aws::secrets::SecretError,
+    },
+    #[error("the Salesforce client")]
+    Salesforce(#[source] SfError),
+}
+
+/// A keys document that does not parse. Deliberately without serde's
+/// message, which can quote the content (a secret).
+#[derive(Debug, thiserror::Error)]
+#[error("not a JSON object with `qr` and `links` (line {line}, column {column})")]
+pub struct KeysError {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// The deployment's secrets: QR signing keys and the key for form and
+/// status-link tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Keys {
+    pub qr: QrKeyring,
+    pub links: CsrfKey,
+}
+
+impl Keys {
+    /// Fresh random keys.
+    pub fn generate() -> Keys {
+        let mut rng = rand::rng();
+        Keys {
+            qr: QrKeyring::generate("k1", &mut rng),
+            links: CsrfKey::generate(&mut rng),
+        }
+    }
+
+    /// Parses a keys document; `source_name` says where it came from.
+    pub fn parse(json: &str, source_name: &str) -> Result<Keys, BuildError> {
+        serde_json::from_str(json).map_err(|e| BuildError::Keys {
+            source_name: source_name.to_owned(),
+            source: KeysError {
+                line: e.line(),
+                column: e.column(),
+            },
+        })
+    }
+
+    /// Loads `path`, or creates it with fresh random keys (mode 0600).
+    pub fn load_or_create(path: &Path) -> Result<Keys, BuildError> {
+        let io = |what: String| move |source| BuildError::Io { what, source };
+        match std::fs::read_to_string(path) {
+            Ok(json) => Keys::parse(&json, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let keys = Keys::generate();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(io(format!("creating {}", dir.display())))?;
+                }
+                let bytes = serde_json::to_vec_pretty(&keys).expect("keys serialize");
+                crate::embedded::write_atomic(path, &bytes)
+                    .map_err(io(format!("writing {}", path.display())))?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(io(format!("restricting {}", path.display())))?;
+                }
+                Ok(keys)
+            }
+            Err(e) => Err(io(format!("reading {}", path.display()))(e)),
+        }
+    }
+}
+
+/// Stands in for an adapter this deployment was not configured with (in
+/// AWS, where a silent fallback to local files would lose data).
+struct Unconfigured(&'static str);
+
+#[async_trait]
+impl ReviewNotifier for Unconfigured {
+    async fn send(&self, _: &ReviewMail) -> Result<(), NotifyError> {
+        Err(NotifyError::Unconfigured(self.0))
+    }
+}
+
+#[async_trait]
+impl HandoffPublisher for Unconfigured {
+    async fn publish(&self, _: &HandoffMessage) -> Result<(), PublishError> {
+        Err(PublishError::Unconfigured(self.0))
+    }
+}
+
+/// Every adapter of a deployment, built on demand from its configuration.
+pub struct Components {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    #[cfg(feature = "aws-core")]
+    sdk: OnceCell<aws_config::SdkConfig>,
+    store: OnceCell<Arc<dyn ProposalStore>>,
+    media: OnceCell<Arc<dyn MediaStore>>,
+    notifier: OnceCell<Arc<dyn ReviewNotifier>>,
+    handoff: OnceCell<Arc<dyn HandoffPublisher>>,
+    salesforce: OnceCell<Arc<SalesforceClient>>,
+    writer: OnceCell<Arc<dyn RecordWriter>>,
+    assets: OnceCell<Arc<dyn AssetDirectory>>,
+    keys: OnceCell<Keys>,
+    workflows: OnceCell<Arc<Workflows>>,
+    structurers: OnceCell<Structurers>,
+    asset_ttl: time::Duration,
+}
+
+/// Sets a part that was handed in; a second `with_` of the same part is a
+/// bug in the caller.
+fn preset<T>(cell: &OnceCell<T>, value: T) {
+    if cell.set(value).is_err() {
+        panic!("a part of Components was set twice");
+    }
+}
+
+impl Components {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            clock: clock::system(),
+            #[cfg(feature = "aws-core")]
+            sdk: OnceCell::new(),
+            store: OnceCell::new(),
+            media: OnceCell::new(),
+            notifier: OnceCell::new(),
+            handoff: OnceCell::new(),
+            salesforce: OnceCell::new(),
+            writer: OnceCell::new(),
+            assets: OnceCell::new(),
+            keys: OnceCell::new(),
+            workflows: OnceCell::new(),
+            structurers: OnceCell::new(),
+            asset_ttl: time::Duration::hours(1),
+        }
+    }
+
+    /// From the process environment (the Lambda mains).
+    pub fn from_env() -> Result<Self, BuildError> {
+        Ok(Self::new(Config::from_env()?))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    pub fn with_store(self, store: Arc<dyn ProposalStore>) -> Self {
+        preset(&self.store, store);
+        self
+    }
+    pub fn with_media(self, media: Arc<dyn MediaStore>) -> Self {
+        preset(&self.media, media);
+        self
+    }
+    pub fn with_notifier(self, notifier: Arc<dyn ReviewNotifier>) -> Self {
+        preset(&self.notifier, notifier);
+        self
+    }
+    pub fn with_handoff(self, handoff: Arc<dyn HandoffPublisher>) -> Self {
+        preset(&self.handoff, handoff);
+        self
+    }
+    /// The Salesforce client: record writer and asset directory both use it.
+    pub fn with_salesforce(self, client: Arc<SalesforceClient>) -> Self {
+        preset(&self.salesforce, client);
+        self
+    }
+    /// A record writer other than the Salesforce client (fault tests).
+    pub fn with_writer(self, writer: Arc<dyn RecordWriter>) -> Self {
+        preset(&self.writer, writer);
+        self
+    }
+    pub fn with_assets(self, assets: Arc<dyn AssetDirectory>) -> Self {
+        preset(&self.assets, assets);
+        self
+    }
+    pub fn with_keys(self, keys: Keys) -> Self {
+        preset(&self.keys, keys);
+        self
+    }
+    pub fn with_workflows(self, workflows: Arc<Workflows>) -> Self {
+        preset(&self.workflows, workflows);
+        self
+    }
+    pub fn with_structurers(self, structurers: Structurers) -> Self {
+        preset(&self.structurers, structurers);
+        self
+    }
+    /// How long a cached asset card is served without asking Salesforce.
+    pub fn with_asset_ttl(mut self, ttl: time::Duration) -> Self {
+        self.asset_ttl = ttl;
+        self
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// Base of links in mail; required only by the steps that mail links.
+    pub fn public_url(&self) -> Result<String, BuildError> {
+        self.config.public_url.clone().ok_or(
+            ConfigError::Missing {
+                var: "FIELDGATE_PUBLIC_URL",
+                why: "for the links in review mail",
+            }
+            .into(),
+        )
+    }
+
+    #[cfg(feature = "aws-core")]
+    async fn sdk(&self) -> &aws_config::SdkConfig {
+        self.sdk.get_or_init(crate::aws::sdk_config).await
+    }
+
+    fn io(&self, what: &str) -> impl FnOnce(std::io::Error) -> BuildError {
+        let what = format!("{what} in {}", self.config.data_dir.display());
+        move |source| BuildError::Io { what, source }
+    }
+
+    pub async fn store(&self) -> Result<Arc<dyn ProposalStore>, BuildError> {
+        self.store
+            .get_or_try_init(|| async {
+                Ok(match &self.config.store {
+                    StoreConfig::Embedded => Arc::new(
+                        EmbeddedStore::open(&self.config.data_dir)
+                            .map_err(self.io("opening the store"))?,
+                    ) as Arc<dyn ProposalStore>,
+                    #[cfg(feature = "aws-dynamodb")]
+                    StoreConfig::Dynamo { table } => {
+                        let client = aws_sdk_dynamodb::Client::new(self.sdk().await);
+                        Arc::new(crate::aws::dynamodb::DynamoStore::new(client, table))
+                    }
+                    #[cfg(not(feature = "aws-dynamodb"))]
+                    StoreConfig::Dynamo { .. } => unreachable!("refused by Config"),
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn media(&self) -> Result<Arc<dyn MediaStore>, BuildError> {
+        self.media
+            .get_or_try_init(|| async {
+                Ok(match &self.config.media {
+                    MediaConfig::Files => Arc::new(
+                        FileMedia::open(&self.config.data_dir)
+                            .map_err(self.io("opening the photo folder"))?,
+                    ) as Arc<dyn MediaStore>,
+                    #[cfg(feature = "aws-s3")]
+                    MediaConfig::S3 { bucket, path_style } => {
+                        let client = crate::aws::s3::S3Media::client(self.sdk().await, *path_style);
+                        Arc::new(crate::aws::s3::S3Media::new(client, bucket, ""))
+                    }
+                    #[cfg(not(feature = "aws-s3"))]
+                    MediaConfig::S3 { .. } => unreachable!("refused by Config"),
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn notifier(&self) -> Result<Arc<dyn ReviewNotifier>, BuildError> {
+        self.notifier
+            .get_or_try_init(|| async {
+                Ok(match &self.config.mail {
+                    MailConfig::Outbox => Arc::new(
+                        Outbox::open(Some(&self.config.data_dir))
+                            .map_err(self.io("opening the outbox"))?,
+                    ) as Arc<dyn ReviewNotifier>,
+                    MailConfig::Unconfigured => Arc::new(Unconfigured("FIELDGATE_MAIL_FROM")),
+                    #[cfg(feature = "aws-ses")]
+                    MailConfig::Ses {
+                        from,
+                        configuration_set,
+                    } => {
+                        let client = aws_sdk_sesv2::Client::new(self.sdk().await);
+                        Arc::new(crate::aws::ses::SesNotifier::new(
+                            client,
+                            from,
+                            configuration_set.clone(),
+                        ))
+                    }
+                    #[cfg(not(feature = "aws-ses"))]
+                    MailConfig::Ses { .. } => unreachable!("refused by Config"),
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn handoff(&self) -> Result<Arc<dyn HandoffPublisher>, BuildError> {
+        self.handoff
+            .get_or_try_init(|| async {
+                Ok(match &self.config.handoff {
+                    HandoffConfig::Log => Arc::new(
+                        HandoffLog::open(Some(&self.config.data_dir))
+                            .map_err(self.io("opening the handoff log"))?,
+                    ) as Arc<dyn HandoffPublisher>,
+                    HandoffConfig::Unconfigured => {
+                        Arc::new(Unconfigured("FIELDGATE_HANDOFF_TOPIC"))
+                    }
+                    #[cfg(feature = "aws-sns")]
+                    HandoffConfig::Sns { topic } => {
+                        let client = aws_sdk_sns::Client::new(self.sdk().await);
+                        Arc::new(crate::aws::sns::SnsHandoff::new(client, topic))
+                    }
+                    #[cfg(not(feature = "aws-sns"))]
+                    HandoffConfig::Sns { .. } => unreachable!("refused by Config"),
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// Reads a secret (the whole value, or `field` of a JSON value).
+    #[cfg(feature = "aws-secrets")]
+    async fn secret(
+        &self,
+        var: &'static str,
+        id: &str,
+        field: Option<&str>,
+    ) -> Result<crate::aws::secrets::SecretValue, BuildError> {
+        let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
+        crate::aws::secrets::read_secret(&client, id, field)
+            .await
+            .map_err(|source| BuildError::Secret { var, source })
+    }
+
+    pub async fn salesforce(&self) -> Result<Arc<SalesforceClient>, BuildError> {
+        self.salesforce
+            .get_or_try_init(|| async {
+                let Some(settings) = self.config.salesforce.clone() else {
+                    return Err(ConfigError::Missing {
+                        var: "SALESFORCE_LOGIN_URL",
+                        why: "(and SALESFORCE_CLIENT_ID with a credential) to reach Salesforce",
+                    }
+                    .into());
+                };
+                // The secret half in Secrets Manager: read once per container.
+                #[cfg(feature = "aws-secrets")]
+                let settings = match settings.secret_ref() {
+                    Some((id, field)) => {
+                        let value = self
+                            .secret("SALESFORCE_SECRET_ARN", id, Some(field))
+                            .await?;
+                        settings.clone().with_secret(value.expose().to_owned())
+                    }
+                    None => settings,
+                };
+                let config = settings.into_config().map_err(ConfigError::from)?;
+                Ok(Arc::new(
+                    SalesforceClient::new(config).map_err(BuildError::Salesforce)?,
+                ))
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn writer(&self) -> Result<Arc<dyn RecordWriter>, BuildError> {
+        if let Some(w) = self.writer.get() {
+            return Ok(w.clone());
+        }
+        let client: Arc<dyn RecordWriter> = self.salesforce().await?;
+        Ok(self.writer.get_or_init(|| async { client }).await.clone())
+    }
+
+    /// Asset context from Salesforce, cached in the store.
+    pub async fn assets(&self) -> Result<Arc<dyn AssetDirectory>, BuildError> {
+        self.assets
+            .get_or_try_init(|| async {
+                Ok(Arc::new(CachedDirectory {
+                    inner: SalesforceAssets(self.salesforce().await?),
+                    store: self.store().await?,
+                    ttl: self.asset_ttl,
+                    clock: self.clock(),
+                }) as Arc<dyn AssetDirectory>)
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn keys(&self) -> Result<Keys, BuildError> {
+        self.keys
+            .get_or_try_init(|| async {
+                match &self.config.keys {
+                    KeysConfig::File(path) => Keys::load_or_create(path),
+                    KeysConfig::Unconfigured => Err(ConfigError::Missing {
+                        var: "FIELDGATE_KEYS_SECRET_ARN",
+                        why: "when FIELDGATE_TABLE is set (QR codes and links need the deployment's keys)",
+                    }
+                    .into()),
+                    #[cfg(feature = "aws-secrets")]
+                    KeysConfig::SecretsManager { secret_id } => {
+                        let json = self
+                            .secret("FIELDGATE_KEYS_SECRET_ARN", secret_id, None)
+                            .await?;
+                        Keys::parse(json.expose(), "in FIELDGATE_KEYS_SECRET_ARN")
+                    }
+                    #[cfg(not(feature = "aws-secrets"))]
+                    KeysConfig::SecretsManager { .. } => unreachable!("refused by Config"),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn qr(&self) -> Result<Arc<QrKeyring>, BuildError> {
+        Ok(Arc::new(self.keys().await?.qr))
+    }
+
+    pub async fn links(&self) -> Result<Arc<CsrfKey>, BuildError> {
+        Ok(Arc::new(self.keys().await?.links))
+    }
+
+    pub async fn workflows(&self) -> Result<Arc<Workflows>, BuildError> {
+        self.workflows
+            .get_or_try_init(|| async {
+                let workflows = match &self.config.workflows {
+                    WorkflowsConfig::Builtin => crate::workflows::builtin(),
+                    WorkflowsConfig::Dir(dir) => crate::workflows::load_dir(dir)?,
+                };
+                Ok(Arc::new(match &self.config.reviewers {
+                    Some(list) => crate::workflows::with_reviewers(&workflows, list),
+                    None => workflows,
+                }))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The model structurers the configuration names.
+    pub async fn structurers(&self) -> Result<Structurers, BuildError> {
+        self.structurers
+            .get_or_try_init(|| async {
+                let cfg = &self.config.structurers;
+                #[allow(unused_mut)]
+                let mut out = crate::structuring::model_structurers(cfg);
+                #[cfg(feature = "bedrock")]
+                if let Some(model) = &cfg.bedrock_model {
+                    let api = crate::structuring::bedrock::BedrockApi::new(self.sdk().await, model);
+                    out.insert(
+                        StructurerKind::Bedrock,
+                        Arc::new(crate::structuring::ModelStructurer::new(api)),
+                    );
+                }
+                if let Some(kind) = cfg.replace_rules
+                    && let Some(s) = out.get(&kind).cloned()
+                {
+                    tracing::info!(
+                        structurer = s.name(),
+                        "workflows set to rules use this model (FIELDGATE_STRUCTURER)"
+                    );
+                    out.insert(StructurerKind::Rules, s);
+                }
+                Ok(out)
+            })
+            .await
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parts_are_built_once_and_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Components::new(Config::embedded(dir.path()));
+        assert!(!dir.path().join("keys.json").exists(), "nothing built yet");
+        let a = c.keys().await.unwrap();
+        let b = c.keys().await.unwrap();
+        assert_eq!(a.links.token_for("x"), b.links.token_for("x"));
+        assert!(dir.path().join("keys.json").exists());
+        let s1 = c.store().await.unwrap();
+        let s2 = c.store().await.unwrap();
+        assert!(Arc::ptr_eq(&s1, &s2));
+        // No Salesforce configured: a clear error, naming what to set.
+        let err = c
+            .salesforce()
+            .await
+            .err()
+            .expect("no Salesforce")
+            .to_string();
+        assert!(err.starts_with("SALESFORCE_LOGIN_URL"), "{err}");
+        let err = c.public_url().unwrap_err().to_string();
+        assert!(err.starts_with("FIELDGATE_PUBLIC_URL"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_keys_document_never_quotes_its_content() {
+        for doc in [
+            r#""{\"qr\": \"MARKER-1234\"}""#,
+            r#"{"qr": "MARKER-1234", "links": 5}"#,
+            "MARKER-1234",
+        ] {
+            let err = Keys::parse(doc, "in FIELDGATE_KEYS_SECRET_ARN").unwrap_err();
+            let mut chain = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(s) = source {
+                chain.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            assert!(chain.contains("FIELDGATE_KEYS_SECRET_ARN"), "{chain}");
+            assert!(!chain.contains("MARKER"), "quoted the secret: {chain}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Where workflows come from: the built-in one, or every file of a folder.
+//! Parsing and validation are the domain's (`Workflow::from_toml`); the
+//! reading is here, outside it.
+
+use crate::domain::{Workflow, WorkflowError, Workflows};
+use std::path::Path;
+
+/// The shipped field-service workflow, built in so `fieldgate dev` needs no
+/// files.
+pub const FIELD_SERVICE_CASE: &str = include_str!("../../infra/workflows/field-service-case.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: cannot read")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] WorkflowError),
+    #[error("{dir}: no workflow files (*.toml)")]
+    Empty { dir: String },
+}
+
+pub fn builtin() -> Workflows {
+    Workflows::from_workflows(vec![builtin_case()])
+}
+
+fn builtin_case() -> Workflow {
+    Workflow::from_toml("field-service-case.toml", FIELD_SERVICE_CASE)
+        .expect("the built-in workflow is valid")
+}
+
+fn read(path: &Path) -> Result<Workflow, LoadError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    Ok(Workflow::from_toml(&file, &text)?)
+}
+
+/// Loads every `*.toml` in `dir`; one bad file fails the whole load, so a
+/// typo never silently disables governance.
+pub fn load_dir(dir: &Path) -> Result<Workflows, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Io {
+        file: dir.display().to_string(),
+        source,
+    })?;
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    let list = paths
+        .iter()
+        .map(|p| read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if list.is_empty() {
+        return Err(LoadError::Empty {
+            dir: dir.display().to_string(),
+        });
+    }
+    Ok(Workflows::from_workflows(list))
+}
+
+/// A workflow file, or the built-in workflow when none is given (the CLI's
+/// `--workflow` flag).
+pub fn file_or_builtin(path: Option<&Path>) -> Result<Workflow, LoadError> {
+    match path {
+        Some(p) => read(p),
+        None => Ok(builtin_case()),
+    }
+}
+
+/// The deployment's reviewers replace those of every workflow (the
+/// template sets them as a parameter).
+pub fn with_reviewers(workflows: &Workflows, reviewers: &[String]) -> Workflows {
+    Workflows::from_workflows(
+        workflows
+            .iter()
+            .map(|w| {
+                let mut w = (**w).clone();
+                w.reviewers = reviewers.to_vec();
+                w
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_loads_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(load_dir(dir.path()), Err(LoadError::Empty { .. })));
+        std::fs::write(dir.path().join("a.toml"), FIELD_SERVICE_CASE).unwrap();
+        assert_eq!(load_dir(dir.path()).unwrap().iter().count(), 1);
+        std::fs::write(dir.path().join("b.toml"), "id = 1").unwrap();
+        let err = load_dir(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("b.toml"), "{err}");
+    }
+}
