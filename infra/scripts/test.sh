@@ -53,8 +53,13 @@ done
 say "format"
 cargo fmt --all -- --check
 
+# One build for lint and tests: the Bedrock structurer (feature `bedrock`;
+# its request/response mapping is tested without an AWS call) is in it, so
+# no second feature set recompiles the AWS crates.
+FEATURES=(--features fieldgate/bedrock)
+
 say "lint"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
 
 say "template"
 .venv/bin/cfn-lint template.yaml
@@ -69,8 +74,4 @@ say "template"
 .venv/bin/python infra/scripts/template/check_policies.py "$FG_STACK/template.translated.json"
 
 say "tests"
-cargo test --workspace --locked
-
-say "tests: Bedrock structurer (feature bedrock; request/response mapping, no AWS call)"
-cargo clippy -p fieldgate --features bedrock --all-targets --locked -- -D warnings
-cargo test -p fieldgate --features bedrock --lib --locked structuring::bedrock
+cargo test --workspace --locked "${FEATURES[@]}"

@@ -13,14 +13,13 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[i].as_secs_f64() * 1000.0
 }
 
+/// The flow settles after each step (the dispatcher has handled every
+/// change), so the proposal must then be where the step leaves it.
 async fn wait(h: &Harness, id: ProposalId, want: Status) {
-    loop {
-        let p = h.stack.store.get(id).await.unwrap().unwrap();
-        if p.status == want && (want != Status::Committed || p.commit.handoff_published) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    h.stack.settled().await;
+    let p = h.stack.store.get(id).await.unwrap().unwrap();
+    assert_eq!(p.status, want);
+    assert!(want != Status::Committed || p.commit.handoff_published);
 }
 
 #[tokio::main]

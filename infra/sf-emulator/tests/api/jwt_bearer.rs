@@ -2,14 +2,13 @@
 //! `iss`, `aud`, `exp` (seconds, a few minutes ahead), `sub`, each refused
 //! with the description Salesforce answers (contract: Auth).
 
-mod common;
-
+use crate::common;
 use fieldgate_sf_emulator::{DEV_JWT_PRIVATE_KEY, DEV_USERNAME};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-const OTHER_KEY: &str = include_str!("../fixtures/other-jwt.key");
+const OTHER_KEY: &str = include_str!("../../fixtures/other-jwt.key");
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

@@ -2,7 +2,7 @@
 //! the embedded store, the single-table layout, atomicity of a transition,
 //! and the stream poller that feeds the steps like an event-source mapping.
 
-mod aws;
+use crate::aws;
 
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -5,7 +5,7 @@
 //! each step runs its own handler, the stream steps fed by the poller with
 //! the template's filters.
 
-mod aws;
+use crate::aws;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use axum::Router;

@@ -489,7 +489,7 @@ async fn offline_report_is_kept_and_sent_once_when_back_online() {
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].0, notes);
     assert!(kept[0].1 > 1000, "the photo is kept too");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.stack.settled().await;
     assert!(
         all_proposals(&h).await.is_empty(),
         "nothing sent while offline"
@@ -514,8 +514,11 @@ async fn offline_report_is_kept_and_sent_once_when_back_online() {
         .unwrap();
     assert_eq!(gone, json!(0), "the sent report left the browser's outbox");
     h.review_url(1).await;
-    // Give any second attempt (the retry timer) time to arrive.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // No waiting for a retry that might come: the page's outbox is empty
+    // (asserted above) and its sends are serialised (one flush at a time,
+    // the report deleted before "Report sent" shows), so nothing is left
+    // that a retry could send again.
+    h.stack.settled().await;
     let all = all_proposals(&h).await;
     assert_eq!(all.len(), 1, "exactly one proposal");
     assert_eq!(all[0].id.to_string(), id);
@@ -605,7 +608,7 @@ async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
         b.js("return document.activeElement.id").await,
         json!("reason")
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.stack.settled().await;
     let p = h
         .stack
         .store

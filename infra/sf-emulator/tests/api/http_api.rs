@@ -1,9 +1,8 @@
 //! The REST surface over real HTTP: auth, describe, writes, validation,
 //! queries, files, composite.
 
-mod common;
-
-use common::{V, only_error, start};
+use crate::common;
+use crate::common::{V, only_error, start};
 use serde_json::{Value, json};
 
 #[tokio::test]

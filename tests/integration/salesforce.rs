@@ -54,7 +54,7 @@ async fn jwt_bearer_signs_in_and_the_token_is_cached() {
     assert_eq!(sf.api_calls(), 3, "one token, two describes");
     assert_eq!(em.api_calls(), 3);
     // A key the org does not trust: a clear auth error, not a retry loop.
-    let other = include_str!("../infra/sf-emulator/fixtures/other-jwt.key");
+    let other = include_str!("../../infra/sf-emulator/fixtures/other-jwt.key");
     let bad = SalesforceClient::new(SalesforceConfig::jwt_bearer(
         &base,
         &em.config().client_id,

@@ -1,10 +1,9 @@
 //! Fault switches, API-call accounting, persistence and the demo org.
 
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
-use common::{only_error, start, start_with};
+use crate::common::{only_error, start, start_with};
 use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
 use serde_json::json;
 

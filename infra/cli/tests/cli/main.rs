@@ -1,0 +1,4 @@
+//! The `fieldgate` command as a user runs it, in one test binary.
+
+mod check;
+mod commands;
