@@ -13,6 +13,7 @@ pub use fieldgate_domain as domain;
 pub mod embedded;
 pub mod error;
 pub mod http;
+pub mod lambda;
 pub mod ports;
 pub mod review;
 pub mod salesforce;

@@ -1,7 +1,9 @@
-//! Lambda entry point: build the function from the configuration, serve
+//! Lambda entry point (start-up failures are reported to the Runtime
+//! API): build the function from the configuration, serve
 //! its router.
 
 use fieldgate::compose::Components;
+use fieldgate::lambda::init;
 use fieldgate_approval::{ApprovalDeps, router};
 use lambda_http::Error;
 use std::sync::Arc;
@@ -9,6 +11,6 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let deps = ApprovalDeps::build(&Components::from_env()?).await?;
+    let deps = init(async { ApprovalDeps::build(&Components::from_env()?).await }).await;
     lambda_http::run(router(Arc::new(deps))).await
 }

@@ -1,7 +1,9 @@
-//! Lambda entry point: build the step from the configuration, run the
+//! Lambda entry point (start-up failures are reported to the Runtime
+//! API): build the step from the configuration, run the
 //! stream handler (or the scheduled sweep).
 
 use fieldgate::compose::Components;
+use fieldgate::lambda::init;
 use fieldgate_commit::Commit;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let deps = Arc::new(Commit::build(&Components::from_env()?).await?);
+    let deps = Arc::new(init(async { Commit::build(&Components::from_env()?).await }).await);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();
         async move {

@@ -83,6 +83,8 @@ async fn approved_with(
     photo: Option<fieldgate::domain::PhotoRef>,
 ) -> Proposal {
     let asset = &f.emulator.demo_assets()[0];
+    // Each report a second after the last: the sweep takes the oldest first.
+    f.clock.advance(time::Duration::seconds(1));
     let now = f.clock.now();
     let t = Proposal::receive(
         new_proposal_id(f.clock.now()),

@@ -1,7 +1,9 @@
-//! Lambda entry point: build the function from the configuration, serve
+//! Lambda entry point (start-up failures are reported to the Runtime
+//! API): build the function from the configuration, serve
 //! its router.
 
 use fieldgate::compose::Components;
+use fieldgate::lambda::init;
 use fieldgate_qr_intake::{IntakeDeps, Limits, router};
 use lambda_http::Error;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
-    let deps = IntakeDeps::build(&Components::from_env()?, Limits::default()).await?;
+    let deps =
+        init(async { IntakeDeps::build(&Components::from_env()?, Limits::default()).await }).await;
     lambda_http::run(router(Arc::new(deps))).await
 }

@@ -1,0 +1,95 @@
+//! Start-up of a Lambda function: a failure before the first event (a
+//! secret that cannot be read, a bad variable) is reported through the
+//! Runtime API's init-error endpoint with a clear message, so Lambda shows
+//! the reason instead of "Runtime exited without providing a reason".
+
+use crate::Chain;
+use std::future::Future;
+
+/// The error type Lambda shows for a failed start.
+pub const INIT_ERROR_TYPE: &str = "Fieldgate.InitError";
+
+/// Runs the function's start-up; on failure logs the whole cause chain,
+/// reports it to the Runtime API (when running under one) and exits.
+pub async fn init<T, E>(start: impl Future<Output = Result<T, E>>) -> T
+where
+    E: std::error::Error + 'static,
+{
+    match start.await {
+        Ok(v) => v,
+        Err(e) => {
+            let message = Chain(&e).to_string();
+            tracing::error!(error = %message, "start-up failed");
+            if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
+                if let Err(report) = report_init_error(&api, &message).await {
+                    tracing::error!(error = %Chain(&report), "could not report the start-up failure");
+                }
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `POST /2018-06-01/runtime/init/error` on the Runtime API at `api`
+/// (host:port, as `AWS_LAMBDA_RUNTIME_API` gives it).
+pub async fn report_init_error(api: &str, message: &str) -> Result<(), reqwest::Error> {
+    let body = serde_json::json!({
+        "errorMessage": message,
+        "errorType": INIT_ERROR_TYPE,
+        "stackTrace": [],
+    });
+    reqwest::Client::new()
+        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
+        .header("Lambda-Runtime-Function-Error-Type", INIT_ERROR_TYPE)
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+    #[tokio::test]
+    async fn a_start_up_failure_reaches_the_runtime_api() {
+        let seen: Seen = Default::default();
+        let app = axum::Router::new()
+            .route(
+                "/2018-06-01/runtime/init/error",
+                axum::routing::post(
+                    |State(seen): State<Seen>,
+                     h: HeaderMap,
+                     body: axum::Json<serde_json::Value>| async move {
+                        let kind = h["lambda-runtime-function-error-type"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
+                        seen.lock().unwrap().push((kind, body.0));
+                        axum::Json(serde_json::json!({"status": "OK"}))
+                    },
+                ),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        report_init_error(&api, "FIELDGATE_KEYS_SECRET_ARN: not readable")
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, INIT_ERROR_TYPE);
+        assert_eq!(
+            seen[0].1["errorMessage"],
+            "FIELDGATE_KEYS_SECRET_ARN: not readable"
+        );
+        assert_eq!(seen[0].1["errorType"], INIT_ERROR_TYPE);
+    }
+}
