@@ -20,10 +20,10 @@ where
         Err(e) => {
             let message = Chain(&e).to_string();
             tracing::error!(error = %message, "start-up failed");
-            if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
-                if let Err(report) = report_init_error(&api, &message).await {
-                    tracing::error!(error = %Chain(&report), "could not report the start-up failure");
-                }
+            if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API")
+                && let Err(report) = report_init_error(&api, &message).await
+            {
+                tracing::error!(error = %Chain(&report), "could not report the start-up failure");
             }
             std::process::exit(1);
         }
