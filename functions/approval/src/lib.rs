@@ -333,7 +333,7 @@ async fn decide(
         }
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(proposal = %p.id, decision = action, edited = changed.len(), "review decided");
+    tracing::info!(decision = action, edited = changed.len(), "review decided");
     Ok(match kind {
         DecisionKind::Approve => web::message(
             200,

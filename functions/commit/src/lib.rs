@@ -380,7 +380,7 @@ async fn commit_step(
         })
         .collect();
     if !mismatches.is_empty() {
-        tracing::warn!(proposal = %p.id, ?mismatches, "Salesforce holds other values than were approved");
+        tracing::warn!(?mismatches, "Salesforce holds other values than were approved");
     }
     save(
         deps,
@@ -409,7 +409,7 @@ async fn refused(
             message,
             fields,
         } => {
-            tracing::warn!(proposal = %p.id, %code, %message, "Salesforce refused the record; back to the reviewer");
+            tracing::warn!(%code, %message, "Salesforce refused the record; back to the reviewer");
             let problem = SalesforceProblem {
                 code,
                 message,
@@ -435,7 +435,7 @@ async fn refused(
             // APPROVED with a pause; the stream record is done (no retry)
             // and the sweep re-drives it once the pause is over.
             let until = now + LIMIT_PAUSE;
-            tracing::warn!(proposal = %p.id, reason = %m, %until, "Salesforce API budget exhausted; commit paused");
+            tracing::warn!(reason = %m, %until, "Salesforce API budget exhausted; commit paused");
             save(
                 deps,
                 p,

@@ -284,7 +284,6 @@ async fn submit(
     let sub = parse_submission(&wf, &deps.limits, parts)?;
 
     let id = new_proposal_id(now);
-    tracing::Span::current().record("proposal", tracing::field::display(id));
     let photo = match &sub.photo {
         Some((data, mime, name)) => {
             let ext = name.rsplit('.').next().unwrap_or("bin");
@@ -317,7 +316,10 @@ async fn submit(
         Created::New => (id, true),
         Created::Existing(existing) => (existing, false),
     };
-    tracing::info!(proposal = %reference, asset = %asset.id, workflow = %wf.id, new = fresh, "report received");
+    // The span names the proposal the report ended in (an earlier one when
+    // this was a resend).
+    tracing::Span::current().record("proposal", tracing::field::display(reference));
+    tracing::info!(asset = %asset.id, workflow = %wf.id, new = fresh, "report received");
     let status_url = format!("/s/{}", status_ref(&deps.links, reference));
     let mut page = IntakeDone {
         reference: &reference.to_string(),

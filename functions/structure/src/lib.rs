@@ -58,7 +58,7 @@ pub async fn handle_stream(deps: &Structure, event: Event) -> DynamoDbEventRespo
 #[tracing::instrument(name = "structure", skip(deps), fields(proposal = %id))]
 pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
     let Some(mut p) = deps.store.get(id).await? else {
-        tracing::warn!(proposal = %id, "proposal vanished; nothing to do");
+        tracing::warn!("proposal vanished; nothing to do");
         return Ok(());
     };
     let wf = deps
