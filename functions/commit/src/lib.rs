@@ -380,7 +380,10 @@ async fn commit_step(
         })
         .collect();
     if !mismatches.is_empty() {
-        tracing::warn!(?mismatches, "Salesforce holds other values than were approved");
+        tracing::warn!(
+            ?mismatches,
+            "Salesforce holds other values than were approved"
+        );
     }
     save(
         deps,
