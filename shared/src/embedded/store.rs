@@ -249,3 +249,44 @@ impl ProposalStore for EmbeddedStore {
         })
     }
 }
+
+#[cfg(test)]
+mod make_fixture {
+    use super::*;
+    use crate::domain::{Actor, fixtures::at};
+
+    /// Writes the fixture the SQLite importer is tested on, with this (the
+    /// JSON-file) store: `FIELDGATE_FIXTURE_OUT=dir cargo test make_fixture`.
+    #[tokio::test]
+    async fn write_old_store_fixture() {
+        let Ok(out) = std::env::var("FIELDGATE_FIXTURE_OUT") else { return };
+        let dir = std::path::Path::new(&out);
+        let s = EmbeddedStore::open(dir).unwrap();
+        let step = |p: &Proposal, to: Status, action: &str, n: i64| {
+            p.transition(to, Actor::system("test"), action, serde_json::json!({}), at(n), |_| {})
+                .unwrap()
+        };
+        // One left in RECEIVED (in flight when the old version stopped).
+        let a = crate::domain::fixtures::received("01JD0000000000000000000001".parse().unwrap(), at(1));
+        s.create(&a, Some("02i000000000001AAA#idem-a")).await.unwrap();
+        // One waiting for review.
+        let b = crate::domain::fixtures::received("01JD0000000000000000000002".parse().unwrap(), at(2));
+        s.create(&b, None).await.unwrap();
+        let b1 = step(&b.proposal, Status::PendingReview, "structured", 3);
+        s.apply(&b1).await.unwrap();
+        // One rejected (final).
+        let c = crate::domain::fixtures::received("01JD0000000000000000000003".parse().unwrap(), at(4));
+        s.create(&c, None).await.unwrap();
+        let c1 = step(&c.proposal, Status::PendingReview, "structured", 5);
+        s.apply(&c1).await.unwrap();
+        let c2 = step(&c1.proposal, Status::Rejected, "rejected", 6);
+        s.apply(&c2).await.unwrap();
+        s.cache_asset(&CachedAsset {
+            asset: a.proposal.asset.clone(),
+            fetched_at: at(1),
+        })
+        .await
+        .unwrap();
+        s.count_in_window("RL#02i000000000001AAA", 600, at(1)).await.unwrap();
+    }
+}
