@@ -99,6 +99,8 @@ pub struct DevStack {
 
 /// What the `/dev/...` pages read.
 struct App {
+    store: Arc<SqliteStore>,
+    delivered: watch::Receiver<u64>,
     outbox: Arc<Outbox>,
     handoff: Arc<HandoffLog>,
     emulator: Emulator,
@@ -169,7 +171,10 @@ impl DevStack {
         };
         let intake = Arc::new(IntakeDeps::build(&parts, limits).await?);
         let approval = Arc::new(ApprovalDeps::build(&parts).await?);
+        let (delivered_tx, delivered) = watch::channel(0);
         let app = Arc::new(App {
+            store: store.clone(),
+            delivered: delivered.clone(),
             outbox: outbox.clone(),
             handoff: handoff.clone(),
             emulator: emulator.clone(),
@@ -200,7 +205,6 @@ impl DevStack {
                 "set-aside changes handed to the steps again"
             );
         }
-        let (delivered_tx, delivered) = watch::channel(0);
         let commit_sweeper = (!opts.pause_commit).then(|| {
             let commit = commit.clone();
             let every = opts.sweep_every;
@@ -476,6 +480,7 @@ fn routes(
     let dev = Router::new()
         .route("/dev/outbox", get(outbox))
         .route("/dev/handoff", get(handoff))
+        .route("/dev/status", get(status))
         .merge(pages)
         .with_state(app);
     // Each function's own 404 fallback gives way to the one above (axum
@@ -489,6 +494,19 @@ fn routes(
 
 async fn outbox(State(app): State<Arc<App>>) -> Response {
     axum::Json(serde_json::to_value(app.outbox.mails()).unwrap_or_default()).into_response()
+}
+
+/// How far the dispatcher is: settled when `delivered` ≥ `sequence`
+/// (what a test outside the process polls; `DevStack::settled` inside).
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let sequence = app.store.sequence();
+    let delivered = *app.delivered.borrow();
+    axum::Json(serde_json::json!({
+        "sequence": sequence,
+        "delivered": delivered,
+        "settled": delivered >= sequence,
+    }))
+    .into_response()
 }
 
 async fn handoff(State(app): State<Arc<App>>) -> Response {
