@@ -151,7 +151,7 @@ pub(crate) fn import_json_store(dir: &Path, conn: &mut Connection) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedded::DB_FILE;
+    use crate::embedded::{DB_FILE, SqliteStore};
     use crate::ports::ProposalStore;
 
     /// Written by the JSON-file store itself (its `make_fixture` test, on
