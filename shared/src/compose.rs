@@ -15,7 +15,7 @@ use crate::config::{
     WorkflowsConfig,
 };
 use crate::domain::{CsrfKey, QrKeyring, StructurerKind, Workflows};
-use crate::embedded::{EmbeddedStore, FileMedia, HandoffLog, Outbox};
+use crate::embedded::{FileMedia, HandoffLog, Outbox, SqliteStore};
 use crate::ports::{
     AssetDirectory, HandoffMessage, HandoffPublisher, MediaStore, NotifyError, ProposalStore,
     PublishError, RecordWriter, ReviewMail, ReviewNotifier,
@@ -42,6 +42,12 @@ pub enum BuildError {
     },
     #[error("workflows")]
     Workflows(#[from] LoadError),
+    #[error("opening the store in {dir}")]
+    Store {
+        dir: String,
+        #[source]
+        source: crate::ports::StoreError,
+    },
     #[error("the keys document {source_name} is not valid")]
     Keys {
         source_name: String,
@@ -105,7 +111,7 @@ impl Keys {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let keys = Keys::generate();
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
+                    crate::embedded::create_private_dir(dir)
                         .map_err(io(format!("creating {}", dir.display())))?;
                 }
                 let bytes = serde_json::to_vec_pretty(&keys).expect("keys serialize");
@@ -280,10 +286,14 @@ impl Components {
         self.store
             .get_or_try_init(|| async {
                 Ok(match &self.config.store {
-                    StoreConfig::Embedded => Arc::new(
-                        EmbeddedStore::open(&self.config.data_dir)
-                            .map_err(self.io("opening the store"))?,
-                    ) as Arc<dyn ProposalStore>,
+                    StoreConfig::Embedded => {
+                        Arc::new(SqliteStore::open_dir(&self.config.data_dir).map_err(
+                            |source| BuildError::Store {
+                                dir: self.config.data_dir.display().to_string(),
+                                source,
+                            },
+                        )?) as Arc<dyn ProposalStore>
+                    }
                     #[cfg(feature = "aws-dynamodb")]
                     StoreConfig::Dynamo { table } => {
                         let client = aws_sdk_dynamodb::Client::new(self.sdk().await);

@@ -1,5 +1,6 @@
 //! The store contract as executable checks. Every `ProposalStore` adapter
-//! runs these same checks (the embedded store in its unit tests, the
+//! runs these same checks (the SQLite store in its unit tests, in memory
+//! and on disk, the
 //! DynamoDB adapter against DynamoDB Local), so they cannot drift apart.
 
 use crate::clock::{Clock, SystemClock, new_proposal_id};
@@ -225,36 +226,4 @@ async fn counters_and_cache(s: &dyn ProposalStore) {
         Some(asset),
         "cache round trip"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn embedded_store_conforms_in_memory() {
-        super::run_all(std::sync::Arc::new(
-            crate::embedded::EmbeddedStore::in_memory(),
-        ))
-        .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn embedded_store_conforms_on_disk_and_reloads() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = std::sync::Arc::new(crate::embedded::EmbeddedStore::open(dir.path()).unwrap());
-        super::run_all(s.clone()).await;
-        let expired = s
-            .list_by_status(crate::domain::Status::Expired, 10)
-            .await
-            .unwrap();
-        drop(s);
-        let again = crate::embedded::EmbeddedStore::open(dir.path()).unwrap();
-        use crate::ports::ProposalStore;
-        assert_eq!(
-            again
-                .list_by_status(crate::domain::Status::Expired, 10)
-                .await
-                .unwrap(),
-            expired
-        );
-    }
 }

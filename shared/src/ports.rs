@@ -340,6 +340,9 @@ impl MediaError {
 pub trait MediaStore: Send + Sync {
     async fn put(&self, key: &str, data: &[u8], content_type: &str) -> Result<(), MediaError>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MediaError>;
+    /// Removes a photo no proposal references (a deduplicated or failed
+    /// submission); a missing one is not an error.
+    async fn delete(&self, key: &str) -> Result<(), MediaError>;
 }
 
 // ---------------------------------------------------------------- assets

@@ -78,6 +78,27 @@ pub fn change_record(old: Option<&Proposal>, new: &Proposal, sequence: u64) -> E
     rec
 }
 
+/// A stream record that carries only what the steps read: the proposal's
+/// key and its new status (the embedded outbox keeps no images).
+pub fn status_record(id: ProposalId, status: Status, sequence: u64, inserted: bool) -> EventRecord {
+    let mut change = StreamRecord::default();
+    change.approximate_creation_date_time = chrono_now();
+    change.keys = keys(id);
+    let mut image = keys(id);
+    image.insert("status".into(), AttributeValue::S(status.as_str().into()));
+    change.new_image = image;
+    change.sequence_number = Some(format!("{sequence:021}"));
+    change.stream_view_type = Some(StreamViewType::NewAndOldImages);
+    let mut rec = EventRecord::default();
+    rec.aws_region = "local".into();
+    rec.change = change;
+    rec.event_id = format!("{sequence}");
+    rec.event_name = if inserted { "INSERT" } else { "MODIFY" }.into();
+    rec.event_source = Some("aws:dynamodb".into());
+    rec.event_version = Some("1.1".into());
+    rec
+}
+
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }

@@ -4,7 +4,7 @@
 //! and the cached asset context.
 
 use fieldgate::domain::AssetId;
-use fieldgate::embedded::EmbeddedStore;
+use fieldgate::embedded::SqliteStore;
 use fieldgate::ports::{AssetDirectory, Attachment, ProposalStore, RecordWriter, WriteError};
 use fieldgate::salesforce::{
     CachedDirectory, SalesforceAssets, SalesforceClient, SalesforceConfig,
@@ -356,7 +356,7 @@ async fn usage_above_80_percent_of_the_budget_is_a_warning_with_numbers() {
 async fn asset_context_is_one_query_then_served_from_the_store() {
     let (em, base) = serve(EmulatorConfig::default()).await;
     let sf = Arc::new(client(&em, &base));
-    let store: Arc<dyn ProposalStore> = Arc::new(EmbeddedStore::in_memory());
+    let store: Arc<dyn ProposalStore> = Arc::new(SqliteStore::in_memory());
     let dir = CachedDirectory {
         inner: SalesforceAssets(sf.clone()),
         store: store.clone(),

@@ -518,13 +518,13 @@ async fn the_notes_cannot_close_their_own_block() {
 
 #[tokio::test]
 async fn the_structure_step_records_model_tokens_and_latency_on_the_proposal() {
-    use fieldgate::embedded::{EmbeddedStore, Outbox};
+    use fieldgate::embedded::{Outbox, SqliteStore};
     let (_emu, url) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let toml = fieldgate::workflows::FIELD_SERVICE_CASE
         .replace("structurer = \"rules\"", "structurer = \"claude\"");
     let wf = Workflow::from_toml("claude.toml", &toml).unwrap();
-    let store = Arc::new(EmbeddedStore::in_memory());
+    let store = Arc::new(SqliteStore::in_memory());
     let mut structurers: fieldgate::structuring::Structurers = Default::default();
     structurers.insert(StructurerKind::Claude, Arc::new(claude(&url, KEY)));
     let parts = fieldgate::compose::Components::new(fieldgate::config::Config {

@@ -2,12 +2,12 @@ use super::*;
 use axum::body::Body;
 use fieldgate::config::Config;
 use fieldgate::domain::{AssetContext, Intake, ProposalId};
-use fieldgate::embedded::{EmbeddedStore, Outbox};
+use fieldgate::embedded::{Outbox, SqliteStore};
 use tower::ServiceExt;
 
 struct Fx {
     app: Router,
-    store: Arc<EmbeddedStore>,
+    store: Arc<SqliteStore>,
     url_path: String,
     others: Vec<String>,
     id: ProposalId,
@@ -30,7 +30,7 @@ fn two_reviewers() -> Workflows {
 
 async fn fx_with(workflows: Workflows) -> Fx {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::in_memory());
+    let store = Arc::new(SqliteStore::in_memory());
     let outbox = Arc::new(Outbox::open(None).unwrap());
     let parts = Components::new(Config {
         public_url: Some("https://fg.example".into()),

@@ -2,7 +2,7 @@ use super::*;
 use fieldgate::clock::{ManualClock, new_proposal_id};
 use fieldgate::config::Config;
 use fieldgate::domain::{AssetContext, Intake, Proposal};
-use fieldgate::embedded::{EmbeddedStore, HandoffLog, Outbox};
+use fieldgate::embedded::{HandoffLog, Outbox, SqliteStore};
 use fieldgate::salesforce::{SalesforceClient, SalesforceConfig};
 use fieldgate::stream::change_record;
 use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
@@ -12,7 +12,7 @@ struct Fx {
     /// The steps' shared parts: the structure step is built from them too.
     parts: Components,
     clock: Arc<ManualClock>,
-    store: Arc<EmbeddedStore>,
+    store: Arc<SqliteStore>,
     handoff: Arc<HandoffLog>,
     outbox: Arc<Outbox>,
     emulator: Emulator,
@@ -31,7 +31,7 @@ async fn fx() -> Fx {
     sf.retry_base = std::time::Duration::from_millis(5);
     let retries = sf.retries as u32;
     let sf = Arc::new(SalesforceClient::new(sf).unwrap());
-    let store = Arc::new(EmbeddedStore::in_memory());
+    let store = Arc::new(SqliteStore::in_memory());
     let handoff = Arc::new(HandoffLog::open(None).unwrap());
     let outbox = Arc::new(Outbox::open(None).unwrap());
     let clock = ManualClock::starting_now();

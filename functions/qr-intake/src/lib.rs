@@ -284,21 +284,16 @@ async fn submit(
     let sub = parse_submission(&wf, &deps.limits, parts)?;
 
     let id = new_proposal_id(now);
-    let photo = match &sub.photo {
-        Some((data, mime, name)) => {
-            let ext = name.rsplit('.').next().unwrap_or("bin");
-            let key = format!("photos/{id}.{ext}");
-            deps.media.put(&key, data, mime).await?;
-            Some(PhotoRef {
-                key,
-                content_type: mime.clone(),
-                bytes: data.len() as u64,
-                sha256: hex::encode(Sha256::digest(data)),
-                file_name: name.clone(),
-            })
+    let photo = sub.photo.as_ref().map(|(data, mime, name)| {
+        let ext = name.rsplit('.').next().unwrap_or("bin");
+        PhotoRef {
+            key: format!("photos/{id}.{ext}"),
+            content_type: mime.clone(),
+            bytes: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+            file_name: name.clone(),
         }
-        None => None,
-    };
+    });
     let t = Proposal::receive(
         id,
         wf.id.clone(),
@@ -312,7 +307,30 @@ async fn submit(
         now,
     );
     let idem = sub.idem.map(|k| format!("{}#{k}", asset.id));
-    let (reference, fresh) = match deps.store.create(&t, idem.as_deref()).await? {
+    // Photo, then the proposal that references it, then (if no proposal of
+    // ours references it) the photo's removal: in a task of its own, so a
+    // client that hangs up midway cannot leave a photo behind.
+    let data = sub.photo.map(|(data, _, _)| data);
+    let store_deps = deps.clone();
+    let created = tokio::spawn(async move {
+        let deps = store_deps;
+        if let (Some(photo), Some(data)) = (&t.proposal.intake.photo, &data) {
+            deps.media
+                .put(&photo.key, data, &photo.content_type)
+                .await?;
+        }
+        let created = deps.store.create(&t, idem.as_deref()).await;
+        if !matches!(created, Ok(Created::New))
+            && let Some(photo) = &t.proposal.intake.photo
+            && let Err(e) = deps.media.delete(&photo.key).await
+        {
+            tracing::warn!(key = %photo.key, error = %fieldgate::Chain(&e), "an unreferenced photo was not deleted");
+        }
+        Ok::<_, AppError>(created?)
+    })
+    .await
+    .map_err(|_| AppError::Internal("the intake task panicked"))??;
+    let (reference, fresh) = match created {
         Created::New => (id, true),
         Created::Existing(existing) => (existing, false),
     };

@@ -4,7 +4,7 @@ use axum::body::Body;
 use fieldgate::compose::Keys;
 use fieldgate::config::Config;
 use fieldgate::domain::{AssetContext, AssetId, Status};
-use fieldgate::embedded::EmbeddedStore;
+use fieldgate::embedded::SqliteStore;
 use fieldgate::ports::DirectoryError;
 use tower::ServiceExt;
 
@@ -20,14 +20,21 @@ impl AssetDirectory for OneAsset {
 
 struct Fixture {
     app: Router,
-    store: Arc<EmbeddedStore>,
+    store: Arc<SqliteStore>,
     code: String,
     _dir: tempfile::TempDir,
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(|s| s).await
+}
+
+/// `wrap` may put a fault in front of the store.
+async fn fixture_with(
+    wrap: impl FnOnce(Arc<dyn ProposalStore>) -> Arc<dyn ProposalStore>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::in_memory());
+    let store = Arc::new(SqliteStore::in_memory());
     let asset = AssetContext {
         id: "02i000000000001AAA".parse().unwrap(),
         name: "Chiller <b>2</b>".into(),
@@ -41,7 +48,7 @@ async fn fixture() -> Fixture {
         .qr
         .sign(&asset.id, &"field-service-case".parse().unwrap());
     let parts = Components::new(Config::embedded(dir.path()))
-        .with_store(store.clone())
+        .with_store(wrap(store.clone()))
         .with_assets(Arc::new(OneAsset(asset)))
         .with_keys(keys);
     let deps = IntakeDeps::build(&parts, Limits::default()).await.unwrap();
@@ -298,4 +305,111 @@ async fn a_body_over_the_limit_is_the_413_page() {
     assert_eq!(r.status, 413);
     assert!(r.body.contains("larger than 10 MB"), "{}", r.body);
     assert_eq!(r.headers["cache-control"], "no-store");
+}
+
+/// The photo files in the fixture's data directory.
+fn photos(f: &Fixture) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(f._dir.path().join("media"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn report_with_photo(path: &str) -> Request {
+    post_multipart(
+        path,
+        &[
+            ("notes", None, b"Leak at pump seal"),
+            ("photo", Some("p.png"), PNG),
+            ("idem", None, b"01JABCDEFGHJKMNPQRSTVWXYZ0"),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn a_deduplicated_submission_leaves_no_photo_behind() {
+    let f = fixture().await;
+    let path = format!("/q/{}", f.code);
+    assert_eq!(send(&f.app, report_with_photo(&path)).await.status, 201);
+    let p = f.store.list_by_status(Status::Received, 10).await.unwrap();
+    let key = p[0].intake.photo.as_ref().unwrap().key.replace('/', "__");
+    assert_eq!(photos(&f), [key.clone()]);
+    for _ in 0..3 {
+        assert_eq!(send(&f.app, report_with_photo(&path)).await.status, 200);
+    }
+    assert_eq!(photos(&f), [key], "only the stored proposal's photo");
+}
+
+/// A store whose creates fail (a full disk, say); the rest works.
+struct CreateFails(Arc<dyn ProposalStore>);
+
+#[async_trait]
+impl ProposalStore for CreateFails {
+    async fn create(
+        &self,
+        _: &fieldgate::domain::Transition,
+        _: Option<&str>,
+    ) -> Result<Created, fieldgate::ports::StoreError> {
+        Err(fieldgate::ports::StoreError::backend(
+            "writing",
+            std::io::Error::other("disk full"),
+        ))
+    }
+    async fn apply(
+        &self,
+        t: &fieldgate::domain::Transition,
+    ) -> Result<(), fieldgate::ports::StoreError> {
+        self.0.apply(t).await
+    }
+    async fn get(
+        &self,
+        id: fieldgate::domain::ProposalId,
+    ) -> Result<Option<fieldgate::domain::Proposal>, fieldgate::ports::StoreError> {
+        self.0.get(id).await
+    }
+    async fn events(
+        &self,
+        id: fieldgate::domain::ProposalId,
+    ) -> Result<Vec<fieldgate::domain::AuditEvent>, fieldgate::ports::StoreError> {
+        self.0.events(id).await
+    }
+    async fn list_by_status(
+        &self,
+        status: Status,
+        limit: usize,
+    ) -> Result<Vec<fieldgate::domain::Proposal>, fieldgate::ports::StoreError> {
+        self.0.list_by_status(status, limit).await
+    }
+    async fn cached_asset(
+        &self,
+        id: &AssetId,
+    ) -> Result<Option<fieldgate::ports::CachedAsset>, fieldgate::ports::StoreError> {
+        self.0.cached_asset(id).await
+    }
+    async fn cache_asset(
+        &self,
+        a: &fieldgate::ports::CachedAsset,
+    ) -> Result<(), fieldgate::ports::StoreError> {
+        self.0.cache_asset(a).await
+    }
+    async fn count_in_window(
+        &self,
+        key: &str,
+        window_secs: i64,
+        now: Timestamp,
+    ) -> Result<u64, fieldgate::ports::StoreError> {
+        self.0.count_in_window(key, window_secs, now).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_submission_leaves_no_photo_behind() {
+    let f = fixture_with(|s| Arc::new(CreateFails(s))).await;
+    let path = format!("/q/{}", f.code);
+    let r = send(&f.app, report_with_photo(&path)).await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(!r.body.contains("disk full"), "the cause stays in the log");
+    assert!(photos(&f).is_empty(), "{:?}", photos(&f));
 }

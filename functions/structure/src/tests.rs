@@ -3,20 +3,20 @@ use aws_lambda_events::dynamodb::Event;
 use fieldgate::clock::{ManualClock, new_proposal_id};
 use fieldgate::config::Config;
 use fieldgate::domain::{AssetContext, Intake, Proposal};
-use fieldgate::embedded::{EmbeddedStore, Outbox};
+use fieldgate::embedded::{Outbox, SqliteStore};
 use fieldgate::stream::change_record;
 
 struct Fx {
     deps: Structure,
     clock: Arc<ManualClock>,
-    store: Arc<EmbeddedStore>,
+    store: Arc<SqliteStore>,
     outbox: Arc<Outbox>,
     _dir: tempfile::TempDir,
 }
 
 async fn fx() -> Fx {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::in_memory());
+    let store = Arc::new(SqliteStore::in_memory());
     let outbox = Arc::new(Outbox::open(None).unwrap());
     let clock = ManualClock::starting_now();
     let parts = Components::new(Config {

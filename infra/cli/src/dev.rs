@@ -1,7 +1,7 @@
 //! `fieldgate dev`: the whole flow in one process. The four Lambda handlers
 //! run unchanged behind one HTTP server (the two HTTP functions' routers,
-//! merged as they are); the embedded store's change feed
-//! plays the DynamoDB stream; the Salesforce emulator answers under
+//! merged as they are); the SQLite store's outbox (`changes`, written in
+//! the same transaction as each change) plays the DynamoDB stream; the Salesforce emulator answers under
 //! `/services/...` on the same origin, like a real instance URL.
 
 use anyhow::Context;
@@ -15,20 +15,21 @@ use fieldgate::clock::Clock;
 use fieldgate::compose::{Components, Keys};
 use fieldgate::config::{Config, StructurerConfig};
 use fieldgate::domain::{AssetId, Workflows};
-use fieldgate::embedded::{EmbeddedStore, FileMedia, HandoffLog, Outbox};
+use fieldgate::embedded::{Change, FileMedia, HandoffLog, Outbox, Outcome, SqliteStore};
 use fieldgate::salesforce::{SalesforceClient, SalesforceConfig};
-use fieldgate::stream::{change_record, subject_of};
+use fieldgate::stream::subject_of;
 use fieldgate::{AppError, Chain, UserError};
 use fieldgate_approval::ApprovalDeps;
 use fieldgate_commit::Commit;
 use fieldgate_qr_intake::IntakeDeps;
 use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
 use fieldgate_structure::Structure;
+use futures_util::StreamExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 /// The dev org's connected-app pair (documented in the README).
 pub const DEV_CLIENT_ID: &str = "fieldgate-dev-client";
@@ -77,7 +78,7 @@ pub struct DevStack {
     pub base_url: String,
     pub public_url: String,
     pub emulator: Emulator,
-    pub store: Arc<EmbeddedStore>,
+    pub store: Arc<SqliteStore>,
     pub outbox: Arc<Outbox>,
     pub handoff: Arc<HandoffLog>,
     pub media: Arc<FileMedia>,
@@ -87,7 +88,7 @@ pub struct DevStack {
     pub structure: Arc<Structure>,
     pub commit: Arc<Commit>,
     pub clock: Arc<dyn Clock>,
-    /// The last change-feed sequence the dispatcher has handled.
+    /// The outbox sequence up to which the dispatcher handled every change.
     delivered: watch::Receiver<u64>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -98,6 +99,8 @@ pub struct DevStack {
 
 /// What the `/dev/...` pages read.
 struct App {
+    store: Arc<SqliteStore>,
+    delivered: watch::Receiver<u64>,
     outbox: Arc<Outbox>,
     handoff: Arc<HandoffLog>,
     emulator: Emulator,
@@ -109,7 +112,8 @@ struct App {
 impl DevStack {
     pub async fn start(opts: DevOptions) -> anyhow::Result<DevStack> {
         let dir = &opts.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fieldgate::embedded::create_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
             .with_context(|| format!("binding {}", opts.addr))?;
@@ -131,7 +135,11 @@ impl DevStack {
             ..EmulatorConfig::default()
         })
         .map_err(|e| anyhow::anyhow!("Salesforce emulator: {e}"))?;
-        let store = Arc::new(EmbeddedStore::open(dir)?);
+        let store = Arc::new(
+            SqliteStore::open_dir(dir)
+                .map_err(|e| anyhow::anyhow!("{}", Chain(&e)))
+                .with_context(|| format!("opening the store in {}", dir.display()))?,
+        );
         let media = Arc::new(FileMedia::open(dir)?);
         let outbox = Arc::new(Outbox::open(Some(dir))?);
         let handoff = Arc::new(HandoffLog::open(Some(dir))?);
@@ -163,7 +171,10 @@ impl DevStack {
         };
         let intake = Arc::new(IntakeDeps::build(&parts, limits).await?);
         let approval = Arc::new(ApprovalDeps::build(&parts).await?);
+        let (delivered_tx, delivered) = watch::channel(0);
         let app = Arc::new(App {
+            store: store.clone(),
+            delivered: delivered.clone(),
             outbox: outbox.clone(),
             handoff: handoff.clone(),
             emulator: emulator.clone(),
@@ -185,11 +196,15 @@ impl DevStack {
             }
         });
 
-        // Subscribe before the sweep, so nothing written meanwhile is missed.
-        let feed = store.subscribe();
-        let backlog_until = store.sequence();
-        let unfinished = store.unfinished();
-        let (delivered_tx, delivered) = watch::channel(0);
+        // What failed every retry last time gets another chance (AWS: the
+        // on-failure queue redriven).
+        let redriven = store.redrive_set_aside().await?;
+        if redriven > 0 {
+            tracing::info!(
+                changes = redriven,
+                "set-aside changes handed to the steps again"
+            );
+        }
         let commit_sweeper = (!opts.pause_commit).then(|| {
             let commit = commit.clone();
             let every = opts.sweep_every;
@@ -205,15 +220,8 @@ impl DevStack {
             })
         });
         let dispatcher = tokio::spawn(dispatch(
-            Feed {
-                records: feed,
-                backlog: unfinished
-                    .iter()
-                    .map(|p| change_record(None, p, 0))
-                    .collect(),
-                backlog_until,
-                delivered: delivered_tx,
-            },
+            store.clone(),
+            delivered_tx,
             structure.clone(),
             (!opts.pause_commit).then(|| commit.clone()),
             opts.stream_retries,
@@ -330,51 +338,104 @@ pub fn qr_url(keys: &Keys, workflows: &Workflows, public_url: &str, asset: &Asse
     )
 }
 
-/// Plays Lambda's event-source mapping: each record goes, in order, to the
-/// step whose filter matches its new status; a failed record is retried
-/// with backoff, then set aside (AWS: the on-failure queue).
-/// The store's change feed, as the dispatcher reads it.
-struct Feed {
-    records: mpsc::UnboundedReceiver<EventRecord>,
-    /// Unfinished proposals found at start (a stream that was not
-    /// checkpointed), handed over before anything new.
-    backlog: Vec<EventRecord>,
-    /// The store's sequence when the backlog was taken.
-    backlog_until: u64,
-    /// Reports the sequence of each record handled.
-    delivered: watch::Sender<u64>,
-}
+/// How many proposals the dispatcher drives at once (Lambda: the shards
+/// and the parallelization factor). Changes of one proposal stay in order.
+const PARALLEL: usize = 32;
+/// Outbox rows read at a time.
+const BATCH: usize = 1024;
 
+/// Plays Lambda's event-source mapping over the outbox: undelivered changes
+/// in order, each to the step whose filter matches its new status, a
+/// failed one retried with backoff, then set aside (AWS: the on-failure
+/// queue). A change is marked delivered only after its step finished, so a
+/// crash re-delivers what was in flight (the steps resume from the
+/// proposal's state, so a repeat is harmless).
 async fn dispatch(
-    mut feed: Feed,
+    store: Arc<SqliteStore>,
+    delivered: watch::Sender<u64>,
     structure: Arc<Structure>,
     commit: Option<Arc<Commit>>,
     retries: u32,
 ) {
-    for rec in std::mem::take(&mut feed.backlog) {
-        deliver(&rec, &structure, commit.as_deref(), retries).await;
-    }
-    feed.delivered.send_replace(feed.backlog_until);
-    while let Some(rec) = feed.records.recv().await {
-        deliver(&rec, &structure, commit.as_deref(), retries).await;
-        if let Some(seq) = rec
-            .change
-            .sequence_number
-            .as_deref()
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            feed.delivered.send_if_modified(|d| {
-                let newer = seq > *d;
-                *d = (*d).max(seq);
+    let mut committed = store.watch_sequence();
+    let mut after = 0;
+    loop {
+        // Read the sequence before the rows: every change up to it is
+        // committed, so it is in what the query returns.
+        let target = *committed.borrow_and_update();
+        let batch = match store.undelivered(after, BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %Chain(&e), "reading the outbox failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(last) = batch.last().map(|c| c.seq) else {
+            delivered.send_if_modified(|d| {
+                let newer = target > *d;
+                *d = (*d).max(target);
                 newer
             });
+            if committed.changed().await.is_err() {
+                return; // the store is gone
+            }
+            continue;
+        };
+        // One ordered queue per proposal, driven side by side.
+        let mut queues: Vec<(fieldgate::domain::ProposalId, Vec<Change>)> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for ch in batch {
+            let i = *index.entry(ch.proposal).or_insert_with(|| {
+                queues.push((ch.proposal, Vec::new()));
+                queues.len() - 1
+            });
+            queues[i].1.push(ch);
+        }
+        futures_util::stream::iter(queues)
+            .for_each_concurrent(PARALLEL, |(_, changes)| {
+                let (store, structure, commit) = (&store, &structure, commit.as_deref());
+                async move {
+                    for ch in changes {
+                        let outcome = deliver(&ch.record(), structure, commit, retries).await;
+                        mark(store, ch.seq, outcome).await;
+                    }
+                }
+            })
+            .await;
+        after = last;
+        delivered.send_if_modified(|d| {
+            let newer = last > *d;
+            *d = (*d).max(last);
+            newer
+        });
+    }
+}
+
+/// Records a delivery; retried, since a change left unmarked would be
+/// delivered again after a restart (harmless, but noisy).
+async fn mark(store: &SqliteStore, seq: u64, outcome: Outcome) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.mark_delivered(seq, outcome).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(seq, error = %Chain(&e), "marking a change delivered failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }
 
-async fn deliver(rec: &EventRecord, structure: &Structure, commit: Option<&Commit>, retries: u32) {
+async fn deliver(
+    rec: &EventRecord,
+    structure: &Structure,
+    commit: Option<&Commit>,
+    retries: u32,
+) -> Outcome {
     let Some((id, Some(status))) = subject_of(rec) else {
-        return;
+        return Outcome::Done;
     };
     let mut delay = Duration::from_millis(100);
     for attempt in 0..=retries {
@@ -386,10 +447,10 @@ async fn deliver(rec: &EventRecord, structure: &Structure, commit: Option<&Commi
         {
             fieldgate_commit::handle_stream(commit, ev).await
         } else {
-            return;
+            return Outcome::Done;
         };
         if resp.batch_item_failures.is_empty() {
-            return;
+            return Outcome::Done;
         }
         if attempt < retries {
             tokio::time::sleep(delay).await;
@@ -397,6 +458,7 @@ async fn deliver(rec: &EventRecord, structure: &Structure, commit: Option<&Commi
         }
     }
     tracing::error!(proposal = %id, %status, "record set aside after {retries} retries (AWS: on-failure queue)");
+    Outcome::SetAside
 }
 
 /// One origin, as behind API Gateway: the functions' routers (each brings
@@ -418,6 +480,7 @@ fn routes(
     let dev = Router::new()
         .route("/dev/outbox", get(outbox))
         .route("/dev/handoff", get(handoff))
+        .route("/dev/status", get(status))
         .merge(pages)
         .with_state(app);
     // Each function's own 404 fallback gives way to the one above (axum
@@ -431,6 +494,19 @@ fn routes(
 
 async fn outbox(State(app): State<Arc<App>>) -> Response {
     axum::Json(serde_json::to_value(app.outbox.mails()).unwrap_or_default()).into_response()
+}
+
+/// How far the dispatcher is: settled when `delivered` ≥ `sequence`
+/// (what a test outside the process polls; `DevStack::settled` inside).
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let sequence = app.store.sequence();
+    let delivered = *app.delivered.borrow();
+    axum::Json(serde_json::json!({
+        "sequence": sequence,
+        "delivered": delivered,
+        "settled": delivered >= sequence,
+    }))
+    .into_response()
 }
 
 async fn handoff(State(app): State<Arc<App>>) -> Response {

@@ -33,6 +33,10 @@ enum Cmd {
         /// Base URL in QR codes and review mail (e.g. http://192.168.1.20:8787).
         #[arg(long)]
         public_url: Option<String>,
+        /// Reports per QR code per 10 minutes before 429 (load and crash
+        /// tests raise it).
+        #[arg(long)]
+        reports_per_code: Option<u64>,
     },
     /// Print the signed scan link of an asset (and write a PNG of its QR code).
     Qr {
@@ -96,9 +100,13 @@ async fn main() -> anyhow::Result<()> {
             host,
             data,
             public_url,
+            reports_per_code,
         } => {
             let mut opts = DevOptions::new(SocketAddr::new(host, port), data.clone());
             opts.public_url = public_url;
+            if let Some(n) = reports_per_code {
+                opts.reports_per_code = n;
+            }
             opts.structurers =
                 fieldgate::config::StructurerConfig::from_lookup(&|k| std::env::var(k).ok())?;
             let stack = DevStack::start(opts).await?;

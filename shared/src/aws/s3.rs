@@ -156,6 +156,18 @@ impl MediaStore for S3Media {
         Ok(())
     }
 
+    async fn delete(&self, key: &str) -> Result<(), MediaError> {
+        // S3 answers 204 for a key that is not there: nothing to special-case.
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MediaError> {
         let out = match self
             .client

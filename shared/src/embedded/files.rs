@@ -8,48 +8,94 @@ use crate::ports::{
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// An append-only JSON list in one file, also kept in memory.
+/// An append-only log of JSON lines in one file, also kept in memory.
+/// Appending costs the same however long the log is (the list that was
+/// rewritten whole on every push grew slower with every mail).
 struct JsonLog<T> {
-    file: Option<PathBuf>,
+    file: Option<Mutex<std::fs::File>>,
     items: Mutex<Vec<T>>,
 }
 
+fn invalid(f: &Path, line: usize, e: serde_json::Error) -> std::io::Error {
+    // Line and column only: serde's message can quote the content.
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{}: line {}: not a JSON document (column {})",
+            f.display(),
+            line,
+            e.column()
+        ),
+    )
+}
+
 impl<T: Serialize + DeserializeOwned + Clone> JsonLog<T> {
-    fn open(file: Option<PathBuf>) -> std::io::Result<Self> {
-        let items = match &file {
-            Some(f) => match std::fs::read(f) {
-                Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{}: {e}", f.display()),
-                    )
-                })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(e),
-            },
-            None => Vec::new(),
+    /// `dir/{name}.jsonl`; a `dir/{name}.json` list written by earlier
+    /// versions is taken over once (renamed `.json.imported`).
+    fn open(dir: Option<&Path>, name: &str) -> std::io::Result<Self> {
+        let Some(dir) = dir else {
+            return Ok(Self {
+                file: None,
+                items: Mutex::new(Vec::new()),
+            });
         };
-        Ok(Self {
-            file,
-            items: Mutex::new(items),
-        })
+        let path = dir.join(format!("{name}.jsonl"));
+        let mut items: Vec<T> = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| serde_json::from_str(l).map_err(|e| invalid(&path, i + 1, e)))
+                .collect::<Result<_, _>>()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let old = dir.join(format!("{name}.json"));
+        let taken_over: Vec<T> = match std::fs::read(&old) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| invalid(&old, e.line(), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut o = std::fs::OpenOptions::new();
+        o.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let file = o.open(&path)?;
+        let log = Self {
+            file: Some(Mutex::new(file)),
+            items: Mutex::new(Vec::new()),
+        };
+        if old.exists() {
+            for item in taken_over {
+                log.push(item)?;
+            }
+            std::fs::rename(&old, dir.join(format!("{name}.json.imported")))?;
+        }
+        let mut taken = log.items.lock().expect("log lock");
+        items.append(&mut taken);
+        *taken = items;
+        drop(taken);
+        Ok(log)
     }
 
     fn push(&self, item: T) -> std::io::Result<()> {
         let mut items = self.items.lock().expect("log lock");
-        items.push(item);
         if let Some(f) = &self.file {
-            let written = serde_json::to_vec_pretty(&*items)
-                .map_err(std::io::Error::other)
-                .and_then(|bytes| write_atomic(f, &bytes));
-            if let Err(e) = written {
-                items.pop();
-                return Err(e);
-            }
+            let mut line = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            let mut f = f.lock().expect("log file lock");
+            // One write of the whole line, then on disk before "sent".
+            f.write_all(&line)?;
+            f.sync_data()?;
         }
+        items.push(item);
         Ok(())
     }
 
@@ -63,7 +109,7 @@ pub struct Outbox(JsonLog<ReviewMail>);
 
 impl Outbox {
     pub fn open(dir: Option<&Path>) -> std::io::Result<Self> {
-        Ok(Self(JsonLog::open(dir.map(|d| d.join("outbox.json")))?))
+        Ok(Self(JsonLog::open(dir, "outbox")?))
     }
     pub fn mails(&self) -> Vec<ReviewMail> {
         self.0.all()
@@ -84,7 +130,7 @@ pub struct HandoffLog(JsonLog<HandoffMessage>);
 
 impl HandoffLog {
     pub fn open(dir: Option<&Path>) -> std::io::Result<Self> {
-        Ok(Self(JsonLog::open(dir.map(|d| d.join("handoff.json")))?))
+        Ok(Self(JsonLog::open(dir, "handoff")?))
     }
     pub fn messages(&self) -> Vec<HandoffMessage> {
         self.0.all()
@@ -108,7 +154,7 @@ pub struct FileMedia {
 impl FileMedia {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         let dir = dir.join("media");
-        std::fs::create_dir_all(&dir)?;
+        super::create_private_dir(&dir)?;
         Ok(Self { dir })
     }
 
@@ -139,6 +185,14 @@ impl MediaStore for FileMedia {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(MediaError::failed(format!("reading {key}"), e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), MediaError> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(MediaError::failed(format!("deleting {key}"), e)),
         }
     }
 }
