@@ -1,7 +1,6 @@
 //! Lambda entry point: build the step from the configuration, run the
-//! stream handler.
+//! stream handler (or the scheduled sweep).
 
-use aws_lambda_events::dynamodb::Event;
 use fieldgate::compose::Components;
 use fieldgate_structure::Structure;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -11,9 +10,13 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
     let deps = Arc::new(Structure::build(&Components::from_env()?).await?);
-    lambda_runtime::run(service_fn(move |ev: LambdaEvent<Event>| {
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();
-        async move { Ok::<_, Error>(fieldgate_structure::handle_stream(&deps, ev.payload).await) }
+        async move {
+            fieldgate_structure::handle_event(&deps, ev.payload)
+                .await
+                .map_err(Error::from)
+        }
     }))
     .await
 }
