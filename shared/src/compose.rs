@@ -262,6 +262,17 @@ impl Components {
     }
 
     /// Base of links in mail; required only by the steps that mail links.
+    /// Whether pages carry HSTS: the public URL is https, or
+    /// `FIELDGATE_HSTS` says so.
+    pub fn hsts(&self) -> bool {
+        self.config.hsts
+            || self
+                .config
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+    }
+
     pub fn public_url(&self) -> Result<String, BuildError> {
         self.config.public_url.clone().ok_or(
             ConfigError::Missing {

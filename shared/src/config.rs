@@ -19,7 +19,8 @@
 //! | `FIELDGATE_KEYS_SECRET_ARN` | keys | QR and link keys from Secrets Manager (else `keys.json` in the data dir) |
 //! | `FIELDGATE_WORKFLOWS_DIR` | workflows | every `*.toml` in it (else the built-in workflow) |
 //! | `FIELDGATE_REVIEWERS` | workflows | comma-separated addresses replacing every workflow's reviewers |
-//! | `FIELDGATE_PUBLIC_URL` | public URL | base of links in mail (steps that mail links need it) |
+//! | `FIELDGATE_PUBLIC_URL` | public URL | base of links in mail (steps that mail links need it); `https://` turns HSTS on |
+//! | `FIELDGATE_HSTS` | web | HSTS on every response even without an https public URL (behind API Gateway, always https) |
 //! | `ANTHROPIC_API_KEY`, `FIELDGATE_ANTHROPIC_URL`, `FIELDGATE_ANTHROPIC_MODEL` | structurers | Claude |
 //! | `FIELDGATE_OPENAI_URL`, `FIELDGATE_OPENAI_MODEL`, `FIELDGATE_OPENAI_API_KEY` | structurers | an OpenAI-compatible server |
 //! | `FIELDGATE_BEDROCK_MODEL` | structurers | Claude on Bedrock (feature `bedrock`) |
@@ -259,6 +260,8 @@ pub struct Config {
     pub structurers: StructurerConfig,
     /// Base of the links in mail; only the steps that mail links need it.
     pub public_url: Option<String>,
+    /// `FIELDGATE_HSTS`: send HSTS whatever the public URL says.
+    pub hsts: bool,
 }
 
 impl Config {
@@ -341,6 +344,7 @@ impl Config {
             reviewers,
             structurers: StructurerConfig::parse(&v)?,
             public_url: v.url("FIELDGATE_PUBLIC_URL")?,
+            hsts: v.flag("FIELDGATE_HSTS")?,
         };
         config.check_features()?;
         Ok(config)
@@ -402,6 +406,7 @@ impl Config {
             reviewers: None,
             structurers: StructurerConfig::default(),
             public_url: None,
+            hsts: false,
         }
     }
 

@@ -21,6 +21,28 @@ pub fn security_headers() -> MapResponseLayer<fn(Response) -> Response> {
     MapResponseLayer::new(add_security_headers as fn(Response) -> Response)
 }
 
+/// HSTS: a browser that once reached the site over https never tries
+/// plain http again (no downgrade on a hostile network).
+pub const HSTS: &str = "max-age=31536000; includeSubDomains";
+
+/// [`security_headers`], plus HSTS when the site is served over https
+/// ([`crate::compose::Components::hsts`]).
+pub fn security_headers_for(hsts: bool) -> MapResponseLayer<fn(Response) -> Response> {
+    if hsts {
+        MapResponseLayer::new(add_security_headers_hsts as fn(Response) -> Response)
+    } else {
+        security_headers()
+    }
+}
+
+fn add_security_headers_hsts(resp: Response) -> Response {
+    let mut resp = add_security_headers(resp);
+    resp.headers_mut()
+        .entry(header::STRICT_TRANSPORT_SECURITY)
+        .or_insert(HeaderValue::from_static(HSTS));
+    resp
+}
+
 fn add_security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     for (name, value) in [

@@ -511,3 +511,72 @@ async fn a_timeout_is_transient_and_retried() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn an_upload_whose_answer_is_lost_is_looked_up_not_sent_again() {
+    let (em, base) = serve(EmulatorConfig::default()).await;
+    let mut c = SalesforceConfig::client_credentials(
+        &base,
+        &em.config().client_id,
+        &em.config().client_secret,
+    );
+    c.retry_base = Duration::from_millis(5);
+    c.multipart_above = 1024;
+    let sf = SalesforceClient::new(c).unwrap();
+    let case = sf
+        .upsert(
+            "Case",
+            EXT,
+            "01JFIELDGATE0000000000000F",
+            &record(json!({"Subject": "Lost answers"})),
+        )
+        .await
+        .unwrap();
+    let small: Vec<u8> = (0..=255u8).collect();
+    let big: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+    // Both encodings: base64 JSON and multipart.
+    for (title, data) in [("fieldgate-small", &small), ("fieldgate-big", &big)] {
+        em.faults().drop_answers_after_write(1);
+        let dropped = em.faults().dropped_answers();
+        let id = sf
+            .attach(
+                &case.id,
+                &Attachment {
+                    title,
+                    file_name: "photo.jpg",
+                    content_type: "image/jpeg",
+                    data,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            em.faults().dropped_answers(),
+            dropped + 1,
+            "the fault fired"
+        );
+        let same_title: Vec<_> = em
+            .content_versions_linked_to(&case.id)
+            .into_iter()
+            .filter(|v| v["Title"] == title)
+            .collect();
+        assert_eq!(same_title.len(), 1, "exactly one file titled {title}");
+        assert_eq!(same_title[0]["Id"], id.as_str());
+        assert_eq!(&em.content_version_data(&id).unwrap(), data);
+    }
+    // A retry whose lookup finds nothing uploads again (the write was not
+    // applied): a plain 503 still ends with one file.
+    em.faults().fail_next(1, 503);
+    sf.attach(
+        &case.id,
+        &Attachment {
+            title: "fieldgate-third",
+            file_name: "photo.jpg",
+            content_type: "image/jpeg",
+            data: &small,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(em.content_versions_linked_to(&case.id).len(), 3);
+}

@@ -28,6 +28,8 @@ pub struct ApprovalDeps {
     pub workflows: Arc<Workflows>,
     pub csrf: Arc<CsrfKey>,
     pub clock: Arc<dyn Clock>,
+    /// Responses carry HSTS (the site is served over https).
+    pub hsts: bool,
 }
 
 impl ApprovalDeps {
@@ -39,6 +41,7 @@ impl ApprovalDeps {
             workflows: c.workflows().await?,
             csrf: c.links().await?,
             clock: c.clock(),
+            hsts: c.hsts(),
         })
     }
 }
@@ -48,6 +51,7 @@ type Deps = State<Arc<ApprovalDeps>>;
 /// The function's routes. `/static` belongs to qr-intake (template.yaml),
 /// so the two routers merge without overlap in `fieldgate dev`.
 pub fn router(deps: Arc<ApprovalDeps>) -> Router {
+    let headers = web::security_headers_for(deps.hsts);
     Router::new()
         .route("/r/{token}", get(show).post(decide))
         .route("/r/{token}/photo", get(photo))
@@ -55,7 +59,7 @@ pub fn router(deps: Arc<ApprovalDeps>) -> Router {
         .fallback(web::not_found)
         // The same cap as API Gateway's (and as qr-intake), not axum's 2 MB.
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(web::security_headers())
+        .layer(headers)
         .with_state(deps)
 }
 

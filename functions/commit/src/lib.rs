@@ -67,8 +67,59 @@ pub const LIMIT_PAUSE: time::Duration = time::Duration::minutes(15);
 /// queue).
 pub const STUCK_AFTER: time::Duration = time::Duration::minutes(10);
 
+/// How long a driver's claim on a proposal lasts without a write. Longer
+/// than the slowest step (a file upload with every retry and its lookups);
+/// each recorded step renews it.
+pub const COMMIT_LEASE: time::Duration = time::Duration::minutes(5);
+
 /// Most proposals one sweep looks at.
 const SWEEP_BATCH: usize = 100;
+
+/// The wait before another driver may claim a proposal whose drive failed
+/// `failures` times in a row: the first retry is immediate (the stream's
+/// redelivery), then 30 s doubling up to [`COMMIT_LEASE`], so an outage
+/// costs one probe per proposal per back-off, not a loop.
+pub fn backoff(failures: u32) -> time::Duration {
+    match failures {
+        0 | 1 => time::Duration::ZERO,
+        n => (time::Duration::seconds(30) * 2i32.pow((n - 2).min(8))).min(COMMIT_LEASE),
+    }
+}
+
+/// One driver: a stream delivery or one sweep's re-drive of one proposal.
+/// Its owner token names it in the proposal's lease.
+struct Driver<'a> {
+    deps: &'a Commit,
+    owner: String,
+    now: fieldgate::domain::Timestamp,
+}
+
+impl Driver<'_> {
+    fn owns(&self, p: &Proposal) -> bool {
+        p.commit.lease_owner.as_deref() == Some(self.owner.as_str())
+    }
+}
+
+/// Whether this step has work left on `p` (which a lease protects).
+fn has_work(p: &Proposal) -> bool {
+    has_work_in(p.status, p)
+}
+
+/// [`has_work`] for `p` once in `status` (a transition's closure sees the
+/// proposal before its status changes).
+fn has_work_in(status: Status, p: &Proposal) -> bool {
+    match status {
+        Status::Approved | Status::Committing => true,
+        Status::Committed => !p.commit.handoff_published,
+        Status::NeedsAttention => !p.review.mailed,
+        _ => false,
+    }
+}
+
+/// Whether a driver other than the lease owner may claim `p` at `now`.
+fn claimable(p: &Proposal, now: fieldgate::domain::Timestamp) -> bool {
+    p.commit.lease_until.is_none_or(|until| until <= now)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -81,6 +132,13 @@ pub enum CommitError {
     PhotoMissing(String),
     #[error("the event is not a DynamoDB stream batch")]
     Event(#[source] serde_json::Error),
+}
+
+impl CommitError {
+    /// Another driver wrote first (a conditional write lost).
+    fn is_conflict(&self) -> bool {
+        matches!(self, CommitError::App(e) if e.is_conflict())
+    }
 }
 
 impl<E: Into<AppError>> From<E> for CommitError {
@@ -100,11 +158,22 @@ pub async fn process(deps: &Commit, id: ProposalId) -> Result<(), CommitError> {
 }
 
 /// [`process`] with the clock given (the sweep and tests pass theirs).
+///
+/// Only one driver works on a proposal at a time: APPROVED → COMMITTING is
+/// the claim (conditional on the version read), and a proposal another
+/// driver left mid-way is claimed with the same kind of conditional write
+/// once its lease has ended. A driver that finds a live lease of someone
+/// else's leaves the proposal alone.
 async fn process_at(
     deps: &Commit,
     id: ProposalId,
     now: fieldgate::domain::Timestamp,
 ) -> Result<(), CommitError> {
+    let d = Driver {
+        deps,
+        owner: hex::encode(rand::random::<[u8; 8]>()),
+        now,
+    };
     // Each pass makes one recorded step; a fresh read after each keeps us
     // honest about what is stored.
     // Set when this very call recorded the record write: then no upload can
@@ -114,58 +183,146 @@ async fn process_at(
         let Some(p) = deps.store.get(id).await? else {
             return Ok(());
         };
+        if !has_work(&p) {
+            return Ok(());
+        }
         let wf = deps
             .workflows
             .get(&p.workflow)
             .ok_or_else(|| AppError::UnknownWorkflow(p.workflow.clone()))?;
-        let progressed = match p.status {
-            Status::Approved => start(deps, &p, now).await?,
+        if p.status != Status::Approved && !d.owns(&p) {
+            if !claimable(&p, now) {
+                tracing::debug!(proposal = %p.id, "another driver holds the commit; leaving it");
+                return Ok(());
+            }
+            match claim(&d, &p).await {
+                Ok(()) => continue,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let step = match p.status {
+            Status::Approved => start(&d, &p).await,
             Status::Committing => {
                 let had_record = p.commit.record_id.is_some();
-                let progressed = commit_step(deps, &wf, &p, wrote_record_here, now).await?;
+                let r = commit_step(&d, &wf, &p, wrote_record_here).await;
                 wrote_record_here = !had_record;
-                progressed
+                r
             }
-            Status::Committed if !p.commit.handoff_published => publish(deps, &wf, &p).await?,
-            Status::NeedsAttention if !p.review.mailed => {
-                review::send_round(
-                    deps.store.as_ref(),
-                    deps.notifier.as_ref(),
-                    &wf,
-                    &deps.public_url,
-                    &p,
-                    "commit",
-                    now,
-                )
-                .await?;
-                true
-            }
-            _ => false,
+            Status::Committed => publish(&d, &wf, &p).await,
+            Status::NeedsAttention => review::send_round(
+                deps.store.as_ref(),
+                deps.notifier.as_ref(),
+                &wf,
+                &deps.public_url,
+                &p,
+                "commit",
+                now,
+            )
+            .await
+            .map(|_| true)
+            .map_err(CommitError::from),
+            _ => Ok(false),
         };
-        if !progressed {
-            return Ok(());
+        match step {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            // Someone else moved it: see what they left.
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => {
+                release_after_failure(&d, id).await;
+                return Err(e);
+            }
         }
     }
     Err(AppError::Internal("commit did not settle after 16 steps").into())
 }
 
+/// Takes over work another driver left (crashed, timed out, or failed and
+/// backed off): a conditional write, so of two claimers one wins.
+async fn claim(d: &Driver<'_>, p: &Proposal) -> Result<(), CommitError> {
+    tracing::info!(proposal = %p.id, status = %p.status, "claiming unfinished commit work");
+    let owner = d.owner.clone();
+    let until = d.now + COMMIT_LEASE;
+    let t = p.transition(
+        p.status,
+        Actor::system("commit"),
+        "commit_resumed",
+        json!({"attempt": p.commit.attempts + 1}),
+        d.deps.clock.now(),
+        |n| {
+            n.commit.attempts += 1;
+            n.commit.lease_owner = Some(owner);
+            n.commit.lease_until = Some(until);
+        },
+    )?;
+    d.deps.store.apply(&t).await?;
+    Ok(())
+}
+
+/// After a failed step: gives the lease up with a back-off, recorded, so
+/// the stream's redelivery or the next sweep resumes, and an outage is not
+/// a loop of immediate retries. Best effort: if even this write fails, the
+/// lease simply runs out.
+async fn release_after_failure(d: &Driver<'_>, id: ProposalId) {
+    let p = match d.deps.store.get(id).await {
+        Ok(Some(p)) if d.owns(&p) => p,
+        _ => return,
+    };
+    let failures = p.commit.failures + 1;
+    let wait = backoff(failures);
+    let t = p.transition(
+        p.status,
+        Actor::system("commit"),
+        "commit_interrupted",
+        json!({"failures": failures, "retry_in_s": wait.whole_seconds()}),
+        d.deps.clock.now(),
+        |n| {
+            n.commit.failures = failures;
+            n.commit.lease_owner = None;
+            n.commit.lease_until = Some(d.now + wait);
+        },
+    );
+    let stored = match t {
+        Ok(t) => d.deps.store.apply(&t).await.map_err(AppError::from),
+        Err(e) => Err(AppError::from(e)),
+    };
+    if let Err(e) = stored {
+        tracing::warn!(proposal = %id, error = %Chain(&e), "recording the failed commit drive failed; the lease runs out instead");
+    }
+}
+
+/// Records one step. While work is left the driver's lease is renewed;
+/// once there is none (handed off, paused) the lease ends.
 async fn save(
-    deps: &Commit,
+    d: &Driver<'_>,
     p: &Proposal,
     to: Status,
     action: &str,
     detail: Value,
     change: impl FnOnce(&mut Proposal),
 ) -> Result<Proposal, CommitError> {
+    let owner = d.owner.clone();
+    let until = d.now + COMMIT_LEASE;
     let t = p.transition(
         to,
         Actor::system("commit"),
         action,
         detail,
-        deps.clock.now(),
-        change,
+        d.deps.clock.now(),
+        |n| {
+            change(n);
+            if to != Status::Approved && has_work_in(to, n) {
+                n.commit.lease_owner = Some(owner);
+                n.commit.lease_until = Some(until);
+            } else {
+                n.commit.lease_owner = None;
+                n.commit.lease_until = None;
+                n.commit.failures = 0;
+            }
+        },
     )?;
-    deps.store.apply(&t).await?;
+    d.deps.store.apply(&t).await?;
     Ok(t.proposal)
 }
 
@@ -179,35 +336,43 @@ pub struct Sweep {
     pub waiting: usize,
 }
 
-/// Re-drives APPROVED proposals whose limit pause is over, or that sat
-/// untouched past [`STUCK_AFTER`]. Runs on a schedule (AWS: EventBridge
-/// rule → this function; dev: the dispatcher's timer). Oldest first; when
-/// one is paused again the budget is still spent, so the rest wait for the
-/// next sweep instead of each spending a call to learn the same thing.
+/// Re-drives every proposal whose commit work is not done: APPROVED ones
+/// whose limit pause is over or that sat untouched past [`STUCK_AFTER`],
+/// and COMMITTING, COMMITTED-without-handoff and unmailed NEEDS_ATTENTION
+/// ones whose driver's lease has ended (crashed, or backed off after a
+/// failure). Each re-drive claims the proposal with a conditional write
+/// first, so it never works alongside a stream delivery. Runs on a schedule
+/// (AWS: EventBridge rule → this function; dev: the dispatcher's timer).
+/// Oldest first; once Salesforce says no (budget spent, or unwell) the rest
+/// wait for the next sweep instead of each spending a call on it.
 pub async fn sweep(deps: &Commit, now: fieldgate::domain::Timestamp) -> Result<Sweep, CommitError> {
-    let mut approved = deps
-        .store
-        .list_by_status(Status::Approved, SWEEP_BATCH)
-        .await?;
-    approved.sort_by_key(|p| p.updated_at);
+    let mut candidates = Vec::new();
+    for status in STATUSES {
+        candidates.extend(
+            deps.store
+                .list_by_status(status, SWEEP_BATCH)
+                .await?
+                .into_iter()
+                .filter(has_work),
+        );
+    }
+    candidates.sort_by_key(|p| p.updated_at);
     let mut out = Sweep::default();
-    // Set once Salesforce says no (budget still spent, or unwell): the rest
-    // wait for the next sweep instead of each spending a call on it.
     let mut stop_probing = false;
-    for p in approved {
-        let due = match p.commit.paused_until {
-            Some(until) => until <= now,
-            None => now - p.updated_at >= STUCK_AFTER,
+    for p in candidates {
+        let due = match (p.status, p.commit.paused_until) {
+            (Status::Approved, Some(until)) => until <= now,
+            (Status::Approved, None) => now - p.updated_at >= STUCK_AFTER,
+            _ => claimable(&p, now),
         };
         if !due || stop_probing {
             out.waiting += 1;
             continue;
         }
-        tracing::info!(proposal = %p.id, paused = p.commit.paused_until.is_some(), "sweep: re-driving approved proposal");
+        tracing::info!(proposal = %p.id, status = %p.status, paused = p.commit.paused_until.is_some(), "sweep: re-driving unfinished commit");
         if let Err(e) = process_at(deps, p.id, now).await {
-            // E.g. the stream delivery got there first (a conditional write
-            // lost) or Salesforce failed: the state stays resumable.
-            tracing::warn!(proposal = %p.id, error = %Chain(&e), "sweep: re-drive failed; the next sweep retries");
+            // Salesforce failed: the state stays resumable, with a back-off.
+            tracing::warn!(proposal = %p.id, error = %Chain(&e), "sweep: re-drive failed; a later sweep retries");
             stop_probing |= matches!(e, CommitError::Salesforce(_));
             out.waiting += 1;
             continue;
@@ -220,6 +385,8 @@ pub async fn sweep(deps: &Commit, now: fieldgate::domain::Timestamp) -> Result<S
                 stop_probing = true;
                 out.waiting += 1;
             }
+            // Another driver holds it (its lease is live): not ours to count.
+            Some(after) if has_work(&after) => out.waiting += 1,
             _ => out.redriven += 1,
         }
     }
@@ -247,18 +414,16 @@ pub async fn handle_event(deps: &Commit, payload: Value) -> Result<Value, Commit
     Ok(json!({"commit": done, "expired": expired}))
 }
 
-async fn start(
-    deps: &Commit,
-    p: &Proposal,
-    now: fieldgate::domain::Timestamp,
-) -> Result<bool, CommitError> {
-    if p.commit.paused_until.is_some_and(|until| until > now) {
+async fn start(d: &Driver<'_>, p: &Proposal) -> Result<bool, CommitError> {
+    if p.commit.paused_until.is_some_and(|until| until > d.now) {
         // Paused by REQUEST_LIMIT_EXCEEDED: the sweep picks it up later.
         return Ok(false);
     }
     let attempt = p.commit.attempts + 1;
+    // The claim: conditional on the version read, so of a stream delivery
+    // and a sweep only one starts.
     save(
-        deps,
+        d,
         p,
         Status::Committing,
         "commit_started",
@@ -278,12 +443,12 @@ fn approved_values(p: &Proposal) -> std::collections::BTreeMap<String, Value> {
 
 /// One step of the write: the record, then the photo, then the read-back.
 async fn commit_step(
-    deps: &Commit,
+    d: &Driver<'_>,
     wf: &Workflow,
     p: &Proposal,
     wrote_record_here: bool,
-    now: fieldgate::domain::Timestamp,
 ) -> Result<bool, CommitError> {
+    let deps = d.deps;
     let record = wf.record(&approved_values(p), &p.asset);
     let Some(record_id) = p.commit.record_id.clone() else {
         let ext_field = wf
@@ -298,7 +463,7 @@ async fn commit_step(
             Ok(up) => {
                 let url = deps.writer.record_url(&wf.object, &up.id);
                 save(
-                    deps,
+                    d,
                     p,
                     Status::Committing,
                     "record_written",
@@ -312,7 +477,7 @@ async fn commit_step(
                 .await?;
                 return Ok(true);
             }
-            Err(e) => return refused(deps, p, e, now).await,
+            Err(e) => return refused(d, p, e).await,
         }
     };
     if let Some(photo) = &p.intake.photo
@@ -345,12 +510,12 @@ async fn commit_step(
                 };
                 match deps.writer.attach(&record_id, &file).await {
                     Ok(v) => v,
-                    Err(e) => return refused(deps, p, e, now).await,
+                    Err(e) => return refused(d, p, e).await,
                 }
             }
         };
         save(
-            deps,
+            d,
             p,
             Status::Committing,
             "photo_attached",
@@ -386,7 +551,7 @@ async fn commit_step(
         );
     }
     save(
-        deps,
+        d,
         p,
         Status::Committed,
         "committed",
@@ -400,12 +565,7 @@ async fn commit_step(
 }
 
 /// Maps a Salesforce failure to what happens next.
-async fn refused(
-    deps: &Commit,
-    p: &Proposal,
-    e: WriteError,
-    now: fieldgate::domain::Timestamp,
-) -> Result<bool, CommitError> {
+async fn refused(d: &Driver<'_>, p: &Proposal, e: WriteError) -> Result<bool, CommitError> {
     match e {
         WriteError::Rejected {
             code,
@@ -419,7 +579,7 @@ async fn refused(
                 fields,
             };
             save(
-                deps,
+                d,
                 p,
                 Status::NeedsAttention,
                 "salesforce_refused",
@@ -437,10 +597,10 @@ async fn refused(
             // Wait for the budget instead of burning retries: back to
             // APPROVED with a pause; the stream record is done (no retry)
             // and the sweep re-drives it once the pause is over.
-            let until = now + LIMIT_PAUSE;
+            let until = d.now + LIMIT_PAUSE;
             tracing::warn!(reason = %m, %until, "Salesforce API budget exhausted; commit paused");
             save(
-                deps,
+                d,
                 p,
                 Status::Approved,
                 "commit_paused",
@@ -456,7 +616,7 @@ async fn refused(
     }
 }
 
-async fn publish(deps: &Commit, wf: &Workflow, p: &Proposal) -> Result<bool, CommitError> {
+async fn publish(d: &Driver<'_>, wf: &Workflow, p: &Proposal) -> Result<bool, CommitError> {
     let values = approved_values(p);
     let text = |f: &str| values.get(f).and_then(Value::as_str).map(str::to_owned);
     let msg = HandoffMessage {
@@ -474,9 +634,9 @@ async fn publish(deps: &Commit, wf: &Workflow, p: &Proposal) -> Result<bool, Com
         approved_by: p.decision.as_ref().map(|d| d.by.clone()),
         committed_at: p.updated_at,
     };
-    deps.handoff.publish(&msg).await?;
+    d.deps.handoff.publish(&msg).await?;
     save(
-        deps,
+        d,
         p,
         Status::Committed,
         "handoff_published",

@@ -439,6 +439,8 @@ async fn an_approval_whose_stream_record_was_lost_is_picked_up_by_the_sweep() {
 async fn a_sweep_stops_probing_when_salesforce_fails_and_the_next_one_finishes() {
     let f = fx().await;
     let a = approved(&f, "Valve stuck open").await;
+    // b approved later: the sweep goes oldest first.
+    f.clock.advance(time::Duration::seconds(1));
     let b = approved(&f, "Gauge cracked").await;
     // Salesforce down for the first proposal's try and every retry.
     f.emulator.faults().fail_next(1 + f.retries, 503);
@@ -454,13 +456,114 @@ async fn a_sweep_stops_probing_when_salesforce_fails_and_the_next_one_finishes()
     let b_now = f.store.get(b.id).await.unwrap().unwrap();
     assert_eq!(b_now.status, Status::Approved, "b was not probed");
     assert_eq!(b_now.commit.attempts, 0);
-    // a is mid-commit (COMMITTING): the stream redelivery owns it now.
-    assert_eq!(
-        f.store.get(a.id).await.unwrap().unwrap().status,
-        Status::Committing
-    );
+    // a is mid-commit (COMMITTING), its lease given up after the failure.
+    let a_now = f.store.get(a.id).await.unwrap().unwrap();
+    assert_eq!(a_now.status, Status::Committing);
+    assert_eq!(a_now.commit.failures, 1);
+    assert_eq!(a_now.commit.lease_owner, None);
     f.emulator.faults().fail_next(0, 503);
+    // The next sweep finishes both: b from APPROVED, a from COMMITTING.
     let s = sweep(&f.deps, later).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 2,
+            waiting: 0
+        }
+    );
+    for p in [&a, &b] {
+        assert_eq!(
+            f.store.get(p.id).await.unwrap().unwrap().status,
+            Status::Committed
+        );
+    }
+    assert_eq!(f.emulator.records("Case").len(), 2);
+    assert_eq!(f.handoff.messages().len(), 2);
+}
+
+/// Cases, files and handoffs made for `p`.
+fn made_for(f: &Fx, p: &Proposal) -> (usize, usize, usize) {
+    let cases: Vec<_> = f
+        .emulator
+        .records("Case")
+        .into_iter()
+        .filter(|c| c["Fieldgate_Proposal_Id__c"] == p.id.to_string())
+        .collect();
+    let files = cases
+        .iter()
+        .map(|c| {
+            f.emulator
+                .content_versions_linked_to(c["Id"].as_str().unwrap())
+                .len()
+        })
+        .sum();
+    let handoffs = f
+        .handoff
+        .messages()
+        .iter()
+        .filter(|m| m.proposal_id == p.id)
+        .count();
+    (cases.len(), files, handoffs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_and_a_stream_delivery_never_drive_one_proposal_together() {
+    let f = fx().await;
+    let photo = vec![0xABu8; 4096];
+    for round in 0..25 {
+        let p = approved_with_photo(&f, "Compressor trips on start", &photo).await;
+        // Old enough for the sweep to take it as stuck, while its stream
+        // record is delivered at the same moment.
+        f.clock.advance(STUCK_AFTER + time::Duration::seconds(1));
+        let now = f.clock.now();
+        let (swept, delivered) =
+            tokio::join!(sweep(&f.deps, now), handle_stream(&f.deps, event(&p)));
+        swept.unwrap();
+        assert!(delivered.batch_item_failures.is_empty(), "round {round}");
+        let done = f.store.get(p.id).await.unwrap().unwrap();
+        assert_eq!(done.status, Status::Committed, "round {round}");
+        assert!(done.commit.handoff_published, "round {round}");
+        assert_eq!(
+            made_for(&f, &p),
+            (1, 1, 1),
+            "round {round}: cases, files, handoffs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_commit_left_mid_way_is_claimed_by_the_sweep_only_after_its_lease() {
+    let f = fx().await;
+    let p = approved_with_photo(&f, "Door seal torn", &[7u8; 512]).await;
+    // A driver claimed it and died (a crash after "commit_started").
+    let claimed = p
+        .transition(
+            Status::Committing,
+            Actor::system("commit"),
+            "commit_started",
+            json!({"attempt": 1}),
+            f.clock.now(),
+            |n| {
+                n.commit.attempts = 1;
+                n.commit.lease_owner = Some("dead-driver".into());
+                n.commit.lease_until = Some(f.clock.now() + COMMIT_LEASE);
+            },
+        )
+        .unwrap();
+    f.store.apply(&claimed).await.unwrap();
+    // Its stream record comes back while the lease is live: left alone.
+    assert!(
+        handle_stream(&f.deps, event(&claimed.proposal))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let s = sweep(&f.deps, f.clock.now()).await.unwrap();
+    assert_eq!(s.redriven, 0);
+    assert!(f.emulator.records("Case").is_empty());
+    // Lease over: the sweep claims it and finishes.
+    f.clock.advance(COMMIT_LEASE);
+    let s = sweep(&f.deps, f.clock.now()).await.unwrap();
     assert_eq!(
         s,
         Sweep {
@@ -468,8 +571,72 @@ async fn a_sweep_stops_probing_when_salesforce_fails_and_the_next_one_finishes()
             waiting: 0
         }
     );
-    assert_eq!(
-        f.store.get(b.id).await.unwrap().unwrap().status,
-        Status::Committed
+    assert_eq!(made_for(&f, &p), (1, 1, 1));
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.commit.lease_owner, None);
+    let actions: Vec<_> = f
+        .store
+        .events(p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"commit_resumed".to_string()),
+        "{actions:?}"
     );
+}
+
+#[tokio::test]
+async fn after_a_short_outage_the_sweep_finishes_what_was_left_in_committing() {
+    let f = fx().await;
+    let p = approved_with_photo(&f, "Chiller alarm", &[9u8; 700]).await;
+    // Salesforce fails every call for a while: the delivery and every
+    // redelivery fail; each failure backs off further.
+    f.emulator.faults().fail_next(u32::MAX / 2, 503);
+    assert_eq!(
+        handle_stream(&f.deps, event(&p))
+            .await
+            .batch_item_failures
+            .len(),
+        1
+    );
+    assert_eq!(
+        handle_stream(&f.deps, event(&p))
+            .await
+            .batch_item_failures
+            .len(),
+        1
+    );
+    let left = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(left.status, Status::Committing);
+    assert_eq!(left.commit.failures, 2);
+    // Backing off: a redelivery or sweep inside the back-off does nothing
+    // (no Salesforce call).
+    let calls = f.emulator.api_calls();
+    assert!(
+        handle_stream(&f.deps, event(&p))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(sweep(&f.deps, f.clock.now()).await.unwrap().redriven, 0);
+    assert_eq!(f.emulator.api_calls(), calls);
+    // Salesforce is back; no stream record will come again. The sweep
+    // after the back-off commits it.
+    f.emulator.faults().fail_next(0, 503);
+    f.clock.advance(backoff(2));
+    let s = sweep(&f.deps, f.clock.now()).await.unwrap();
+    assert_eq!(
+        s,
+        Sweep {
+            redriven: 1,
+            waiting: 0
+        }
+    );
+    assert_eq!(made_for(&f, &p), (1, 1, 1));
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Committed);
+    assert_eq!(done.commit.failures, 0);
 }

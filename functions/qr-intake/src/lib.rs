@@ -48,6 +48,8 @@ pub struct IntakeDeps {
     pub links: Arc<CsrfKey>,
     pub limits: Limits,
     pub clock: Arc<dyn Clock>,
+    /// Responses carry HSTS (the site is served over https).
+    pub hsts: bool,
 }
 
 impl IntakeDeps {
@@ -62,6 +64,7 @@ impl IntakeDeps {
             links: c.links().await?,
             limits,
             clock: c.clock(),
+            hsts: c.hsts(),
         })
     }
 }
@@ -71,6 +74,7 @@ type Deps = State<Arc<IntakeDeps>>;
 /// The function's routes (template.yaml routes `/static` here too). Never
 /// fails: errors become pages with a status, unknown paths the 404 page.
 pub fn router(deps: Arc<IntakeDeps>) -> Router {
+    let headers = web::security_headers_for(deps.hsts);
     Router::new()
         .route("/q/{code}", get(form).post(submit))
         .route("/s/{reference}", get(status))
@@ -79,7 +83,7 @@ pub fn router(deps: Arc<IntakeDeps>) -> Router {
         .fallback(web::not_found)
         // A report with its photo is larger than axum's 2 MB default.
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(web::security_headers())
+        .layer(headers)
         .with_state(deps)
 }
 
@@ -205,6 +209,24 @@ fn parse_submission(
                         wf.photo.content_types.join(", ")
                     )));
                 };
+                // The declared size, from the header: a few KB can declare a
+                // canvas nobody should ever decode.
+                match dimensions::dimensions(&part.data) {
+                    Some(d) if dimensions::acceptable(d) => {}
+                    Some(_) => {
+                        return Err(UserError::Unprocessable(format!(
+                            "The photo is too large in pixels: at most {} px a side and {} megapixels.",
+                            dimensions::MAX_SIDE,
+                            dimensions::MAX_PIXELS / 1_000_000
+                        )));
+                    }
+                    None => {
+                        return Err(UserError::Unprocessable(
+                            "The photo's size cannot be read; send it as a JPEG, PNG or WebP image."
+                                .into(),
+                        ));
+                    }
+                }
                 let name = sanitize_file_name(part.file_name.as_deref(), kind.extension());
                 s.photo = Some((part.data, kind.mime_type().to_owned(), name));
             }
@@ -369,6 +391,8 @@ async fn status(State(deps): Deps, Segment(reference): Segment) -> Result<Respon
     let p = deps.store.get(id).await?.ok_or(UserError::NotFound)?;
     Ok(StatusPage::new(&id.to_string(), p.status, &p.asset.name).page())
 }
+
+mod dimensions;
 
 #[cfg(test)]
 mod tests;

@@ -123,6 +123,15 @@ const PNG: &[u8] = &[
     1, 0, 0, 0, 1, 8, 2, 0, 0, 0,
 ];
 
+/// A PNG header declaring `w` x `h` pixels.
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let mut v = PNG[..16].to_vec();
+    v.extend(w.to_be_bytes());
+    v.extend(h.to_be_bytes());
+    v.extend([8, 2, 0, 0, 0]);
+    v
+}
+
 #[tokio::test]
 async fn form_shows_the_asset_escaped_with_security_headers() {
     let f = fixture().await;
@@ -143,6 +152,47 @@ async fn form_shows_the_asset_escaped_with_security_headers() {
     let csp = r.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"));
     assert_eq!(r.headers["referrer-policy"], "no-referrer");
+    // Served over plain http (no https public URL): no HSTS.
+    assert!(!r.headers.contains_key("strict-transport-security"));
+}
+
+#[tokio::test]
+async fn every_response_carries_hsts_when_the_public_url_is_https() {
+    let f = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    for config in [
+        Config {
+            public_url: Some("https://fieldgate.example".into()),
+            ..Config::embedded(dir.path())
+        },
+        Config {
+            hsts: true,
+            ..Config::embedded(dir.path())
+        },
+    ] {
+        let parts = Components::new(config)
+            .with_store(f.store.clone())
+            .with_assets(Arc::new(OneAsset(AssetContext {
+                id: "02i000000000001AAA".parse().unwrap(),
+                name: "Chiller".into(),
+                serial_number: None,
+                account_id: None,
+                account_name: None,
+                location: None,
+            })))
+            .with_keys(Keys::generate());
+        let app = router(Arc::new(
+            IntakeDeps::build(&parts, Limits::default()).await.unwrap(),
+        ));
+        // A page, an error page and a static file alike.
+        for path in ["/q/not-a-code", "/nowhere", "/static/app.css"] {
+            let r = send(&app, get(path)).await;
+            assert_eq!(
+                r.headers["strict-transport-security"], "max-age=31536000; includeSubDomains",
+                "{path}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -214,6 +264,28 @@ async fn bad_input_is_a_clear_4xx_and_stores_nothing() {
         (
             400,
             post_multipart(&path, &[("notes", None, b"\xff\xfe bad utf8")]),
+        ),
+        // A 45-byte PNG declaring 20,000 x 20,000 px, and one declaring
+        // 7,000 x 7,000 (49 megapixels): refused from the header alone.
+        (
+            422,
+            post_multipart(
+                &path,
+                &[
+                    ("notes", None, b"x"),
+                    ("photo", Some("big.png"), &png(20_000, 20_000)),
+                ],
+            ),
+        ),
+        (
+            422,
+            post_multipart(
+                &path,
+                &[
+                    ("notes", None, b"x"),
+                    ("photo", Some("big.png"), &png(7_000, 7_000)),
+                ],
+            ),
         ),
         (
             400,

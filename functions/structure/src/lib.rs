@@ -65,6 +65,7 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
         .workflows
         .get(&p.workflow)
         .ok_or_else(|| AppError::UnknownWorkflow(p.workflow.clone()))?;
+    let mut structured_here = false;
     if p.status == Status::Received {
         let photo = match (&p.intake.photo, wf.photo.send_to_structurer) {
             (Some(ph), true) => deps
@@ -111,7 +112,10 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
             },
         )?;
         match deps.store.apply(&t).await {
-            Ok(()) => p = t.proposal,
+            Ok(()) => {
+                p = t.proposal;
+                structured_here = true;
+            }
             // A concurrent delivery did it first: continue from its result.
             Err(fieldgate::ports::StoreError::Conflict) => {
                 p = deps.store.get(id).await?.ok_or(AppError::Vanished(id))?;
@@ -119,7 +123,13 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
             Err(e) => return Err(e.into()),
         }
     }
-    if p.status == Status::PendingReview && !p.review.mailed {
+    // Mail only a round this call structured, or one whose driver is gone:
+    // a round issued moments ago by another driver (its links written, the
+    // mail on its way) is theirs to finish. The issue write is conditional
+    // on the version read, so of two drivers on a stale round one mails.
+    let now = deps.clock.now();
+    let ours = structured_here || now - p.updated_at >= MAIL_STUCK_AFTER;
+    if p.status == Status::PendingReview && !p.review.mailed && ours {
         review::send_round(
             deps.store.as_ref(),
             deps.notifier.as_ref(),
@@ -127,11 +137,104 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
             &deps.public_url,
             &p,
             "structure",
-            deps.clock.now(),
+            now,
         )
         .await?;
     }
     Ok(())
+}
+
+/// RECEIVED proposals not structured after this long are re-driven by the
+/// sweep (their stream record was lost, or every retry failed).
+pub const STRUCTURE_STUCK_AFTER: time::Duration = time::Duration::minutes(10);
+
+/// A review round whose links were issued this long ago and whose mail is
+/// not recorded as sent is taken over (the driver crashed between the two).
+/// Far longer than sending a few mails takes.
+pub const MAIL_STUCK_AFTER: time::Duration = time::Duration::minutes(5);
+
+/// Most proposals one sweep looks at per status.
+const SWEEP_BATCH: usize = 100;
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Sweep {
+    /// Proposals structured and/or mailed by this sweep.
+    pub redriven: usize,
+    /// Proposals with work left whose driver may still be at it.
+    pub waiting: usize,
+    /// Re-drives that failed (the next sweep tries again).
+    pub failed: usize,
+}
+
+/// Finishes this step's work that no stream delivery will: RECEIVED
+/// proposals left unstructured past [`STRUCTURE_STUCK_AFTER`] and
+/// PENDING_REVIEW proposals whose review mail is not recorded as sent past
+/// [`MAIL_STUCK_AFTER`]. Runs on a schedule (AWS: EventBridge rule → this
+/// function; dev: the stack's sweeper).
+pub async fn sweep(deps: &Structure, now: fieldgate::domain::Timestamp) -> Result<Sweep, AppError> {
+    let mut out = Sweep::default();
+    let received = deps
+        .store
+        .list_by_status(Status::Received, SWEEP_BATCH)
+        .await?;
+    let pending = deps
+        .store
+        .list_by_status(Status::PendingReview, SWEEP_BATCH)
+        .await?
+        .into_iter()
+        .filter(|p| !p.review.mailed);
+    for p in received.into_iter().chain(pending) {
+        let stuck_after = if p.status == Status::Received {
+            STRUCTURE_STUCK_AFTER
+        } else {
+            MAIL_STUCK_AFTER
+        };
+        if now - p.updated_at < stuck_after {
+            out.waiting += 1;
+            continue;
+        }
+        tracing::info!(proposal = %p.id, status = %p.status, "sweep: re-driving unfinished structure work");
+        match process(deps, p.id).await {
+            Ok(()) => out.redriven += 1,
+            // Another sweep won the conditional write: it does the work.
+            Err(e) if e.is_conflict() => out.waiting += 1,
+            Err(e) => {
+                tracing::warn!(proposal = %p.id, error = %fieldgate::Chain(&e), "sweep: re-drive failed; the next sweep retries");
+                out.failed += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A Lambda event for this function: a DynamoDB stream batch, or anything
+/// else (the scheduled EventBridge rule), which runs [`sweep`].
+pub async fn handle_event(
+    deps: &Structure,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, StructureEventError> {
+    if payload.get("Records").is_some() {
+        let event: Event = serde_json::from_value(payload).map_err(StructureEventError::Event)?;
+        let resp = handle_stream(deps, event).await;
+        return serde_json::to_value(resp).map_err(StructureEventError::Event);
+    }
+    let done = sweep(deps, deps.clock.now()).await?;
+    tracing::info!(
+        redriven = done.redriven,
+        waiting = done.waiting,
+        failed = done.failed,
+        "scheduled structure sweep done"
+    );
+    serde_json::to_value(done).map_err(StructureEventError::Event)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StructureEventError {
+    #[error("the event is not a DynamoDB stream batch")]
+    Event(#[source] serde_json::Error),
+    #[error(transparent)]
+    App(#[from] AppError),
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
 //! Lambda entry point (start-up failures are reported to the Runtime
-//! API): build the step from the configuration, run the
-//! stream handler.
+//! API): build the step from the configuration, run the stream handler
+//! (or the scheduled sweep).
 
-use aws_lambda_events::dynamodb::Event;
 use fieldgate::compose::Components;
 use fieldgate::lambda::init;
 use fieldgate_structure::Structure;
@@ -13,9 +12,13 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
     let deps = Arc::new(init(async { Structure::build(&Components::from_env()?).await }).await);
-    lambda_runtime::run(service_fn(move |ev: LambdaEvent<Event>| {
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();
-        async move { Ok::<_, Error>(fieldgate_structure::handle_stream(&deps, ev.payload).await) }
+        async move {
+            fieldgate_structure::handle_event(&deps, ev.payload)
+                .await
+                .map_err(Error::from)
+        }
     }))
     .await
 }

@@ -137,3 +137,72 @@ async fn records_that_are_not_ours_are_ignored_and_failures_are_reported() {
         Status::Received
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_issued_but_never_mailed_is_mailed_once_by_the_sweep_even_twice_at_once() {
+    let f = fx().await;
+    let p = received(&f, "field-service-case", "Pump 7 seal leaking").await;
+    process(&f.deps, p.id).await.unwrap();
+    let reviewers = f.deps.workflows.get(&p.workflow).unwrap().reviewers.len();
+    assert_eq!(f.outbox.mails().len(), reviewers);
+    // A crash between "links issued" and "mail sent": the links of a new
+    // round are stored, the mail never went.
+    let mailed = f.store.get(p.id).await.unwrap().unwrap();
+    let crashed = mailed
+        .transition(
+            Status::PendingReview,
+            Actor::system("structure"),
+            "review_links_issued",
+            json!({}),
+            f.clock.now(),
+            |n| {
+                n.review.retire_grants();
+                n.review.round += 1;
+                n.review.mailed = false;
+            },
+        )
+        .unwrap();
+    f.store.apply(&crashed).await.unwrap();
+    // Too fresh: the driver may still be sending.
+    let s = sweep(&f.deps, f.clock.now()).await.unwrap();
+    assert_eq!((s.redriven, s.waiting), (0, 1));
+    assert_eq!(f.outbox.mails().len(), reviewers);
+    // Later, two sweeps at once (two schedules overlapping).
+    f.clock.advance(MAIL_STUCK_AFTER);
+    let now = f.clock.now();
+    let (a, b) = tokio::join!(sweep(&f.deps, now), sweep(&f.deps, now));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.failed + b.failed, 0, "{a:?} {b:?}");
+    assert_eq!(
+        f.outbox.mails().len(),
+        2 * reviewers,
+        "one new mail per reviewer, sent once"
+    );
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert!(done.review.mailed);
+    assert_eq!(done.review.grants.len(), reviewers);
+    // Nothing left for a later sweep.
+    let s = sweep(&f.deps, f.clock.now()).await.unwrap();
+    assert_eq!(s, Sweep::default());
+}
+
+#[tokio::test]
+async fn a_received_proposal_nobody_structured_is_structured_and_mailed_by_the_sweep() {
+    let f = fx().await;
+    // Its stream record was lost: no delivery ever comes.
+    let p = received(&f, "field-service-case", "Fan bearing noisy").await;
+    let s = sweep(&f.deps, f.clock.now()).await.unwrap();
+    assert_eq!((s.redriven, s.waiting), (0, 1), "too fresh");
+    f.clock.advance(STRUCTURE_STUCK_AFTER);
+    let s = sweep(&f.deps, f.clock.now()).await.unwrap();
+    assert_eq!(s.redriven, 1);
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::PendingReview);
+    assert!(done.review.mailed);
+    assert!(!f.outbox.mails().is_empty());
+    // The scheduled event reaches the same sweep.
+    let out = handle_event(&f.deps, json!({"source": "aws.events"}))
+        .await
+        .unwrap();
+    assert_eq!(out["redriven"], 0, "{out}");
+}

@@ -227,13 +227,18 @@ impl DevStack {
             opts.stream_retries,
         ));
 
-        // Unanswered reviews expire, as the scheduled sweep does in AWS.
+        // Unanswered reviews expire, and structure work nobody finished is
+        // re-driven, as the scheduled sweeps do in AWS.
         let sweep_store = store.clone();
         let clock = opts.clock.clone();
+        let structure_sweep = structure.clone();
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tick.tick().await;
+                if let Err(e) = fieldgate_structure::sweep(&structure_sweep, clock.now()).await {
+                    tracing::warn!(error = %Chain(&e), "structure sweep failed");
+                }
                 match fieldgate::review::expire_due(sweep_store.as_ref(), clock.now(), 100).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "review links expired"),

@@ -80,6 +80,8 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     "StructureFunction": (
         # Reads the proposal, writes it and its next audit event (P# only).
         grants(["dynamodb:GetItem", "dynamodb:PutItem"], [TABLE], leading_keys("P#*"))
+        # Its 5-minute sweep finds stuck RECEIVED / unmailed ones by status.
+        | grants(["dynamodb:Query"], ["${Table.Arn}/index/by_status"])
         # The photo, attached to the review mail / structuring.
         | grants(["s3:GetObject"], [PHOTOS])
         # The review mail, only from MailFrom (identity and, when set, the

@@ -1,6 +1,7 @@
 //! Switches tests flip to make the emulator misbehave the way a real org
 //! does: expired sessions, transient failures, slowness, an exhausted API
-//! budget and custom validation rules.
+//! budget, answers lost after the write was applied and custom validation
+//! rules.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
@@ -27,6 +28,8 @@ pub struct Faults {
     /// timing it.
     delayed: AtomicU64,
     exhausted: AtomicBool,
+    drop_remaining: AtomicU32,
+    dropped: AtomicU64,
     rules: Mutex<Vec<ValidationRule>>,
 }
 
@@ -46,6 +49,31 @@ impl Faults {
     /// Delay added before every counted call is answered.
     pub fn set_latency(&self, d: Duration) {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = d;
+    }
+
+    /// The next `n` successful writes (POST/PATCH/DELETE REST calls) are
+    /// applied and saved, then their answer is lost: the connection breaks
+    /// after the headers, so the client sees a network error for a write
+    /// that happened.
+    pub fn drop_answers_after_write(&self, n: u32) {
+        self.drop_remaining.store(n, Ordering::SeqCst);
+    }
+
+    /// How many answers [`Faults::drop_answers_after_write`] has lost so far.
+    pub fn dropped_answers(&self) -> u64 {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Consumes one pending dropped answer, if any.
+    pub(crate) fn take_drop(&self) -> bool {
+        let taken = self
+            .drop_remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if taken {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+        taken
     }
 
     /// While set, REST calls answer 403 REQUEST_LIMIT_EXCEEDED.
@@ -144,5 +172,15 @@ mod tests {
         assert!(f.take_failure().is_none());
         f.fail_next(1, 400);
         assert_eq!(f.take_failure().unwrap().code, "UNABLE_TO_LOCK_ROW");
+    }
+
+    #[test]
+    fn drop_answers_counts_down_and_is_counted() {
+        let f = Faults::default();
+        assert!(!f.take_drop());
+        f.drop_answers_after_write(1);
+        assert!(f.take_drop());
+        assert!(!f.take_drop());
+        assert_eq!(f.dropped_answers(), 1);
     }
 }

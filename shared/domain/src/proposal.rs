@@ -130,6 +130,19 @@ pub struct CommitProgress {
     /// waits in APPROVED until then and is re-driven by the commit sweep.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub paused_until: Option<Timestamp>,
+    /// The driver (one stream delivery or one sweep) that claimed the
+    /// remaining work with a conditional write; only it works on the
+    /// proposal until `lease_until`.
+    #[serde(default)]
+    pub lease_owner: Option<String>,
+    /// When the claim ends: a crashed or stuck driver's work is taken over
+    /// by the sweep after this.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub lease_until: Option<Timestamp>,
+    /// Drives in a row that failed (Salesforce unwell); sets the back-off
+    /// before the next claim.
+    #[serde(default)]
+    pub failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -281,7 +281,12 @@ impl SalesforceSettings {
                 return Ok(c);
             }
             Credential::SecretArn(_) => return Err(SfConfigError::Unresolved),
-            Credential::PrivateKeyPem(pem) => pem,
+            // Checked here too: a key read from Secrets Manager arrives after
+            // `from_lookup`, and must fail at start-up, not at the first call.
+            Credential::PrivateKeyPem(pem) => {
+                check_pem(PRIVATE_KEY, &pem)?;
+                pem
+            }
             Credential::PrivateKeyFile(path) => {
                 let pem = std::fs::read_to_string(&path)
                     .map_err(|source| SfConfigError::ReadKeyFile { path, source })?;

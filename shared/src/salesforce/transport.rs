@@ -96,28 +96,38 @@ impl Transport {
         path: &str,
         body: Option<Body>,
     ) -> Result<(StatusCode, Option<Value>), SfError> {
-        let once = || async {
-            match self
-                .call_once(method.clone(), path, body.clone(), false)
-                .await
-            {
-                Err(SfError::Api { status: 401, .. }) => {
-                    self.call_once(method.clone(), path, body.clone(), true)
-                        .await
-                }
-                other => other,
-            }
-        };
-        once.retry(
-            ExponentialBuilder::default()
-                .with_min_delay(self.config.retry_base)
-                .with_max_delay(Duration::from_secs(8))
-                .with_max_times(self.config.retries)
-                .with_jitter(),
-        )
-        .when(SfError::is_transient)
-        .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Salesforce call failed; retrying"))
-        .await
+        let once = || self.call_renewing(method.clone(), path, body.clone());
+        once.retry(self.backoff())
+            .when(SfError::is_transient)
+            .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Salesforce call failed; retrying"))
+            .await
+    }
+
+    /// The retry schedule for transient failures.
+    pub fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.retry_base)
+            .with_max_delay(Duration::from_secs(8))
+            .with_max_times(self.config.retries)
+            .with_jitter()
+    }
+
+    /// One try with one renewal on 401 and no retry: for calls that are
+    /// not idempotent, whose caller must check what happened before trying
+    /// again.
+    pub async fn call_renewing(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<(StatusCode, Option<Value>), SfError> {
+        match self
+            .call_once(method.clone(), path, body.clone(), false)
+            .await
+        {
+            Err(SfError::Api { status: 401, .. }) => self.call_once(method, path, body, true).await,
+            other => other,
+        }
     }
 
     async fn call_once(

@@ -2,12 +2,15 @@
 //! read, files as ContentVersion, and links to records.
 
 use super::client::{SalesforceClient, soql_quote, url_encode};
+use super::error::SfError;
 use super::transport::Body;
 use crate::ports::{Attachment, RecordWriter, Upserted, WriteError};
 use async_trait::async_trait;
+use backon::Retryable;
 use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Object and field names go into URLs and SOQL unquoted, so only API
 /// names pass.
@@ -21,6 +24,27 @@ fn api_name(s: &str) -> Result<&str, WriteError> {
 
 fn path_segment(s: &str) -> String {
     url_encode(s).replace('+', "%20")
+}
+
+impl SalesforceClient {
+    /// The ContentVersion titled `title` first published on `record_id`
+    /// (which the caller checked is an API name).
+    async fn lookup_attachment(
+        &self,
+        record_id: &str,
+        title: &str,
+    ) -> Result<Option<String>, SfError> {
+        let soql = format!(
+            "SELECT Id FROM ContentVersion WHERE FirstPublishLocationId = {} AND Title = {}",
+            soql_quote(record_id),
+            soql_quote(title)
+        );
+        let recs = self.query(&soql).await?;
+        Ok(recs
+            .first()
+            .and_then(|r| r["Id"].as_str())
+            .map(str::to_owned))
+    }
 }
 
 #[async_trait]
@@ -121,6 +145,7 @@ impl RecordWriter for SalesforceClient {
     }
 
     async fn attach(&self, record_id: &str, file: &Attachment<'_>) -> Result<String, WriteError> {
+        api_name(record_id)?;
         let entity = json!({
             "Title": file.title,
             "PathOnClient": file.file_name,
@@ -139,9 +164,30 @@ impl RecordWriter for SalesforceClient {
                 Value::String(base64::engine::general_purpose::STANDARD.encode(file.data));
             Body::Json(e)
         };
-        let (_, resp) = self
-            .transport
-            .call(Method::POST, "/sobjects/ContentVersion/", Some(body))
+        // A POST is not idempotent: an upload whose answer was lost (reset,
+        // timeout, a 5xx from a proxy after the org applied it) may exist.
+        // Every retry first looks for the file by its title on the record.
+        let tries = AtomicU32::new(0);
+        let once = || async {
+            if tries.fetch_add(1, Ordering::Relaxed) > 0
+                && let Some(id) = self.lookup_attachment(record_id, file.title).await?
+            {
+                tracing::info!(content_version = %id, "upload found after a lost answer; not sent again");
+                return Ok(Some(json!({ "id": id })));
+            }
+            self.transport
+                .call_renewing(
+                    Method::POST,
+                    "/sobjects/ContentVersion/",
+                    Some(body.clone()),
+                )
+                .await
+                .map(|(_, resp)| resp)
+        };
+        let resp = once
+            .retry(self.transport.backoff())
+            .when(SfError::is_transient)
+            .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "file upload failed; looking it up before retrying"))
             .await?;
         resp.as_ref()
             .and_then(|b| b["id"].as_str())
@@ -154,16 +200,8 @@ impl RecordWriter for SalesforceClient {
         record_id: &str,
         title: &str,
     ) -> Result<Option<String>, WriteError> {
-        let soql = format!(
-            "SELECT Id FROM ContentVersion WHERE FirstPublishLocationId = {} AND Title = {}",
-            soql_quote(api_name(record_id)?),
-            soql_quote(title)
-        );
-        let recs = self.query(&soql).await?;
-        Ok(recs
-            .first()
-            .and_then(|r| r["Id"].as_str())
-            .map(str::to_owned))
+        api_name(record_id)?;
+        Ok(self.lookup_attachment(record_id, title).await?)
     }
 
     fn record_url(&self, object: &str, id: &str) -> String {

@@ -59,7 +59,27 @@ pub(super) async fn rest(State(em): State<Emulator>, req: Request) -> Response {
         resp
     };
     tracing::debug!(method = %parts.method, path, status = resp.status, "sf-emulator");
+    if parts.method != Method::GET && (200..300).contains(&resp.status) && inner.faults.take_drop()
+    {
+        tracing::debug!(method = %parts.method, path, "sf-emulator: write applied, answer dropped");
+        return lost_answer(resp.status);
+    }
     to_response(resp, limit)
+}
+
+/// The headers go out, then the body breaks off: to the client a network
+/// error on a write the org has applied.
+fn lost_answer(status: u16) -> Response {
+    let broken = futures_util::stream::once(async {
+        Err::<bytes::Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "answer dropped by fault",
+        ))
+    });
+    let mut r = Response::new(axum::body::Body::from_stream(broken));
+    *r.status_mut() =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+    r
 }
 
 pub(super) fn method_not_allowed(method: &Method, allowed: &str) -> Resp {
