@@ -11,6 +11,8 @@ pub enum Actor {
     Technician { reporter: Option<String> },
     Reviewer { email: String },
     System { step: String },
+    /// An AI assistant over MCP, named by its token.
+    Assistant { token: String, name: String },
 }
 
 impl Actor {
@@ -26,6 +28,7 @@ impl Actor {
             Actor::Technician { reporter: None } => "technician".into(),
             Actor::Reviewer { email } => email.clone(),
             Actor::System { step } => format!("fieldgate {step}"),
+            Actor::Assistant { name, .. } => format!("assistant {name}"),
         }
     }
 }

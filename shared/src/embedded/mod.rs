@@ -1,9 +1,11 @@
 //! Embedded adapters: everything `fieldgate dev` and the tests need with no
 //! cloud account. State lives in a data directory and survives restarts.
 
+mod assistants;
 mod files;
 mod store;
 
+pub use assistants::AssistantFile;
 pub use files::{FileMedia, HandoffLog, Outbox};
 pub use store::EmbeddedStore;
 
