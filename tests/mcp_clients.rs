@@ -55,7 +55,9 @@ async fn run(sdk: Sdk, args: &[&str]) -> Value {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join(".stack/mcp-node/node_modules"));
             assert!(
-                modules.join("@modelcontextprotocol/sdk/package.json").exists(),
+                modules
+                    .join("@modelcontextprotocol/sdk/package.json")
+                    .exists(),
                 "the TypeScript MCP SDK is missing under {}: run infra/scripts/test.sh (setup.d/50-mcp-clients.sh)",
                 modules.display()
             );
@@ -119,7 +121,11 @@ fn text(v: &Value) -> &str {
 fn refused(v: &Value, says: &[&str]) {
     assert_eq!(v["is_error"], true, "not refused: {v}");
     for s in says {
-        assert!(text(v).contains(s), "refusal does not say {s:?}: {}", text(v));
+        assert!(
+            text(v).contains(s),
+            "refusal does not say {s:?}: {}",
+            text(v)
+        );
     }
 }
 
@@ -143,7 +149,12 @@ async fn governed_flow(sdk: Sdk) {
     names.sort();
     assert_eq!(
         names,
-        ["find_assets", "get_proposal", "list_workflows", "propose_record"]
+        [
+            "find_assets",
+            "get_proposal",
+            "list_workflows",
+            "propose_record"
+        ]
     );
     for read in ["list_workflows", "find_assets", "get_proposal"] {
         assert_eq!(tools[read]["read_only"], true, "{read}");
@@ -171,7 +182,10 @@ async fn governed_flow(sdk: Sdk) {
         .iter()
         .find(|f| f["name"] == "Priority")
         .unwrap();
-    assert_eq!(priority["values"], serde_json::json!(["High", "Medium", "Low"]));
+    assert_eq!(
+        priority["values"],
+        serde_json::json!(["High", "Medium", "Low"])
+    );
     let subject = wfs[0]["fields"]
         .as_array()
         .unwrap()
@@ -184,7 +198,9 @@ async fn governed_flow(sdk: Sdk) {
     // find_assets went to Salesforce (the emulator) and found the chiller.
     let assets = out["find_assets"]["data"]["assets"].as_array().unwrap();
     assert!(
-        assets.iter().any(|a| a["name"] == "Water-Cooled Chiller CH-1"),
+        assets
+            .iter()
+            .any(|a| a["name"] == "Water-Cooled Chiller CH-1"),
         "{assets:?}"
     );
 
@@ -214,15 +230,25 @@ async fn governed_flow(sdk: Sdk) {
     let r = &out["refusals"];
     refused(
         &r["field_outside_schema"],
-        &["OwnerId", "not a field", "Subject (text, at most 255 characters, required)"],
+        &[
+            "OwnerId",
+            "not a field",
+            "Subject (text, at most 255 characters, required)",
+        ],
     );
-    refused(&r["another_object"], &["\"account\"", "may use: field-service-case"]);
+    refused(
+        &r["another_object"],
+        &["\"account\"", "may use: field-service-case"],
+    );
     refused(
         &r["forbidden_workflow"],
         &["\"priority-escalation\"", "may use: field-service-case"],
     );
     refused(&r["over_limit"], &["Subject is longer than 255 characters"]);
-    refused(&r["bad_picklist"], &["Priority must be one of: High, Medium, Low"]);
+    refused(
+        &r["bad_picklist"],
+        &["Priority must be one of: High, Medium, Low"],
+    );
     refused(
         &r["injection_with_fields"],
         &["OwnerId", "AccountId is set by the workflow itself"],
@@ -257,7 +283,10 @@ async fn governed_flow(sdk: Sdk) {
     assert_eq!(p.status, Status::PendingReview);
     let events = h.stack.store.events(p.id).await.unwrap();
     assert_eq!(events[0].actor.describe(), "assistant Service desk Claude");
-    assert_eq!(p.revisions[0].author.describe(), "assistant Service desk Claude");
+    assert_eq!(
+        p.revisions[0].author.describe(),
+        "assistant Service desk Claude"
+    );
 
     // The review page says who proposed it and shows the user's words.
     let mut review = None;
@@ -269,7 +298,10 @@ async fn governed_flow(sdk: Sdk) {
         }
     }
     let (url, page) = review.expect("the review mail of the proposal");
-    assert!(page.contains("proposed by assistant Service desk Claude"), "{page}");
+    assert!(
+        page.contains("proposed by assistant Service desk Claude"),
+        "{page}"
+    );
     assert!(page.contains("<mark"), "evidence is marked");
     assert!(page.contains("leaking oil at the seal"));
 
@@ -301,9 +333,15 @@ async fn governed_flow(sdk: Sdk) {
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0]["field"], "Subject");
     assert_eq!(changes[0]["proposed"], "Compressor leaking oil at the seal");
-    assert_eq!(changes[0]["now"], "Compressor leaking oil at the shaft seal");
+    assert_eq!(
+        changes[0]["now"],
+        "Compressor leaking oil at the shaft seal"
+    );
     let sf_id = d["salesforce"]["id"].as_str().unwrap().to_owned();
-    assert!(d["salesforce"]["url"].as_str().unwrap().ends_with(&sf_id));
+    assert!(
+        d["salesforce"]["url"].as_str().unwrap().contains(&sf_id),
+        "{d}"
+    );
 
     // Exactly one new Case, with the approved values; nothing else.
     let cases = h.cases();
@@ -330,16 +368,26 @@ fn url_of(h: &Harness) -> String {
     format!("{}/mcp", h.stack.base_url)
 }
 
+/// The client failed on our 401: its status (Python) or its body (the
+/// TypeScript SDK quotes the body).
+fn said_401(out: &Value) -> bool {
+    let e = out["error"].as_str().unwrap_or_default();
+    e.contains("401") || e.contains("invalid_token") || e.contains("\"error\":\"unauthorized\"")
+}
+
 async fn refused_callers(sdk: Sdk) {
     let h = Harness::build().workflows(workflows()).start().await;
     let url = url_of(&h);
     let (secret, id) = token(&h, "Soon revoked", AssistantLimits::default()).await;
     // Sanity: the token works before it is revoked.
-    assert_eq!(run(sdk, &["denied", &url, &secret]).await["connected"], true);
+    assert_eq!(
+        run(sdk, &["denied", &url, &secret]).await["connected"],
+        true
+    );
     for bad in ["", "fgmcp_not-a-real-token"] {
         let out = run(sdk, &["denied", &url, bad]).await;
         assert_eq!(out["connected"], false, "{bad:?}: {out}");
-        assert!(out["error"].as_str().unwrap().contains("401"), "{out}");
+        assert!(said_401(&out), "{out}");
     }
     h.stack
         .assistants
@@ -349,10 +397,24 @@ async fn refused_callers(sdk: Sdk) {
         .unwrap();
     let out = run(sdk, &["denied", &url, &secret]).await;
     assert_eq!(out["connected"], false, "revoked: {out}");
-    assert!(out["error"].as_str().unwrap().contains("401"), "{out}");
+    assert!(said_401(&out), "{out}");
     // Nothing was proposed by anyone.
-    assert!(h.stack.store.list_by_status(Status::Received, 10).await.unwrap().is_empty());
-    assert!(h.stack.store.list_by_status(Status::PendingReview, 10).await.unwrap().is_empty());
+    assert!(
+        h.stack
+            .store
+            .list_by_status(Status::Received, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.stack
+            .store
+            .list_by_status(Status::PendingReview, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,8 +17,8 @@ use crate::config::{
 use crate::domain::{CsrfKey, QrKeyring, StructurerKind, Workflows};
 use crate::embedded::{AssistantFile, EmbeddedStore, FileMedia, HandoffLog, Outbox};
 use crate::ports::{
-    AssetDirectory, AssistantTokens, HandoffMessage, HandoffPublisher, MediaStore, NotifyError, ProposalStore,
-    PublishError, RecordWriter, ReviewMail, ReviewNotifier,
+    AssetDirectory, AssistantTokens, HandoffMessage, HandoffPublisher, MediaStore, NotifyError,
+    ProposalStore, PublishError, RecordWriter, ReviewMail, ReviewNotifier,
 };
 use crate::salesforce::{CachedDirectory, SalesforceAssets, SalesforceClient, SfError};
 use crate::structuring::Structurers;

@@ -107,8 +107,7 @@ pub trait AssistantTokens: Send + Sync {
     /// Every token, revoked ones included, oldest first.
     async fn list(&self) -> Result<Vec<AssistantToken>, StoreError>;
     /// Marks the token with this id revoked; `None` if there is none.
-    async fn revoke(&self, id: &str, at: Timestamp)
-    -> Result<Option<AssistantToken>, StoreError>;
+    async fn revoke(&self, id: &str, at: Timestamp) -> Result<Option<AssistantToken>, StoreError>;
 }
 
 // ---------------------------------------------------------------- structurer

@@ -93,7 +93,11 @@ pub fn router(deps: Arc<McpDeps>) -> Router {
 
 /// The bearer token of the request, if it has one.
 fn bearer(req: &Request) -> Option<&str> {
-    let v = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -105,11 +109,7 @@ async fn authenticate(State(deps): State<Arc<McpDeps>>, mut req: Request, next: 
     let Some(token) = bearer(&req) else {
         return unauthorized(None, "send Authorization: Bearer <token>");
     };
-    match deps
-        .assistants
-        .by_hash(&AssistantToken::hash(token))
-        .await
-    {
+    match deps.assistants.by_hash(&AssistantToken::hash(token)).await {
         Ok(Some(t)) if t.is_active() => {
             req.extensions_mut().insert(Caller(t));
             next.run(req).await

@@ -46,7 +46,13 @@ impl Fx {
             self.parts.clock().now(),
             &mut rand::rng(),
         );
-        self.parts.assistants().await.unwrap().put(&rec).await.unwrap();
+        self.parts
+            .assistants()
+            .await
+            .unwrap()
+            .put(&rec)
+            .await
+            .unwrap();
         (secret, rec)
     }
 
@@ -72,7 +78,9 @@ impl Fx {
             .unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, headers, v)
     }
@@ -215,11 +223,19 @@ async fn proposals_are_created_received_once_per_key_and_only_their_token_reads_
     assert_eq!(fx.emulator.records("Case").len(), cases_before);
 
     let mine = fx
-        .call(&secret, "get_proposal", json!({"proposal_id": id.to_string()}))
+        .call(
+            &secret,
+            "get_proposal",
+            json!({"proposal_id": id.to_string()}),
+        )
         .await;
     assert_eq!(mine["structuredContent"]["status"], "RECEIVED", "{mine}");
     let not_theirs = fx
-        .call(&other, "get_proposal", json!({"proposal_id": id.to_string()}))
+        .call(
+            &other,
+            "get_proposal",
+            json!({"proposal_id": id.to_string()}),
+        )
         .await;
     assert_eq!(not_theirs["isError"], true);
 }
@@ -241,7 +257,12 @@ async fn the_rate_limit_and_the_daily_cap_refuse_with_a_tool_error() {
         .call(&secret, "propose_record", proposal_args(&fx, "k-000000002"))
         .await;
     assert_eq!(capped["isError"], true);
-    assert!(capped["content"][0]["text"].as_str().unwrap().contains("at most 1 proposals per day"));
+    assert!(
+        capped["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1 proposals per day")
+    );
     let _ = fx.call(&secret, "list_workflows", json!({})).await;
     let limited = fx.call(&secret, "list_workflows", json!({})).await;
     assert_eq!(limited["isError"], true);
@@ -261,7 +282,12 @@ async fn unknown_assets_and_bad_keys_are_refused_before_anything_is_stored() {
     args["asset_id"] = json!("02i00000000ZZZZAAA");
     let r = fx.call(&secret, "propose_record", args).await;
     assert_eq!(r["isError"], true);
-    assert!(r["content"][0]["text"].as_str().unwrap().contains("find_assets"));
+    assert!(
+        r["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("find_assets")
+    );
     let r = fx
         .call(&secret, "propose_record", proposal_args(&fx, "short"))
         .await;
@@ -269,7 +295,13 @@ async fn unknown_assets_and_bad_keys_are_refused_before_anything_is_stored() {
     let mut args = proposal_args(&fx, "k-000000001");
     args["fields"] = json!({"Description": "only a description"});
     let r = fx.call(&secret, "propose_record", args).await;
-    assert!(r["content"][0]["text"].as_str().unwrap().contains("Subject is required"), "{r}");
+    assert!(
+        r["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Subject is required"),
+        "{r}"
+    );
     let store = fx.parts.store().await.unwrap();
     for s in fieldgate::domain::Status::ALL {
         assert!(store.list_by_status(s, 5).await.unwrap().is_empty());

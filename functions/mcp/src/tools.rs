@@ -20,9 +20,7 @@ use fieldgate::review::status_ref;
 use fieldgate::structuring::validate_assistant;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig,
-};
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -238,10 +236,8 @@ fn field_problems(
     evidence: &BTreeMap<String, String>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    let values: BTreeMap<String, Value> = fields
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let values: BTreeMap<String, Value> =
+        fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for issue in wf.check(&values) {
         let name = &issue.field;
         let spec = wf.field(name);
@@ -311,7 +307,11 @@ fn what_next(status: Status) -> &'static str {
 impl Tools {
     #[tool(
         description = "List the workflows this assistant may propose records to. Each workflow names one Salesforce object and operation, and every field you may set: its type, picklist values, max length, whether it is required, and help text. Fields not listed cannot be set. `constants` and `bindings` are filled in by fieldgate (e.g. the Case's AssetId from the asset you choose). Call this first.",
-        annotations(title = "List workflows", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "List workflows",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn list_workflows(
         &self,
@@ -552,7 +552,11 @@ impl Tools {
 
     #[tool(
         description = "Where a proposal made by this assistant stands: status, who decided and when, what the reviewer changed field by field, the rejection reason, and once written, the Salesforce record id and URL. Statuses: RECEIVED and PENDING_REVIEW (waiting for a person), APPROVED and COMMITTING (being written), COMMITTED (in Salesforce), NEEDS_ATTENTION (Salesforce refused; back with reviewers), REJECTED, EXPIRED.",
-        annotations(title = "Get a proposal", read_only_hint = true, open_world_hint = false)
+        annotations(
+            title = "Get a proposal",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn get_proposal(
         &self,
@@ -621,9 +625,11 @@ fn report(p: &Proposal, status_url: String) -> Value {
             "reason": d.reason,
         })
     });
-    let salesforce = p.commit.record_id.as_ref().map(|id| {
-        json!({"id": id, "url": p.commit.record_url})
-    });
+    let salesforce = p
+        .commit
+        .record_id
+        .as_ref()
+        .map(|id| json!({"id": id, "url": p.commit.record_url}));
     let problem = (p.status == Status::NeedsAttention)
         .then_some(p.commit.last_error.as_ref())
         .flatten()

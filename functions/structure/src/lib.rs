@@ -152,8 +152,7 @@ async fn structure_notes(
     let (fields, info) = match deps.structurers.get(&wf.structurer) {
         Some(s) => structuring::structure(s.as_ref(), &deps.rules, wf, &input).await,
         None => {
-            let (f, mut i) =
-                structuring::structure(&deps.rules, &deps.rules, wf, &input).await;
+            let (f, mut i) = structuring::structure(&deps.rules, &deps.rules, wf, &input).await;
             if wf.structurer != StructurerKind::Rules {
                 i.fallback_reason =
                     Some(format!("{:?} structurer is not configured", wf.structurer));

@@ -32,12 +32,7 @@ pub async fn create_token(
             .parse::<WorkflowId>()
             .ok()
             .filter(|id| workflows.get(id).is_some())
-            .with_context(|| {
-                format!(
-                    "no workflow {raw:?} (known: {})",
-                    known.join(", ")
-                )
-            })?;
+            .with_context(|| format!("no workflow {raw:?} (known: {})", known.join(", ")))?;
         if !ids.contains(&id) {
             ids.push(id);
         }
@@ -46,8 +41,7 @@ pub async fn create_token(
         limits.per_minute > 0 && limits.per_day > 0,
         "limits must be at least 1"
     );
-    let (secret, record) =
-        AssistantToken::mint(name, ids, limits, clock.now(), &mut rand::rng());
+    let (secret, record) = AssistantToken::mint(name, ids, limits, clock.now(), &mut rand::rng());
     tokens
         .put(&record)
         .await

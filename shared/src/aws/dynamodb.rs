@@ -13,7 +13,9 @@
 //!
 //! GSI `by_status` (`gsi_status`, `created_at`); TTL attribute `expires_at`.
 
-use crate::domain::{AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition};
+use crate::domain::{
+    AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition,
+};
 use crate::ports::{AssistantTokens, CachedAsset, Created, ProposalStore, StoreError};
 use crate::stream::{META, proposal_from_item, proposal_item, proposal_pk};
 use async_trait::async_trait;
@@ -513,11 +515,7 @@ impl AssistantTokens for DynamoStore {
         Ok(out)
     }
 
-    async fn revoke(
-        &self,
-        id: &str,
-        at: Timestamp,
-    ) -> Result<Option<AssistantToken>, StoreError> {
+    async fn revoke(&self, id: &str, at: Timestamp) -> Result<Option<AssistantToken>, StoreError> {
         let Some(mut token) = self.list().await?.into_iter().find(|t| t.id == id) else {
             return Ok(None);
         };

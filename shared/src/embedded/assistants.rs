@@ -26,9 +26,8 @@ impl AssistantFile {
 
     fn read(&self) -> Result<Vec<AssistantToken>, StoreError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                StoreError::backend(format!("reading {}", self.path.display()), e)
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::backend(format!("reading {}", self.path.display()), e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(StoreError::backend(
                 format!("reading {}", self.path.display()),
@@ -41,8 +40,7 @@ impl AssistantFile {
     /// others, and never half written.
     fn write(&self, tokens: &[AssistantToken]) -> Result<(), StoreError> {
         let ctx = || format!("writing {}", self.path.display());
-        let bytes =
-            serde_json::to_vec_pretty(tokens).map_err(|e| StoreError::backend(ctx(), e))?;
+        let bytes = serde_json::to_vec_pretty(tokens).map_err(|e| StoreError::backend(ctx(), e))?;
         let tmp = self
             .path
             .with_extension(format!("tmp{}", std::process::id()));
@@ -102,11 +100,7 @@ impl AssistantTokens for AssistantFile {
         self.read()
     }
 
-    async fn revoke(
-        &self,
-        id: &str,
-        at: Timestamp,
-    ) -> Result<Option<AssistantToken>, StoreError> {
+    async fn revoke(&self, id: &str, at: Timestamp) -> Result<Option<AssistantToken>, StoreError> {
         self.update(|all| {
             Ok(all.iter_mut().find(|t| t.id == id).map(|t| {
                 t.revoked_at.get_or_insert(at);

@@ -19,7 +19,7 @@ struct State {
     proposals: BTreeMap<ProposalId, Proposal>,
     events: BTreeMap<ProposalId, Vec<AuditEvent>>,
     assets: BTreeMap<AssetId, CachedAsset>,
-    /// key → (window start, count)
+    /// key → (end of its window, epoch seconds; count)
     counters: HashMap<String, (i64, u64)>,
     /// idempotency key → proposal
     idempotency: HashMap<String, ProposalId>,
@@ -239,11 +239,15 @@ impl ProposalStore for EmbeddedStore {
         window_secs: i64,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let window = now.unix_timestamp() / window_secs.max(1);
+        let secs = window_secs.max(1);
+        let t = now.unix_timestamp();
+        // Each counter keeps the end of its window: counters of different
+        // window sizes share the map, so a window index would not compare.
+        let end = (t / secs + 1) * secs;
         self.transact(|st| {
-            // Old windows are dropped as we go (DynamoDB uses TTL for this).
-            st.counters.retain(|_, (w, _)| *w >= window);
-            let entry = st.counters.entry(key.to_owned()).or_insert((window, 0));
+            // Ended windows are dropped as we go (DynamoDB uses TTL for this).
+            st.counters.retain(|_, (e, _)| *e > t);
+            let entry = st.counters.entry(key.to_owned()).or_insert((end, 0));
             entry.1 += 1;
             Ok(entry.1)
         })

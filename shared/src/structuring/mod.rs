@@ -102,7 +102,11 @@ pub fn flag_if_steered(fields: &mut Fields, notes: &str, who: &str) {
 /// structurer's are (the endpoint already refused what breaks the schema;
 /// this is the same gate on the pipeline's side): a quote that is not in
 /// the source text is dropped and the field flagged.
-pub fn validate_assistant(workflow: &Workflow, proposal: &AssistantProposal, notes: &str) -> Fields {
+pub fn validate_assistant(
+    workflow: &Workflow,
+    proposal: &AssistantProposal,
+    notes: &str,
+) -> Fields {
     let proposed = Proposed {
         fields: proposal
             .fields
