@@ -265,7 +265,7 @@ fn field_problems(
         }
     }
     for name in evidence.keys() {
-        if !fields.get(name).is_some_and(|v| !is_blank(v)) {
+        if fields.get(name).is_none_or(is_blank) {
             problems.push(format!(
                 "evidence for {name}: give evidence only for fields you propose a value for"
             ));

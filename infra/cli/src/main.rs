@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fieldgate::clock::Clock;
 use fieldgate::domain::AssetId;
 use fieldgate_cli::dev::{DevOptions, DevStack, qr_url};
 use std::net::{IpAddr, SocketAddr};
