@@ -15,10 +15,10 @@ use crate::config::{
     WorkflowsConfig,
 };
 use crate::domain::{CsrfKey, QrKeyring, StructurerKind, Workflows};
-use crate::embedded::{FileMedia, HandoffLog, Outbox, SqliteStore};
+use crate::embedded::{AssistantFile, FileMedia, HandoffLog, Outbox, SqliteStore};
 use crate::ports::{
-    AssetDirectory, HandoffMessage, HandoffPublisher, MediaStore, NotifyError, ProposalStore,
-    PublishError, RecordWriter, ReviewMail, ReviewNotifier,
+    AssetDirectory, AssistantTokens, HandoffMessage, HandoffPublisher, MediaStore, NotifyError,
+    ProposalStore, PublishError, RecordWriter, ReviewMail, ReviewNotifier,
 };
 use crate::salesforce::{CachedDirectory, SalesforceAssets, SalesforceClient, SfError};
 use crate::structuring::Structurers;
@@ -155,6 +155,7 @@ pub struct Components {
     #[cfg(feature = "aws-core")]
     sdk: OnceCell<aws_config::SdkConfig>,
     store: OnceCell<Arc<dyn ProposalStore>>,
+    assistants: OnceCell<Arc<dyn AssistantTokens>>,
     media: OnceCell<Arc<dyn MediaStore>>,
     notifier: OnceCell<Arc<dyn ReviewNotifier>>,
     handoff: OnceCell<Arc<dyn HandoffPublisher>>,
@@ -183,6 +184,7 @@ impl Components {
             #[cfg(feature = "aws-core")]
             sdk: OnceCell::new(),
             store: OnceCell::new(),
+            assistants: OnceCell::new(),
             media: OnceCell::new(),
             notifier: OnceCell::new(),
             handoff: OnceCell::new(),
@@ -305,6 +307,29 @@ impl Components {
                             },
                         )?) as Arc<dyn ProposalStore>
                     }
+                    #[cfg(feature = "aws-dynamodb")]
+                    StoreConfig::Dynamo { table } => {
+                        let client = aws_sdk_dynamodb::Client::new(self.sdk().await);
+                        Arc::new(crate::aws::dynamodb::DynamoStore::new(client, table))
+                    }
+                    #[cfg(not(feature = "aws-dynamodb"))]
+                    StoreConfig::Dynamo { .. } => unreachable!("refused by Config"),
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// The assistants' tokens: beside the proposals (a file in the data
+    /// directory, or `T#` items of the same table).
+    pub async fn assistants(&self) -> Result<Arc<dyn AssistantTokens>, BuildError> {
+        self.assistants
+            .get_or_try_init(|| async {
+                Ok(match &self.config.store {
+                    StoreConfig::Embedded => Arc::new(
+                        AssistantFile::open(&self.config.data_dir)
+                            .map_err(self.io("opening the assistant tokens"))?,
+                    ) as Arc<dyn AssistantTokens>,
                     #[cfg(feature = "aws-dynamodb")]
                     StoreConfig::Dynamo { table } => {
                         let client = aws_sdk_dynamodb::Client::new(self.sdk().await);

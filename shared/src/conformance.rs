@@ -209,6 +209,17 @@ async fn counters_and_cache(s: &dyn ProposalStore) {
         1,
         "counters: new window"
     );
+    // Counters of different window sizes do not disturb each other (the
+    // MCP endpoint counts per minute and per day for one token).
+    let day = format!("DAY#{key}");
+    assert_eq!(s.count_in_window(&day, 86_400, later).await.unwrap(), 1);
+    let minute = format!("MIN#{key}");
+    assert_eq!(s.count_in_window(&minute, 60, later).await.unwrap(), 1);
+    assert_eq!(
+        s.count_in_window(&day, 86_400, later).await.unwrap(),
+        2,
+        "counters: windows of different sizes"
+    );
     let asset = CachedAsset {
         asset: AssetContext {
             id: "02i000000000077AAA".parse().unwrap(),

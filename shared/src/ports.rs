@@ -2,8 +2,8 @@
 //! adapter (this crate) and, for AWS, an adapter over the AWS SDK.
 
 use crate::domain::{
-    AssetContext, AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition,
-    Workflow,
+    AssetContext, AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp,
+    Transition, Workflow,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -93,6 +93,21 @@ pub struct CachedAsset {
     pub asset: AssetContext,
     #[serde(with = "time::serde::rfc3339")]
     pub fetched_at: Timestamp,
+}
+
+// ---------------------------------------------------------------- assistants
+
+/// The assistants' bearer tokens (hashes only). Read on every MCP request,
+/// so a token made or revoked by the CLI counts at once, in any container.
+#[async_trait]
+pub trait AssistantTokens: Send + Sync {
+    /// Stores a new token record (its hash is unique: 256 random bits).
+    async fn put(&self, token: &AssistantToken) -> Result<(), StoreError>;
+    async fn by_hash(&self, token_hash: &str) -> Result<Option<AssistantToken>, StoreError>;
+    /// Every token, revoked ones included, oldest first.
+    async fn list(&self) -> Result<Vec<AssistantToken>, StoreError>;
+    /// Marks the token with this id revoked; `None` if there is none.
+    async fn revoke(&self, id: &str, at: Timestamp) -> Result<Option<AssistantToken>, StoreError>;
 }
 
 // ---------------------------------------------------------------- structurer

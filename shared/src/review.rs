@@ -2,11 +2,19 @@
 //! mailed. Used by the structure step (first round) and the commit step
 //! (when Salesforce refuses and the reviewer must look again).
 
-use crate::domain::{Actor, Proposal, ReviewGrant, ReviewToken, Timestamp, Workflow};
+use crate::domain::{
+    Actor, CsrfKey, Proposal, ProposalId, ReviewGrant, ReviewToken, Timestamp, Workflow,
+};
 use crate::error::AppError;
 use crate::ports::{ProposalStore, ReviewMail, ReviewNotifier};
 use crate::web::{ReviewMailHtml, human_time};
 use serde_json::json;
+
+/// `{id}.{tag}` after `/s/`: the tag makes status pages unguessable from
+/// the id.
+pub fn status_ref(key: &CsrfKey, id: ProposalId) -> String {
+    format!("{id}.{}", key.token_for(&format!("status:{id}")))
+}
 
 /// Issues fresh links (replacing unmailed ones from a crashed attempt),
 /// mails them, and records the round as mailed. Each step is its own

@@ -546,6 +546,7 @@ async fn the_structure_step_records_model_tokens_and_latency_on_the_proposal() {
             reporter: None,
             photo: None,
             received_at: now,
+            assistant: None,
         },
         now,
     );

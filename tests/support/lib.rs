@@ -35,6 +35,12 @@ impl HarnessBuilder {
         self
     }
 
+    /// Other workflows than the built-in one.
+    pub fn workflows(mut self, w: fieldgate::domain::Workflows) -> Self {
+        self.opts.workflows = Some(Arc::new(w));
+        self
+    }
+
     pub fn reports_per_code(mut self, n: u64) -> Self {
         self.opts.reports_per_code = n;
         self

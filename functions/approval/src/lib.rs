@@ -170,6 +170,7 @@ fn page(
         reviewer: &link.grant.reviewer,
         asset: &p.asset,
         reporter: p.intake.reporter.as_deref(),
+        assistant: p.intake.assistant.as_ref().map(|a| a.assistant.as_str()),
         received_at: human_time(p.intake.received_at),
         notes,
         photo_url: p

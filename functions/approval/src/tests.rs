@@ -57,6 +57,7 @@ async fn fx_with(workflows: Workflows) -> Fx {
             reporter: None,
             photo: None,
             received_at: now,
+            assistant: None,
         },
         now,
     );

@@ -102,6 +102,7 @@ async fn approved_with(
             reporter: None,
             photo,
             received_at: now,
+            assistant: None,
         },
         now,
     );
@@ -380,6 +381,7 @@ async fn the_scheduled_event_runs_the_sweep_and_stream_events_still_work() {
                 reporter: None,
                 photo: None,
                 received_at: now,
+                assistant: None,
             },
             now,
         );

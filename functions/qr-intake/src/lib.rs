@@ -325,6 +325,7 @@ async fn submit(
             reporter: sub.reporter,
             photo,
             received_at: now,
+            assistant: None,
         },
         now,
     );
@@ -377,10 +378,8 @@ fn max_body(wf: &Workflow, limits: &Limits) -> usize {
     wf.photo.max_bytes as usize + limits.max_notes * 4 + 64 * 1024
 }
 
-/// `{id}.{tag}`: the tag makes status pages unguessable from the id.
-pub fn status_ref(key: &CsrfKey, id: ProposalId) -> String {
-    format!("{id}.{}", key.token_for(&format!("status:{id}")))
-}
+/// The status link's segment (shared with the MCP endpoint's status links).
+pub use fieldgate::review::status_ref;
 
 async fn status(State(deps): Deps, Segment(reference): Segment) -> Result<Response, AppError> {
     let (id, tag) = reference.split_once('.').ok_or(UserError::NotFound)?;

@@ -6,7 +6,10 @@ use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbEventResponse;
 use fieldgate::clock::Clock;
 use fieldgate::compose::{BuildError, Components};
-use fieldgate::domain::{Actor, ProposalId, Status, StructurerKind, Workflows};
+use fieldgate::domain::{
+    Actor, Fields, Proposal, ProposalId, Status, StructurerKind, StructuringInfo, Workflow,
+    Workflows,
+};
 use fieldgate::ports::{MediaStore, ProposalStore, ReviewNotifier, Structurer, StructuringInput};
 use fieldgate::stream::drive;
 use fieldgate::structuring::{self, RulesStructurer};
@@ -67,30 +70,22 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
         .ok_or_else(|| AppError::UnknownWorkflow(p.workflow.clone()))?;
     let mut structured_here = false;
     if p.status == Status::Received {
-        let photo = match (&p.intake.photo, wf.photo.send_to_structurer) {
-            (Some(ph), true) => deps
-                .media
-                .get(&ph.key)
-                .await?
-                .map(|b| (b, ph.content_type.clone())),
-            _ => None,
-        };
-        let input = StructuringInput {
-            notes: &p.intake.notes,
-            asset: &p.asset,
-            photo: photo.as_ref().map(|(b, t)| (b.as_slice(), t.as_str())),
-        };
-        let (fields, mut info) = match deps.structurers.get(&wf.structurer) {
-            Some(s) => structuring::structure(s.as_ref(), &deps.rules, &wf, &input).await,
-            None => {
-                let (f, mut i) =
-                    structuring::structure(&deps.rules, &deps.rules, &wf, &input).await;
-                if wf.structurer != StructurerKind::Rules {
-                    i.fallback_reason =
-                        Some(format!("{:?} structurer is not configured", wf.structurer));
-                }
-                (f, i)
-            }
+        let (fields, mut info, author) = if let Some(a) = &p.intake.assistant {
+            // An assistant proposed the fields itself: validate them, do
+            // not structure again.
+            let fields = structuring::validate_assistant(&wf, a, &p.intake.notes);
+            let info = StructuringInfo {
+                structurer: "assistant".into(),
+                ..StructuringInfo::default()
+            };
+            let author = Actor::Assistant {
+                token: a.token_id.clone(),
+                name: a.assistant.clone(),
+            };
+            (fields, info, author)
+        } else {
+            let (fields, info) = structure_notes(deps, &wf, &p).await?;
+            (fields, info, Actor::system("structure"))
         };
         info.latency_ms = info.latency_ms.max(1);
         let flagged: Vec<&String> = fields
@@ -107,7 +102,7 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
             detail,
             now,
             |next| {
-                next.push_revision(fields.clone(), Actor::system("structure"), now);
+                next.push_revision(fields.clone(), author.clone(), now);
                 next.structuring = Some(info.clone());
             },
         )?;
@@ -235,6 +230,40 @@ pub enum StructureEventError {
     Event(#[source] serde_json::Error),
     #[error(transparent)]
     App(#[from] AppError),
+}
+
+/// A report's notes (and photo, if the workflow allows) through the
+/// workflow's structurer, falling back to the rules.
+async fn structure_notes(
+    deps: &Structure,
+    wf: &Workflow,
+    p: &Proposal,
+) -> Result<(Fields, StructuringInfo), AppError> {
+    let photo = match (&p.intake.photo, wf.photo.send_to_structurer) {
+        (Some(ph), true) => deps
+            .media
+            .get(&ph.key)
+            .await?
+            .map(|b| (b, ph.content_type.clone())),
+        _ => None,
+    };
+    let input = StructuringInput {
+        notes: &p.intake.notes,
+        asset: &p.asset,
+        photo: photo.as_ref().map(|(b, t)| (b.as_slice(), t.as_str())),
+    };
+    let (fields, info) = match deps.structurers.get(&wf.structurer) {
+        Some(s) => structuring::structure(s.as_ref(), &deps.rules, wf, &input).await,
+        None => {
+            let (f, mut i) = structuring::structure(&deps.rules, &deps.rules, wf, &input).await;
+            if wf.structurer != StructurerKind::Rules {
+                i.fallback_reason =
+                    Some(format!("{:?} structurer is not configured", wf.structurer));
+            }
+            (f, i)
+        }
+    };
+    Ok((fields, info))
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ async fn received(f: &Fx, workflow: &str, notes: &str) -> Proposal {
             reporter: None,
             photo: None,
             received_at: now,
+            assistant: None,
         },
         now,
     );

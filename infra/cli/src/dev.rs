@@ -16,11 +16,13 @@ use fieldgate::compose::{Components, Keys};
 use fieldgate::config::{Config, StructurerConfig};
 use fieldgate::domain::{AssetId, Workflows};
 use fieldgate::embedded::{Change, FileMedia, HandoffLog, Outbox, Outcome, SqliteStore};
+use fieldgate::ports::AssistantTokens;
 use fieldgate::salesforce::{SalesforceClient, SalesforceConfig};
 use fieldgate::stream::subject_of;
 use fieldgate::{AppError, Chain, UserError};
 use fieldgate_approval::ApprovalDeps;
 use fieldgate_commit::Commit;
+use fieldgate_mcp::McpDeps;
 use fieldgate_qr_intake::IntakeDeps;
 use fieldgate_sf_emulator::{Emulator, EmulatorConfig};
 use fieldgate_structure::Structure;
@@ -56,6 +58,8 @@ pub struct DevOptions {
     pub structurers: StructurerConfig,
     /// Where every step reads the time (tests pass a clock they move).
     pub clock: Arc<dyn Clock>,
+    /// The workflows; default the configured (built-in) ones.
+    pub workflows: Option<Arc<Workflows>>,
 }
 
 impl DevOptions {
@@ -70,6 +74,7 @@ impl DevOptions {
             sweep_every: Duration::from_secs(60),
             structurers: StructurerConfig::default(),
             clock: fieldgate::clock::system(),
+            workflows: None,
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct DevStack {
     pub salesforce: Arc<SalesforceClient>,
     pub keys: Keys,
     pub workflows: Arc<Workflows>,
+    /// The MCP assistants' tokens (the file `fieldgate mcp token` writes).
+    pub assistants: Arc<dyn AssistantTokens>,
     pub structure: Arc<Structure>,
     pub commit: Arc<Commit>,
     pub clock: Arc<dyn Clock>,
@@ -161,6 +168,10 @@ impl DevStack {
         .with_handoff(handoff.clone())
         .with_salesforce(salesforce.clone())
         .with_asset_ttl(time::Duration::minutes(10));
+        let parts = match opts.workflows.clone() {
+            Some(w) => parts.with_workflows(w),
+            None => parts,
+        };
         let keys = parts.keys().await?;
         let workflows = parts.workflows().await?;
         let structure = Arc::new(Structure::build(&parts).await?);
@@ -171,6 +182,8 @@ impl DevStack {
         };
         let intake = Arc::new(IntakeDeps::build(&parts, limits).await?);
         let approval = Arc::new(ApprovalDeps::build(&parts).await?);
+        let mcp = Arc::new(McpDeps::build(&parts).await?);
+        let assistants = parts.assistants().await?;
         let (delivered_tx, delivered) = watch::channel(0);
         let app = Arc::new(App {
             store: store.clone(),
@@ -183,7 +196,7 @@ impl DevStack {
             public_url: public_url.clone(),
         });
 
-        let router = routes(intake, approval, emulator.router(), app);
+        let router = routes(intake, approval, mcp, emulator.router(), app);
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let r = axum::serve(listener, router)
@@ -258,6 +271,7 @@ impl DevStack {
             salesforce,
             keys,
             workflows,
+            assistants,
             structure,
             commit,
             clock: opts.clock,
@@ -467,11 +481,12 @@ async fn deliver(
 }
 
 /// One origin, as behind API Gateway: the functions' routers (each brings
-/// its 10 MB body limit and security headers), the emulator under
+/// its 10 MB body limit and security headers; MCP at `/mcp`), the emulator under
 /// `/services/...` (its routes carry that prefix), and the dev pages.
 fn routes(
     intake: Arc<IntakeDeps>,
     approval: Arc<ApprovalDeps>,
+    mcp: Arc<McpDeps>,
     salesforce: Router,
     app: Arc<App>,
 ) -> Router {
@@ -493,6 +508,7 @@ fn routes(
     Router::new()
         .merge(fieldgate_qr_intake::router(intake).reset_fallback())
         .merge(fieldgate_approval::router(approval).reset_fallback())
+        .merge(fieldgate_mcp::router(mcp))
         .merge(salesforce)
         .merge(dev)
 }

@@ -3,4 +3,5 @@
 pub mod check;
 pub mod dev;
 pub mod eval;
+pub mod mcp;
 pub mod qr;

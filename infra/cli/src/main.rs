@@ -76,6 +76,11 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// The MCP endpoint's assistants (their bearer tokens).
+    Mcp {
+        #[command(subcommand)]
+        cmd: McpCmd,
+    },
     /// Check a workflow against the org's describe (SALESFORCE_* env: a
     /// real org; otherwise the built-in emulator); non-zero on any problem.
     Check {
@@ -85,10 +90,110 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum McpCmd {
+    /// Bearer tokens of the assistants that may use /mcp.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make a token for one assistant; it is printed once, only its hash is kept.
+    Create {
+        /// Who this is, as reviewers and the audit trail will see it.
+        #[arg(long)]
+        name: String,
+        /// The workflows it may read and propose to (comma-separated ids).
+        #[arg(long, value_delimiter = ',', required = true)]
+        workflows: Vec<String>,
+        /// Tool calls per minute.
+        #[arg(long, default_value_t = fieldgate::domain::AssistantLimits::default().per_minute)]
+        per_minute: u32,
+        /// Proposals per day.
+        #[arg(long, default_value_t = fieldgate::domain::AssistantLimits::default().per_day)]
+        per_day: u32,
+        /// The data directory of the server (as for `dev`); with
+        /// FIELDGATE_TABLE set, the table instead.
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+    },
+    /// Every token, revoked ones included.
+    List {
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+    },
+    /// Revoke a token by its id (as `list` shows it); effective at once.
+    Revoke {
+        id: String,
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+    },
+}
+
+/// The deployment's parts for an admin command: the environment's
+/// configuration, with the data directory given on the command line.
+fn components(data: PathBuf) -> anyhow::Result<fieldgate::compose::Components> {
+    let mut config = fieldgate::config::Config::from_env()?;
+    config.data_dir = data;
+    Ok(fieldgate::compose::Components::new(config))
+}
+
+async fn mcp_command(cmd: McpCmd) -> anyhow::Result<()> {
+    let McpCmd::Token { cmd } = cmd;
+    match cmd {
+        TokenCmd::Create {
+            name,
+            workflows,
+            per_minute,
+            per_day,
+            data,
+        } => {
+            let c = components(data)?;
+            let (secret, record) = fieldgate_cli::mcp::create_token(
+                c.assistants().await?.as_ref(),
+                &*c.workflows().await?,
+                &name,
+                &workflows,
+                fieldgate::domain::AssistantLimits {
+                    per_minute,
+                    per_day,
+                },
+                c.clock().as_ref(),
+            )
+            .await?;
+            eprintln!("{}", fieldgate_cli::mcp::describe(&record));
+            eprintln!("The token (shown once; only its hash is stored):");
+            println!("{secret}");
+            Ok(())
+        }
+        TokenCmd::List { data } => {
+            let c = components(data)?;
+            for t in c.assistants().await?.list().await? {
+                println!("{}", fieldgate_cli::mcp::describe(&t));
+            }
+            Ok(())
+        }
+        TokenCmd::Revoke { id, data } => {
+            let c = components(data)?;
+            match c.assistants().await?.revoke(&id, c.clock().now()).await? {
+                Some(t) => {
+                    println!("{}", fieldgate_cli::mcp::describe(&t));
+                    Ok(())
+                }
+                None => anyhow::bail!("no token with id {id:?} (see `fieldgate mcp token list`)"),
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     fieldgate::telemetry::init_text();
     match Cli::parse().cmd {
+        Cmd::Mcp { cmd } => mcp_command(cmd).await,
         Cmd::Check { workflow } => {
             if !fieldgate_cli::check::command(workflow.as_deref()).await? {
                 std::process::exit(1);
@@ -114,6 +219,11 @@ async fn main() -> anyhow::Result<()> {
             println!("  data:        {}", data.display());
             println!("  review mail: {}/dev/outbox", stack.public_url);
             println!("  handoff:     {}/dev/handoff", stack.public_url);
+            println!(
+                "  MCP:         {}/mcp (a token: fieldgate mcp token create --name NAME --workflows ID --data {})",
+                stack.public_url,
+                data.display()
+            );
             println!(
                 "  Salesforce:  {}/services/ (client id {}, secret {})",
                 stack.base_url,

@@ -76,6 +76,21 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         # SAM's generated role (HTTP function, no stream): logs and X-Ray.
         | SAM_BASIC_ROLE
     ),
+    # ANY /mcp: AI assistants propose records; nothing they do is a write
+    # to Salesforce or a decision.
+    "McpFunction": (
+        # Creates RECEIVED proposals (P#, first event) with idempotency keys
+        # (I#), reads its own back, the asset cache (A#), and counts calls
+        # in rate-limit windows (RL#, UpdateItem).
+        grants(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], [TABLE],
+               leading_keys("P#*", "I#*", "A#*", "RL#*"))
+        # Reads the caller's token record by its hash (T#), nothing more.
+        | grants(["dynamodb:GetItem"], [TABLE], leading_keys("T#*"))
+        # Salesforce credentials (asset search) and the status-link key.
+        | grants(["secretsmanager:GetSecretValue"], ["${SalesforceSecret}", "${KeysSecret}"])
+        # SAM's generated role (HTTP function, no stream): logs and X-Ray.
+        | SAM_BASIC_ROLE
+    ),
     # Stream step on RECEIVED: structures the notes, mails the reviewers.
     "StructureFunction": (
         # Reads the proposal, writes it and its next audit event (P# only).

@@ -168,6 +168,10 @@ fn tokenize(q: &str) -> Result<Vec<Token>, ApiError> {
                     None => return Err(malformed(q, start, "unterminated string literal")),
                     Some('\\') => {
                         let esc = chars.get(i + 1).copied();
+                        // LIKE's escapes stay escapes (`\%` is a literal %).
+                        if matches!(esc, Some('%' | '_')) {
+                            s.push('\\');
+                        }
                         s.push(match esc {
                             Some('n') => '\n',
                             Some('t') => '\t',

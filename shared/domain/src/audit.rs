@@ -8,9 +8,20 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Actor {
-    Technician { reporter: Option<String> },
-    Reviewer { email: String },
-    System { step: String },
+    Technician {
+        reporter: Option<String>,
+    },
+    Reviewer {
+        email: String,
+    },
+    System {
+        step: String,
+    },
+    /// An AI assistant over MCP, named by its token.
+    Assistant {
+        token: String,
+        name: String,
+    },
 }
 
 impl Actor {
@@ -26,6 +37,7 @@ impl Actor {
             Actor::Technician { reporter: None } => "technician".into(),
             Actor::Reviewer { email } => email.clone(),
             Actor::System { step } => format!("fieldgate {step}"),
+            Actor::Assistant { name, .. } => format!("assistant {name}"),
         }
     }
 }

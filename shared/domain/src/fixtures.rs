@@ -50,6 +50,7 @@ pub fn received(id: ProposalId, now: Timestamp) -> Transition {
             reporter: None,
             photo: None,
             received_at: now,
+            assistant: None,
         },
         now,
     )

@@ -2,6 +2,7 @@
 //! cannot: its `Cargo.toml` has no async runtime, HTTP or AWS crate, and the
 //! clock and randomness come in as arguments.
 
+pub mod assistant;
 pub mod audit;
 pub mod ids;
 pub mod proposal;
@@ -10,6 +11,7 @@ pub mod status;
 pub mod tokens;
 pub mod workflow;
 
+pub use assistant::{AssistantLimits, AssistantProposal, AssistantToken};
 pub use audit::{Actor, AuditEvent, ChainError, verify_chain};
 pub use ids::{AssetId, IdError, ProposalId, WorkflowId};
 pub use proposal::{

@@ -1,6 +1,7 @@
 //! The proposal: everything known about one intake, and the only way to
 //! change it — a [`Transition`] that carries its own audit event.
 
+use super::assistant::AssistantProposal;
 use super::audit::{Actor, AuditEvent, GENESIS};
 use super::revision::{Fields, Revision};
 use super::{AssetId, ProposalId, Status, Timestamp, WorkflowId};
@@ -38,6 +39,10 @@ pub struct Intake {
     pub photo: Option<PhotoRef>,
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: Timestamp,
+    /// Set when an assistant proposed the fields over MCP: `notes` are then
+    /// the user's own words it quoted from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistant: Option<AssistantProposal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -203,8 +208,14 @@ impl Proposal {
         intake: Intake,
         now: Timestamp,
     ) -> Transition {
-        let actor = Actor::Technician {
-            reporter: intake.reporter.clone(),
+        let actor = match &intake.assistant {
+            Some(a) => Actor::Assistant {
+                token: a.token_id.clone(),
+                name: a.assistant.clone(),
+            },
+            None => Actor::Technician {
+                reporter: intake.reporter.clone(),
+            },
         };
         let proposal = Proposal {
             id,

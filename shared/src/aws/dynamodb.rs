@@ -9,11 +9,14 @@
 //! | asset cache | `A#{asset}` | `META` |
 //! | rate-limit window | `RL#{key}#{window}` | `META` |
 //! | idempotency key | `I#{key}` | `META` |
+//! | assistant token | `T#{sha256 of the token}` | `META` |
 //!
 //! GSI `by_status` (`gsi_status`, `created_at`); TTL attribute `expires_at`.
 
-use crate::domain::{AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition};
-use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
+use crate::domain::{
+    AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition,
+};
+use crate::ports::{AssistantTokens, CachedAsset, Created, ProposalStore, StoreError};
 use crate::stream::{META, proposal_from_item, proposal_item, proposal_pk};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -445,5 +448,89 @@ impl ProposalStore for DynamoStore {
             .as_ref()
             .and_then(|a| num(a, "count"))
             .ok_or_else(|| backend("counter update returned no count"))
+    }
+}
+
+/// Assistant tokens share the table: a lookup by hash is one `GetItem` per
+/// MCP request; listing and revoking (the CLI, rarely) scan the `T#` items.
+#[async_trait]
+impl AssistantTokens for DynamoStore {
+    async fn put(&self, token: &AssistantToken) -> Result<(), StoreError> {
+        let mut item: Item = serde_dynamo::to_item(token).map_err(backend)?;
+        item.extend(Self::key(format!("T#{}", token.token_hash)));
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    async fn by_hash(&self, token_hash: &str) -> Result<Option<AssistantToken>, StoreError> {
+        // A hash that is not hex cannot be a key we wrote.
+        if !token_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        match self.get_item(Self::key(format!("T#{token_hash}"))).await? {
+            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(backend),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<AssistantToken>, StoreError> {
+        let mut out: Vec<AssistantToken> = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(PK, :t)")
+                .expression_attribute_values(":t", AttributeValue::S("T#".into()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)?;
+            for item in page.items.unwrap_or_default() {
+                out.push(serde_dynamo::from_item(item).map_err(backend)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by_key(|t| t.created_at);
+        Ok(out)
+    }
+
+    async fn revoke(&self, id: &str, at: Timestamp) -> Result<Option<AssistantToken>, StoreError> {
+        let Some(mut token) = self.list().await?.into_iter().find(|t| t.id == id) else {
+            return Ok(None);
+        };
+        if token.revoked_at.is_none() {
+            token.revoked_at = Some(at);
+            let mut item: Item = serde_dynamo::to_item(&token).map_err(backend)?;
+            item.extend(Self::key(format!("T#{}", token.token_hash)));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(sdk)?;
+        }
+        Ok(Some(token))
     }
 }

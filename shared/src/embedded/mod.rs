@@ -2,10 +2,12 @@
 //! cloud account. State lives in a data directory and survives restarts;
 //! files are private to their owner (0600, directories 0700).
 
+mod assistants;
 mod files;
 mod import;
 mod sqlite;
 
+pub use assistants::AssistantFile;
 pub use files::{FileMedia, HandoffLog, Outbox};
 pub use import::OLD_STORE_FILE;
 pub use sqlite::{Change, DB_FILE, Outcome, SqliteStore};

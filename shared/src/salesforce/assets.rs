@@ -7,11 +7,61 @@ use std::sync::Arc;
 /// Asset context from one SOQL query: the asset, its account, its location.
 pub struct SalesforceAssets(pub Arc<SalesforceClient>);
 
+const ASSET_FIELDS: &str = "Id, Name, SerialNumber, AccountId, Account.Name, Location.Name";
+
+fn asset_from(id: AssetId, r: &serde_json::Value) -> AssetContext {
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    AssetContext {
+        name: s(&r["Name"]).unwrap_or_else(|| id.to_string()),
+        id,
+        serial_number: s(&r["SerialNumber"]),
+        account_id: s(&r["AccountId"]),
+        account_name: s(&r["Account"]["Name"]),
+        location: s(&r["Location"]["Name"]),
+    }
+}
+
+/// `text` as a LIKE pattern that matches it anywhere, its own `%` and `_`
+/// taken literally.
+fn like_anywhere(text: &str) -> String {
+    let quoted = soql_quote(text);
+    let inner = &quoted[1..quoted.len() - 1];
+    format!("'%{}%'", inner.replace('%', "\\%").replace('_', "\\_"))
+}
+
+impl SalesforceAssets {
+    /// Assets whose name, serial number or account name contains `text`
+    /// (case-insensitive, as SOQL LIKE is), at most `limit`.
+    pub async fn search(
+        &self,
+        text: &str,
+        limit: usize,
+    ) -> Result<Vec<AssetContext>, DirectoryError> {
+        let pat = like_anywhere(text.trim());
+        let soql = format!(
+            "SELECT {ASSET_FIELDS} FROM Asset WHERE Name LIKE {pat} OR SerialNumber LIKE {pat} OR Account.Name LIKE {pat} ORDER BY Name LIMIT {}",
+            limit.clamp(1, 50)
+        );
+        let recs = self
+            .0
+            .query(&soql)
+            .await
+            .map_err(|e| DirectoryError::new("asset search", e))?;
+        Ok(recs
+            .iter()
+            .filter_map(|r| {
+                let id: AssetId = r["Id"].as_str()?.parse().ok()?;
+                Some(asset_from(id, r))
+            })
+            .collect())
+    }
+}
+
 #[async_trait]
 impl AssetDirectory for SalesforceAssets {
     async fn lookup(&self, id: &AssetId) -> Result<Option<AssetContext>, DirectoryError> {
         let soql = format!(
-            "SELECT Id, Name, SerialNumber, AccountId, Account.Name, Location.Name FROM Asset WHERE Id = {}",
+            "SELECT {ASSET_FIELDS} FROM Asset WHERE Id = {}",
             soql_quote(id.as_str())
         );
         let recs = self
@@ -22,15 +72,7 @@ impl AssetDirectory for SalesforceAssets {
         let Some(r) = recs.first() else {
             return Ok(None);
         };
-        let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
-        Ok(Some(AssetContext {
-            id: id.clone(),
-            name: s(&r["Name"]).unwrap_or_else(|| id.to_string()),
-            serial_number: s(&r["SerialNumber"]),
-            account_id: s(&r["AccountId"]),
-            account_name: s(&r["Account"]["Name"]),
-            location: s(&r["Location"]["Name"]),
-        }))
+        Ok(Some(asset_from(id.clone(), r)))
     }
 }
 
@@ -78,5 +120,18 @@ impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
                 None => Err(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_anywhere;
+
+    #[test]
+    fn search_text_is_quoted_and_its_wildcards_are_literal() {
+        assert_eq!(like_anywhere("chiller"), "'%chiller%'");
+        assert_eq!(like_anywhere("50%_off"), r"'%50\%\_off%'");
+        assert_eq!(like_anywhere("x' OR Name != '"), r"'%x\' OR Name != \'%'");
+        assert_eq!(like_anywhere(r"a\b"), r"'%a\\b%'");
     }
 }

@@ -15,7 +15,7 @@ pub use model::ModelStructurer;
 pub use rules::RulesStructurer;
 
 use crate::domain::workflow::is_blank;
-use crate::domain::{FieldValue, Fields, StructuringInfo, Workflow};
+use crate::domain::{AssistantProposal, FieldValue, Fields, StructuringInfo, Workflow};
 use crate::ports::{Proposed, Structurer, StructuringInput};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -63,20 +63,8 @@ pub async fn structure_detailed(
         }
     };
     let mut fields = validate_with(workflow, &proposed, input.notes, input.photo.is_some());
-    if used != fallback.name()
-        && let Some(words) = steering_attempt(input.notes)
-    {
-        // The model may have been steered even within the schema: make the
-        // reviewer look at every value it proposed.
-        for f in fields.values_mut().filter(|f| !f.value.is_null()) {
-            let note = format!(
-                "the notes contain words aimed at the structurer ({words:?}); check this value"
-            );
-            f.flag = Some(match f.flag.take() {
-                Some(old) => format!("{old}; {note}"),
-                None => note,
-            });
-        }
+    if used != fallback.name() {
+        flag_if_steered(&mut fields, input.notes, "the structurer");
     }
     let info = StructuringInfo {
         structurer: used,
@@ -94,10 +82,61 @@ pub async fn structure_detailed(
     }
 }
 
+/// A model may have been steered even within the schema: when the notes
+/// hold words aimed at a model, the reviewer is asked to look at every
+/// value `who` proposed.
+pub fn flag_if_steered(fields: &mut Fields, notes: &str, who: &str) {
+    let Some(words) = steering_attempt(notes) else {
+        return;
+    };
+    for f in fields.values_mut().filter(|f| !f.value.is_null()) {
+        let note = format!("the notes contain words aimed at {who} ({words:?}); check this value");
+        f.flag = Some(match f.flag.take() {
+            Some(old) => format!("{old}; {note}"),
+            None => note,
+        });
+    }
+}
+
+/// The fields an assistant proposed over MCP, validated exactly as a
+/// structurer's are (the endpoint already refused what breaks the schema;
+/// this is the same gate on the pipeline's side): a quote that is not in
+/// the source text is dropped and the field flagged.
+pub fn validate_assistant(
+    workflow: &Workflow,
+    proposal: &AssistantProposal,
+    notes: &str,
+) -> Fields {
+    let proposed = Proposed {
+        fields: proposal
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        evidence: proposal
+            .evidence
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+        ..Proposed::default()
+    };
+    let mut fields = validate(workflow, &proposed, notes);
+    let who = format!("the assistant {}", proposal.assistant);
+    for f in fields.values_mut() {
+        if let Some(flag) = &mut f.flag {
+            *flag = flag.replace("the structurer", &who);
+        }
+    }
+    flag_if_steered(&mut fields, notes, "an assistant");
+    fields
+}
+
 /// Phrases that address a model rather than describe an asset.
 fn steering_attempt(notes: &str) -> Option<String> {
-    const PHRASES: [&str; 9] = [
+    const PHRASES: [&str; 11] = [
         "ignore previous instructions",
+        "ignore the workflow",
+        "ignore your rules",
         "ignore all previous",
         "ignore the above",
         "ignore your instructions",

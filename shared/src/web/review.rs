@@ -95,6 +95,8 @@ pub struct ReviewPage<'a> {
     pub reviewer: &'a str,
     pub asset: &'a AssetContext,
     pub reporter: Option<&'a str>,
+    /// The assistant that proposed it over MCP (instead of a technician).
+    pub assistant: Option<&'a str>,
     pub received_at: String,
     pub notes: Vec<NoteSpan>,
     pub photo_url: Option<String>,
