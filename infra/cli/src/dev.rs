@@ -416,8 +416,13 @@ async fn dispatch(
                 let (store, structure, commit) = (&store, &structure, commit.as_deref());
                 async move {
                     for ch in changes {
-                        let outcome = deliver(&ch.record(), structure, commit, retries).await;
-                        mark(store, ch.seq, outcome).await;
+                        // A paused step's changes stay undelivered: a later
+                        // start (with the step running) picks them up.
+                        if let Some(outcome) =
+                            deliver(&ch.record(), structure, commit, retries).await
+                        {
+                            mark(store, ch.seq, outcome).await;
+                        }
                     }
                 }
             })
@@ -447,15 +452,19 @@ async fn mark(store: &SqliteStore, seq: u64, outcome: Outcome) {
     }
 }
 
+/// `None`: the change is for the commit step and it is paused.
 async fn deliver(
     rec: &EventRecord,
     structure: &Structure,
     commit: Option<&Commit>,
     retries: u32,
-) -> Outcome {
+) -> Option<Outcome> {
     let Some((id, Some(status))) = subject_of(rec) else {
-        return Outcome::Done;
+        return Some(Outcome::Done);
     };
+    if commit.is_none() && fieldgate_commit::STATUSES.contains(&status) {
+        return None;
+    }
     let mut delay = Duration::from_millis(100);
     for attempt in 0..=retries {
         let mut ev = Event::default();
@@ -466,10 +475,10 @@ async fn deliver(
         {
             fieldgate_commit::handle_stream(commit, ev).await
         } else {
-            return Outcome::Done;
+            return Some(Outcome::Done);
         };
         if resp.batch_item_failures.is_empty() {
-            return Outcome::Done;
+            return Some(Outcome::Done);
         }
         if attempt < retries {
             tokio::time::sleep(delay).await;
@@ -477,7 +486,7 @@ async fn deliver(
         }
     }
     tracing::error!(proposal = %id, %status, "record set aside after {retries} retries (AWS: on-failure queue)");
-    Outcome::SetAside
+    Some(Outcome::SetAside)
 }
 
 /// One origin, as behind API Gateway: the functions' routers (each brings

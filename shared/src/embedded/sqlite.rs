@@ -60,10 +60,12 @@ CREATE TABLE IF NOT EXISTS asset_cache (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rate_windows (
     key TEXT PRIMARY KEY,
-    window INTEGER NOT NULL,
+    -- When the counted window ends (Unix seconds): comparable across
+    -- counters of different window sizes.
+    ends_at INTEGER NOT NULL,
     count INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rate_windows_by_window ON rate_windows (window);
+CREATE INDEX IF NOT EXISTS rate_windows_by_end ON rate_windows (ends_at);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
     proposal_id TEXT NOT NULL
@@ -682,23 +684,25 @@ impl ProposalStore for SqliteStore {
         window_secs: i64,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let window = now.unix_timestamp() / window_secs.max(1);
+        let size = window_secs.max(1);
+        let now_secs = now.unix_timestamp();
+        let ends_at = (now_secs / size + 1) * size;
         let key = key.to_owned();
         self.write(move |c| {
             let count: i64 = c
                 .prepare_cached(
-                    "INSERT INTO rate_windows (key, window, count) VALUES (?1, ?2, 1) \
+                    "INSERT INTO rate_windows (key, ends_at, count) VALUES (?1, ?2, 1) \
                      ON CONFLICT (key) DO UPDATE SET \
-                       count = CASE WHEN window = excluded.window THEN count + 1 ELSE 1 END, \
-                       window = excluded.window \
+                       count = CASE WHEN ends_at = excluded.ends_at THEN count + 1 ELSE 1 END, \
+                       ends_at = excluded.ends_at \
                      RETURNING count",
                 )
-                .and_then(|mut s| s.query_row(params![key, window], |r| r.get(0)))
+                .and_then(|mut s| s.query_row(params![key, ends_at], |r| r.get(0)))
                 .map_err(backend("counting in a rate window"))?;
             // Old windows are dropped as we go (DynamoDB uses TTL); the
             // index makes this a range delete.
-            c.prepare_cached("DELETE FROM rate_windows WHERE window < ?1")
-                .and_then(|mut s| s.execute(params![window - 1]))
+            c.prepare_cached("DELETE FROM rate_windows WHERE ends_at <= ?1")
+                .and_then(|mut s| s.execute(params![now_secs]))
                 .map_err(backend("dropping old rate windows"))?;
             Ok((count as u64, None))
         })
