@@ -260,6 +260,44 @@ async fn claim(d: &Driver<'_>, p: &Proposal) -> Result<(), CommitError> {
     Ok(())
 }
 
+/// Ends every live commit lease: for a process that is the only driver of
+/// its store (`fieldgate dev` at start), a lease left in the store belongs
+/// to a process that is gone (killed mid-commit), so its work may be taken
+/// over at once instead of after the lease. Each release is a conditional
+/// write with its audit event.
+pub async fn release_dead_leases(deps: &Commit) -> Result<usize, CommitError> {
+    let now = deps.clock.now();
+    let mut released = 0;
+    for status in [
+        Status::Committing,
+        Status::Committed,
+        Status::NeedsAttention,
+    ] {
+        for p in deps.store.list_by_status(status, 1000).await? {
+            if p.commit.lease_until.is_none_or(|until| until <= now) {
+                continue;
+            }
+            let t = p.transition(
+                p.status,
+                Actor::system("commit"),
+                "commit_lease_released",
+                json!({"reason": "the driver's process is gone (restart)"}),
+                now,
+                |n| {
+                    n.commit.lease_owner = None;
+                    n.commit.lease_until = None;
+                },
+            )?;
+            match deps.store.apply(&t).await {
+                Ok(()) => released += 1,
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(released)
+}
+
 /// After a failed step: gives the lease up with a back-off, recorded, so
 /// the stream's redelivery or the next sweep resumes, and an outage is not
 /// a loop of immediate retries. Best effort: if even this write fails, the

@@ -212,6 +212,15 @@ impl DevStack {
         // What failed every retry last time gets another chance (AWS: the
         // on-failure queue redriven).
         let redriven = store.redrive_set_aside().await?;
+        // This process is the only driver of its data: leases left by the
+        // one before it (killed mid-commit) are dead.
+        let released = fieldgate_commit::release_dead_leases(&commit).await?;
+        if released > 0 {
+            tracing::info!(
+                proposals = released,
+                "commit leases of the previous run released"
+            );
+        }
         if redriven > 0 {
             tracing::info!(
                 changes = redriven,
