@@ -193,9 +193,12 @@ async fn main() {
         }
     };
     tokio::join!(submit, approve);
-    while h.stack.handoff.messages().len() < handoffs_before + lifecycle {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Every change handled: each approved proposal is committed and handed off.
+    h.stack.settled().await;
+    assert_eq!(
+        h.stack.handoff.messages().len(),
+        handoffs_before + lifecycle
+    );
     let total = started.elapsed();
     println!(
         "\n### Lifecycle\n\n{lifecycle} proposals intake → structured → mailed → approved → committed → handoff in {:.2} s: {:.0} proposals/s end to end",
