@@ -12,7 +12,7 @@ use fieldgate_tests::{Harness, hidden, jpeg};
 use futures_util::StreamExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const BOUNDARY: &str = "XbOuNdArY42";
 
@@ -169,6 +169,9 @@ async fn main() {
         }
     });
     let approve = async {
+        // Woken by every change the store commits: a review mail is
+        // recorded as sent by one.
+        let mut changes = h.stack.store.watch_sequence();
         let mut next = mails_before;
         while next < mails_before + lifecycle {
             let mails = h.stack.outbox.mails();
@@ -189,7 +192,9 @@ async fn main() {
                     }
                 })
                 .await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            if next < mails_before + lifecycle {
+                changes.changed().await.expect("the store is open");
+            }
         }
     };
     tokio::join!(submit, approve);
