@@ -50,13 +50,22 @@ for s in infra/scripts/setup.d/*.sh; do
   source "$s"
 done
 
-say "format"
-cargo fmt --all -- --check
-
 # One build for lint and tests: the Bedrock structurer (feature `bedrock`;
 # its request/response mapping is tested without an AWS call) is in it, so
 # no second feature set recompiles the AWS crates.
 FEATURES=(--features fieldgate/bedrock)
+
+# `test.sh -- ARGS`: start the stand-ins, then run only `cargo test ARGS`
+# (e.g. `-- -p fieldgate-tests --test integration flow::`), no lint.
+if [[ ${1:-} == "--" ]]; then
+  shift
+  say "tests (selected)"
+  cargo test --locked "${FEATURES[@]}" "$@"
+  exit $?
+fi
+
+say "format"
+cargo fmt --all -- --check
 
 say "lint"
 cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
