@@ -194,7 +194,9 @@ impl Components {
             keys: OnceCell::new(),
             workflows: OnceCell::new(),
             structurers: OnceCell::new(),
-            asset_ttl: time::Duration::hours(1),
+            // A deleted or out-of-service asset's sticker stops within a
+            // minute; a scan costs at most one query per asset per minute.
+            asset_ttl: time::Duration::minutes(1),
         }
     }
 

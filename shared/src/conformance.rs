@@ -5,7 +5,8 @@
 
 use crate::clock::{Clock, SystemClock, new_proposal_id};
 use crate::domain::{
-    Actor, AssetContext, Proposal, ProposalId, Status, Timestamp, Transition, verify_chain,
+    Actor, AssetContext, Proposal, ProposalId, Status, Timestamp, Transition, WindowCount,
+    verify_chain,
 };
 use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
 use serde_json::json;
@@ -67,9 +68,19 @@ async fn idempotent_create(s: &dyn ProposalStore) {
     let a = received(now());
     let b = received(now());
     assert_eq!(
+        s.idempotent(&key).await.unwrap(),
+        None,
+        "idempotent_create: unknown key"
+    );
+    assert_eq!(
         s.create(&a, Some(&key)).await,
         Ok(Created::New),
         "idempotent_create: first"
+    );
+    assert_eq!(
+        s.idempotent(&key).await.unwrap(),
+        Some(a.proposal.id),
+        "idempotent_create: the key names the proposal"
     );
     assert_eq!(
         s.create(&b, Some(&key)).await,
@@ -193,30 +204,50 @@ async fn listing_newest_first(s: &dyn ProposalStore) {
 async fn counters_and_cache(s: &dyn ProposalStore) {
     let now = now();
     let key = format!("RL#{}", new_proposal_id(now));
+    let count = |current, previous| WindowCount { current, previous };
     assert_eq!(
         s.count_in_window(&key, 600, now).await.unwrap(),
-        1,
+        count(1, 0),
         "counters: first"
     );
     assert_eq!(
         s.count_in_window(&key, 600, now).await.unwrap(),
-        2,
+        count(2, 0),
         "counters: second"
     );
-    let later = now + time::Duration::seconds(1200);
+    // The next window sees this one as its previous (the sliding estimate).
+    let next = now + time::Duration::seconds(600);
+    assert_eq!(
+        s.count_in_window(&key, 600, next).await.unwrap(),
+        count(1, 2),
+        "counters: next window"
+    );
+    let later = now + time::Duration::seconds(1800);
     assert_eq!(
         s.count_in_window(&key, 600, later).await.unwrap(),
-        1,
-        "counters: new window"
+        count(1, 0),
+        "counters: two windows on"
     );
     // Counters of different window sizes do not disturb each other (the
     // MCP endpoint counts per minute and per day for one token).
     let day = format!("DAY#{key}");
-    assert_eq!(s.count_in_window(&day, 86_400, later).await.unwrap(), 1);
-    let minute = format!("MIN#{key}");
-    assert_eq!(s.count_in_window(&minute, 60, later).await.unwrap(), 1);
     assert_eq!(
-        s.count_in_window(&day, 86_400, later).await.unwrap(),
+        s.count_in_window(&day, 86_400, later)
+            .await
+            .unwrap()
+            .current,
+        1
+    );
+    let minute = format!("MIN#{key}");
+    assert_eq!(
+        s.count_in_window(&minute, 60, later).await.unwrap().current,
+        1
+    );
+    assert_eq!(
+        s.count_in_window(&day, 86_400, later)
+            .await
+            .unwrap()
+            .current,
         2,
         "counters: windows of different sizes"
     );

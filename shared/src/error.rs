@@ -24,10 +24,45 @@ pub enum UserError {
     Gone(String),
     #[error("{0}")]
     Forbidden(String),
-    #[error("too many reports from this code; try again in a few minutes")]
-    TooManyRequests,
+    /// A rate limit: who is limited, and when to try again (the page says
+    /// it, `Retry-After` carries it).
+    #[error("{}", too_many_text(*.scope, *.retry_after_secs))]
+    TooManyRequests {
+        scope: RateScope,
+        retry_after_secs: u64,
+    },
     #[error("method not allowed")]
     MethodNotAllowed,
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateScope {
+    /// Reports for one QR code (one asset and workflow).
+    Code,
+    /// Reports from one client address.
+    Client,
+    /// Every report this server takes.
+    Everyone,
+}
+
+fn too_many_text(scope: RateScope, secs: u64) -> String {
+    let when = if secs < 90 {
+        format!("{secs} seconds")
+    } else {
+        format!("{} minutes", secs.div_ceil(60))
+    };
+    match scope {
+        RateScope::Code => format!(
+            "This code has received many reports in the last few minutes. Nothing was saved; try again in {when}."
+        ),
+        RateScope::Client => format!(
+            "Many reports came from your network in the last few minutes. Nothing was saved; try again in {when}."
+        ),
+        RateScope::Everyone => {
+            format!("The service is busy right now. Nothing was saved; try again in {when}.")
+        }
+    }
 }
 
 impl UserError {
@@ -42,7 +77,7 @@ impl UserError {
             UserError::PayloadTooLarge(_) => 413,
             UserError::UnsupportedMedia(_) => 415,
             UserError::Unprocessable(_) => 422,
-            UserError::TooManyRequests => 429,
+            UserError::TooManyRequests { .. } => 429,
         }
     }
 }

@@ -14,6 +14,97 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The client's address, as the server in front decided it: the socket's
+/// peer, API Gateway's `requestContext.http.sourceIp`, or — only behind a
+/// proxy the operator trusts — the last `X-Forwarded-For` hop. Set by the
+/// entry point (a request extension), read by per-client limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl ClientIp {
+    /// The key a per-client limit counts under. An IPv6 client is counted
+    /// by its /64: one subscriber gets a whole /64, so its addresses would
+    /// otherwise be endless fresh budgets.
+    pub fn limit_key(&self) -> String {
+        match self.0 {
+            std::net::IpAddr::V4(a) => a.to_string(),
+            std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = a.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+        }
+    }
+
+    /// From a socket server: the peer, or with `trust_proxy` the last
+    /// `X-Forwarded-For` entry (the one our proxy appended; earlier entries
+    /// are whatever the client sent and prove nothing).
+    pub fn from_socket(peer: std::net::IpAddr, headers: &HeaderMap, trust_proxy: bool) -> ClientIp {
+        if trust_proxy
+            && let Some(last) = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .rfind(|v| !v.is_empty())
+            && let Ok(ip) = last.parse()
+        {
+            return ClientIp(ip);
+        }
+        ClientIp(peer)
+    }
+}
+
+/// Middleware for a server on a socket (`fieldgate dev`/`serve`, served
+/// with `into_make_service_with_connect_info::<SocketAddr>()`): sets
+/// [`ClientIp`]. The state says whether a reverse proxy is trusted.
+pub async fn client_ip_from_socket(
+    axum::extract::State(trust_proxy): axum::extract::State<bool>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(peer) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+    {
+        let ip = ClientIp::from_socket(peer, req.headers(), trust_proxy);
+        req.extensions_mut().insert(ip);
+    }
+    next.run(req).await
+}
+
+/// Middleware for routes only this machine may use (`fieldgate dev`'s
+/// `/dev/*` pages and its emulated org): a request from elsewhere gets the
+/// plain 404 page, as if they did not exist. "This machine" is the socket
+/// peer — never a forwarded header — being loopback or the server's own
+/// address (the state). A request without a peer address is refused.
+pub async fn this_machine_only(
+    axum::extract::State(own): axum::extract::State<Option<std::net::IpAddr>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let local = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .is_some_and(|peer| {
+            let peer = match peer {
+                std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
+                v4 => v4,
+            };
+            peer.is_loopback() || Some(peer) == own
+        });
+    if local {
+        next.run(req).await
+    } else {
+        crate::web::user_error(&UserError::NotFound)
+    }
+}
+
 /// One path parameter. A segment that is not UTF-8 once percent-decoded
 /// is an unknown link (404 page), not axum's plain-text 400.
 pub struct Segment(pub String);

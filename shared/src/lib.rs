@@ -24,4 +24,4 @@ pub mod web;
 pub mod workflows;
 
 pub use domain::*;
-pub use error::{AppError, Chain, UserError};
+pub use error::{AppError, Chain, RateScope, UserError};

@@ -3,7 +3,7 @@
 
 use crate::domain::{
     AssetContext, AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp,
-    Transition, Workflow,
+    Transition, WindowCount, Workflow,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -78,14 +78,18 @@ pub trait ProposalStore: Send + Sync {
     ) -> Result<Vec<Proposal>, StoreError>;
     async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError>;
     async fn cache_asset(&self, asset: &CachedAsset) -> Result<(), StoreError>;
-    /// Adds one to the counter of `key` in the current window and returns
-    /// the new count.
+    /// Adds one to the counter of `key` in the fixed window `now` falls in
+    /// (windows end at multiples of `window_secs`) and returns the new count
+    /// with the previous window's, for a sliding estimate.
     async fn count_in_window(
         &self,
         key: &str,
         window_secs: i64,
         now: Timestamp,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<WindowCount, StoreError>;
+    /// The proposal an idempotency key already made, if any (a resend is
+    /// answered before it counts against any limit).
+    async fn idempotent(&self, key: &str) -> Result<Option<ProposalId>, StoreError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -381,8 +385,27 @@ impl DirectoryError {
 
 #[async_trait]
 pub trait AssetDirectory: Send + Sync {
-    /// `None`: no such asset (the QR code is stale).
+    /// `None`: no such asset, or no longer in service (the QR code is stale).
     async fn lookup(&self, id: &AssetId) -> Result<Option<AssetContext>, DirectoryError>;
+
+    /// As `lookup`, saying whether Salesforce confirmed the context (within
+    /// the cache's freshness) or a cached copy is all there is because
+    /// Salesforce could not be reached. Without a cache: always confirmed.
+    async fn lookup_checked(
+        &self,
+        id: &AssetId,
+    ) -> Result<Option<(AssetContext, Freshness)>, DirectoryError> {
+        Ok(self.lookup(id).await?.map(|a| (a, Freshness::Confirmed)))
+    }
+}
+
+/// Whether asset context is Salesforce's current word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Confirmed,
+    /// A cached copy, served because Salesforce could not be reached: the
+    /// form opens in the field, and says so.
+    Unconfirmed,
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ pub fn user_error(e: &UserError) -> Response {
             "Not found",
             "This link or code is not valid. If you scanned a sticker, ask your supervisor for a new one.".to_owned(),
         ),
-        UserError::TooManyRequests => ("Too many reports", e.to_string()),
+        UserError::TooManyRequests { .. } => ("Too many reports", e.to_string()),
         UserError::MethodNotAllowed => ("Not allowed", "This address does not accept that request.".into()),
         UserError::PayloadTooLarge(m) => ("Too large", m.clone()),
         UserError::UnsupportedMedia(m) => ("Not accepted", m.clone()),
@@ -117,6 +117,13 @@ pub fn user_error(e: &UserError) -> Response {
         UserError::Forbidden(m) => ("Not allowed", m.clone()),
     };
     let mut resp = message(e.status(), title, &text);
+    if let UserError::TooManyRequests {
+        retry_after_secs, ..
+    } = e
+    {
+        resp.headers_mut()
+            .insert("retry-after", http::HeaderValue::from(*retry_after_secs));
+    }
     if matches!(e, UserError::MethodNotAllowed) {
         resp.headers_mut()
             .insert("allow", http::HeaderValue::from_static("GET, HEAD, POST"));
@@ -196,6 +203,8 @@ pub struct IntakeForm<'a> {
     pub notes: &'a str,
     pub reporter: &'a str,
     pub error: Option<String>,
+    /// Salesforce could not be reached: the card is a cached copy.
+    pub unconfirmed: bool,
 }
 
 impl IntakeForm<'_> {

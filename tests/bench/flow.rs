@@ -28,7 +28,7 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100);
-    let h = Harness::build().reports_per_code(u64::MAX).start().await;
+    let h = Harness::build().no_intake_limits().start().await;
     let (mut submit, mut to_mail, mut decide, mut to_commit) = (vec![], vec![], vec![], vec![]);
     let started = Instant::now();
     for i in 0..n {

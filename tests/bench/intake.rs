@@ -102,7 +102,7 @@ async fn main() {
     let prefill = arg("--prefill", 1000);
     let secs = arg("--duration", 10);
     let lifecycle = arg("--lifecycle", 1000) as usize;
-    let h = Harness::build().reports_per_code(u64::MAX).start().await;
+    let h = Harness::build().no_intake_limits().start().await;
     let url = h.scan_url();
     println!(
         "fieldgate intake benchmark: {prefill} proposals stored before, wrk -t2 -c32 -d{secs}s"

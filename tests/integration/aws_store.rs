@@ -97,10 +97,14 @@ async fn items_follow_the_single_table_design() {
     assert_eq!(q.items().len(), 1);
     // A rate-limit window is its own item with a TTL.
     assert_eq!(
-        t.store.count_in_window("code-1", 600, now()).await.unwrap(),
+        t.store
+            .count_in_window("code-1", 600, now())
+            .await
+            .unwrap()
+            .current,
         1
     );
-    let window = now().unix_timestamp() / 600;
+    let window = fieldgate::domain::window_end(now(), 600);
     let rl = get(format!("RL#code-1#{window}"), "META")
         .await
         .unwrap()

@@ -5,7 +5,9 @@
 
 use fieldgate::domain::AssetId;
 use fieldgate::embedded::SqliteStore;
-use fieldgate::ports::{AssetDirectory, Attachment, ProposalStore, RecordWriter, WriteError};
+use fieldgate::ports::{
+    AssetDirectory, Attachment, Freshness, ProposalStore, RecordWriter, WriteError,
+};
 use fieldgate::salesforce::{
     CachedDirectory, SalesforceAssets, SalesforceClient, SalesforceConfig,
 };
@@ -394,10 +396,71 @@ async fn asset_context_is_one_query_then_served_from_the_store() {
     assert_eq!(sf.api_calls(), 3);
     em.faults().fail_next(100, 503);
     assert_eq!(stale.lookup(&id).await.unwrap().unwrap(), a);
+    // ...and says it is a copy, so the form can say so.
+    assert_eq!(
+        stale.lookup_checked(&id).await.unwrap().unwrap().1,
+        Freshness::Unconfirmed
+    );
     em.faults().fail_next(0, 503);
+    assert_eq!(
+        stale.lookup_checked(&id).await.unwrap().unwrap().1,
+        Freshness::Confirmed
+    );
     // An unknown asset is None, not an error.
     let unknown: AssetId = "02i000000000000AAA".parse().unwrap();
     assert!(dir.lookup(&unknown).await.unwrap().is_none());
+
+    // Taken out of service in Salesforce: the sticker stops once the cached
+    // copy is older than the freshness (a minute in every deployment), and
+    // the stale copy does not keep it alive.
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{base}/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", em.config().client_id.as_str()),
+            ("client_secret", em.config().client_secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let r = http
+        .patch(format!("{base}/services/data/v66.0/sobjects/Asset/{id}"))
+        .header("authorization", &bearer)
+        .json(&json!({"Status": "Obsolete"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert!(
+        dir.lookup(&id).await.unwrap().is_some(),
+        "fresh copy: still on"
+    );
+    assert!(stale.lookup(&id).await.unwrap().is_none(), "out of service");
+    assert!(
+        SalesforceAssets(sf.clone())
+            .search("", 50)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.id != id),
+        "and not offered to assistants"
+    );
+    // Deleted: the same.
+    let other: AssetId = em.demo_assets()[1].id.parse().unwrap();
+    assert!(stale.lookup(&other).await.unwrap().is_some());
+    let r = http
+        .delete(format!("{base}/services/data/v66.0/sobjects/Asset/{other}"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert!(stale.lookup(&other).await.unwrap().is_none(), "deleted");
 }
 
 /// The whole dev stack: with the org's budget spent, an approval waits in

@@ -41,8 +41,14 @@ impl HarnessBuilder {
         self
     }
 
+    /// Lifts every intake rate limit (load tests and benchmarks).
+    pub fn no_intake_limits(mut self) -> Self {
+        self.opts.intake_limits = fieldgate_cli::dev::IntakeLimits::unlimited();
+        self
+    }
+
     pub fn reports_per_code(mut self, n: u64) -> Self {
-        self.opts.reports_per_code = n;
+        self.opts.intake_limits.per_code.limit = n;
         self
     }
 
@@ -152,14 +158,30 @@ impl Harness {
             .unwrap()
     }
 
-    /// Waits for the n-th review mail and returns its link.
+    /// Waits for the n-th review mail and returns its link, once the
+    /// proposal also records the mail as sent (that write lands just after
+    /// the mail: a test that compares states must not race it).
     pub async fn review_url(&self, n: usize) -> String {
         let mails = wait_for(|| async {
             let m = self.json("/dev/outbox").await;
             (m.as_array().map_or(0, Vec::len) >= n).then_some(m)
         })
         .await;
-        mails[n - 1]["review_url"].as_str().unwrap().to_owned()
+        let url = mails[n - 1]["review_url"].as_str().unwrap().to_owned();
+        let id: fieldgate::domain::ProposalId = url
+            .rsplit('/')
+            .next()
+            .and_then(|t| t.get(..26))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("a proposal id in {url}"));
+        wait_for(|| async {
+            let p = fieldgate::ports::ProposalStore::get(self.stack.store.as_ref(), id)
+                .await
+                .unwrap()?;
+            (p.review.mailed || !p.status.awaits_reviewer()).then_some(())
+        })
+        .await;
+        url
     }
 
     pub async fn handoffs(&self) -> Vec<Value> {
@@ -235,7 +257,7 @@ pub fn jpeg() -> Vec<u8> {
 pub mod faults {
     use async_trait::async_trait;
     use fieldgate::domain::{
-        AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition,
+        AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition, WindowCount,
     };
     use fieldgate::ports::*;
     use serde_json::{Map, Value};
@@ -279,8 +301,16 @@ pub mod faults {
         async fn cache_asset(&self, a: &CachedAsset) -> Result<(), StoreError> {
             self.inner.cache_asset(a).await
         }
-        async fn count_in_window(&self, k: &str, w: i64, n: Timestamp) -> Result<u64, StoreError> {
+        async fn count_in_window(
+            &self,
+            k: &str,
+            w: i64,
+            n: Timestamp,
+        ) -> Result<WindowCount, StoreError> {
             self.inner.count_in_window(k, w, n).await
+        }
+        async fn idempotent(&self, k: &str) -> Result<Option<ProposalId>, StoreError> {
+            self.inner.idempotent(k).await
         }
     }
 

@@ -314,29 +314,49 @@ async fn decide(
         DecisionKind::Reject => "rejected",
     };
     let detail = json!({"edited": changed, "reason": reason, "round": p.review.round});
-    let t = p.transition(to, reviewer.clone(), action, detail, now, |next| {
-        if !changed.is_empty() {
-            next.push_revision(edited.clone(), reviewer.clone(), now);
+    let decide = |on: &Proposal| {
+        on.transition(to, reviewer.clone(), action, detail.clone(), now, |next| {
+            if !changed.is_empty() {
+                next.push_revision(edited.clone(), reviewer.clone(), now);
+            }
+            next.decision = Some(Decision {
+                kind,
+                by: link.grant.reviewer.clone(),
+                at: now,
+                revision_hash: next.current_hash().unwrap_or_default().to_owned(),
+                reason: reason.clone(),
+                token_hash: link.grant.token_hash.clone(),
+            });
+            // First decision wins: every link of the round is spent.
+            next.review.retire_grants();
+            next.commit.last_error = None;
+        })
+    };
+    let mut t = decide(p)?;
+    // A conflict is either another decision (first one wins) or the
+    // pipeline's own bookkeeping on the same proposal (the "mailed" mark
+    // lands just as the reviewer presses the button): then the decision
+    // still stands on the newer version, so it is applied to that one.
+    for attempt in 0.. {
+        match deps.store.apply(&t).await {
+            Ok(()) => break,
+            Err(StoreError::Conflict) => {
+                let now_p = deps.store.get(p.id).await?.ok_or(UserError::NotFound)?;
+                let same_round = now_p.status.awaits_reviewer()
+                    && now_p.decision.is_none()
+                    && now_p.current_hash() == Some(current.hash.as_str())
+                    && now_p
+                        .review
+                        .grants
+                        .iter()
+                        .any(|g| g.token_hash == link.grant.token_hash);
+                if !same_round || attempt >= 3 {
+                    return Err(UserError::Conflict(decided_text(&now_p)).into());
+                }
+                t = decide(&now_p)?;
+            }
+            Err(e) => return Err(e.into()),
         }
-        next.decision = Some(Decision {
-            kind,
-            by: link.grant.reviewer.clone(),
-            at: now,
-            revision_hash: next.current_hash().unwrap_or_default().to_owned(),
-            reason: reason.clone(),
-            token_hash: link.grant.token_hash.clone(),
-        });
-        // First decision wins: every link of the round is spent.
-        next.review.retire_grants();
-        next.commit.last_error = None;
-    })?;
-    match deps.store.apply(&t).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => {
-            let now_p = deps.store.get(p.id).await?.ok_or(UserError::NotFound)?;
-            return Err(UserError::Conflict(decided_text(&now_p)).into());
-        }
-        Err(e) => return Err(e.into()),
     }
     tracing::info!(decision = action, edited = changed.len(), "review decided");
     Ok(match kind {

@@ -110,10 +110,14 @@ impl Tools {
             .count_in_window(&format!("MCP#{}", who.id), 60, now)
             .await
             .map_err(|e| internal("counting tool calls failed", &e))?;
-        Ok((n > u64::from(who.limits.per_minute)).then(|| {
+        let limit = fieldgate::domain::SlidingLimit {
+            limit: u64::from(who.limits.per_minute),
+            window_secs: 60,
+        };
+        Ok(limit.check(n, now).err().map(|wait| {
             refuse(format!(
-                "Rate limit: this assistant may make at most {} tool calls per minute. Wait a minute, then try again.",
-                who.limits.per_minute
+                "Rate limit: this assistant may make at most {} tool calls per minute. Try again in {} seconds.",
+                who.limits.per_minute, wait.0
             ))
         }))
     }
@@ -478,7 +482,9 @@ impl Tools {
             .store
             .count_in_window(&format!("MCPDAY#{}", who.id), 86_400, now)
             .await
-            .map_err(|e| internal("counting proposals failed", &e))?;
+            .map_err(|e| internal("counting proposals failed", &e))?
+            // A calendar day (UTC), as the message says: not sliding.
+            .current;
         if day > u64::from(who.limits.per_day) {
             return Ok(refuse(format!(
                 "Daily cap: this assistant may make at most {} proposals per day. Nothing was proposed; try again tomorrow.",

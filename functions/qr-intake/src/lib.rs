@@ -10,30 +10,67 @@ use fieldgate::clock::{Clock, new_proposal_id};
 use fieldgate::compose::{BuildError, Components};
 use fieldgate::domain::Timestamp;
 use fieldgate::domain::{
-    CsrfKey, Intake, PhotoRef, Proposal, ProposalId, QrKeyring, Workflow, Workflows,
+    CsrfKey, Intake, PhotoRef, Proposal, ProposalId, QrKeyring, SlidingLimit, TokenBucket,
+    Workflow, Workflows,
 };
-use fieldgate::http::{BodyBytes, MAX_BODY, Segment, header, multipart};
-use fieldgate::ports::{AssetDirectory, Created, MediaStore, ProposalStore};
+use fieldgate::http::{BodyBytes, ClientIp, MAX_BODY, Segment, header, multipart};
+use fieldgate::ports::{AssetDirectory, Created, Freshness, MediaStore, ProposalStore};
 use fieldgate::web::{self, IntakeDone, IntakeForm, StatusPage};
-use fieldgate::{AppError, UserError};
+use fieldgate::{AppError, RateScope, UserError};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
+/// How much intake takes. Only well-formed reports that are not resends
+/// count: junk cannot use up a sticker's budget, and an offline resend of
+/// a report already stored is answered without counting.
+#[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Longest notes accepted, in characters.
     pub max_notes: usize,
-    /// Reports per QR code per window before 429.
-    pub per_code: u64,
-    pub window_secs: i64,
+    /// Reports per QR code (asset and workflow), sliding, across servers.
+    pub per_code: SlidingLimit,
+    /// Reports per client address (IPv6 by /64), sliding, across servers.
+    pub per_client: SlidingLimit,
+    /// Reports this process takes at once and per second (a token bucket):
+    /// the one-machine server's ceiling. On AWS, the HTTP API's route
+    /// throttling is the ceiling across containers (template.yaml).
+    pub ceiling_burst: u32,
+    pub ceiling_per_sec: u32,
+}
+
+impl Limits {
+    /// No rate limit at all (load and crash tests); the size limits stay.
+    pub fn unlimited() -> Self {
+        let none = SlidingLimit {
+            limit: u64::MAX,
+            window_secs: 600,
+        };
+        Self {
+            per_code: none,
+            per_client: none,
+            ceiling_burst: u32::MAX,
+            ceiling_per_sec: u32::MAX,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_notes: 10_000,
-            per_code: 30,
-            window_secs: 600,
+            per_code: SlidingLimit {
+                limit: 30,
+                window_secs: 600,
+            },
+            // A site behind one NAT sends many technicians' reports.
+            per_client: SlidingLimit {
+                limit: 120,
+                window_secs: 600,
+            },
+            ceiling_burst: 500,
+            ceiling_per_sec: 200,
         }
     }
 }
@@ -47,6 +84,8 @@ pub struct IntakeDeps {
     /// Signs the technician's status links.
     pub links: Arc<CsrfKey>,
     pub limits: Limits,
+    /// The process's ceiling (see [`Limits::ceiling_burst`]).
+    pub ceiling: std::sync::Mutex<TokenBucket>,
     pub clock: Arc<dyn Clock>,
     /// Responses carry HSTS (the site is served over https).
     pub hsts: bool,
@@ -62,6 +101,10 @@ impl IntakeDeps {
             workflows: c.workflows().await?,
             qr: c.qr().await?,
             links: c.links().await?,
+            ceiling: std::sync::Mutex::new(TokenBucket::new(
+                limits.ceiling_burst,
+                limits.ceiling_per_sec,
+            )),
             limits,
             clock: c.clock(),
             hsts: c.hsts(),
@@ -94,15 +137,15 @@ async fn static_asset(Segment(name): Segment) -> Result<Response, AppError> {
 async fn resolve(
     deps: &IntakeDeps,
     code: &str,
-) -> Result<(fieldgate::AssetContext, Arc<Workflow>), AppError> {
+) -> Result<(fieldgate::AssetContext, Arc<Workflow>, Freshness), AppError> {
     let (asset_id, wf_id) = deps.qr.verify(code).map_err(|_| UserError::NotFound)?;
     let wf = deps.workflows.get(&wf_id).ok_or(UserError::NotFound)?;
-    let asset = deps
+    let (asset, fresh) = deps
         .assets
-        .lookup(&asset_id)
+        .lookup_checked(&asset_id)
         .await?
         .ok_or(UserError::NotFound)?;
-    Ok((asset, wf))
+    Ok((asset, wf, fresh))
 }
 
 fn new_idem(now: Timestamp) -> String {
@@ -112,7 +155,7 @@ fn new_idem(now: Timestamp) -> String {
 }
 
 async fn form(State(deps): Deps, Segment(code): Segment) -> Result<Response, AppError> {
-    let (asset, wf) = resolve(&deps, &code).await?;
+    let (asset, wf, fresh) = resolve(&deps, &code).await?;
     Ok(IntakeForm {
         asset: &asset,
         workflow_name: &wf.name,
@@ -123,6 +166,7 @@ async fn form(State(deps): Deps, Segment(code): Segment) -> Result<Response, App
         notes: "",
         reporter: "",
         error: None,
+        unconfirmed: fresh == Freshness::Unconfirmed,
     }
     .page(200))
 }
@@ -276,18 +320,12 @@ fn sanitize_file_name(given: Option<&str>, ext: &str) -> String {
 async fn submit(
     State(deps): Deps,
     Segment(code): Segment,
+    client: Option<axum::Extension<ClientIp>>,
     headers: HeaderMap,
     BodyBytes(body): BodyBytes,
 ) -> Result<Response, AppError> {
-    let (asset, wf) = resolve(&deps, &code).await?;
+    let (asset, wf, _) = resolve(&deps, &code).await?;
     let now = deps.clock.now();
-    let count = deps
-        .store
-        .count_in_window(&format!("RL#{}", asset.id), deps.limits.window_secs, now)
-        .await?;
-    if count > deps.limits.per_code {
-        return Err(UserError::TooManyRequests.into());
-    }
     if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok())
         && len > max_body(&wf, &deps.limits) as u64
     {
@@ -304,6 +342,22 @@ async fn submit(
     )
     .await?;
     let sub = parse_submission(&wf, &deps.limits, parts)?;
+    let idem = sub.idem.as_ref().map(|k| format!("{}#{k}", asset.id));
+    // A resend of a report already stored (a double tap, the offline
+    // queue) is answered as the first one was, and counts against nothing.
+    if let Some(k) = &idem
+        && let Some(existing) = deps.store.idempotent(k).await?
+    {
+        return Ok(done_page(&deps, &code, existing, false));
+    }
+    within_limits(
+        &deps,
+        &asset.id.to_string(),
+        &wf.id.to_string(),
+        client.map(|c| c.0),
+        now,
+    )
+    .await?;
 
     let id = new_proposal_id(now);
     let photo = sub.photo.as_ref().map(|(data, mime, name)| {
@@ -329,7 +383,6 @@ async fn submit(
         },
         now,
     );
-    let idem = sub.idem.map(|k| format!("{}#{k}", asset.id));
     // Photo, then the proposal that references it, then (if no proposal of
     // ours references it) the photo's removal: in a task of its own, so a
     // client that hangs up midway cannot leave a photo behind.
@@ -361,6 +414,11 @@ async fn submit(
     // this was a resend).
     tracing::Span::current().record("proposal", tracing::field::display(reference));
     tracing::info!(asset = %asset.id, workflow = %wf.id, new = fresh, "report received");
+    Ok(done_page(&deps, &code, reference, fresh))
+}
+
+/// The "report received" page: 201 for a new proposal, 200 for a resend.
+fn done_page(deps: &IntakeDeps, code: &str, reference: ProposalId, fresh: bool) -> Response {
     let status_url = format!("/s/{}", status_ref(&deps.links, reference));
     let mut page = IntakeDone {
         reference: &reference.to_string(),
@@ -371,7 +429,49 @@ async fn submit(
     if !fresh {
         *page.status_mut() = http::StatusCode::OK;
     }
-    Ok(page)
+    page
+}
+
+/// The limits a new, well-formed report must be within, cheapest first.
+/// The client's limit is counted before the code's, so one client's flood
+/// does not use up the sticker's budget for everyone else.
+async fn within_limits(
+    deps: &IntakeDeps,
+    asset: &str,
+    workflow: &str,
+    client: Option<ClientIp>,
+    now: Timestamp,
+) -> Result<(), AppError> {
+    let refuse = |scope, wait: fieldgate::domain::RetryAfter| {
+        tracing::info!(
+            ?scope,
+            retry_after = wait.0,
+            "report refused by a rate limit"
+        );
+        AppError::from(UserError::TooManyRequests {
+            scope,
+            retry_after_secs: wait.0,
+        })
+    };
+    deps.ceiling
+        .lock()
+        .map_err(|_| AppError::Internal("the intake ceiling lock is poisoned"))?
+        .take(now)
+        .map_err(|w| refuse(RateScope::Everyone, w))?;
+    if let Some(ip) = client {
+        let l = deps.limits.per_client;
+        let n = deps
+            .store
+            .count_in_window(&format!("RLIP#{}", ip.limit_key()), l.window_secs, now)
+            .await?;
+        l.check(n, now).map_err(|w| refuse(RateScope::Client, w))?;
+    }
+    let l = deps.limits.per_code;
+    let n = deps
+        .store
+        .count_in_window(&format!("RL#{asset}#{workflow}"), l.window_secs, now)
+        .await?;
+    l.check(n, now).map_err(|w| refuse(RateScope::Code, w))
 }
 
 fn max_body(wf: &Workflow, limits: &Limits) -> usize {
@@ -389,6 +489,29 @@ async fn status(State(deps): Deps, Segment(reference): Segment) -> Result<Respon
     }
     let p = deps.store.get(id).await?.ok_or(UserError::NotFound)?;
     Ok(StatusPage::new(&id.to_string(), p.status, &p.asset.name).page())
+}
+
+/// On Lambda: the client address API Gateway saw
+/// (`requestContext.http.sourceIp`), for the per-client limit. Headers
+/// are never trusted for it: API Gateway appends to X-Forwarded-For
+/// whatever the client sent.
+pub async fn client_ip_from_api_gateway(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use lambda_http::request::RequestContext;
+    let ip = req
+        .extensions()
+        .get::<RequestContext>()
+        .and_then(|c| match c {
+            RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref(),
+            _ => None,
+        })
+        .and_then(|ip| ip.parse().ok());
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(ClientIp(ip));
+    }
+    next.run(req).await
 }
 
 mod dimensions;

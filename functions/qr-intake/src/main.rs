@@ -4,7 +4,7 @@
 
 use fieldgate::compose::Components;
 use fieldgate::lambda::init;
-use fieldgate_qr_intake::{IntakeDeps, Limits, router};
+use fieldgate_qr_intake::{IntakeDeps, Limits, client_ip_from_api_gateway, router};
 use lambda_http::Error;
 use std::sync::Arc;
 
@@ -13,5 +13,6 @@ async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
     let deps =
         init(async { IntakeDeps::build(&Components::from_env()?, Limits::default()).await }).await;
-    lambda_http::run(router(Arc::new(deps))).await
+    let app = router(Arc::new(deps)).layer(axum::middleware::from_fn(client_ip_from_api_gateway));
+    lambda_http::run(app).await
 }

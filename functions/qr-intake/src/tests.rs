@@ -33,6 +33,14 @@ async fn fixture() -> Fixture {
 async fn fixture_with(
     wrap: impl FnOnce(Arc<dyn ProposalStore>) -> Arc<dyn ProposalStore>,
 ) -> Fixture {
+    fixture_limited(wrap, Limits::default(), fieldgate::clock::system()).await
+}
+
+async fn fixture_limited(
+    wrap: impl FnOnce(Arc<dyn ProposalStore>) -> Arc<dyn ProposalStore>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::in_memory());
     let asset = AssetContext {
@@ -50,8 +58,9 @@ async fn fixture_with(
     let parts = Components::new(Config::embedded(dir.path()))
         .with_store(wrap(store.clone()))
         .with_assets(Arc::new(OneAsset(asset)))
-        .with_keys(keys);
-    let deps = IntakeDeps::build(&parts, Limits::default()).await.unwrap();
+        .with_keys(keys)
+        .with_clock(clock);
+    let deps = IntakeDeps::build(&parts, limits).await.unwrap();
     Fixture {
         app: router(Arc::new(deps)),
         store,
@@ -471,8 +480,14 @@ impl ProposalStore for CreateFails {
         key: &str,
         window_secs: i64,
         now: Timestamp,
-    ) -> Result<u64, fieldgate::ports::StoreError> {
+    ) -> Result<fieldgate::domain::WindowCount, fieldgate::ports::StoreError> {
         self.0.count_in_window(key, window_secs, now).await
+    }
+    async fn idempotent(
+        &self,
+        key: &str,
+    ) -> Result<Option<fieldgate::domain::ProposalId>, fieldgate::ports::StoreError> {
+        self.0.idempotent(key).await
     }
 }
 
@@ -484,4 +499,315 @@ async fn a_failed_submission_leaves_no_photo_behind() {
     assert_eq!(r.status, 500, "{}", r.body);
     assert!(!r.body.contains("disk full"), "the cause stays in the log");
     assert!(photos(&f).is_empty(), "{:?}", photos(&f));
+}
+
+// ------------------------------------------------------------ rate limits
+
+fn limits(per_code: u64, per_client: u64) -> Limits {
+    Limits {
+        per_code: SlidingLimit {
+            limit: per_code,
+            window_secs: 600,
+        },
+        per_client: SlidingLimit {
+            limit: per_client,
+            window_secs: 600,
+        },
+        ..Limits::default()
+    }
+}
+
+/// A well-formed report from `ip`, with its own or the given form key.
+fn report(code: &str, ip: [u8; 4], idem: Option<&str>) -> Request {
+    let fresh = new_proposal_id(fieldgate::clock::system().now()).to_string();
+    let idem = idem.unwrap_or(&fresh).to_owned();
+    let mut req = post_multipart(
+        &format!("/q/{code}"),
+        &[
+            ("notes", None, b"Pump seal leaking"),
+            ("idem", None, idem.as_bytes()),
+        ],
+    );
+    req.extensions_mut()
+        .insert(ClientIp(std::net::IpAddr::from(ip)));
+    req
+}
+
+async fn stored(f: &Fixture) -> usize {
+    f.store
+        .list_by_status(Status::Received, 1000)
+        .await
+        .unwrap()
+        .len()
+}
+
+fn retry_after(r: &Reply) -> u64 {
+    r.headers["retry-after"].to_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn junk_posts_do_not_use_up_a_stickers_budget() {
+    let f = fixture_limited(|s| s, limits(2, 1000), fieldgate::clock::system()).await;
+    let path = format!("/q/{}", f.code);
+    for _ in 0..30 {
+        let mut junk = post_multipart(&path, &[("notes", None, b"  ")]);
+        junk.extensions_mut()
+            .insert(ClientIp([203, 0, 113, 9].into()));
+        assert_eq!(send(&f.app, junk).await.status, 422);
+        let not_multipart = request("POST", &path);
+        assert_eq!(send(&f.app, not_multipart).await.status, 415);
+    }
+    assert_eq!(
+        send(&f.app, report(&f.code, [10, 0, 0, 1], None))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        send(&f.app, report(&f.code, [10, 0, 0, 1], None))
+            .await
+            .status,
+        201
+    );
+    let r = send(&f.app, report(&f.code, [10, 0, 0, 2], None)).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(
+        r.body.contains("This code has received many reports"),
+        "{}",
+        r.body
+    );
+    assert!(retry_after(&r) >= 1, "{:?}", r.headers);
+    assert_eq!(stored(&f).await, 2, "the refused report is not stored");
+}
+
+#[tokio::test]
+async fn a_resend_is_answered_without_counting() {
+    let f = fixture_limited(|s| s, limits(1, 1000), fieldgate::clock::system()).await;
+    let first = send(
+        &f.app,
+        report(&f.code, [10, 0, 0, 1], Some("01JABCDEFGHJKMNPQRSTVWXYZ0")),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    // The offline queue sends it again, twice: same answer, nothing counted.
+    for _ in 0..2 {
+        let again = send(
+            &f.app,
+            report(&f.code, [10, 0, 0, 1], Some("01JABCDEFGHJKMNPQRSTVWXYZ0")),
+        )
+        .await;
+        assert_eq!(again.status, 200, "{}", again.body);
+    }
+    assert_eq!(stored(&f).await, 1);
+    // A new report is over the limit of 1: the resends did not count, or
+    // the limit would have been hit by the first resend.
+    assert_eq!(
+        send(&f.app, report(&f.code, [10, 0, 0, 1], None))
+            .await
+            .status,
+        429
+    );
+}
+
+#[tokio::test]
+async fn one_client_cannot_lock_the_others_out_of_a_code() {
+    let f = fixture_limited(|s| s, limits(3, 2), fieldgate::clock::system()).await;
+    let stranger = [198, 51, 100, 7];
+    for _ in 0..2 {
+        assert_eq!(
+            send(&f.app, report(&f.code, stranger, None)).await.status,
+            201
+        );
+    }
+    for _ in 0..10 {
+        let r = send(&f.app, report(&f.code, stranger, None)).await;
+        assert_eq!(r.status, 429);
+        assert!(r.body.contains("from your network"), "{}", r.body);
+    }
+    // The stranger's refused reports did not count against the code.
+    let r = send(&f.app, report(&f.code, [10, 0, 0, 1], None)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(stored(&f).await, 3);
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_counted_by_their_64() {
+    let a = ClientIp("2001:db8:1:2::1".parse().unwrap());
+    let b = ClientIp("2001:db8:1:2:ffff::9".parse().unwrap());
+    let c = ClientIp("2001:db8:1:3::1".parse().unwrap());
+    assert_eq!(a.limit_key(), b.limit_key());
+    assert_ne!(a.limit_key(), c.limit_key());
+    let mapped = ClientIp("::ffff:192.0.2.1".parse().unwrap());
+    assert_eq!(mapped.limit_key(), "192.0.2.1");
+}
+
+#[tokio::test]
+async fn a_sliding_window_allows_no_double_burst_at_a_boundary() {
+    // Just before a window ends: two reports (the limit).
+    // 1_800_000_000 is a multiple of 600.
+    let end = 1_800_000_000 + 600;
+    let clock = fieldgate::clock::ManualClock::new(fieldgate::domain::fixtures::at(end - 2));
+    let f = fixture_limited(|s| s, limits(2, 1000), clock.clone()).await;
+    for _ in 0..2 {
+        assert_eq!(
+            send(&f.app, report(&f.code, [10, 0, 0, 1], None))
+                .await
+                .status,
+            201
+        );
+    }
+    // Just after the boundary a fixed window would take two more.
+    clock.advance(time::Duration::seconds(4));
+    let r = send(&f.app, report(&f.code, [10, 0, 0, 1], None)).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    let wait = retry_after(&r);
+    assert!((60..=600).contains(&wait), "Retry-After {wait}");
+    // When Retry-After says, one more fits.
+    clock.advance(time::Duration::seconds(wait as i64));
+    assert_eq!(
+        send(&f.app, report(&f.code, [10, 0, 0, 1], None))
+            .await
+            .status,
+        201
+    );
+}
+
+#[tokio::test]
+async fn the_ceiling_refuses_everyone_and_says_when_to_retry() {
+    let clock = fieldgate::clock::ManualClock::starting_now();
+    let f = fixture_limited(
+        |s| s,
+        Limits {
+            ceiling_burst: 2,
+            ceiling_per_sec: 1,
+            ..limits(1000, 1000)
+        },
+        clock.clone(),
+    )
+    .await;
+    for ip in [[10, 0, 0, 1], [10, 0, 0, 2]] {
+        assert_eq!(send(&f.app, report(&f.code, ip, None)).await.status, 201);
+    }
+    let r = send(&f.app, report(&f.code, [10, 0, 0, 3], None)).await;
+    assert_eq!(r.status, 429);
+    assert!(r.body.contains("busy"), "{}", r.body);
+    assert_eq!(retry_after(&r), 1);
+    clock.advance(time::Duration::seconds(1));
+    assert_eq!(
+        send(&f.app, report(&f.code, [10, 0, 0, 3], None))
+            .await
+            .status,
+        201
+    );
+}
+
+/// A report as the Lambda sees it: API Gateway's request context attached
+/// (deserialized from the event's `requestContext`, as lambda_http does).
+fn report_via_api_gateway(code: &str, source_ip: &str, forwarded_for: &str) -> Request {
+    let ctx: aws_lambda_events::apigw::ApiGatewayV2httpRequestContext =
+        serde_json::from_value(serde_json::json!({
+            "accountId": "123456789012",
+            "apiId": "api",
+            "domainName": "x.execute-api.us-east-1.amazonaws.com",
+            "requestId": "r",
+            "routeKey": "POST /q/{code}",
+            "stage": "$default",
+            "time": "01/Dec/2026:13:00:00 +0000",
+            "timeEpoch": 1_796_130_000_000_i64,
+            "http": {
+                "method": "POST",
+                "path": format!("/q/{code}"),
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": "test"
+            }
+        }))
+        .unwrap();
+    let mut req = report(code, [0, 0, 0, 0], None);
+    req.extensions_mut().remove::<ClientIp>();
+    req.headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    req.extensions_mut()
+        .insert(lambda_http::request::RequestContext::ApiGatewayV2(ctx));
+    req
+}
+
+#[tokio::test]
+async fn on_lambda_the_client_is_api_gateways_source_ip_not_a_header() {
+    let f = fixture_limited(|s| s, limits(1000, 1), fieldgate::clock::system()).await;
+    let app = f
+        .app
+        .clone()
+        .layer(axum::middleware::from_fn(client_ip_from_api_gateway));
+    let r = send(
+        &app,
+        report_via_api_gateway(&f.code, "198.51.100.7", "10.0.0.1"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Same source, a different forged header: still the same client.
+    let r = send(
+        &app,
+        report_via_api_gateway(&f.code, "198.51.100.7", "10.9.9.9"),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("from your network"));
+    let r = send(
+        &app,
+        report_via_api_gateway(&f.code, "203.0.113.5", "10.0.0.1"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// A directory that only has a cached copy (Salesforce unreachable).
+struct CachedCopyOnly(AssetContext);
+
+#[async_trait]
+impl AssetDirectory for CachedCopyOnly {
+    async fn lookup(&self, id: &AssetId) -> Result<Option<AssetContext>, DirectoryError> {
+        Ok((id == &self.0.id).then(|| self.0.clone()))
+    }
+    async fn lookup_checked(
+        &self,
+        id: &AssetId,
+    ) -> Result<Option<(AssetContext, Freshness)>, DirectoryError> {
+        Ok(self.lookup(id).await?.map(|a| (a, Freshness::Unconfirmed)))
+    }
+}
+
+#[tokio::test]
+async fn the_form_says_when_its_card_is_a_cached_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let asset = AssetContext {
+        id: "02i000000000001AAA".parse().unwrap(),
+        name: "Chiller".into(),
+        serial_number: None,
+        account_id: None,
+        account_name: None,
+        location: None,
+    };
+    let keys = Keys::generate();
+    let code = keys
+        .qr
+        .sign(&asset.id, &"field-service-case".parse().unwrap());
+    let parts = Components::new(Config::embedded(dir.path()))
+        .with_store(Arc::new(SqliteStore::in_memory()))
+        .with_assets(Arc::new(CachedCopyOnly(asset.clone())))
+        .with_keys(keys.clone());
+    let app = router(Arc::new(
+        IntakeDeps::build(&parts, Limits::default()).await.unwrap(),
+    ));
+    let r = send(&app, get(&format!("/q/{code}"))).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("Salesforce could not be reached"),
+        "{}",
+        r.body
+    );
+    // Confirmed context: no such note.
+    let f = fixture().await;
+    let r = send(&f.app, get(&format!("/q/{}", f.code))).await;
+    assert!(!r.body.contains("could not be reached"));
 }

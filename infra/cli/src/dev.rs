@@ -37,6 +37,9 @@ use tokio::sync::{oneshot, watch};
 pub const DEV_CLIENT_ID: &str = "fieldgate-dev-client";
 pub const DEV_CLIENT_SECRET: &str = "fieldgate-dev-secret";
 
+/// Intake's rate limits, as the options take them.
+pub use fieldgate_qr_intake::Limits as IntakeLimits;
+
 #[derive(Clone)]
 pub struct DevOptions {
     pub addr: SocketAddr,
@@ -48,8 +51,14 @@ pub struct DevOptions {
     /// Leave approved proposals for someone else to commit (fault tests
     /// drive the commit step themselves).
     pub pause_commit: bool,
-    /// Reports per QR code per 10 minutes before 429.
-    pub reports_per_code: u64,
+    /// Intake's rate limits (load and crash tests lift them).
+    pub intake_limits: fieldgate_qr_intake::Limits,
+    /// The client address of a request is the last `X-Forwarded-For` hop
+    /// (behind a reverse proxy), not the socket's peer.
+    pub trust_proxy: bool,
+    /// Serve `/dev/*` and the emulated org to other machines too (by
+    /// default only this machine reaches them, whatever `addr` is).
+    pub expose_dev: bool,
     /// How often the commit sweep re-drives paused or stuck approvals
     /// (AWS: the scheduled rule on the commit function).
     pub sweep_every: Duration,
@@ -70,7 +79,9 @@ impl DevOptions {
             public_url: None,
             stream_retries: 5,
             pause_commit: false,
-            reports_per_code: fieldgate_qr_intake::Limits::default().per_code,
+            intake_limits: fieldgate_qr_intake::Limits::default(),
+            trust_proxy: false,
+            expose_dev: false,
             sweep_every: Duration::from_secs(60),
             structurers: StructurerConfig::default(),
             clock: fieldgate::clock::system(),
@@ -125,8 +136,13 @@ impl DevStack {
             .await
             .with_context(|| format!("binding {}", opts.addr))?;
         let local = listener.local_addr()?;
-        // The server calls itself for Salesforce; loopback always works.
-        let base_url = format!("http://127.0.0.1:{}", local.port());
+        // The server calls itself for Salesforce: over loopback, unless it
+        // listens on one other address only.
+        let base_url = if local.ip().is_unspecified() || local.ip().is_loopback() {
+            format!("http://127.0.0.1:{}", local.port())
+        } else {
+            format!("http://{local}")
+        };
         let public_url = opts.public_url.clone().unwrap_or_else(|| {
             if local.ip().is_unspecified() {
                 base_url.clone()
@@ -166,8 +182,7 @@ impl DevStack {
         .with_media(media.clone())
         .with_notifier(outbox.clone())
         .with_handoff(handoff.clone())
-        .with_salesforce(salesforce.clone())
-        .with_asset_ttl(time::Duration::minutes(10));
+        .with_salesforce(salesforce.clone());
         let parts = match opts.workflows.clone() {
             Some(w) => parts.with_workflows(w),
             None => parts,
@@ -176,11 +191,7 @@ impl DevStack {
         let workflows = parts.workflows().await?;
         let structure = Arc::new(Structure::build(&parts).await?);
         let commit = Arc::new(Commit::build(&parts).await?);
-        let limits = fieldgate_qr_intake::Limits {
-            per_code: opts.reports_per_code,
-            ..Default::default()
-        };
-        let intake = Arc::new(IntakeDeps::build(&parts, limits).await?);
+        let intake = Arc::new(IntakeDeps::build(&parts, opts.intake_limits).await?);
         let approval = Arc::new(ApprovalDeps::build(&parts).await?);
         let mcp = Arc::new(McpDeps::build(&parts).await?);
         let assistants = parts.assistants().await?;
@@ -196,14 +207,33 @@ impl DevStack {
             public_url: public_url.clone(),
         });
 
-        let router = routes(intake, approval, mcp, emulator.router(), app);
+        let own = (!local.ip().is_unspecified()).then_some(local.ip());
+        let guard = |r: Router| {
+            if opts.expose_dev {
+                r
+            } else {
+                r.layer(axum::middleware::from_fn_with_state(
+                    own,
+                    fieldgate::http::this_machine_only,
+                ))
+            }
+        };
+        let router = routes(intake, approval, mcp, guard(emulator.router()), app, guard).layer(
+            axum::middleware::from_fn_with_state(
+                opts.trust_proxy,
+                fieldgate::http::client_ip_from_socket,
+            ),
+        );
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let r = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            let r = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
             if let Err(e) = r {
                 tracing::error!(error = %Chain(&e), "dev server stopped");
             }
@@ -507,6 +537,7 @@ fn routes(
     mcp: Arc<McpDeps>,
     salesforce: Router,
     app: Arc<App>,
+    this_machine_only: impl Fn(Router) -> Router,
 ) -> Router {
     // Pages a person opens get the functions' headers and 404 page.
     let pages = Router::new()
@@ -515,12 +546,17 @@ fn routes(
         .method_not_allowed_fallback(fieldgate::web::method_not_allowed)
         .fallback(fieldgate::web::not_found)
         .layer(fieldgate::web::security_headers());
-    let dev = Router::new()
-        .route("/dev/outbox", get(outbox))
-        .route("/dev/handoff", get(handoff))
-        .route("/dev/status", get(status))
-        .merge(pages)
-        .with_state(app);
+    // The outbox holds live review links, the index every sticker's code:
+    // this machine only, even with --host 0.0.0.0 (a phone needs only the
+    // form, status and review pages).
+    let dev = this_machine_only(
+        Router::new()
+            .route("/dev/outbox", get(outbox))
+            .route("/dev/handoff", get(handoff))
+            .route("/dev/status", get(status))
+            .merge(pages)
+            .with_state(app),
+    );
     // Each function's own 404 fallback gives way to the one above (axum
     // refuses to merge two fallbacks); it is the same page.
     Router::new()

@@ -1,5 +1,6 @@
 //! The `fieldgate` command: the one-process dev stack and admin tools.
 
+pub mod audit;
 pub mod check;
 pub mod dev;
 pub mod eval;

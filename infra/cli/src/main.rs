@@ -33,10 +33,22 @@ enum Cmd {
         /// Base URL in QR codes and review mail (e.g. http://192.168.1.20:8787).
         #[arg(long)]
         public_url: Option<String>,
-        /// Reports per QR code per 10 minutes before 429 (load and crash
-        /// tests raise it).
+        /// Reports per QR code per 10 minutes before 429.
         #[arg(long)]
         reports_per_code: Option<u64>,
+        /// Lift every intake rate limit (per code, per client, the
+        /// ceiling): for load and crash tests on this machine only.
+        #[arg(long)]
+        no_intake_limits: bool,
+        /// Behind a reverse proxy: take the client address from the last
+        /// X-Forwarded-For hop (only if the proxy sets it).
+        #[arg(long)]
+        trust_proxy: bool,
+        /// Serve the demo pages (`/`, `/dev/*`: live review links) and the
+        /// emulated org to other machines too; by default only this machine
+        /// reaches them, even with --host 0.0.0.0.
+        #[arg(long)]
+        expose_dev_pages: bool,
     },
     /// Print the signed scan link of an asset (and write a PNG of its QR code).
     Qr {
@@ -81,12 +93,47 @@ enum Cmd {
         #[command(subcommand)]
         cmd: McpCmd,
     },
+    /// Verify or export the hash-chained audit record of every proposal.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Check a workflow against the org's describe (SALESFORCE_* env: a
     /// real org; otherwise the built-in emulator); non-zero on any problem.
     Check {
         /// A workflow file; default: the built-in field-service-case.
         #[arg(long)]
         workflow: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Re-compute every chain (from the store, or offline from an export
+    /// with --file); names each break; non-zero if any.
+    Verify {
+        /// The data directory (as for `dev`); with FIELDGATE_TABLE set,
+        /// the table instead.
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+        /// Only this proposal.
+        #[arg(long, conflicts_with = "file")]
+        proposal: Option<String>,
+        /// An export (`fieldgate audit export`) to check without the store.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Write proposals' heads and events, with the revision values they
+    /// bind, as JSON lines to stdout.
+    Export {
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+        /// Only proposals created at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only proposals of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
     },
 }
 
@@ -139,6 +186,74 @@ fn components(data: PathBuf) -> anyhow::Result<fieldgate::compose::Components> {
     let mut config = fieldgate::config::Config::from_env()?;
     config.data_dir = data;
     Ok(fieldgate::compose::Components::new(config))
+}
+
+async fn audit_command(cmd: AuditCmd) -> anyhow::Result<()> {
+    use fieldgate_cli::audit;
+    match cmd {
+        AuditCmd::Verify {
+            file: Some(file), ..
+        } => {
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let report = audit::verify_file(std::io::BufReader::new(f))?;
+            report.print(&mut std::io::stdout())?;
+            if !report.breaks.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCmd::Verify { data, proposal, .. } => {
+            let only = proposal
+                .map(|p| {
+                    p.parse::<fieldgate::domain::ProposalId>()
+                        .map_err(|_| anyhow::anyhow!("--proposal must be a proposal id"))
+                })
+                .transpose()?;
+            let store = existing_store(data).await?;
+            let report = audit::verify_store(store.as_ref(), only).await?;
+            report.print(&mut std::io::stdout())?;
+            if !report.breaks.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCmd::Export {
+            data,
+            since,
+            workflow,
+        } => {
+            let since = since
+                .map(|s| {
+                    time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "--since must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"
+                            )
+                        })
+                })
+                .transpose()?;
+            let store = existing_store(data).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = audit::export(store.as_ref(), since, workflow.as_deref(), &mut out).await?;
+            eprintln!("exported {n} proposals");
+            Ok(())
+        }
+    }
+}
+
+/// The store of an existing deployment: an admin command must not create
+/// an empty data directory where it expected one.
+async fn existing_store(
+    data: PathBuf,
+) -> anyhow::Result<std::sync::Arc<dyn fieldgate::ports::ProposalStore>> {
+    if std::env::var_os("FIELDGATE_TABLE").is_none() && !data.join("fieldgate.db").exists() {
+        anyhow::bail!(
+            "no fieldgate data in {} (no fieldgate.db); give the server's --data directory, or set FIELDGATE_TABLE",
+            data.display()
+        );
+    }
+    Ok(components(data)?.store().await?)
 }
 
 async fn mcp_command(cmd: McpCmd) -> anyhow::Result<()> {
@@ -194,6 +309,7 @@ async fn main() -> anyhow::Result<()> {
     fieldgate::telemetry::init_text();
     match Cli::parse().cmd {
         Cmd::Mcp { cmd } => mcp_command(cmd).await,
+        Cmd::Audit { cmd } => audit_command(cmd).await,
         Cmd::Check { workflow } => {
             if !fieldgate_cli::check::command(workflow.as_deref()).await? {
                 std::process::exit(1);
@@ -206,12 +322,21 @@ async fn main() -> anyhow::Result<()> {
             data,
             public_url,
             reports_per_code,
+            no_intake_limits,
+            trust_proxy,
+            expose_dev_pages,
         } => {
             let mut opts = DevOptions::new(SocketAddr::new(host, port), data.clone());
             opts.public_url = public_url;
-            if let Some(n) = reports_per_code {
-                opts.reports_per_code = n;
+            if no_intake_limits {
+                eprintln!("warning: --no-intake-limits: every intake rate limit is off");
+                opts.intake_limits = fieldgate_qr_intake::Limits::unlimited();
             }
+            if let Some(n) = reports_per_code {
+                opts.intake_limits.per_code.limit = n;
+            }
+            opts.trust_proxy = trust_proxy;
+            opts.expose_dev = expose_dev_pages;
             opts.structurers =
                 fieldgate::config::StructurerConfig::from_lookup(&|k| std::env::var(k).ok())?;
             let stack = DevStack::start(opts).await?;

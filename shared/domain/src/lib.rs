@@ -6,18 +6,23 @@ pub mod assistant;
 pub mod audit;
 pub mod ids;
 pub mod proposal;
+pub mod rate;
 pub mod revision;
 pub mod status;
 pub mod tokens;
 pub mod workflow;
 
 pub use assistant::{AssistantLimits, AssistantProposal, AssistantToken};
-pub use audit::{Actor, AuditEvent, ChainError, verify_chain};
+pub use audit::{
+    Actor, AuditBreak, AuditEvent, AuditHead, BoundRevision, ChainError, ExportLine, export_lines,
+    stored_revisions, verify_chain, verify_export, verify_record,
+};
 pub use ids::{AssetId, IdError, ProposalId, WorkflowId};
 pub use proposal::{
     AssetContext, CommitProgress, Decision, DecisionKind, DomainError, Intake, PhotoRef, Proposal,
     ReviewGrant, ReviewRound, SalesforceProblem, StructuringInfo, Transition,
 };
+pub use rate::{RetryAfter, SlidingLimit, TokenBucket, WindowCount, window_end};
 pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};

@@ -15,6 +15,7 @@
 
 use crate::domain::{
     AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition,
+    WindowCount, window_end,
 };
 use crate::ports::{AssistantTokens, CachedAsset, Created, ProposalStore, StoreError};
 use crate::stream::{META, proposal_from_item, proposal_item, proposal_pk};
@@ -424,30 +425,50 @@ impl ProposalStore for DynamoStore {
         key: &str,
         window_secs: i64,
         now: Timestamp,
-    ) -> Result<u64, StoreError> {
-        let window_secs = window_secs.max(1);
-        let window = now.unix_timestamp() / window_secs;
-        // One item per window: an atomic ADD, and TTL removes old windows.
+    ) -> Result<WindowCount, StoreError> {
+        let size = window_secs.max(1);
+        let ends_at = window_end(now, size);
+        // One item per window (keyed by its end, so counters of different
+        // sizes never share one): an atomic ADD, and TTL removes the window
+        // once it is no longer the previous one.
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(format!("RL#{key}#{window}"))))
+            .set_key(Some(Self::key(format!("RL#{key}#{ends_at}"))))
             .update_expression("ADD #c :one SET expires_at = :exp")
             .expression_attribute_names("#c", "count")
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(
-                ":exp",
-                AttributeValue::N(((window + 2) * window_secs).to_string()),
-            )
+            .expression_attribute_values(":exp", AttributeValue::N((ends_at + size).to_string()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
             .await
             .map_err(sdk)?;
-        out.attributes
+        let current = out
+            .attributes
             .as_ref()
             .and_then(|a| num(a, "count"))
-            .ok_or_else(|| backend("counter update returned no count"))
+            .ok_or_else(|| backend("counter update returned no count"))?;
+        let previous = self
+            .get_item(Self::key(format!("RL#{key}#{}", ends_at - size)))
+            .await?
+            .as_ref()
+            .and_then(|a| num(a, "count"))
+            .unwrap_or(0);
+        Ok(WindowCount { current, previous })
+    }
+
+    async fn idempotent(&self, key: &str) -> Result<Option<ProposalId>, StoreError> {
+        let Some(item) = self.get_item(Self::key(format!("I#{key}"))).await? else {
+            return Ok(None);
+        };
+        match item.get("proposal") {
+            Some(AttributeValue::S(id)) => id
+                .parse()
+                .map(Some)
+                .map_err(|e| StoreError::backend("a stored proposal id", e)),
+            _ => Err(backend("idempotency item without proposal")),
+        }
     }
 }
 

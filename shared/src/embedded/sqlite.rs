@@ -19,7 +19,10 @@
 //! rows in order and marks each delivered only after its step finished, so
 //! a crash re-delivers what was in flight and loses nothing acknowledged.
 
-use crate::domain::{AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition};
+use crate::domain::{
+    AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition, WindowCount,
+    window_end,
+};
 use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
 use async_trait::async_trait;
 use aws_lambda_events::dynamodb::EventRecord;
@@ -58,14 +61,22 @@ CREATE TABLE IF NOT EXISTS asset_cache (
     id TEXT PRIMARY KEY,
     doc TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rate_windows (
-    key TEXT PRIMARY KEY,
+-- Rate counters: one row per key and fixed window; a window is kept
+-- while it is the previous one (the sliding estimate weighs it). The
+-- table of the first version (one row per key) is dropped: its counts
+-- are minutes old at most.
+DROP TABLE IF EXISTS rate_windows;
+CREATE TABLE IF NOT EXISTS rate_counts (
+    key TEXT NOT NULL,
     -- When the counted window ends (Unix seconds): comparable across
     -- counters of different window sizes.
     ends_at INTEGER NOT NULL,
-    count INTEGER NOT NULL
+    -- ends_at + the window's size: when it stops being the previous one.
+    expires_at INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (key, ends_at)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rate_windows_by_end ON rate_windows (ends_at);
+CREATE INDEX IF NOT EXISTS rate_counts_by_expiry ON rate_counts (expires_at);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
     proposal_id TEXT NOT NULL
@@ -683,28 +694,57 @@ impl ProposalStore for SqliteStore {
         key: &str,
         window_secs: i64,
         now: Timestamp,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<WindowCount, StoreError> {
         let size = window_secs.max(1);
         let now_secs = now.unix_timestamp();
-        let ends_at = (now_secs / size + 1) * size;
+        let ends_at = window_end(now, size);
         let key = key.to_owned();
         self.write(move |c| {
-            let count: i64 = c
+            let current: i64 = c
                 .prepare_cached(
-                    "INSERT INTO rate_windows (key, ends_at, count) VALUES (?1, ?2, 1) \
-                     ON CONFLICT (key) DO UPDATE SET \
-                       count = CASE WHEN ends_at = excluded.ends_at THEN count + 1 ELSE 1 END, \
-                       ends_at = excluded.ends_at \
+                    "INSERT INTO rate_counts (key, ends_at, expires_at, count) \
+                     VALUES (?1, ?2, ?3, 1) \
+                     ON CONFLICT (key, ends_at) DO UPDATE SET count = count + 1 \
                      RETURNING count",
                 )
-                .and_then(|mut s| s.query_row(params![key, ends_at], |r| r.get(0)))
+                .and_then(|mut s| s.query_row(params![key, ends_at, ends_at + size], |r| r.get(0)))
                 .map_err(backend("counting in a rate window"))?;
+            let previous: i64 = c
+                .prepare_cached("SELECT count FROM rate_counts WHERE key = ?1 AND ends_at = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![key, ends_at - size], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(backend("reading the previous rate window"))?
+                .unwrap_or(0);
             // Old windows are dropped as we go (DynamoDB uses TTL); the
             // index makes this a range delete.
-            c.prepare_cached("DELETE FROM rate_windows WHERE ends_at <= ?1")
+            c.prepare_cached("DELETE FROM rate_counts WHERE expires_at <= ?1")
                 .and_then(|mut s| s.execute(params![now_secs]))
                 .map_err(backend("dropping old rate windows"))?;
-            Ok((count as u64, None))
+            Ok((
+                WindowCount {
+                    current: current as u64,
+                    previous: previous as u64,
+                },
+                None,
+            ))
+        })
+        .await
+    }
+
+    async fn idempotent(&self, key: &str) -> Result<Option<ProposalId>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |c| {
+            let id: Option<String> = c
+                .prepare_cached("SELECT proposal_id FROM idempotency_keys WHERE key = ?1")
+                .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+                .map_err(backend("reading an idempotency key"))?;
+            id.map(|id| {
+                id.parse()
+                    .map_err(|e| StoreError::backend("a stored proposal id", e))
+            })
+            .transpose()
         })
         .await
     }

@@ -1,13 +1,21 @@
 use super::client::{SalesforceClient, soql_quote};
 use crate::domain::{AssetContext, AssetId, Clock};
-use crate::ports::{AssetDirectory, CachedAsset, DirectoryError, ProposalStore};
+use crate::ports::{AssetDirectory, CachedAsset, DirectoryError, Freshness, ProposalStore};
 use async_trait::async_trait;
 use std::sync::Arc;
 
 /// Asset context from one SOQL query: the asset, its account, its location.
 pub struct SalesforceAssets(pub Arc<SalesforceClient>);
 
-const ASSET_FIELDS: &str = "Id, Name, SerialNumber, AccountId, Account.Name, Location.Name";
+const ASSET_FIELDS: &str = "Id, Name, SerialNumber, Status, AccountId, Account.Name, Location.Name";
+
+/// The standard Asset status of equipment taken out of service: its
+/// stickers stop working (within the cache's freshness, a minute).
+const OUT_OF_SERVICE: &str = "Obsolete";
+
+fn in_service(r: &serde_json::Value) -> bool {
+    r["Status"].as_str() != Some(OUT_OF_SERVICE)
+}
 
 fn asset_from(id: AssetId, r: &serde_json::Value) -> AssetContext {
     let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
@@ -49,6 +57,7 @@ impl SalesforceAssets {
             .map_err(|e| DirectoryError::new("asset search", e))?;
         Ok(recs
             .iter()
+            .filter(|r| in_service(r))
             .filter_map(|r| {
                 let id: AssetId = r["Id"].as_str()?.parse().ok()?;
                 Some(asset_from(id, r))
@@ -69,7 +78,7 @@ impl AssetDirectory for SalesforceAssets {
             .query(&soql)
             .await
             .map_err(|e| DirectoryError::new("asset query", e))?;
-        let Some(r) = recs.first() else {
+        let Some(r) = recs.first().filter(|r| in_service(r)) else {
             return Ok(None);
         };
         Ok(Some(asset_from(id.clone(), r)))
@@ -89,6 +98,13 @@ pub struct CachedDirectory<D> {
 #[async_trait]
 impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
     async fn lookup(&self, id: &AssetId) -> Result<Option<AssetContext>, DirectoryError> {
+        Ok(self.lookup_checked(id).await?.map(|(a, _)| a))
+    }
+
+    async fn lookup_checked(
+        &self,
+        id: &AssetId,
+    ) -> Result<Option<(AssetContext, Freshness)>, DirectoryError> {
         let now = self.clock.now();
         let cached = self
             .store
@@ -98,7 +114,7 @@ impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
         if let Some(c) = &cached
             && now - c.fetched_at < self.ttl
         {
-            return Ok(Some(c.asset.clone()));
+            return Ok(Some((c.asset.clone(), Freshness::Confirmed)));
         }
         match self.inner.lookup(id).await {
             Ok(Some(asset)) => {
@@ -109,13 +125,15 @@ impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
                 if let Err(e) = self.store.cache_asset(&entry).await {
                     tracing::warn!(error = %crate::Chain(&e), "could not cache asset context");
                 }
-                Ok(Some(asset))
+                Ok(Some((asset, Freshness::Confirmed)))
             }
+            // Deleted or out of service: the stale copy must not keep the
+            // sticker alive.
             Ok(None) => Ok(None),
             Err(e) => match cached {
                 Some(c) => {
                     tracing::warn!(error = %crate::Chain(&e), asset = %id, "Salesforce unreachable; using cached asset context");
-                    Ok(Some(c.asset))
+                    Ok(Some((c.asset, Freshness::Unconfirmed)))
                 }
                 None => Err(e),
             },

@@ -19,10 +19,10 @@ const KILL_AFTER: usize = 150;
 const KILL_AFTER_APPROVALS: usize = 20;
 
 /// Kills the child even when an assertion fails.
-struct Dev {
-    child: Child,
-    base: String,
-    link: String,
+pub(crate) struct Dev {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) link: String,
 }
 
 impl Drop for Dev {
@@ -32,17 +32,22 @@ impl Drop for Dev {
     }
 }
 
-fn start(data: &std::path::Path, port: u16) -> Dev {
+pub(crate) fn start(data: &std::path::Path, port: u16) -> Dev {
+    start_with(data, port, &[])
+}
+
+/// `fieldgate dev` on `port` with more arguments.
+pub(crate) fn start_with(data: &std::path::Path, port: u16, extra: &[&str]) -> Dev {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
         .args([
             "dev",
             "--port",
             &port.to_string(),
-            "--reports-per-code",
-            "100000",
+            "--no-intake-limits",
             "--data",
         ])
         .arg(data)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -66,7 +71,7 @@ fn start(data: &std::path::Path, port: u16) -> Dev {
     Dev { child, base, link }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -90,15 +95,15 @@ fn hidden(page: &str, name: &str) -> String {
 }
 
 #[derive(Default)]
-struct Acked {
+pub(crate) struct Acked {
     /// idem → proposal, for every 201/200 answer.
-    reports: BTreeMap<String, ProposalId>,
+    pub(crate) reports: BTreeMap<String, ProposalId>,
     /// Proposals whose approval was answered 200.
-    approved: BTreeSet<ProposalId>,
+    pub(crate) approved: BTreeSet<ProposalId>,
 }
 
 /// Submits report `i`; `Some(id)` only for an acknowledged one.
-async fn submit(http: &reqwest::Client, link: &str, i: usize) -> Option<ProposalId> {
+pub(crate) async fn submit(http: &reqwest::Client, link: &str, i: usize) -> Option<ProposalId> {
     let form = reqwest::multipart::Form::new()
         .text("notes", format!("Pump {i} leaking at the seal, urgent"))
         .text("idem", idem(i));
@@ -110,7 +115,7 @@ async fn submit(http: &reqwest::Client, link: &str, i: usize) -> Option<Proposal
 }
 
 /// Approves every mailed review not yet decided, until `stop`.
-async fn approve_all(http: &reqwest::Client, base: &str, acked: &Mutex<Acked>) {
+pub(crate) async fn approve_all(http: &reqwest::Client, base: &str, acked: &Mutex<Acked>) {
     let Ok(r) = http.get(format!("{base}/dev/outbox")).send().await else {
         return;
     };
@@ -143,7 +148,7 @@ async fn approve_all(http: &reqwest::Client, base: &str, acked: &Mutex<Acked>) {
     }
 }
 
-async fn wait_settled(http: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_settled(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s: serde_json::Value = http
