@@ -5,3 +5,4 @@ pub mod dev;
 pub mod eval;
 pub mod mcp;
 pub mod qr;
+pub mod serve;
