@@ -674,7 +674,10 @@ mod tests {
         assert_eq!((s.tls, s.port), (SmtpTls::StartTls, 587));
         assert_eq!(s.username.as_deref(), Some("fg@example.com"));
         assert_eq!(s.password.as_deref(), Some("p:ss"));
-        assert!(!format!("{s:?}").contains("p:ss"), "Debug shows the password");
+        assert!(
+            !format!("{s:?}").contains("p:ss"),
+            "Debug shows the password"
+        );
         assert_eq!(p("smtps://mail.example.com").unwrap().tls, SmtpTls::Wrapper);
         let s = p("smtp://127.0.0.1:2525?tls=none").unwrap();
         assert_eq!((s.tls, s.port), (SmtpTls::None, 2525));
@@ -690,16 +693,25 @@ mod tests {
 
     #[test]
     fn a_webhook_needs_its_secret() {
-        let err = parse(&[("FIELDGATE_HANDOFF_WEBHOOK_URL", "https://hooks.example.com/x")])
-            .unwrap_err();
+        let err = parse(&[(
+            "FIELDGATE_HANDOFF_WEBHOOK_URL",
+            "https://hooks.example.com/x",
+        )])
+        .unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("FIELDGATE_HANDOFF_WEBHOOK_SECRET"),
             "{err}"
         );
         let c = parse(&[
-            ("FIELDGATE_HANDOFF_WEBHOOK_URL", "https://hooks.example.com/x"),
-            ("FIELDGATE_HANDOFF_WEBHOOK_SECRET", "0123456789abcdef-MARKER"),
+            (
+                "FIELDGATE_HANDOFF_WEBHOOK_URL",
+                "https://hooks.example.com/x",
+            ),
+            (
+                "FIELDGATE_HANDOFF_WEBHOOK_SECRET",
+                "0123456789abcdef-MARKER",
+            ),
         ])
         .unwrap();
         let hook = c.webhook.unwrap();

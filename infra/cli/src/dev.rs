@@ -208,10 +208,15 @@ impl DevStack {
 
     /// Every demo asset × workflow: (asset name, workflow, link).
     pub fn links(&self) -> Vec<(String, Arc<Workflow>, String)> {
-        links(&self.emulator, &self.keys, &self.workflows, &self.public_url)
-            .into_iter()
-            .map(|l| (l.name, l.workflow, l.url))
-            .collect()
+        links(
+            &self.emulator,
+            &self.keys,
+            &self.workflows,
+            &self.public_url,
+        )
+        .into_iter()
+        .map(|l| (l.name, l.workflow, l.url))
+        .collect()
     }
 
     pub async fn stop(self) {
@@ -302,7 +307,12 @@ struct DemoLink {
 }
 
 /// Every demo asset × every workflow.
-fn links(emulator: &Emulator, keys: &Keys, workflows: &Workflows, public_url: &str) -> Vec<DemoLink> {
+fn links(
+    emulator: &Emulator,
+    keys: &Keys,
+    workflows: &Workflows,
+    public_url: &str,
+) -> Vec<DemoLink> {
     let mut out = Vec::new();
     for a in emulator.demo_assets() {
         let Ok(id) = a.id.parse::<AssetId>() else {

@@ -258,9 +258,9 @@ async fn main() -> anyhow::Result<()> {
                 opts.reports_per_code = n;
             }
             if let Some(dir) = &workflows {
-                opts.workflows = Some(std::sync::Arc::new(
-                    fieldgate_cli::serve::load_workflows(Some(dir))?,
-                ));
+                opts.workflows = Some(std::sync::Arc::new(fieldgate_cli::serve::load_workflows(
+                    Some(dir),
+                )?));
             }
             opts.structurers =
                 fieldgate::config::StructurerConfig::from_lookup(&|k| std::env::var(k).ok())?;
@@ -339,12 +339,7 @@ async fn main() -> anyhow::Result<()> {
             );
             println!("  workflows:");
             for wf in p.workflows.iter() {
-                println!(
-                    "    {:<24} {} → {}",
-                    wf.id.as_str(),
-                    wf.name,
-                    wf.object
-                );
+                println!("    {:<24} {} → {}", wf.id.as_str(), wf.name, wf.object);
             }
             println!(
                 "\nA sticker's link: fieldgate qr ASSET_ID --workflow ID --data {} --base {} --png sticker.png",

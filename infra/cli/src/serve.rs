@@ -13,15 +13,15 @@ use aws_lambda_events::dynamodb::{Event, EventRecord};
 use axum::Router;
 use axum::response::Response;
 use axum::routing::get;
+use fieldgate::Chain;
 use fieldgate::clock::Clock;
 use fieldgate::compose::{Components, Keys};
-use fieldgate::config::{Config, MailConfig, WebhookConfig};
+use fieldgate::config::{Config, KeysConfig, MailConfig, WebhookConfig};
 use fieldgate::domain::{AssetId, Workflow, Workflows};
 use fieldgate::embedded::webhook::{Backoff, WebhookRelay};
 use fieldgate::embedded::{Change, FileMedia, HandoffLog, Outcome, SqliteStore};
 use fieldgate::ports::AssistantTokens;
 use fieldgate::stream::subject_of;
-use fieldgate::Chain;
 use fieldgate_approval::ApprovalDeps;
 use fieldgate_commit::Commit;
 use fieldgate_mcp::McpDeps;
@@ -588,6 +588,11 @@ impl ServeStack {
         let bound = bind(opts.addr, opts.public_url.clone()).await?;
         let mut warnings: Vec<String> = bound.warning.iter().cloned().collect();
         config.data_dir = opts.data_dir.clone();
+        // The keys beside the data they sign (the environment's default
+        // directory was resolved before --data was known).
+        if matches!(config.keys, KeysConfig::File(_)) {
+            config.keys = KeysConfig::File(opts.data_dir.join("keys.json"));
+        }
         config.public_url = Some(bound.public_url.clone());
         let webhook = config.webhook.clone();
         let data = Data::open(&opts.data_dir)?;
@@ -621,15 +626,8 @@ impl ServeStack {
             warnings.push(w);
         }
 
-        let pipeline = Pipeline::start(
-            bound,
-            &data,
-            parts,
-            opts.pipeline,
-            webhook,
-            |_| pages(),
-        )
-        .await?;
+        let pipeline =
+            Pipeline::start(bound, &data, parts, opts.pipeline, webhook, |_| pages()).await?;
         Ok(ServeStack { pipeline, warnings })
     }
 }

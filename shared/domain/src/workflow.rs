@@ -26,19 +26,22 @@ fn line_at(text: &str, offset: usize) -> usize {
 
 /// The line where `key = ...` is first written (top level or in a table).
 fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        l.trim_start()
-            .strip_prefix(key)
-            .or_else(|| l.trim_start().strip_prefix(&format!("\"{key}\"")))
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .or_else(|| l.trim_start().strip_prefix(&format!("\"{key}\"")))
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// The line where the string `value` is first written in quotes.
 fn value_line(text: &str, value: &str) -> Option<usize> {
     let quoted = format!("\"{value}\"");
-    text.lines().position(|l| l.contains(&quoted)).map(|i| i + 1)
+    text.lines()
+        .position(|l| l.contains(&quoted))
+        .map(|i| i + 1)
 }
 
 /// Never `delete`: the config format has no way to say it.

@@ -149,8 +149,7 @@ fn part(raw: &str, ty: &str) -> String {
         "base64" => {
             use base64::Engine;
             let b: String = body.split_whitespace().collect();
-            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap())
-                .unwrap()
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap()
         }
         "quoted-printable" => {
             let joined = body.replace("=\n", "");
@@ -158,15 +157,20 @@ fn part(raw: &str, ty: &str) -> String {
             let mut out = Vec::new();
             let mut i = 0;
             while i < b.len() {
-                if b[i] == b'=' && i + 2 < b.len() + 1 {
-                    if let Ok(v) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match (b[i], hex) {
+                    (b'=', Some(v)) => {
                         out.push(v);
                         i += 3;
-                        continue;
+                    }
+                    (c, _) => {
+                        out.push(c);
+                        i += 1;
                     }
                 }
-                out.push(b[i]);
-                i += 1;
             }
             String::from_utf8(out).unwrap()
         }
@@ -282,7 +286,9 @@ async fn serve_runs_a_pilot_against_an_org_with_smtp_mail_and_a_signed_webhook()
         .unwrap_or_else(|| panic!("serve did not start: {}", said()));
     let base = first.rsplit(' ').next().unwrap().to_owned();
     assert!(
-        lines.iter().any(|l| l.contains("passed: the workflow fits the org")),
+        lines
+            .iter()
+            .any(|l| l.contains("passed: the workflow fits the org")),
         "the start-up check ran: {}",
         said()
     );
@@ -294,30 +300,57 @@ async fn serve_runs_a_pilot_against_an_org_with_smtp_mail_and_a_signed_webhook()
         .unwrap();
     // No demo parts: no /dev pages, no emulator on the server.
     for path in ["/dev/outbox", "/dev/status", "/services/data/"] {
-        let s = http.get(format!("{base}{path}")).send().await.unwrap().status();
+        let s = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(s, 404, "{path}");
     }
     assert_eq!(
-        http.get(format!("{base}/healthz")).send().await.unwrap().status(),
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
 
     // The sticker's link, signed with the server's keys.
     let asset = org.em.demo_assets()[0].id.clone();
     let out = fieldgate()
-        .args(["qr", &asset, "--workflow", WORKFLOW, "--base", &base, "--data"])
+        .args([
+            "qr",
+            &asset,
+            "--workflow",
+            WORKFLOW,
+            "--base",
+            &base,
+            "--data",
+        ])
         .arg(&data)
         .arg("--workflows")
         .arg(&wfdir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(link.starts_with(&format!("{base}/q/{asset}.{WORKFLOW}.")), "{link}");
+    assert!(
+        link.starts_with(&format!("{base}/q/{asset}.{WORKFLOW}.")),
+        "{link}"
+    );
 
     // A technician reports.
     let form = reqwest::multipart::Form::new()
-        .text("notes", "Pump 3 leaking at the shaft seal, urgent. Pressure 2.1 bar.")
+        .text(
+            "notes",
+            "Pump 3 leaking at the shaft seal, urgent. Pressure 2.1 bar.",
+        )
         .text("idem", unique("serve-idem"));
     let r = http.post(&link).multipart(form).send().await.unwrap();
     assert!(matches!(r.status().as_u16(), 200 | 201), "{}", r.status());
@@ -326,7 +359,10 @@ async fn serve_runs_a_pilot_against_an_org_with_smtp_mail_and_a_signed_webhook()
     // The review mail arrives at the SMTP server, with both bodies.
     let raw = poll("the review mail", || mail_for(&maildir, &reviewer)).await;
     assert!(raw.contains("multipart/alternative"), "{raw}");
-    assert!(raw.contains("X-MailFrom: fieldgate@pilot.example.com"), "{raw}");
+    assert!(
+        raw.contains("X-MailFrom: fieldgate@pilot.example.com"),
+        "{raw}"
+    );
     let text = part(&raw, "text/plain");
     let html = part(&raw, "text/html");
     let url = text
@@ -356,7 +392,11 @@ async fn serve_runs_a_pilot_against_an_org_with_smtp_mail_and_a_signed_webhook()
         assert_eq!(sig, &expected_signature(body), "signature over the body");
         let msg: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(msg["proposal_id"], id.as_str());
-        assert_eq!(msg["dedupe_key"], dedupe.as_str(), "the same key on every copy");
+        assert_eq!(
+            msg["dedupe_key"],
+            dedupe.as_str(),
+            "the same key on every copy"
+        );
         assert_eq!(msg["event"], "committed");
     }
     // A wrong secret would not verify.
@@ -411,11 +451,7 @@ fn serve_refuses_a_bad_workflow_file_naming_file_and_line() {
         "\ncolour = \"red\"\nobject = ",
         1,
     );
-    let line = bad
-        .lines()
-        .position(|l| l.starts_with("colour"))
-        .unwrap()
-        + 1;
+    let line = bad.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
     std::fs::write(wfdir.join("b-bad.toml"), &bad).unwrap();
     let out = fieldgate()
         .args(["serve", "--port", "0", "--data"])
@@ -453,7 +489,10 @@ fn serve_refuses_a_bad_workflow_file_naming_file_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     let at = format!("b-bad.toml:{line}: reviewer \"not-an-address\"");
-    assert!(err.contains(&at), "dev refuses too; expected {at:?} in:\n{err}");
+    assert!(
+        err.contains(&at),
+        "dev refuses too; expected {at:?} in:\n{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,7 +534,10 @@ async fn serve_refuses_a_workflow_that_does_not_fit_the_org_unless_told_to_skip(
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(!out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("PROBLEM  Colour__c: no such field"), "{stdout}");
+    assert!(
+        stdout.contains("PROBLEM  Colour__c: no such field"),
+        "{stdout}"
+    );
     assert!(stderr.contains("--skip-check"), "{stderr}");
 
     let log = tmp.path().join("skip.log");
@@ -504,7 +546,9 @@ async fn serve_refuses_a_workflow_that_does_not_fit_the_org_unless_told_to_skip(
         .await
         .unwrap();
     assert!(
-        lines.iter().any(|l| l.starts_with("fieldgate serve is running")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("fieldgate serve is running")),
         "{lines:?}"
     );
     let err = std::fs::read_to_string(tmp.path().join("skip.log")).unwrap();
@@ -534,5 +578,8 @@ fn qr_without_keys_says_so_and_makes_none() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("no workflow \"nope\" (known: field-service-case)"), "{err}");
+    assert!(
+        err.contains("no workflow \"nope\" (known: field-service-case)"),
+        "{err}"
+    );
 }
