@@ -16,7 +16,7 @@
 //! | `FIELDGATE_MAIL_FROM`, `FIELDGATE_SES_CONFIGURATION_SET` | mail | SES v2 sender of review mail |
 //! | `FIELDGATE_SMTP_URL` | mail | review mail over SMTP (`fieldgate serve`): `smtp://` STARTTLS, `smtps://` TLS, `?tls=none` plain (local test servers); `user:password@` to sign in; with `FIELDGATE_MAIL_FROM` as the sender |
 //! | `FIELDGATE_HANDOFF_TOPIC` | handoff | SNS topic ARN |
-//! | `FIELDGATE_HANDOFF_WEBHOOK_URL`, `FIELDGATE_HANDOFF_WEBHOOK_SECRET` | webhook | every handoff also POSTed there, signed with HMAC-SHA256 of the secret (`fieldgate serve`/`dev`) |
+//! | `FIELDGATE_HANDOFF_WEBHOOK_URL`, `FIELDGATE_HANDOFF_WEBHOOK_SECRET` | webhook | every handoff also POSTed there, signed with HMAC-SHA256 of the secret (`fieldgate serve`) |
 //! | `SALESFORCE_*` | salesforce | see [`SalesforceSource`] |
 //! | `FIELDGATE_KEYS_SECRET_ARN` | keys | QR and link keys from Secrets Manager (else `keys.json` in the data dir) |
 //! | `FIELDGATE_WORKFLOWS_DIR` | workflows | every `*.toml` in it (else the built-in workflow) |

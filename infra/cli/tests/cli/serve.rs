@@ -583,3 +583,27 @@ fn qr_without_keys_says_so_and_makes_none() {
         "{err}"
     );
 }
+
+#[test]
+fn every_interface_without_a_public_url_warns_that_links_point_at_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("dev.log");
+    let mut cmd = fieldgate();
+    cmd.args(["dev", "--host", "0.0.0.0", "--port", "0", "--data"])
+        .arg(tmp.path().join("data"));
+    let (_run, lines) = start(cmd, &log);
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        err.contains(
+            "WARNING: listening on 0.0.0.0 but the printed links point at http://127.0.0.1:"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("--public-url"), "{err}");
+    // Every demo asset × workflow has its link in the start-up output.
+    let links = lines
+        .iter()
+        .filter(|l| l.contains("/q/") && l.contains(WORKFLOW))
+        .count();
+    assert!(links >= 4, "{lines:?}");
+}
