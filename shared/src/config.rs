@@ -445,16 +445,14 @@ impl Config {
             return Err(invalid("FIELDGATE_MAIL_FROM", "expected a mail address"));
         }
         let mail = match (v.get("FIELDGATE_SMTP_URL"), from) {
-            (Some(url), Some(from)) => MailConfig::Smtp {
+            (Some(url), from) => MailConfig::Smtp {
+                // The URL's own problems first: they are the likelier typo.
                 server: SmtpServer::parse(&url)?,
-                from,
-            },
-            (Some(_), None) => {
-                return Err(ConfigError::Missing {
+                from: from.ok_or(ConfigError::Missing {
                     var: "FIELDGATE_MAIL_FROM",
                     why: "with FIELDGATE_SMTP_URL (the sender of review mail)",
-                });
-            }
+                })?,
+            },
             (None, Some(from)) => MailConfig::Ses {
                 from,
                 configuration_set: v.get("FIELDGATE_SES_CONFIGURATION_SET"),
