@@ -316,7 +316,15 @@ async fn main() -> anyhow::Result<()> {
                 skip_check,
                 pipeline,
             };
-            let config = fieldgate::config::Config::from_env()?;
+            // A refusal exits 2 (the systemd unit does not restart on it:
+            // the admin has to fix something first).
+            let config = match fieldgate::config::Config::from_env() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("fieldgate serve: {}", fieldgate::Chain(&e));
+                    std::process::exit(2);
+                }
+            };
             let stack = match ServeStack::start(opts, config).await {
                 Ok(s) => s,
                 Err(e) => {
