@@ -63,6 +63,9 @@ pub enum BuildError {
     },
     #[error("the Salesforce client")]
     Salesforce(#[source] SfError),
+    #[cfg(feature = "smtp")]
+    #[error("the SMTP mailer")]
+    Smtp(#[source] crate::embedded::smtp::SmtpError),
 }
 
 /// A keys document that does not parse. Deliberately without serde's
@@ -101,6 +104,19 @@ impl Keys {
                 column: e.column(),
             },
         })
+    }
+
+    /// Loads `path`; `Ok(None)` when there is no such file (nothing is
+    /// created: keys made here would sign links no server accepts).
+    pub fn load(path: &Path) -> Result<Option<Keys>, BuildError> {
+        match std::fs::read_to_string(path) {
+            Ok(json) => Keys::parse(&json, &path.display().to_string()).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(BuildError::Io {
+                what: format!("reading {}", path.display()),
+                source,
+            }),
+        }
     }
 
     /// Loads `path`, or creates it with fresh random keys (mode 0600).
@@ -375,6 +391,13 @@ impl Components {
                             .map_err(self.io("opening the outbox"))?,
                     ) as Arc<dyn ReviewNotifier>,
                     MailConfig::Unconfigured => Arc::new(Unconfigured("FIELDGATE_MAIL_FROM")),
+                    #[cfg(feature = "smtp")]
+                    MailConfig::Smtp { server, from } => Arc::new(
+                        crate::embedded::smtp::SmtpNotifier::new(server, from)
+                            .map_err(BuildError::Smtp)?,
+                    ),
+                    #[cfg(not(feature = "smtp"))]
+                    MailConfig::Smtp { .. } => unreachable!("refused by Config"),
                     #[cfg(feature = "aws-ses")]
                     MailConfig::Ses {
                         from,

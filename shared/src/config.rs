@@ -14,7 +14,9 @@
 //! | `FIELDGATE_TABLE` | store | DynamoDB table; set = running in AWS, nothing falls back to files |
 //! | `FIELDGATE_PHOTO_BUCKET`, `FIELDGATE_S3_PATH_STYLE` | media | S3 bucket for photos (path style for moto) |
 //! | `FIELDGATE_MAIL_FROM`, `FIELDGATE_SES_CONFIGURATION_SET` | mail | SES v2 sender of review mail |
+//! | `FIELDGATE_SMTP_URL` | mail | review mail over SMTP (`fieldgate serve`): `smtp://` STARTTLS, `smtps://` TLS, `?tls=none` plain (local test servers); `user:password@` to sign in; with `FIELDGATE_MAIL_FROM` as the sender |
 //! | `FIELDGATE_HANDOFF_TOPIC` | handoff | SNS topic ARN |
+//! | `FIELDGATE_HANDOFF_WEBHOOK_URL`, `FIELDGATE_HANDOFF_WEBHOOK_SECRET` | webhook | every handoff also POSTed there, signed with HMAC-SHA256 of the secret (`fieldgate serve`) |
 //! | `SALESFORCE_*` | salesforce | see [`SalesforceSource`] |
 //! | `FIELDGATE_KEYS_SECRET_ARN` | keys | QR and link keys from Secrets Manager (else `keys.json` in the data dir) |
 //! | `FIELDGATE_WORKFLOWS_DIR` | workflows | every `*.toml` in it (else the built-in workflow) |
@@ -126,12 +128,144 @@ pub enum MediaConfig {
 pub enum MailConfig {
     /// JSON lines in the data directory (`/dev/outbox`).
     Outbox,
+    /// An SMTP server (`fieldgate serve`).
+    Smtp { server: SmtpServer, from: String },
     Ses {
         from: String,
         configuration_set: Option<String>,
     },
     /// In AWS without a sender: sending fails loudly, naming the variable.
     Unconfigured,
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtp://`: plain connection upgraded with STARTTLS, which is required.
+    StartTls,
+    /// `smtps://`: TLS from the first byte.
+    Wrapper,
+    /// `smtp://…?tls=none`: no TLS at all, only when asked for (a local
+    /// test server); never with a password to another machine.
+    None,
+}
+
+/// `FIELDGATE_SMTP_URL`, parsed. The password never shows in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpServer {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for SmtpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpServer")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl SmtpServer {
+    /// Parses an SMTP URL; problems never quote it (it can hold a password).
+    pub fn parse(value: &str) -> Result<SmtpServer, ConfigError> {
+        const VAR: &str = "FIELDGATE_SMTP_URL";
+        let u = url::Url::parse(value.trim())
+            .map_err(|_| invalid(VAR, "expected smtp://, smtps:// or smtp://…?tls=none"))?;
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid(VAR, "has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let asked = u
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let tls = match (u.scheme(), asked.as_deref()) {
+            ("smtp", None | Some("starttls" | "required")) => SmtpTls::StartTls,
+            ("smtp", Some("none")) => SmtpTls::None,
+            ("smtps", None) => SmtpTls::Wrapper,
+            ("smtp" | "smtps", Some(_)) => {
+                return Err(invalid(VAR, "tls= must be starttls or none"));
+            }
+            _ => return Err(invalid(VAR, "expected smtp:// or smtps://")),
+        };
+        // Percent-decoding only (`+` stays `+`, unlike form decoding).
+        let decode = |s: &str| {
+            let b = s.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match (b[i], hex) {
+                    (b'%', Some(v)) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    (c, _) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let username = Some(decode(u.username())).filter(|s| !s.is_empty());
+        let password = u.password().map(decode);
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if tls == SmtpTls::None && password.is_some() && !loopback {
+            return Err(invalid(
+                VAR,
+                "a password over a connection without TLS to another machine; use smtp:// (STARTTLS) or smtps://",
+            ));
+        }
+        if username.is_some() != password.is_some() {
+            return Err(invalid(VAR, "give both user and password, or neither"));
+        }
+        let port = u.port().unwrap_or(match tls {
+            SmtpTls::StartTls => 587,
+            SmtpTls::Wrapper => 465,
+            SmtpTls::None => 25,
+        });
+        Ok(SmtpServer {
+            host,
+            port,
+            tls,
+            username,
+            password,
+        })
+    }
+}
+
+/// Where handoffs are also POSTed (a pilot has no SNS). The secret never
+/// shows in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &"…")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +396,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `FIELDGATE_HSTS`: send HSTS whatever the public URL says.
     pub hsts: bool,
+    /// `FIELDGATE_HANDOFF_WEBHOOK_*`: one machine's handoff, relayed from
+    /// the handoff log.
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Config {
@@ -301,18 +438,54 @@ impl Config {
             }
             None => MediaConfig::Files,
         };
-        let mail = match v.get("FIELDGATE_MAIL_FROM") {
-            Some(from) => {
-                if !from.contains('@') || from.chars().any(char::is_whitespace) {
-                    return Err(invalid("FIELDGATE_MAIL_FROM", "expected a mail address"));
+        let from = v.get("FIELDGATE_MAIL_FROM");
+        if let Some(from) = &from
+            && (!from.contains('@') || from.chars().any(char::is_whitespace))
+        {
+            return Err(invalid("FIELDGATE_MAIL_FROM", "expected a mail address"));
+        }
+        let mail = match (v.get("FIELDGATE_SMTP_URL"), from) {
+            (Some(url), from) => MailConfig::Smtp {
+                // The URL's own problems first: they are the likelier typo.
+                server: SmtpServer::parse(&url)?,
+                from: from.ok_or(ConfigError::Missing {
+                    var: "FIELDGATE_MAIL_FROM",
+                    why: "with FIELDGATE_SMTP_URL (the sender of review mail)",
+                })?,
+            },
+            (None, Some(from)) => MailConfig::Ses {
+                from,
+                configuration_set: v.get("FIELDGATE_SES_CONFIGURATION_SET"),
+            },
+            (None, None) if in_aws => MailConfig::Unconfigured,
+            (None, None) => MailConfig::Outbox,
+        };
+        let webhook = match (
+            v.url("FIELDGATE_HANDOFF_WEBHOOK_URL")?,
+            v.get("FIELDGATE_HANDOFF_WEBHOOK_SECRET"),
+        ) {
+            (Some(url), Some(secret)) => {
+                if secret.len() < 16 {
+                    return Err(invalid(
+                        "FIELDGATE_HANDOFF_WEBHOOK_SECRET",
+                        "too short: use at least 16 characters (e.g. `openssl rand -hex 32`)",
+                    ));
                 }
-                MailConfig::Ses {
-                    from,
-                    configuration_set: v.get("FIELDGATE_SES_CONFIGURATION_SET"),
-                }
+                Some(WebhookConfig { url, secret })
             }
-            None if in_aws => MailConfig::Unconfigured,
-            None => MailConfig::Outbox,
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    var: "FIELDGATE_HANDOFF_WEBHOOK_SECRET",
+                    why: "with FIELDGATE_HANDOFF_WEBHOOK_URL (the receiver checks the signature)",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    var: "FIELDGATE_HANDOFF_WEBHOOK_URL",
+                    why: "when FIELDGATE_HANDOFF_WEBHOOK_SECRET is set",
+                });
+            }
+            (None, None) => None,
         };
         let handoff = match v.get("FIELDGATE_HANDOFF_TOPIC") {
             Some(topic) => HandoffConfig::Sns { topic },
@@ -345,6 +518,7 @@ impl Config {
             structurers: StructurerConfig::parse(&v)?,
             public_url: v.url("FIELDGATE_PUBLIC_URL")?,
             hsts: v.flag("FIELDGATE_HSTS")?,
+            webhook,
         };
         config.check_features()?;
         Ok(config)
@@ -369,6 +543,11 @@ impl Config {
             matches!(self.mail, MailConfig::Ses { .. }) && !cfg!(feature = "aws-ses"),
             "FIELDGATE_MAIL_FROM",
             "aws-ses",
+        )?;
+        need(
+            matches!(self.mail, MailConfig::Smtp { .. }) && !cfg!(feature = "smtp"),
+            "FIELDGATE_SMTP_URL",
+            "smtp",
         )?;
         need(
             matches!(self.handoff, HandoffConfig::Sns { .. }) && !cfg!(feature = "aws-sns"),
@@ -407,6 +586,7 @@ impl Config {
             structurers: StructurerConfig::default(),
             public_url: None,
             hsts: false,
+            webhook: None,
         }
     }
 
@@ -473,6 +653,8 @@ mod tests {
             ("FIELDGATE_STRUCTURER", "gpt SECRET-MARKER"),
             ("FIELDGATE_MAIL_FROM", "SECRET-MARKER"),
             ("SALESFORCE_LOGIN_URL", "SECRET-MARKER"),
+            ("FIELDGATE_SMTP_URL", "ftp://u:SECRET-MARKER@h"),
+            ("FIELDGATE_HANDOFF_WEBHOOK_URL", "SECRET-MARKER"),
         ] {
             let err = parse(&[(var, value)]).unwrap_err().to_string();
             assert!(err.starts_with(var), "{var}: {err}");
@@ -481,6 +663,58 @@ mod tests {
                 "{var} quoted its value: {err}"
             );
         }
+    }
+
+    #[test]
+    fn smtp_urls_say_how_the_connection_is_protected() {
+        let p = |u| SmtpServer::parse(u);
+        let s = p("smtp://fg%40example.com:p%3Ass@mail.example.com").unwrap();
+        assert_eq!((s.tls, s.port), (SmtpTls::StartTls, 587));
+        assert_eq!(s.username.as_deref(), Some("fg@example.com"));
+        assert_eq!(s.password.as_deref(), Some("p:ss"));
+        assert!(
+            !format!("{s:?}").contains("p:ss"),
+            "Debug shows the password"
+        );
+        assert_eq!(p("smtps://mail.example.com").unwrap().tls, SmtpTls::Wrapper);
+        let s = p("smtp://127.0.0.1:2525?tls=none").unwrap();
+        assert_eq!((s.tls, s.port), (SmtpTls::None, 2525));
+        // A password in the clear to another machine is refused, not sent.
+        let err = p("smtp://u:SECRET-MARKER@mail.example.com?tls=none").unwrap_err();
+        assert!(err.to_string().contains("without TLS"), "{err}");
+        assert!(!err.to_string().contains("SECRET-MARKER"), "{err}");
+        assert!(p("smtp://mail.example.com?tls=maybe").is_err());
+        // The sender is required with SMTP.
+        let err = parse(&[("FIELDGATE_SMTP_URL", "smtp://mail.example.com")]).unwrap_err();
+        assert!(err.to_string().starts_with("FIELDGATE_MAIL_FROM"), "{err}");
+    }
+
+    #[test]
+    fn a_webhook_needs_its_secret() {
+        let err = parse(&[(
+            "FIELDGATE_HANDOFF_WEBHOOK_URL",
+            "https://hooks.example.com/x",
+        )])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("FIELDGATE_HANDOFF_WEBHOOK_SECRET"),
+            "{err}"
+        );
+        let c = parse(&[
+            (
+                "FIELDGATE_HANDOFF_WEBHOOK_URL",
+                "https://hooks.example.com/x",
+            ),
+            (
+                "FIELDGATE_HANDOFF_WEBHOOK_SECRET",
+                "0123456789abcdef-MARKER",
+            ),
+        ])
+        .unwrap();
+        let hook = c.webhook.unwrap();
+        assert_eq!(hook.url, "https://hooks.example.com/x");
+        assert!(!format!("{hook:?}").contains("MARKER"));
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod dev;
 pub mod eval;
 pub mod mcp;
 pub mod qr;
+pub mod serve;

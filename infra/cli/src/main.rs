@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fieldgate::domain::AssetId;
-use fieldgate_cli::dev::{DevOptions, DevStack, qr_url};
+use fieldgate_cli::dev::{DevOptions, DevStack};
+use fieldgate_cli::serve::{PipelineOptions, ServeOptions, ServeStack};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -49,15 +50,56 @@ enum Cmd {
         /// reaches them, even with --host 0.0.0.0.
         #[arg(long)]
         expose_dev_pages: bool,
+        /// Every *.toml in DIR instead of the built-in workflow; the server
+        /// refuses to start if one is invalid.
+        #[arg(long, value_name = "DIR")]
+        workflows: Option<PathBuf>,
     },
-    /// Print the signed scan link of an asset (and write a PNG of its QR code).
+    /// Run the pipeline on this machine against a real org (SALESFORCE_*),
+    /// mailing reviewers over SMTP (FIELDGATE_SMTP_URL): a pilot.
+    Serve {
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+        /// Address to listen on (behind a reverse proxy: 127.0.0.1).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        /// Where the database, photos and keys live (back it up).
+        #[arg(long, default_value = "/var/lib/fieldgate")]
+        data: PathBuf,
+        /// Base URL in QR codes and review mail: the proxy's https URL.
+        #[arg(long, env = "FIELDGATE_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Every *.toml in DIR (default: the built-in workflow). Each is
+        /// validated and checked against the org before anything starts.
+        #[arg(long, value_name = "DIR", env = "FIELDGATE_WORKFLOWS_DIR")]
+        workflows: Option<PathBuf>,
+        /// Start even when a workflow does not fit the org (its proposals
+        /// will fail to commit). Says so loudly.
+        #[arg(long)]
+        skip_check: bool,
+        /// Reports per QR code per 10 minutes before 429.
+        #[arg(long)]
+        reports_per_code: Option<u64>,
+        /// Behind a reverse proxy on this machine: take the client address
+        /// from the last X-Forwarded-For hop (the proxy must set it).
+        #[arg(long)]
+        trust_proxy: bool,
+    },
+    /// Print the signed scan link of an asset for a workflow (and write a
+    /// PNG of its QR code), with the keys of a server's data directory.
     Qr {
         asset: String,
+        /// The workflow the link reports to (default: the first one).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// The server's workflows (as given to serve/dev), to check the id.
+        #[arg(long, value_name = "DIR")]
+        workflows: Option<PathBuf>,
         #[arg(long, default_value = "http://127.0.0.1:8787")]
         base: String,
         #[arg(long)]
         png: Option<PathBuf>,
-        /// The data directory whose keys sign the link (as for `dev`).
+        /// The data directory whose keys sign the link (as for `dev`/`serve`).
         #[arg(long, default_value = ".fieldgate")]
         data: PathBuf,
     },
@@ -306,8 +348,15 @@ async fn mcp_command(cmd: McpCmd) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    fieldgate::telemetry::init_text();
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    // A server's logs go to the journal as JSON lines; a person's terminal
+    // gets text.
+    if matches!(cli.cmd, Cmd::Serve { .. }) {
+        fieldgate::telemetry::init_json();
+    } else {
+        fieldgate::telemetry::init_text();
+    }
+    match cli.cmd {
         Cmd::Mcp { cmd } => mcp_command(cmd).await,
         Cmd::Audit { cmd } => audit_command(cmd).await,
         Cmd::Check { workflow } => {
@@ -325,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
             no_intake_limits,
             trust_proxy,
             expose_dev_pages,
+            workflows,
         } => {
             let mut opts = DevOptions::new(SocketAddr::new(host, port), data.clone());
             opts.public_url = public_url;
@@ -337,9 +387,17 @@ async fn main() -> anyhow::Result<()> {
             }
             opts.trust_proxy = trust_proxy;
             opts.expose_dev = expose_dev_pages;
+            if let Some(dir) = &workflows {
+                opts.workflows = Some(std::sync::Arc::new(fieldgate_cli::serve::load_workflows(
+                    Some(dir),
+                )?));
+            }
             opts.structurers =
                 fieldgate::config::StructurerConfig::from_lookup(&|k| std::env::var(k).ok())?;
             let stack = DevStack::start(opts).await?;
+            for w in &stack.warnings {
+                eprintln!("WARNING: {w}");
+            }
             println!("fieldgate dev is running at {}", stack.public_url);
             println!("  data:        {}", data.display());
             println!("  review mail: {}/dev/outbox", stack.public_url);
@@ -355,26 +413,89 @@ async fn main() -> anyhow::Result<()> {
                 fieldgate_cli::dev::DEV_CLIENT_ID,
                 fieldgate_cli::dev::DEV_CLIENT_SECRET
             );
-            println!("\nScan links of the demo assets:");
-            let assets = stack.emulator.demo_assets();
-            for a in &assets {
-                let id: AssetId = a.id.parse().context("demo asset id")?;
-                println!("  {:<28} {}", a.name, stack.qr_url(&id));
+            println!("\nScan links of the demo assets (asset × workflow):");
+            let links = stack.links();
+            for (name, wf, url) in &links {
+                println!("  {:<28} {:<24} {}", name, wf.id.as_str(), url);
             }
-            if let Some(first) = assets.first() {
-                let url = stack.qr_url(&first.id.parse()?);
-                println!(
-                    "\n{}  ({})\n",
-                    fieldgate_cli::qr::terminal(&url)?,
-                    first.name
-                );
+            if let Some((name, _, url)) = links.first() {
+                println!("\n{}  ({})\n", fieldgate_cli::qr::terminal(url)?, name);
             }
             println!("Press Ctrl-C to stop.");
             stack.wait().await;
             Ok(())
         }
+        Cmd::Serve {
+            port,
+            host,
+            data,
+            public_url,
+            workflows,
+            skip_check,
+            reports_per_code,
+            trust_proxy,
+        } => {
+            let mut pipeline = PipelineOptions {
+                trust_proxy,
+                ..PipelineOptions::default()
+            };
+            if let Some(n) = reports_per_code {
+                pipeline.intake_limits.per_code.limit = n;
+            }
+            let opts = ServeOptions {
+                addr: SocketAddr::new(host, port),
+                data_dir: data.clone(),
+                public_url,
+                workflows_dir: workflows,
+                skip_check,
+                pipeline,
+            };
+            // A refusal exits 2 (the systemd unit does not restart on it:
+            // the admin has to fix something first).
+            let config = match fieldgate::config::Config::from_env() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("fieldgate serve: {}", fieldgate::Chain(&e));
+                    std::process::exit(2);
+                }
+            };
+            let stack = match ServeStack::start(opts, config).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "fieldgate serve refused to start");
+                    eprintln!("fieldgate serve: {e:#}");
+                    std::process::exit(2);
+                }
+            };
+            for w in &stack.warnings {
+                eprintln!("WARNING: {w}");
+            }
+            let p = &stack.pipeline;
+            println!("fieldgate serve is running at {}", p.public_url);
+            println!("  data:      {}", data.display());
+            println!("  health:    {}/healthz", p.base_url);
+            println!(
+                "  MCP:       {}/mcp (a token: fieldgate mcp token create --name NAME --workflows ID --data {})",
+                p.public_url,
+                data.display()
+            );
+            println!("  workflows:");
+            for wf in p.workflows.iter() {
+                println!("    {:<24} {} → {}", wf.id.as_str(), wf.name, wf.object);
+            }
+            println!(
+                "\nA sticker's link: fieldgate qr ASSET_ID --workflow ID --data {} --base {} --png sticker.png",
+                data.display(),
+                p.public_url
+            );
+            println!("Press Ctrl-C to stop.");
+            stack.pipeline.wait().await;
+            Ok(())
+        }
         Cmd::Qr {
             asset,
+            workflow,
+            workflows,
             base,
             png,
             data,
@@ -382,8 +503,32 @@ async fn main() -> anyhow::Result<()> {
             let id: AssetId = asset.parse().map_err(|_| {
                 anyhow::anyhow!("{asset:?} is not an Asset id (02i…, 15 or 18 characters)")
             })?;
-            let keys = fieldgate::compose::Keys::load_or_create(&data.join("keys.json"))?;
-            let url = qr_url(&keys, &fieldgate::workflows::builtin(), &base, &id);
+            let list = fieldgate_cli::serve::load_workflows(workflows.as_deref())?;
+            let wf = match &workflow {
+                None => list.iter().next().expect("at least one workflow").clone(),
+                Some(w) => list
+                    .iter()
+                    .find(|x| x.id.as_str() == w)
+                    .cloned()
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = list.iter().map(|x| x.id.as_str()).collect();
+                        anyhow::anyhow!(
+                            "no workflow {w:?} (known: {}); give the server's --workflows DIR",
+                            known.join(", ")
+                        )
+                    })?,
+            };
+            let path = data.join("keys.json");
+            // Keys made here would sign links no running server accepts.
+            let Some(keys) = fieldgate::compose::Keys::load(&path)? else {
+                eprintln!(
+                    "fieldgate qr: no keys in {} ({} does not exist).\nGive the data directory of the server that will answer the link (--data DIR, as for `fieldgate serve` or `dev`); a server makes its keys on first start.",
+                    data.display(),
+                    path.display()
+                );
+                std::process::exit(1);
+            };
+            let url = fieldgate_cli::serve::qr_url(&keys, &wf, &base, &id);
             println!("{url}");
             if let Some(p) = png {
                 fieldgate_cli::qr::png(&url, &p)?;

@@ -9,8 +9,39 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkflowError {
-    #[error("{file}: {message}")]
-    Invalid { file: String, message: String },
+    /// `file:line: problem`, as compilers say it, so an editor jumps there.
+    #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        file: String,
+        /// 1-based; `None` when the problem is not on one line (e.g. no fields).
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+/// The 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where `key = ...` is first written (top level or in a table).
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .or_else(|| l.trim_start().strip_prefix(&format!("\"{key}\"")))
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+/// The line where the string `value` is first written in quotes.
+fn value_line(text: &str, value: &str) -> Option<usize> {
+    let quoted = format!("\"{value}\"");
+    text.lines()
+        .position(|l| l.contains(&quoted))
+        .map(|i| i + 1)
 }
 
 /// Never `delete`: the config format has no way to say it.
@@ -268,44 +299,59 @@ fn is_api_name(s: &str) -> bool {
 
 impl Workflow {
     pub fn from_toml(file: &str, text: &str) -> Result<Workflow, WorkflowError> {
-        let invalid = |message: String| WorkflowError::Invalid {
+        // Semantic problems point at the line that says the offending
+        // thing; parse problems at the span toml reports.
+        let at = |line: Option<usize>, message: String| WorkflowError::Invalid {
             file: file.to_owned(),
+            line,
             message,
         };
-        let raw: WorkflowFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let key = |k: &str, message: String| at(key_line(text, k), message);
+        let value = |v: &str, message: String| at(value_line(text, v), message);
+        let invalid = |message: String| at(None, message);
+        let raw: WorkflowFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_at(text, s.start));
+            at(line, e.message().trim().to_owned())
+        })?;
         let id: WorkflowId = raw
             .id
             .parse()
-            .map_err(|e| invalid(format!("id {:?}: {e}", raw.id)))?;
+            .map_err(|e| key("id", format!("id {:?}: {e}", raw.id)))?;
         if !is_api_name(&raw.object) {
-            return Err(invalid(format!(
-                "object {:?} is not an API name",
-                raw.object
-            )));
+            return Err(key(
+                "object",
+                format!("object {:?} is not an API name", raw.object),
+            ));
         }
         let ext = match (raw.operation, raw.external_id_field) {
             (Operation::Upsert, None) => {
-                return Err(invalid(
+                return Err(key(
+                    "operation",
                     "operation = \"upsert\" needs external_id_field (it makes retries safe)".into(),
                 ));
             }
             (_, Some(f)) if !is_api_name(&f) => {
-                return Err(invalid(format!(
-                    "external_id_field {f:?} is not an API name"
-                )));
+                return Err(key(
+                    "external_id_field",
+                    format!("external_id_field {f:?} is not an API name"),
+                ));
             }
             (_, f) => f,
         };
         if raw.reviewers.is_empty() {
-            return Err(invalid("reviewers: at least one reviewer is needed".into()));
+            return Err(key(
+                "reviewers",
+                "reviewers: at least one reviewer is needed".into(),
+            ));
         }
         for r in &raw.reviewers {
             if !looks_like_email(r) {
-                return Err(invalid(format!("reviewer {r:?} is not an email address")));
+                return Err(value(r, format!("reviewer {r:?} is not an email address")));
             }
         }
         if !(1..=24 * 30).contains(&raw.review_link_hours) {
-            return Err(invalid(
+            return Err(key(
+                "review_link_hours",
                 "review_link_hours must be between 1 and 720".into(),
             ));
         }
@@ -315,51 +361,62 @@ impl Workflow {
         let mut seen = BTreeSet::new();
         for f in &raw.fields {
             if !is_api_name(&f.name) {
-                return Err(invalid(format!("field {:?} is not an API name", f.name)));
+                return Err(value(
+                    &f.name,
+                    format!("field {:?} is not an API name", f.name),
+                ));
             }
             if !seen.insert(f.name.as_str()) {
-                return Err(invalid(format!("field {} is declared twice", f.name)));
+                let second = text
+                    .match_indices(&format!("\"{}\"", f.name))
+                    .nth(1)
+                    .map(|(i, _)| line_at(text, i));
+                return Err(at(second, format!("field {} is declared twice", f.name)));
             }
             if let Some(n) = f.max_length()
                 && !(1..=131_072).contains(&n)
             {
-                return Err(invalid(format!(
-                    "field {}: max_length out of range",
-                    f.name
-                )));
+                return Err(value(
+                    &f.name,
+                    format!("field {}: max_length out of range", f.name),
+                ));
             }
             match &f.kind {
                 FieldKind::Picklist { values, .. } => {
                     if values.is_empty() {
-                        return Err(invalid(format!("field {}: no picklist values", f.name)));
+                        return Err(value(
+                            &f.name,
+                            format!("field {}: no picklist values", f.name),
+                        ));
                     }
                     for v in f.default.iter().chain(f.vocabulary.keys()) {
                         if !values.contains(v) {
-                            return Err(invalid(format!(
-                                "field {}: {v:?} is not one of its values",
-                                f.name
-                            )));
+                            return Err(value(
+                                &f.name,
+                                format!("field {}: {v:?} is not one of its values", f.name),
+                            ));
                         }
                     }
                 }
                 _ => {
                     if !f.vocabulary.is_empty() {
-                        return Err(invalid(format!(
-                            "field {}: vocabulary is for picklists only",
-                            f.name
-                        )));
+                        return Err(value(
+                            &f.name,
+                            format!("field {}: vocabulary is for picklists only", f.name),
+                        ));
                     }
                 }
             }
         }
         for name in raw.constants.keys().chain(raw.bindings.keys()) {
             if !is_api_name(name) {
-                return Err(invalid(format!("{name:?} is not an API name")));
+                return Err(key(name, format!("{name:?} is not an API name")));
             }
             if seen.contains(name.as_str()) {
-                return Err(invalid(format!(
-                    "{name} is both a model field and a constant/binding"
-                )));
+                return Err(key(
+                    name,
+                    format!("{name} is both a model field and a constant/binding"),
+                ));
             }
         }
         if let Some(ext) = &ext
@@ -367,19 +424,22 @@ impl Workflow {
                 || raw.constants.contains_key(ext)
                 || raw.bindings.contains_key(ext))
         {
-            return Err(invalid(format!(
-                "{ext} is the external id: fieldgate sets it, nothing else may"
-            )));
+            return Err(key(
+                "external_id_field",
+                format!("{ext} is the external id: fieldgate sets it, nothing else may"),
+            ));
         }
         if !seen.contains(raw.handoff.summary_field.as_str()) {
-            return Err(invalid(
+            return Err(key(
+                "summary_field",
                 "handoff.summary_field must be a declared field".into(),
             ));
         }
         if let Some(p) = &raw.handoff.priority_field
             && !seen.contains(p.as_str())
         {
-            return Err(invalid(
+            return Err(key(
+                "priority_field",
                 "handoff.priority_field must be a declared field".into(),
             ));
         }

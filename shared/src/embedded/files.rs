@@ -18,6 +18,8 @@ use std::sync::Mutex;
 struct JsonLog<T> {
     file: Option<Mutex<std::fs::File>>,
     items: Mutex<Vec<T>>,
+    /// How many items are logged (what a relay of the log waits on).
+    len: tokio::sync::watch::Sender<usize>,
 }
 
 fn invalid(f: &Path, line: usize, e: serde_json::Error) -> std::io::Error {
@@ -41,6 +43,7 @@ impl<T: Serialize + DeserializeOwned + Clone> JsonLog<T> {
             return Ok(Self {
                 file: None,
                 items: Mutex::new(Vec::new()),
+                len: tokio::sync::watch::Sender::new(0),
             });
         };
         let path = dir.join(format!("{name}.jsonl"));
@@ -71,6 +74,7 @@ impl<T: Serialize + DeserializeOwned + Clone> JsonLog<T> {
         let log = Self {
             file: Some(Mutex::new(file)),
             items: Mutex::new(Vec::new()),
+            len: tokio::sync::watch::Sender::new(0),
         };
         if old.exists() {
             for item in taken_over {
@@ -81,6 +85,7 @@ impl<T: Serialize + DeserializeOwned + Clone> JsonLog<T> {
         let mut taken = log.items.lock().expect("log lock");
         items.append(&mut taken);
         *taken = items;
+        log.len.send_replace(taken.len());
         drop(taken);
         Ok(log)
     }
@@ -96,11 +101,17 @@ impl<T: Serialize + DeserializeOwned + Clone> JsonLog<T> {
             f.sync_data()?;
         }
         items.push(item);
+        self.len.send_replace(items.len());
         Ok(())
     }
 
     fn all(&self) -> Vec<T> {
         self.items.lock().expect("log lock").clone()
+    }
+
+    fn since(&self, from: usize) -> Vec<T> {
+        let items = self.items.lock().expect("log lock");
+        items.get(from..).map(<[T]>::to_vec).unwrap_or_default()
     }
 }
 
@@ -134,6 +145,14 @@ impl HandoffLog {
     }
     pub fn messages(&self) -> Vec<HandoffMessage> {
         self.0.all()
+    }
+    /// The messages from position `from` on (a relay's cursor).
+    pub fn since(&self, from: usize) -> Vec<HandoffMessage> {
+        self.0.since(from)
+    }
+    /// Follows the number of messages logged.
+    pub fn watch_len(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.0.len.subscribe()
     }
 }
 

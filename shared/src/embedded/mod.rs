@@ -5,7 +5,10 @@
 mod assistants;
 mod files;
 mod import;
+#[cfg(feature = "smtp")]
+pub mod smtp;
 mod sqlite;
+pub mod webhook;
 
 pub use assistants::AssistantFile;
 pub use files::{FileMedia, HandoffLog, Outbox};

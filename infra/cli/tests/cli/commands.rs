@@ -84,6 +84,8 @@ async fn reqwest_status(url: &str) -> u16 {
 #[test]
 fn qr_prints_a_link_the_dev_stack_accepts_and_writes_a_png() {
     let data = tempfile::tempdir().unwrap();
+    // The keys a server made on its first start.
+    let keys = fieldgate::compose::Keys::load_or_create(&data.path().join("keys.json")).unwrap();
     let png = data.path().join("code.png");
     let out = fieldgate()
         .args([
@@ -108,7 +110,6 @@ fn qr_prints_a_link_the_dev_stack_accepts_and_writes_a_png() {
         url.starts_with("https://fg.example.com/q/02i000000000003AAA.field-service-case."),
         "{url}"
     );
-    let keys = fieldgate::compose::Keys::load_or_create(&data.path().join("keys.json")).unwrap();
     let code = url.split("/q/").nth(1).unwrap();
     assert!(
         keys.qr.verify(code).is_ok(),
