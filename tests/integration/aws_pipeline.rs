@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
-const PUBLIC: &str = "https://fg.example";
-const SENDER: &str = "fieldgate@example.com";
+pub(crate) const PUBLIC: &str = "https://fg.example";
+pub(crate) const SENDER: &str = "fieldgate@example.com";
 
 type Request = http::Request<Body>;
 
@@ -99,18 +99,22 @@ where
     panic!("step did not finish; proposal: {p:#?}");
 }
 
-struct Moto {
-    bucket: String,
-    topic_arn: String,
-    queue_url: String,
-    other_queue_url: String,
-    sf_secret_arn: String,
-    keys_secret_arn: String,
-    sqs: aws_sdk_sqs::Client,
-    s3: aws_sdk_s3::Client,
+/// What the stand-ins hold for one test: a bucket, the SES sender, the
+/// topic with a filtered and an unfiltered-away queue, the two secrets.
+pub(crate) struct Moto {
+    pub bucket: String,
+    pub topic_arn: String,
+    pub queue_url: String,
+    pub other_queue_url: String,
+    pub sf_secret_arn: String,
+    /// The read-only integration user's (template: SalesforceReadSecret).
+    pub sf_read_secret_arn: String,
+    pub keys_secret_arn: String,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
-async fn moto(config: &aws_config::SdkConfig, keys: &Keys) -> Moto {
+pub(crate) async fn moto(config: &aws_config::SdkConfig, keys: &Keys) -> Moto {
     let tag = new_proposal_id(SystemClock.now())
         .to_string()
         .to_lowercase();
@@ -184,6 +188,15 @@ async fn moto(config: &aws_config::SdkConfig, keys: &Keys) -> Moto {
         .unwrap()
         .arn
         .unwrap();
+    let sf_read_secret_arn = secrets
+        .create_secret()
+        .name(format!("fg-salesforce-read-{tag}"))
+        .secret_string(json!({ "client_secret": DEFAULT_CLIENT_SECRET }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
     let keys_secret_arn = secrets
         .create_secret()
         .name(format!("fg-keys-{tag}"))
@@ -199,13 +212,17 @@ async fn moto(config: &aws_config::SdkConfig, keys: &Keys) -> Moto {
         other_queue_url: urls.pop().unwrap(),
         queue_url: urls.pop().unwrap(),
         sf_secret_arn,
+        sf_read_secret_arn,
         keys_secret_arn,
         sqs,
         s3,
     }
 }
 
-async fn receive_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+pub(crate) async fn receive_all(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Vec<aws_sdk_sqs::types::Message> {
     let mut all = Vec::new();
     loop {
         let out = sqs
