@@ -14,6 +14,7 @@
 //! ```text
 //! cargo build --release -p fieldgate-tests --bins
 //! target/release/bench-cold-start 20
+//! target/release/bench-cold-start --logs   # one run each, debug logs
 //! ```
 //!
 //! It finds the binaries beside itself, so they come from the same build.
@@ -133,10 +134,11 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(15);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(15);
+    // `--logs`: one run each at debug level, printing the function's log
+    // lines (with their timestamps: where start-up goes).
+    let logs = args.iter().any(|a| a == "--logs");
     let dir = std::env::current_exe()
         .unwrap()
         .parent()
@@ -261,6 +263,11 @@ async fn main() {
     let env = |resource: &str| {
         let mut e = template::environment(resource, &refs, &conditions);
         e.extend(aws_env.clone());
+        if logs {
+            e.insert("RUST_LOG".into(), "debug".into());
+            // Empty: the level comes from RUST_LOG, SDK crates included.
+            e.insert("AWS_LAMBDA_LOG_LEVEL".into(), String::new());
+        }
         e
     };
 
@@ -337,6 +344,21 @@ async fn main() {
         },
     ];
 
+    if logs {
+        for t in &targets {
+            let api = RuntimeApi::start(t.name, Duration::from_secs(30)).await;
+            let answer = api.enqueue(&t.event);
+            let f = LambdaProcess::start_on(t.name, &t.exe, &t.env, api);
+            f.wait(answer).await;
+            println!(
+                "== {} ({:.1} ms)\n{}",
+                t.name,
+                ms(f.started.elapsed()),
+                f.logs()
+            );
+        }
+        return;
+    }
     // Round-robin, so load from elsewhere on the machine spreads evenly.
     let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
     let started = Instant::now();
