@@ -308,7 +308,7 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sf_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(emulator.clone().serve(listener));
-    let wiring = Wiring::new(&table.store.table(), &m, &sf_url);
+    let wiring = Wiring::new(table.store.table(), &m, &sf_url);
 
     // Every function starts with its template environment; nothing but
     // the stand-ins' endpoints is added.
@@ -587,7 +587,7 @@ async fn a_secret_unreadable_at_start_is_reported_as_an_init_error() {
     let table = aws::fresh_table(&sdk).await;
     let keys = Keys::generate();
     let m = moto(&sdk, &keys).await;
-    let mut wiring = Wiring::new(&table.store.table(), &m, "http://127.0.0.1:9");
+    let mut wiring = Wiring::new(table.store.table(), &m, "http://127.0.0.1:9");
 
     // A secret that does not exist.
     wiring.refs.insert(

@@ -174,8 +174,11 @@ pub fn scheduled_event(rule: &str) -> Value {
     })
 }
 
-/// A multipart/form-data body: (name, optional (file name, type), bytes).
-pub fn multipart(parts: &[(&str, Option<(&str, &str)>, &[u8])]) -> (String, Vec<u8>) {
+/// A form part: name, optional (file name, content type), bytes.
+pub type Part<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
+
+/// A multipart/form-data body: its content type and bytes.
+pub fn multipart(parts: &[Part<'_>]) -> (String, Vec<u8>) {
     let b = "fgBoundary7";
     let mut body = Vec::new();
     for (name, file, data) in parts {

@@ -31,3 +31,35 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// An SDK client made on its first request. Making one parses the system's
+/// TLS roots again (the SDK does it per client, even with one shared HTTP
+/// client), so a cold start pays only for the clients its first event uses:
+/// a sweep that finds nothing never makes its S3, SES or SNS client.
+pub struct LazyClient<C> {
+    cell: std::sync::OnceLock<C>,
+    make: Option<Box<dyn Fn() -> C + Send + Sync>>,
+}
+
+impl<C> LazyClient<C> {
+    /// A client made already (tests hand in their own).
+    pub fn ready(client: C) -> Self {
+        let cell = std::sync::OnceLock::new();
+        let _ = cell.set(client);
+        Self { cell, make: None }
+    }
+
+    pub fn new(make: impl Fn() -> C + Send + Sync + 'static) -> Self {
+        Self {
+            cell: std::sync::OnceLock::new(),
+            make: Some(Box::new(make)),
+        }
+    }
+
+    pub fn get(&self) -> &C {
+        self.cell.get_or_init(|| match &self.make {
+            Some(make) => make(),
+            None => unreachable!("a ready client is set at construction"),
+        })
+    }
+}
