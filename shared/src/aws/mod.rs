@@ -18,9 +18,9 @@ pub mod sns;
 
 /// The shared SDK configuration (region, credentials, endpoints) from the
 /// environment, loaded once per container, with one HTTP client for every
-/// service client: left to themselves, each client builds its own and reads
-/// the system's TLS roots again (about 1 ms each in a cold start), and keeps
-/// its own connection pool.
+/// service client: left to themselves, each client builds its own connector
+/// (TLS context and connection pool). Each client still parses the TLS
+/// roots when it is made (see [`LazyClient`]).
 pub async fn sdk_config() -> aws_config::SdkConfig {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     let http = aws_smithy_http_client::Builder::new()
