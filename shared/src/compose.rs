@@ -370,10 +370,9 @@ impl Components {
                             .map_err(self.io("opening the photo folder"))?,
                     ) as Arc<dyn MediaStore>,
                     #[cfg(feature = "aws-s3")]
-                    MediaConfig::S3 { bucket, path_style } => {
-                        let client = crate::aws::s3::S3Media::client(self.sdk().await, *path_style);
-                        Arc::new(crate::aws::s3::S3Media::new(client, bucket, ""))
-                    }
+                    MediaConfig::S3 { bucket, path_style } => Arc::new(
+                        crate::aws::s3::S3Media::lazy(self.sdk().await, *path_style, bucket, ""),
+                    ),
                     #[cfg(not(feature = "aws-s3"))]
                     MediaConfig::S3 { .. } => unreachable!("refused by Config"),
                 })
@@ -402,14 +401,11 @@ impl Components {
                     MailConfig::Ses {
                         from,
                         configuration_set,
-                    } => {
-                        let client = aws_sdk_sesv2::Client::new(self.sdk().await);
-                        Arc::new(crate::aws::ses::SesNotifier::new(
-                            client,
-                            from,
-                            configuration_set.clone(),
-                        ))
-                    }
+                    } => Arc::new(crate::aws::ses::SesNotifier::lazy(
+                        self.sdk().await,
+                        from,
+                        configuration_set.clone(),
+                    )),
                     #[cfg(not(feature = "aws-ses"))]
                     MailConfig::Ses { .. } => unreachable!("refused by Config"),
                 })
@@ -431,8 +427,7 @@ impl Components {
                     }
                     #[cfg(feature = "aws-sns")]
                     HandoffConfig::Sns { topic } => {
-                        let client = aws_sdk_sns::Client::new(self.sdk().await);
-                        Arc::new(crate::aws::sns::SnsHandoff::new(client, topic))
+                        Arc::new(crate::aws::sns::SnsHandoff::lazy(self.sdk().await, topic))
                     }
                     #[cfg(not(feature = "aws-sns"))]
                     HandoffConfig::Sns { .. } => unreachable!("refused by Config"),

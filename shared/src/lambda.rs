@@ -15,7 +15,10 @@ pub async fn init<T, E>(start: impl Future<Output = Result<T, E>>) -> T
 where
     E: std::error::Error + 'static,
 {
-    match start.await {
+    // Boxed: a start-up that builds several parts at once is a deep future
+    // type, and nesting it in `main`'s own future overflows rustc's query
+    // depth limit when the layout is computed.
+    match Box::pin(start).await {
         Ok(v) => v,
         Err(e) => {
             let message = Chain(&e).to_string();

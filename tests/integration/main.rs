@@ -8,6 +8,7 @@ mod aws_pipeline;
 mod aws_store;
 mod browser;
 mod flow;
+mod lambda_runtime;
 mod mcp_clients;
 mod org_setup;
 mod salesforce;

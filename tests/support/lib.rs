@@ -1,6 +1,10 @@
 //! Helpers for the end-to-end tests: a dev stack on a free port, a client,
 //! and waiting for the stream-driven steps.
 
+pub mod events;
+pub mod runtime_api;
+pub mod template;
+
 use fieldgate::clock::ShiftedClock;
 use fieldgate::compose::Components;
 use fieldgate::config::Config;

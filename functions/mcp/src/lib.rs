@@ -51,13 +51,23 @@ pub struct McpDeps {
 impl McpDeps {
     /// The function's dependencies from the composition root.
     pub async fn build(c: &Components) -> Result<Self, BuildError> {
+        // At once: the keys and the Salesforce credential are two secrets
+        // (one round trip in a cold start, not two).
+        let (store, assistants, assets, salesforce, workflows, links) = tokio::try_join!(
+            c.store(),
+            c.assistants(),
+            c.assets(),
+            c.salesforce(),
+            c.workflows(),
+            c.links()
+        )?;
         Ok(Self {
-            store: c.store().await?,
-            assistants: c.assistants().await?,
-            assets: c.assets().await?,
-            search: Arc::new(SalesforceAssets(c.salesforce().await?)),
-            workflows: c.workflows().await?,
-            links: c.links().await?,
+            store,
+            assistants,
+            assets,
+            search: Arc::new(SalesforceAssets(salesforce)),
+            workflows,
+            links,
             public_url: c.config().public_url.clone(),
             clock: c.clock(),
         })

@@ -94,13 +94,23 @@ pub struct IntakeDeps {
 impl IntakeDeps {
     /// The function's dependencies from the composition root.
     pub async fn build(c: &Components, limits: Limits) -> Result<Self, BuildError> {
+        // At once: the keys and the Salesforce credential are two secrets,
+        // and a cold start should wait for one round trip, not two.
+        let (store, media, assets, workflows, qr, links) = tokio::try_join!(
+            c.store(),
+            c.media(),
+            c.assets(),
+            c.workflows(),
+            c.qr(),
+            c.links()
+        )?;
         Ok(Self {
-            store: c.store().await?,
-            media: c.media().await?,
-            assets: c.assets().await?,
-            workflows: c.workflows().await?,
-            qr: c.qr().await?,
-            links: c.links().await?,
+            store,
+            media,
+            assets,
+            workflows,
+            qr,
+            links,
             ceiling: std::sync::Mutex::new(TokenBucket::new(
                 limits.ceiling_burst,
                 limits.ceiling_per_sec,

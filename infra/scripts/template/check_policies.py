@@ -71,8 +71,9 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
                leading_keys("P#*", "I#*", "A#*", "RL#*"))
         # Uploads the photo; never reads photos back.
         | grants(["s3:PutObject"], [PHOTOS])
-        # Salesforce credentials (asset lookup) and the QR verification keys.
-        | grants(["secretsmanager:GetSecretValue"], ["${SalesforceSecret}", "${KeysSecret}"])
+        # The read-only Salesforce credential (asset lookup; never the
+        # commit function's) and the QR verification keys.
+        | grants(["secretsmanager:GetSecretValue"], ["${SalesforceReadSecret}", "${KeysSecret}"])
         # SAM's generated role (HTTP function, no stream): logs and X-Ray.
         | SAM_BASIC_ROLE
     ),
@@ -86,8 +87,9 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
                leading_keys("P#*", "I#*", "A#*", "RL#*"))
         # Reads the caller's token record by its hash (T#), nothing more.
         | grants(["dynamodb:GetItem"], [TABLE], leading_keys("T#*"))
-        # Salesforce credentials (asset search) and the status-link key.
-        | grants(["secretsmanager:GetSecretValue"], ["${SalesforceSecret}", "${KeysSecret}"])
+        # The read-only Salesforce credential (asset search) and the
+        # status-link key.
+        | grants(["secretsmanager:GetSecretValue"], ["${SalesforceReadSecret}", "${KeysSecret}"])
         # SAM's generated role (HTTP function, no stream): logs and X-Ray.
         | SAM_BASIC_ROLE
     ),

@@ -13,7 +13,7 @@ use aws_sdk_s3::types::ServerSideEncryption;
 use std::time::Duration;
 
 pub struct S3Media {
-    client: Client,
+    client: super::LazyClient<Client>,
     bucket: String,
     /// Keys live under this prefix (the IAM policies name it).
     prefix: String,
@@ -45,7 +45,23 @@ where
 impl S3Media {
     pub fn new(client: Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
         Self {
-            client,
+            client: super::LazyClient::ready(client),
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Its client made on the first request (cold start: see
+    /// [`super::LazyClient`]).
+    pub fn lazy(
+        config: &aws_config::SdkConfig,
+        force_path_style: bool,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        let config = config.clone();
+        Self {
+            client: super::LazyClient::new(move || Self::client(&config, force_path_style)),
             bucket: bucket.into(),
             prefix: prefix.into(),
         }
@@ -77,6 +93,7 @@ impl S3Media {
             .map_err(|e| MediaError::failed("presigning", e))?;
         let req = self
             .client
+            .get()
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
@@ -107,6 +124,7 @@ impl S3Media {
     ) -> Result<Option<Uploaded>, MediaError> {
         let head = match self
             .client
+            .get()
             .head_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
@@ -125,6 +143,7 @@ impl S3Media {
         };
         if up.bytes == 0 || up.bytes > max_bytes || !allowed.contains(&up.content_type.as_str()) {
             self.client
+                .get()
                 .delete_object()
                 .bucket(&self.bucket)
                 .key(self.full_key(key))
@@ -144,6 +163,7 @@ impl S3Media {
 impl MediaStore for S3Media {
     async fn put(&self, key: &str, data: &[u8], content_type: &str) -> Result<(), MediaError> {
         self.client
+            .get()
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
@@ -159,6 +179,7 @@ impl MediaStore for S3Media {
     async fn delete(&self, key: &str) -> Result<(), MediaError> {
         // S3 answers 204 for a key that is not there: nothing to special-case.
         self.client
+            .get()
             .delete_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
@@ -171,6 +192,7 @@ impl MediaStore for S3Media {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, MediaError> {
         let out = match self
             .client
+            .get()
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))

@@ -6,7 +6,7 @@ use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 
 pub struct SesNotifier {
-    client: Client,
+    client: super::LazyClient<Client>,
     from: String,
     configuration_set: Option<String>,
 }
@@ -14,7 +14,22 @@ pub struct SesNotifier {
 impl SesNotifier {
     pub fn new(client: Client, from: impl Into<String>, configuration_set: Option<String>) -> Self {
         Self {
-            client,
+            client: super::LazyClient::ready(client),
+            from: from.into(),
+            configuration_set,
+        }
+    }
+
+    /// Its client made on the first mail (cold start: see
+    /// [`super::LazyClient`]).
+    pub fn lazy(
+        config: &aws_config::SdkConfig,
+        from: impl Into<String>,
+        configuration_set: Option<String>,
+    ) -> Self {
+        let config = config.clone();
+        Self {
+            client: super::LazyClient::new(move || Client::new(&config)),
             from: from.into(),
             configuration_set,
         }
@@ -42,6 +57,7 @@ impl ReviewNotifier for SesNotifier {
             )
             .build();
         self.client
+            .get()
             .send_email()
             .from_email_address(&self.from)
             .destination(Destination::builder().to_addresses(&mail.to).build())

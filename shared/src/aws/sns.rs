@@ -9,14 +9,24 @@ use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
 
 pub struct SnsHandoff {
-    client: Client,
+    client: super::LazyClient<Client>,
     topic_arn: String,
 }
 
 impl SnsHandoff {
     pub fn new(client: Client, topic_arn: impl Into<String>) -> Self {
         Self {
-            client,
+            client: super::LazyClient::ready(client),
+            topic_arn: topic_arn.into(),
+        }
+    }
+
+    /// Its client made on the first publish (cold start: see
+    /// [`super::LazyClient`]).
+    pub fn lazy(config: &aws_config::SdkConfig, topic_arn: impl Into<String>) -> Self {
+        let config = config.clone();
+        Self {
+            client: super::LazyClient::new(move || Client::new(&config)),
             topic_arn: topic_arn.into(),
         }
     }
@@ -29,6 +39,7 @@ impl HandoffPublisher for SnsHandoff {
             .map_err(|e| PublishError::failed("encoding the handoff", e))?;
         let mut req = self
             .client
+            .get()
             .publish()
             .topic_arn(&self.topic_arn)
             .subject(format!("fieldgate {}: {}", msg.event, msg.workflow))

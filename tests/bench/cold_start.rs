@@ -1,0 +1,404 @@
+//! Cold-start benchmark: each function binary, and a hello-world
+//! `lambda_http` / `lambda_runtime` binary built with the same crate
+//! versions and profile, started N times under the same Runtime API
+//! emulator (`fieldgate_tests::runtime_api`) with its first event already
+//! queued; measures exec → first response, the CPU the process used by
+//! then (all threads, from /proc/<pid>/task/*/schedstat) and its peak RSS
+//! (VmHWM). The functions get the template's environment against the
+//! stand-ins: FIELDGATE_TABLE in DynamoDB Local, the secrets in moto's
+//! Secrets Manager, the Salesforce emulator.
+//!
+//! Build every binary with one profile, then run (stand-ins up, e.g. in
+//! `infra/scripts/test.sh`'s environment):
+//!
+//! ```text
+//! cargo build --release -p fieldgate-tests --bins
+//! target/release/bench-cold-start 20
+//! target/release/bench-cold-start --logs   # one run each, debug logs
+//! ```
+//!
+//! It finds the binaries beside itself, so they come from the same build.
+
+use fieldgate::compose::Keys;
+use fieldgate_sf_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, EmulatorConfig};
+use fieldgate_tests::events::{HttpApiRequest, HttpApiResponse, scheduled_event};
+use fieldgate_tests::runtime_api::{LambdaProcess, Outcome, RuntimeApi};
+use fieldgate_tests::template;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: start DynamoDB Local and moto (infra/scripts/setup.d/) first")
+    })
+}
+
+/// One call of an AWS JSON-protocol API on a stand-in (they read the
+/// credential scope, not the signature).
+async fn aws_json(endpoint: &str, target: &str, version: &str, body: Value) -> Value {
+    let service = if target.starts_with("DynamoDB") {
+        "dynamodb"
+    } else {
+        "secretsmanager"
+    };
+    let resp = reqwest::Client::new()
+        .post(endpoint)
+        .header("content-type", format!("application/x-amz-json-{version}"))
+        .header("x-amz-target", target)
+        .header(
+            "authorization",
+            format!(
+                "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/{service}/aws4_request, \
+                 SignedHeaders=host, Signature=0"
+            ),
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the stand-in answers");
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{target}: {status} {v}");
+    v
+}
+
+struct Target {
+    name: &'static str,
+    /// The baseline it is compared with.
+    baseline: &'static str,
+    exe: PathBuf,
+    env: BTreeMap<String, String>,
+    event: Value,
+    /// What makes its first answer a success.
+    check: fn(&Value) -> bool,
+}
+
+fn http_status(v: &Value, ok: &[u16]) -> bool {
+    ok.contains(&HttpApiResponse::parse(v).status)
+}
+
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+    rss_kib: u64,
+}
+
+/// CPU time of every thread of `pid` so far.
+fn cpu_of(pid: u32) -> Duration {
+    let mut ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
+async fn cold_start(t: &Target) -> Run {
+    let api = RuntimeApi::start(t.name, Duration::from_secs(30)).await;
+    // Queued before exec, as Lambda holds the event while the sandbox
+    // starts: the time measured is start-up plus the first event.
+    let answer = api.enqueue(&t.event);
+    let f = LambdaProcess::start_on(t.name, &t.exe, &t.env, api);
+    let out = f.wait(answer).await;
+    let wall = f.started.elapsed();
+    let cpu = cpu_of(f.pid());
+    let rss_kib = f.peak_rss_kib().unwrap_or(0);
+    match &out {
+        Outcome::Response(_) if (t.check)(&out.json()) => {}
+        other => panic!(
+            "{}: unexpected first answer {other:?}\n{}",
+            t.name,
+            f.logs()
+        ),
+    }
+    Run { wall, cpu, rss_kib }
+}
+
+fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(15);
+    // `--logs`: one run each at debug level, printing the function's log
+    // lines (with their timestamps: where start-up goes).
+    let logs = args.iter().any(|a| a == "--logs");
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let exe = |name: &str| {
+        let p = dir.join(name);
+        assert!(
+            p.exists(),
+            "{} is missing: build every binary with one profile first \
+             (cargo build --release -p fieldgate-tests --bins)",
+            p.display()
+        );
+        p
+    };
+
+    // The deployment's resources, on the stand-ins.
+    let ddb = need("AWS_ENDPOINT_URL_DYNAMODB");
+    let moto = need("AWS_ENDPOINT_URL");
+    let tag = std::process::id();
+    let table = format!("fieldgate-bench-{tag}");
+    let key = |n: &str| json!({"AttributeName": n, "AttributeType": "S"});
+    aws_json(
+        &ddb,
+        "DynamoDB_20120810.CreateTable",
+        "1.0",
+        json!({
+            "TableName": table,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [key("PK"), key("SK"), key("gsi_status"), key("created_at")],
+            "KeySchema": [{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+            "GlobalSecondaryIndexes": [{
+                "IndexName": "by_status",
+                "KeySchema": [{"AttributeName": "gsi_status", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"}
+            }],
+            "StreamSpecification": {"StreamEnabled": true, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        }),
+    )
+    .await;
+    let keys = Keys::generate();
+    let secret = |name: String, value: String| {
+        let moto = moto.clone();
+        async move {
+            aws_json(
+                &moto,
+                "secretsmanager.CreateSecret",
+                "1.1",
+                json!({"Name": name, "SecretString": value}),
+            )
+            .await["ARN"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let keys_arn = secret(
+        format!("fg-bench-keys-{tag}"),
+        serde_json::to_string(&keys).unwrap(),
+    )
+    .await;
+    let sf_arn = secret(
+        format!("fg-bench-sf-{tag}"),
+        json!({"client_secret": DEFAULT_CLIENT_SECRET}).to_string(),
+    )
+    .await;
+    let bucket = format!("fg-bench-{tag}");
+    let put = reqwest::Client::new()
+        .put(format!("{moto}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "create bucket: {}", put.status());
+    let emulator = Emulator::new(EmulatorConfig::default()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sf_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(emulator.clone().serve(listener));
+
+    let refs: HashMap<&str, String> = [
+        ("Table", table.clone()),
+        ("PhotoBucket", bucket),
+        (
+            "HandoffTopic",
+            "arn:aws:sns:us-east-1:123456789012:fg-bench".into(),
+        ),
+        ("SalesforceSecret", sf_arn.clone()),
+        ("SalesforceReadSecret", sf_arn),
+        ("SalesforceReadClientId", String::new()),
+        ("SalesforceReadUsername", String::new()),
+        ("KeysSecret", keys_arn),
+        ("SalesforceLoginUrl", sf_url),
+        ("SalesforceApiVersion", "66.0".into()),
+        ("SalesforceClientId", DEFAULT_CLIENT_ID.into()),
+        ("SalesforceUsername", String::new()),
+        ("MailFrom", "fieldgate@example.com".into()),
+        ("ReviewerEmails", String::new()),
+        ("SesConfigurationSet", String::new()),
+        ("PublicUrl", "https://fg.example".into()),
+        ("LogLevel", "info".into()),
+    ]
+    .into_iter()
+    .collect();
+    let conditions: HashMap<&str, bool> = [
+        ("HasPublicUrl", true),
+        ("HasConfigurationSet", false),
+        ("HasReadClientId", false),
+    ]
+    .into_iter()
+    .collect();
+    let aws_env: BTreeMap<String, String> = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+    ]
+    .into_iter()
+    .map(|v| (v.to_owned(), need(v)))
+    .chain([("FIELDGATE_S3_PATH_STYLE".to_owned(), "1".to_owned())])
+    .collect();
+    let env = |resource: &str| {
+        let mut e = template::environment(resource, &refs, &conditions);
+        e.extend(aws_env.clone());
+        if logs {
+            e.insert("RUST_LOG".into(), "debug".into());
+            // Empty: the level comes from RUST_LOG, SDK crates included.
+            e.insert("AWS_LAMBDA_LOG_LEVEL".into(), String::new());
+        }
+        e
+    };
+
+    let asset = emulator.demo_assets()[0].clone();
+    let code = keys.qr.sign(
+        &asset.id.parse().unwrap(),
+        &"field-service-case".parse().unwrap(),
+    );
+    let form_path = format!("/q/{code}");
+    let mcp_body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    let targets = vec![
+        Target {
+            name: "hello-http",
+            baseline: "hello-http",
+            exe: exe("bench-hello-http"),
+            env: aws_env.clone(),
+            event: HttpApiRequest::get("GET /", "/").event(),
+            check: |v| http_status(v, &[200]),
+        },
+        Target {
+            name: "hello-runtime",
+            baseline: "hello-runtime",
+            exe: exe("bench-hello-runtime"),
+            env: aws_env.clone(),
+            event: json!({"hello": "world"}),
+            check: |v| v["hello"] == "world",
+        },
+        Target {
+            name: "qr-intake (form GET)",
+            baseline: "hello-http",
+            exe: exe("lambda-qr-intake"),
+            env: env("QrIntakeFunction"),
+            event: HttpApiRequest::get("ANY /q/{code}", &form_path).event(),
+            check: |v| http_status(v, &[200]),
+        },
+        Target {
+            name: "approval (page GET)",
+            baseline: "hello-http",
+            exe: exe("lambda-approval"),
+            env: env("ApprovalFunction"),
+            event: HttpApiRequest::get("ANY /r/{token}", "/r/not-a-token").event(),
+            check: |v| http_status(v, &[400, 403, 404, 410]),
+        },
+        Target {
+            name: "mcp (tools/list, no token)",
+            baseline: "hello-http",
+            exe: exe("lambda-mcp"),
+            env: env("McpFunction"),
+            event: HttpApiRequest::post(
+                "ANY /mcp",
+                "/mcp",
+                "application/json",
+                mcp_body.as_bytes(),
+            )
+            .header("accept", "application/json, text/event-stream")
+            .event(),
+            check: |v| http_status(v, &[401]),
+        },
+        Target {
+            name: "structure (sweep)",
+            baseline: "hello-runtime",
+            exe: exe("lambda-structure"),
+            env: env("StructureFunction"),
+            event: scheduled_event("bench"),
+            check: |v| v.get("redriven").is_some(),
+        },
+        Target {
+            name: "commit (sweep)",
+            baseline: "hello-runtime",
+            exe: exe("lambda-commit"),
+            env: env("CommitFunction"),
+            event: scheduled_event("bench"),
+            check: |v| v.get("commit").is_some(),
+        },
+    ];
+
+    if logs {
+        for t in &targets {
+            let api = RuntimeApi::start(t.name, Duration::from_secs(30)).await;
+            let answer = api.enqueue(&t.event);
+            let f = LambdaProcess::start_on(t.name, &t.exe, &t.env, api);
+            f.wait(answer).await;
+            println!(
+                "== {} ({:.1} ms)\n{}",
+                t.name,
+                ms(f.started.elapsed()),
+                f.logs()
+            );
+        }
+        return;
+    }
+    // Round-robin, so load from elsewhere on the machine spreads evenly.
+    let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
+    let started = Instant::now();
+    for _ in 0..n {
+        for (t, r) in targets.iter().zip(runs.iter_mut()) {
+            r.push(cold_start(t).await);
+        }
+    }
+    let medians: Vec<(Duration, Duration, u64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                median(r.iter().map(|x| x.wall).collect()),
+                median(r.iter().map(|x| x.cpu).collect()),
+                median(r.iter().map(|x| x.rss_kib).collect()),
+            )
+        })
+        .collect();
+    let base = |name: &str| {
+        let i = targets.iter().position(|t| t.name == name).unwrap();
+        medians[i]
+    };
+    println!(
+        "cold start, {profile} build, {n} runs each (median), exec -> first response, {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<28} {:>9} {:>7} {:>9} {:>7} {:>9}",
+        "binary", "wall ms", "x base", "cpu ms", "x base", "peak MB"
+    );
+    for (t, (wall, cpu, rss)) in targets.iter().zip(&medians) {
+        let (bw, bc, _) = base(t.baseline);
+        println!(
+            "{:<28} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:>9.1}",
+            t.name,
+            ms(*wall),
+            ms(*wall) / ms(bw),
+            ms(*cpu),
+            ms(*cpu) / ms(bc).max(0.001),
+            *rss as f64 / 1024.0
+        );
+    }
+}
