@@ -16,13 +16,14 @@ pub use audit::{Actor, AuditEvent, ChainError, verify_chain};
 pub use ids::{AssetId, IdError, ProposalId, WorkflowId};
 pub use proposal::{
     AssetContext, CommitProgress, Decision, DecisionKind, DomainError, Intake, PhotoRef, Proposal,
-    ReviewGrant, ReviewRound, SalesforceProblem, StructuringInfo, Transition,
+    RecordChange, ReviewGrant, ReviewRound, SalesforceProblem, StructuringInfo, Transition,
+    UpdateTarget,
 };
 pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
-    AssetBinding, FieldKind, FieldSpec, Operation, PhotoPolicy, StructurerKind, Workflow,
+    AssetBinding, FieldKind, FieldSpec, Operation, PhotoPolicy, StructurerKind, UpdatePolicy, Workflow,
     WorkflowError, Workflows,
 };
 

@@ -4,7 +4,7 @@
 use super::client::{SalesforceClient, soql_quote, url_encode};
 use super::error::SfError;
 use super::transport::Body;
-use crate::ports::{Attachment, RecordWriter, Upserted, WriteError};
+use crate::ports::{Attachment, RecordWriter, Updated, Upserted, WriteError};
 use async_trait::async_trait;
 use backon::Retryable;
 use base64::Engine;
@@ -20,6 +20,25 @@ fn api_name(s: &str) -> Result<&str, WriteError> {
     } else {
         Err(WriteError::Config(format!("{s:?} is not an API name")))
     }
+}
+
+/// A Salesforce datetime (`2020-11-30T08:34:54.000+0000`) as the
+/// HTTP-date of a conditional request (`Mon, 30 Nov 2020 08:34:54 GMT`).
+/// Salesforce keeps whole seconds, so nothing is lost.
+pub(crate) fn http_date(sf: &str) -> Option<String> {
+    let t = time::OffsetDateTime::parse(
+        sf,
+        time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]][offset_hour sign:mandatory][offset_minute]"
+        ),
+    )
+    .or_else(|_| time::OffsetDateTime::parse(sf, &time::format_description::well_known::Rfc3339))
+    .ok()?
+    .to_offset(time::UtcOffset::UTC);
+    t.format(time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    ))
+    .ok()
 }
 
 fn path_segment(s: &str) -> String {
@@ -120,6 +139,38 @@ impl RecordWriter for SalesforceClient {
             .and_then(|b| b["id"].as_str())
             .map(str::to_owned)
             .ok_or_else(|| WriteError::Transient("create answer lacks id".into()))
+    }
+
+    async fn update(
+        &self,
+        object: &str,
+        id: &str,
+        record: &Map<String, Value>,
+        unmodified_since: Option<&str>,
+    ) -> Result<Updated, WriteError> {
+        let path = format!("/sobjects/{}/{}", api_name(object)?, api_name(id)?);
+        let mut headers = Vec::new();
+        if let Some(since) = unmodified_since {
+            let date = http_date(since).ok_or_else(|| {
+                WriteError::Config(format!("{since:?} is not a Salesforce datetime"))
+            })?;
+            headers.push((reqwest::header::IF_UNMODIFIED_SINCE, date));
+        }
+        match self
+            .transport
+            .call_with(
+                Method::PATCH,
+                &path,
+                Some(Body::Json(Value::Object(record.clone()))),
+                &headers,
+            )
+            .await
+        {
+            Ok(_) => Ok(Updated::Written),
+            // Contract: the record changed after the date; nothing written.
+            Err(SfError::Api { status: 412, .. }) => Ok(Updated::ChangedSince),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn read(
