@@ -46,6 +46,32 @@ fn path_segment(s: &str) -> String {
 }
 
 impl SalesforceClient {
+    /// One record's fields by id; `None` when the object has no record
+    /// with this id (or the integration user cannot see it).
+    pub async fn record(
+        &self,
+        object: &str,
+        id: &str,
+        fields: &[String],
+    ) -> Result<Option<Map<String, Value>>, WriteError> {
+        for f in fields {
+            api_name(f)?;
+        }
+        let path = format!(
+            "/sobjects/{}/{}?fields={}",
+            api_name(object)?,
+            api_name(id)?,
+            fields.join(",")
+        );
+        match self.transport.call(Method::GET, &path, None).await {
+            Ok((_, Some(Value::Object(m)))) => Ok(Some(m)),
+            Ok(_) => Err(WriteError::Transient("read answer is not a record".into())),
+            Err(SfError::Api { status: 404, .. }) => Ok(None),
+            Err(SfError::Api { code, .. }) if code == "MALFORMED_ID" => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The ContentVersion titled `title` first published on `record_id`
     /// (which the caller checked is an API name).
     async fn lookup_attachment(
