@@ -9,6 +9,7 @@ mod aws_store;
 mod browser;
 mod flow;
 mod mcp_clients;
+mod mcp_lambda;
 mod org_setup;
 mod salesforce;
 mod simple_salesforce;

@@ -358,7 +358,13 @@ impl Drop for DevStack {
 }
 
 pub fn qr_url(keys: &Keys, workflows: &Workflows, public_url: &str, asset: &AssetId) -> String {
-    let wf = workflows.iter().next().expect("at least one workflow");
+    // A QR code reports on an asset: an update workflow (a record by id)
+    // is for assistants, not for the form.
+    let wf = workflows
+        .iter()
+        .find(|w| w.operation != fieldgate::domain::Operation::Update)
+        .or_else(|| workflows.iter().next())
+        .expect("at least one workflow");
     format!(
         "{}/q/{}",
         public_url.trim_end_matches('/'),

@@ -11,7 +11,7 @@ pub mod status;
 pub mod tokens;
 pub mod workflow;
 
-pub use assistant::{AssistantLimits, AssistantProposal, AssistantToken};
+pub use assistant::{AssistantLimits, AssistantProposal, AssistantToken, CredentialKind};
 pub use audit::{Actor, AuditEvent, ChainError, verify_chain};
 pub use ids::{AssetId, IdError, ProposalId, WorkflowId};
 pub use proposal::{
