@@ -43,7 +43,12 @@ pub fn snapshot(wf: &Workflow, record_id: &str, rec: &Map<String, Value>) -> Opt
     let current = wf
         .fields
         .iter()
-        .map(|f| (f.name.clone(), rec.get(&f.name).cloned().unwrap_or(Value::Null)))
+        .map(|f| {
+            (
+                f.name.clone(),
+                rec.get(&f.name).cloned().unwrap_or(Value::Null),
+            )
+        })
         .collect();
     Some(UpdateTarget {
         record_id: record_id.to_owned(),

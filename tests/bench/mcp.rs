@@ -98,7 +98,9 @@ async fn main() {
     });
     // Warm-up: token file, asset cache, connections.
     let first = client.propose(&asset, "warm-up-0001").await;
-    client.call("get_proposal", json!({"proposal_id": first})).await;
+    client
+        .call("get_proposal", json!({"proposal_id": first}))
+        .await;
 
     let (mut propose, mut get, mut ids) = (vec![], vec![], vec![]);
     for i in 0..n {
@@ -108,7 +110,9 @@ async fn main() {
     }
     for id in &ids {
         let t = Instant::now();
-        client.call("get_proposal", json!({"proposal_id": id})).await;
+        client
+            .call("get_proposal", json!({"proposal_id": id}))
+            .await;
         get.push(t.elapsed());
     }
     println!("fieldgate dev, /mcp over HTTP, {n} calls per tool");
@@ -143,7 +147,10 @@ async fn main() {
         get.extend(g);
     }
     let secs = started.elapsed().as_secs_f64();
-    report(&format!("propose_record ({concurrency} clients)"), &mut propose);
+    report(
+        &format!("propose_record ({concurrency} clients)"),
+        &mut propose,
+    );
     report(&format!("get_proposal ({concurrency} clients)"), &mut get);
     println!(
         "{concurrency} clients: {:.0} tool calls/s",

@@ -519,7 +519,8 @@ async fn governed_update(sdk: Sdk) {
     assert_eq!(wf["operation"], "update", "{wfs}");
     assert_eq!(wf["needs_record_id"], true);
 
-    let source = "Customer called again about the chiller case: it is urgent now, please escalate it.";
+    let source =
+        "Customer called again about the chiller case: it is urgent now, please escalate it.";
     let propose = |fields: Value, key: &str, record: Option<&str>| {
         let mut args = serde_json::json!({
             "workflow": "case-priority-status",
@@ -535,11 +536,40 @@ async fn governed_update(sdk: Sdk) {
     };
     // Refusals: no record id, a record of another object, a field the
     // workflow does not change.
-    let r = call(sdk, &h, &secret, "propose_record", propose(serde_json::json!({"Priority": "High"}), "r1", None)).await;
+    let r = call(
+        sdk,
+        &h,
+        &secret,
+        "propose_record",
+        propose(serde_json::json!({"Priority": "High"}), "r1", None),
+    )
+    .await;
     refused(&r, &["give its Salesforce id as record_id"]);
-    let r = call(sdk, &h, &secret, "propose_record", propose(serde_json::json!({"Priority": "High"}), "r2", Some(asset.as_str()))).await;
+    let r = call(
+        sdk,
+        &h,
+        &secret,
+        "propose_record",
+        propose(
+            serde_json::json!({"Priority": "High"}),
+            "r2",
+            Some(asset.as_str()),
+        ),
+    )
+    .await;
     refused(&r, &["No Case record has id"]);
-    let r = call(sdk, &h, &secret, "propose_record", propose(serde_json::json!({"Subject": "Renamed"}), "r3", Some(&case_id))).await;
+    let r = call(
+        sdk,
+        &h,
+        &secret,
+        "propose_record",
+        propose(
+            serde_json::json!({"Subject": "Renamed"}),
+            "r3",
+            Some(&case_id),
+        ),
+    )
+    .await;
     refused(&r, &["Subject is not a field", "updates Case records"]);
 
     let mut good = propose(
@@ -547,7 +577,8 @@ async fn governed_update(sdk: Sdk) {
         "0001",
         Some(&case_id),
     );
-    good["evidence"] = serde_json::json!({"Priority": "it is urgent now", "Status": "please escalate it"});
+    good["evidence"] =
+        serde_json::json!({"Priority": "it is urgent now", "Status": "please escalate it"});
     let out = call(sdk, &h, &secret, "propose_record", good).await;
     assert_eq!(out["is_error"], false, "{out}");
     let id = out["data"]["proposal_id"].as_str().unwrap().to_owned();
@@ -555,20 +586,32 @@ async fn governed_update(sdk: Sdk) {
     let target = p.update.as_ref().expect("the record snapshot");
     assert_eq!(target.record_id, case_id);
     assert_eq!(target.current["Priority"], "Medium");
-    assert_eq!(target.last_modified, sf_case()["LastModifiedDate"].as_str().unwrap());
+    assert_eq!(
+        target.last_modified,
+        sf_case()["LastModifiedDate"].as_str().unwrap()
+    );
 
     // The reviewer sees the Case and its values in Salesforce beside the
     // proposed ones, and approves.
     let page = approve_newest(&h, 0).await;
     assert!(page.contains("Changes an existing Case"), "{page}");
-    assert!(page.contains("In Salesforce now: <strong class=\"sf-value\">Medium</strong>"), "{page}");
-    assert!(page.contains("In Salesforce now: <strong class=\"sf-value\">New</strong>"), "{page}");
+    assert!(
+        page.contains("In Salesforce now: <strong class=\"sf-value\">Medium</strong>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("In Salesforce now: <strong class=\"sf-value\">New</strong>"),
+        "{page}"
+    );
     assert!(page.contains("proposed by assistant Service desk Claude"));
     wait_status(&h, &id, Status::Committed).await;
     let now = sf_case();
     assert_eq!(now["Priority"], "High");
     assert_eq!(now["Status"], "Escalated");
-    assert_eq!(now["Subject"], subject_before, "only the approved fields are written");
+    assert_eq!(
+        now["Subject"], subject_before,
+        "only the approved fields are written"
+    );
     let st = run(sdk, &["status", &url_of(&h), &secret, &id]).await;
     assert_eq!(st["data"]["status"], "COMMITTED", "{st}");
     assert_eq!(st["data"]["salesforce"]["id"], case_id.as_str());
@@ -579,7 +622,11 @@ async fn governed_update(sdk: Sdk) {
         &h,
         &secret,
         "propose_record",
-        propose(serde_json::json!({"Priority": "Low"}), "0002", Some(&case_id)),
+        propose(
+            serde_json::json!({"Priority": "Low"}),
+            "0002",
+            Some(&case_id),
+        ),
     )
     .await;
     assert_eq!(out["is_error"], false, "{out}");
@@ -606,18 +653,28 @@ async fn governed_update(sdk: Sdk) {
     assert_eq!(d["status"], "NEEDS_ATTENTION", "{st}");
     assert_eq!(d["salesforce_problem"]["code"], "RECORD_CHANGED");
     assert_eq!(d["record"]["in_salesforce"]["Status"], "Working");
-    assert_eq!(d["record"]["changed_in_salesforce"], serde_json::json!(["Status"]));
+    assert_eq!(
+        d["record"]["changed_in_salesforce"],
+        serde_json::json!(["Status"])
+    );
 
     // The reviewer gets it back with the new values and approves again:
     // it is written over what they saw.
     let page = approve_newest(&h, 2).await;
-    assert!(page.contains("The record was changed in Salesforce after this proposal"), "{page}");
+    assert!(
+        page.contains("The record was changed in Salesforce after this proposal"),
+        "{page}"
+    );
     assert!(page.contains("In Salesforce now: <strong class=\"sf-value\">Working</strong> <strong class=\"chip warn\">changed in Salesforce since the proposal</strong> (was Escalated)"), "{page}");
     wait_status(&h, &id2, Status::Committed).await;
     let now = sf_case();
     assert_eq!(now["Priority"], "Low");
     assert_eq!(now["Status"], "Working");
-    assert_eq!(h.cases().len(), cases_before, "no Case was created by the updates");
+    assert_eq!(
+        h.cases().len(),
+        cases_before,
+        "no Case was created by the updates"
+    );
     assert_eq!(mail_count(&h.json("/dev/outbox").await), 3);
 }
 
@@ -653,8 +710,7 @@ async fn client_credentials(sdk: Sdk) {
     let out = run(sdk, &["oauth", &url_of(&h), &client.id, &secret, &issuer]).await;
     assert_eq!(out["connected"], true, "{out}");
     assert_eq!(
-        out["workflows"]["data"]["assistant"],
-        "Agentforce service agent",
+        out["workflows"]["data"]["assistant"], "Agentforce service agent",
         "{out}"
     );
     assert!(
@@ -677,7 +733,11 @@ async fn client_credentials(sdk: Sdk) {
     assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"fieldgate\"");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
-    let out = run(sdk, &["oauth", &url_of(&h), &client.id, "fgcs_wrong", &issuer]).await;
+    let out = run(
+        sdk,
+        &["oauth", &url_of(&h), &client.id, "fgcs_wrong", &issuer],
+    )
+    .await;
     assert_eq!(out["connected"], false, "{out}");
 
     // An access token from the endpoint works as a bearer in the SDK, until
@@ -709,7 +769,10 @@ async fn client_credentials(sdk: Sdk) {
     assert_eq!(out["connected"], false, "revoked: {out}");
     assert!(said_401(&out), "{out}");
     let out = run(sdk, &["oauth", &url_of(&h), &client.id, &secret, &issuer]).await;
-    assert_eq!(out["connected"], false, "revoked client gets no token: {out}");
+    assert_eq!(
+        out["connected"], false,
+        "revoked client gets no token: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,8 +73,14 @@ impl Lambda {
         let resp = self.router().oneshot(req).await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     async fn rpc(&self, token: &str, body: Value) -> (u16, Value) {
@@ -120,14 +126,20 @@ async fn the_mcp_function_runs_on_dynamodb_local_with_its_token_adapter() {
     // refused, lookup by hash, list.
     let (secret, rec) = AssistantToken::mint(
         "Service desk Claude",
-        vec!["field-service-case".parse().unwrap(), "case-priority-status".parse().unwrap()],
+        vec![
+            "field-service-case".parse().unwrap(),
+            "case-priority-status".parse().unwrap(),
+        ],
         AssistantLimits::default(),
         now,
         &mut rand::rng(),
     );
     tokens.put(&rec).await.unwrap();
     assert_eq!(tokens.put(&rec).await, Err(StoreError::Conflict));
-    let found = tokens.by_hash(&AssistantToken::hash(&secret)).await.unwrap();
+    let found = tokens
+        .by_hash(&AssistantToken::hash(&secret))
+        .await
+        .unwrap();
     assert_eq!(found.as_ref(), Some(&rec));
     assert_eq!(tokens.by_hash("not-hex").await.unwrap(), None);
     let (client_secret, client) = AssistantToken::mint_client(
@@ -138,7 +150,13 @@ async fn the_mcp_function_runs_on_dynamodb_local_with_its_token_adapter() {
         &mut rand::rng(),
     );
     tokens.put(&client).await.unwrap();
-    let listed: Vec<String> = tokens.list().await.unwrap().into_iter().map(|t| t.id).collect();
+    let listed: Vec<String> = tokens
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.contains(&rec.id) && listed.contains(&client.id));
 
@@ -147,11 +165,24 @@ async fn the_mcp_function_runs_on_dynamodb_local_with_its_token_adapter() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["result"]["serverInfo"]["name"], "fieldgate");
     let wfs = l.call(&secret, "list_workflows", json!({})).await;
-    assert_eq!(wfs["structuredContent"]["workflows"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        wfs["structuredContent"]["workflows"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let assets = l
-        .call(&secret, "find_assets", json!({"workflow": "field-service-case", "query": "chiller"}))
+        .call(
+            &secret,
+            "find_assets",
+            json!({"workflow": "field-service-case", "query": "chiller"}),
+        )
         .await;
-    let asset = assets["structuredContent"]["assets"][0]["id"].as_str().unwrap().to_owned();
+    let asset = assets["structuredContent"]["assets"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // A proposal lands in the table, once per idempotency key (the key
     // item is DynamoDB's conditional write).
@@ -165,7 +196,10 @@ async fn the_mcp_function_runs_on_dynamodb_local_with_its_token_adapter() {
     });
     let first = l.call(&secret, "propose_record", args.clone()).await;
     assert_eq!(first["isError"], false, "{first}");
-    let id = first["structuredContent"]["proposal_id"].as_str().unwrap().to_owned();
+    let id = first["structuredContent"]["proposal_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let status_url = first["structuredContent"]["status_url"].as_str().unwrap();
     assert!(
         status_url.starts_with("https://abc123.execute-api.eu-west-1.amazonaws.com/s/"),
@@ -180,7 +214,9 @@ async fn the_mcp_function_runs_on_dynamodb_local_with_its_token_adapter() {
     let events = l.table.store.events(pid).await.unwrap();
     assert_eq!(events.len(), 1);
     assert!(matches!(&events[0].actor, Actor::Assistant { token, .. } if *token == rec.id));
-    let got = l.call(&secret, "get_proposal", json!({"proposal_id": id})).await;
+    let got = l
+        .call(&secret, "get_proposal", json!({"proposal_id": id}))
+        .await;
     assert_eq!(got["structuredContent"]["status"], "RECEIVED", "{got}");
 
     // An update proposal keeps its record's snapshot through the table.
@@ -203,15 +239,23 @@ async fn the_mcp_function_runs_on_dynamodb_local_with_its_token_adapter() {
         )
         .await;
     assert_eq!(upd["isError"], false, "{upd}");
-    let uid: ProposalId = upd["structuredContent"]["proposal_id"].as_str().unwrap().parse().unwrap();
+    let uid: ProposalId = upd["structuredContent"]["proposal_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let stored = l.table.store.get(uid).await.unwrap().unwrap();
-    let target = stored.update.expect("the snapshot round-trips through DynamoDB");
+    let target = stored
+        .update
+        .expect("the snapshot round-trips through DynamoDB");
     assert_eq!(target.record_id, case_id);
     assert_eq!(target.current["Priority"], "Low");
     assert_eq!(target.current["Status"], "New");
     assert_eq!(
         target.last_modified,
-        l.emulator.record("Case", &case_id).unwrap()["LastModifiedDate"].as_str().unwrap()
+        l.emulator.record("Case", &case_id).unwrap()["LastModifiedDate"]
+            .as_str()
+            .unwrap()
     );
 
     // Client credentials: the token endpoint reads the client from the
@@ -235,13 +279,31 @@ async fn the_mcp_function_runs_on_dynamodb_local_with_its_token_adapter() {
     assert_eq!(s, 200);
 
     // Revocation through the DynamoDB adapter: effective on the next request.
-    let revoked = tokens.revoke(&rec.id, SystemClock.now()).await.unwrap().unwrap();
+    let revoked = tokens
+        .revoke(&rec.id, SystemClock.now())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!revoked.is_active());
-    assert!(!tokens.by_hash(&rec.token_hash).await.unwrap().unwrap().is_active());
-    assert_eq!(tokens.revoke("as_nobody", SystemClock.now()).await.unwrap(), None);
+    assert!(
+        !tokens
+            .by_hash(&rec.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
+    assert_eq!(
+        tokens.revoke("as_nobody", SystemClock.now()).await.unwrap(),
+        None
+    );
     let (s, _) = l.rpc(&secret, initialize()).await;
     assert_eq!(s, 401);
-    tokens.revoke(&client.id, SystemClock.now()).await.unwrap().unwrap();
+    tokens
+        .revoke(&client.id, SystemClock.now())
+        .await
+        .unwrap()
+        .unwrap();
     let (s, _) = l.rpc(&access, initialize()).await;
     assert_eq!(s, 401, "a revoked client's access token stops at once");
 }

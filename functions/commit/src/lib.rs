@@ -633,14 +633,14 @@ async fn update_step(d: &Driver<'_>, wf: &Workflow, p: &Proposal) -> Result<bool
             )
             .await
             .map_err(CommitError::Salesforce)?;
-        let fresh = fieldgate::update::snapshot(wf, &target.record_id, &rec)
-            .ok_or(AppError::Internal("the record was read without its LastModifiedDate"))?;
+        let fresh = fieldgate::update::snapshot(wf, &target.record_id, &rec).ok_or(
+            AppError::Internal("the record was read without its LastModifiedDate"),
+        )?;
         Ok::<_, CommitError>((rec, fresh))
     };
     let (rec, fresh) = read().await?;
-    let holds = |rec: &serde_json::Map<String, Value>| {
-        record.iter().all(|(k, v)| rec.get(k) == Some(v))
-    };
+    let holds =
+        |rec: &serde_json::Map<String, Value>| record.iter().all(|(k, v)| rec.get(k) == Some(v));
     let written = if holds(&rec) {
         // Nothing to write: the record already holds every approved value.
         false

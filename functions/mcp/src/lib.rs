@@ -144,9 +144,7 @@ async fn authenticate(State(deps): State<Arc<McpDeps>>, mut req: Request, next: 
             if t.is_active()
                 && match &expect {
                     None => t.kind == CredentialKind::Bearer,
-                    Some(client) => {
-                        t.kind == CredentialKind::ClientCredentials && &t.id == client
-                    }
+                    Some(client) => t.kind == CredentialKind::ClientCredentials && &t.id == client,
                 } =>
         {
             req.extensions_mut().insert(Caller(t));

@@ -87,7 +87,8 @@ pub fn looks_like_access_token(token: &str) -> bool {
 /// The claims of a token this deployment signed and that has not expired.
 pub fn verify(key: &CsrfKey, token: &str, now: Timestamp) -> Result<Claims, AccessTokenError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(t), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(t), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AccessTokenError::Malformed);
     };
@@ -226,10 +227,7 @@ pub async fn token(State(deps): State<Arc<McpDeps>>, headers: HeaderMap, body: B
     if let Some(scope) = param("scope")
         && scope.split(' ').any(|s| !s.is_empty() && s != SCOPE)
     {
-        return bad_request(
-            "invalid_scope",
-            &format!("the only scope is {SCOPE:?}"),
-        );
+        return bad_request("invalid_scope", &format!("the only scope is {SCOPE:?}"));
     }
     let form = match (param("client_id"), param("client_secret")) {
         (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
@@ -321,10 +319,7 @@ pub async fn authorization_server(
 }
 
 /// RFC 9728 protected resource metadata of `/mcp`.
-pub async fn protected_resource(
-    State(deps): State<Arc<McpDeps>>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn protected_resource(State(deps): State<Arc<McpDeps>>, headers: HeaderMap) -> Response {
     let base = base_url(&deps, &headers);
     Json(json!({
         "resource": format!("{base}/mcp"),

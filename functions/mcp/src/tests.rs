@@ -87,18 +87,27 @@ impl Fx {
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
             .unwrap();
-        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// `POST /mcp/oauth/token` with this form body and Authorization.
-    async fn token_request(&self, form: &str, auth: Option<String>) -> (u16, http::HeaderMap, Value) {
+    async fn token_request(
+        &self,
+        form: &str,
+        auth: Option<String>,
+    ) -> (u16, http::HeaderMap, Value) {
         let mut req = http::Request::post("/mcp/oauth/token")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("host", "fg.example");
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        self.send(req.body(Body::from(form.to_owned())).unwrap()).await
+        self.send(req.body(Body::from(form.to_owned())).unwrap())
+            .await
     }
 
     /// One JSON-RPC request on a router built for it alone.
@@ -370,7 +379,10 @@ async fn client_credentials_give_short_lived_access_tokens_that_mcp_accepts() {
     let (secret, client) = fx.client().await;
     // HTTP Basic (RFC 6749 §2.3.1) and the form body both work.
     let (s, h, body) = fx
-        .token_request("grant_type=client_credentials", Some(basic(&client.id, &secret)))
+        .token_request(
+            "grant_type=client_credentials",
+            Some(basic(&client.id, &secret)),
+        )
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(h["cache-control"], "no-store");
@@ -388,25 +400,41 @@ async fn client_credentials_give_short_lived_access_tokens_that_mcp_accepts() {
     assert_eq!(s, 200, "{body}");
 
     // The access token works at /mcp, on any container (a fresh router).
-    let (s, _, v) = fx.rpc(Some(&access), "2025-06-18", initialize("2025-06-18")).await;
+    let (s, _, v) = fx
+        .rpc(Some(&access), "2025-06-18", initialize("2025-06-18"))
+        .await;
     assert_eq!(s, 200, "{v}");
     let r = fx.call(&access, "list_workflows", json!({})).await;
-    assert_eq!(r["structuredContent"]["assistant"], "Agentforce service agent");
+    assert_eq!(
+        r["structuredContent"]["assistant"],
+        "Agentforce service agent"
+    );
 
     // The client secret itself is no bearer token.
-    let (s, _, _) = fx.rpc(Some(&secret), "2025-06-18", initialize("2025-06-18")).await;
+    let (s, _, _) = fx
+        .rpc(Some(&secret), "2025-06-18", initialize("2025-06-18"))
+        .await;
     assert_eq!(s, 401);
     // A tampered token is refused.
     let mut forged = access.clone();
     forged.pop();
     forged.push(if access.ends_with('A') { 'B' } else { 'A' });
-    let (s, h, _) = fx.rpc(Some(&forged), "2025-06-18", initialize("2025-06-18")).await;
+    let (s, h, _) = fx
+        .rpc(Some(&forged), "2025-06-18", initialize("2025-06-18"))
+        .await;
     assert_eq!(s, 401);
-    assert!(h["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
 
     // Expired after 15 minutes.
     fx.clock.advance(time::Duration::minutes(15));
-    let (s, h, body) = fx.rpc(Some(&access), "2025-06-18", initialize("2025-06-18")).await;
+    let (s, h, body) = fx
+        .rpc(Some(&access), "2025-06-18", initialize("2025-06-18"))
+        .await;
     assert_eq!(s, 401);
     assert!(
         h["www-authenticate"].to_str().unwrap().contains("expired"),
@@ -417,10 +445,15 @@ async fn client_credentials_give_short_lived_access_tokens_that_mcp_accepts() {
     // A fresh token works until the client is revoked; then it stops at
     // once, and no new one is issued.
     let (_, _, body) = fx
-        .token_request("grant_type=client_credentials", Some(basic(&client.id, &secret)))
+        .token_request(
+            "grant_type=client_credentials",
+            Some(basic(&client.id, &secret)),
+        )
         .await;
     let fresh = body["access_token"].as_str().unwrap().to_owned();
-    let (s, _, _) = fx.rpc(Some(&fresh), "2025-06-18", initialize("2025-06-18")).await;
+    let (s, _, _) = fx
+        .rpc(Some(&fresh), "2025-06-18", initialize("2025-06-18"))
+        .await;
     assert_eq!(s, 200);
     let now = fx.parts.clock().now();
     fx.parts
@@ -431,10 +464,15 @@ async fn client_credentials_give_short_lived_access_tokens_that_mcp_accepts() {
         .await
         .unwrap()
         .unwrap();
-    let (s, _, _) = fx.rpc(Some(&fresh), "2025-06-18", initialize("2025-06-18")).await;
+    let (s, _, _) = fx
+        .rpc(Some(&fresh), "2025-06-18", initialize("2025-06-18"))
+        .await;
     assert_eq!(s, 401, "revoked client: its access tokens stop");
     let (s, _, body) = fx
-        .token_request("grant_type=client_credentials", Some(basic(&client.id, &secret)))
+        .token_request(
+            "grant_type=client_credentials",
+            Some(basic(&client.id, &secret)),
+        )
         .await;
     assert_eq!(s, 401);
     assert_eq!(body["error"], "invalid_client");
@@ -448,23 +486,76 @@ async fn the_token_endpoint_answers_rfc_6749_errors() {
     let ok = Some(basic(&client.id, &secret));
     let cases: Vec<(&str, Option<String>, u16, &str)> = vec![
         // A wrong secret, another client's id, a bearer token as secret.
-        ("grant_type=client_credentials", Some(basic(&client.id, "fgcs_wrong")), 401, "invalid_client"),
-        ("grant_type=client_credentials", Some(basic("as_000000000000", &secret)), 401, "invalid_client"),
-        ("grant_type=client_credentials", Some(basic(&client.id, &bearer)), 401, "invalid_client"),
+        (
+            "grant_type=client_credentials",
+            Some(basic(&client.id, "fgcs_wrong")),
+            401,
+            "invalid_client",
+        ),
+        (
+            "grant_type=client_credentials",
+            Some(basic("as_000000000000", &secret)),
+            401,
+            "invalid_client",
+        ),
+        (
+            "grant_type=client_credentials",
+            Some(basic(&client.id, &bearer)),
+            401,
+            "invalid_client",
+        ),
         ("grant_type=client_credentials", None, 401, "invalid_client"),
-        ("grant_type=client_credentials", Some("Bearer x".into()), 401, "invalid_client"),
+        (
+            "grant_type=client_credentials",
+            Some("Bearer x".into()),
+            401,
+            "invalid_client",
+        ),
         ("", ok.clone(), 400, "invalid_request"),
-        ("grant_type=password&username=a&password=b", ok.clone(), 400, "unsupported_grant_type"),
-        ("grant_type=client_credentials&grant_type=client_credentials", ok.clone(), 400, "invalid_request"),
-        ("grant_type=client_credentials&scope=admin", ok.clone(), 400, "invalid_scope"),
-        ("grant_type=client_credentials&client_id=x&client_secret=y", ok.clone(), 400, "invalid_request"),
-        ("grant_type=client_credentials&client_id=x", None, 400, "invalid_request"),
+        (
+            "grant_type=password&username=a&password=b",
+            ok.clone(),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "grant_type=client_credentials&grant_type=client_credentials",
+            ok.clone(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "grant_type=client_credentials&scope=admin",
+            ok.clone(),
+            400,
+            "invalid_scope",
+        ),
+        (
+            "grant_type=client_credentials&client_id=x&client_secret=y",
+            ok.clone(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "grant_type=client_credentials&client_id=x",
+            None,
+            400,
+            "invalid_request",
+        ),
     ];
     for (form, auth, status, error) in cases {
         let (s, h, body) = fx.token_request(form, auth.clone()).await;
-        assert_eq!((s, body["error"].as_str()), (status, Some(error)), "{form} {auth:?}: {body}");
+        assert_eq!(
+            (s, body["error"].as_str()),
+            (status, Some(error)),
+            "{form} {auth:?}: {body}"
+        );
         assert_eq!(h["cache-control"], "no-store");
-        assert!(body["error_description"].as_str().is_some_and(|d| d.len() > 10));
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| d.len() > 10)
+        );
         if status == 401 {
             assert_eq!(h["www-authenticate"], "Basic realm=\"fieldgate\"");
         }
@@ -477,12 +568,16 @@ async fn the_token_endpoint_answers_rfc_6749_errors() {
             .body(Body::empty())
             .unwrap()
     };
-    let (s, _, meta) = fx.send(get("/.well-known/oauth-authorization-server")).await;
+    let (s, _, meta) = fx
+        .send(get("/.well-known/oauth-authorization-server"))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(meta["issuer"], "https://fg.example");
     assert_eq!(meta["token_endpoint"], "https://fg.example/mcp/oauth/token");
     assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
-    let (s, _, prm) = fx.send(get("/.well-known/oauth-protected-resource/mcp")).await;
+    let (s, _, prm) = fx
+        .send(get("/.well-known/oauth-protected-resource/mcp"))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(prm["resource"], "https://fg.example/mcp");
     assert_eq!(prm["authorization_servers"], json!(["https://fg.example"]));

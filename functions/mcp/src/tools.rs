@@ -513,7 +513,11 @@ impl Tools {
                 "Nothing was proposed. {}. Workflow {} {} {} records and takes only these fields: {}.",
                 problems.join("; "),
                 wf.id,
-                if wf.operation == Operation::Update { "updates" } else { "creates" },
+                if wf.operation == Operation::Update {
+                    "updates"
+                } else {
+                    "creates"
+                },
                 wf.object,
                 allowed_fields(&wf)
             )));

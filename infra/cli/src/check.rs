@@ -273,12 +273,16 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
         // What the endpoint reads of the record must be readable.
         for name in u.label_fields.iter().chain([&u.asset_field]) {
             match field(name) {
-                None => r.problem(name, "no such field on the object (it is read to show the record)"),
-                Some(d) if name == &u.asset_field
-                    && !(d["type"] == "reference"
-                        && d["referenceTo"]
-                            .as_array()
-                            .is_some_and(|l| l.iter().any(|t| t == "Asset"))) =>
+                None => r.problem(
+                    name,
+                    "no such field on the object (it is read to show the record)",
+                ),
+                Some(d)
+                    if name == &u.asset_field
+                        && !(d["type"] == "reference"
+                            && d["referenceTo"]
+                                .as_array()
+                                .is_some_and(|l| l.iter().any(|t| t == "Asset"))) =>
                 {
                     r.problem(name, "asset_field is not a lookup to Asset")
                 }
@@ -286,10 +290,7 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
             }
         }
     }
-    for d in described
-        .iter()
-        .filter(|d| !update && is_required(d))
-    {
+    for d in described.iter().filter(|d| !update && is_required(d)) {
         let name = d["name"].as_str().unwrap_or_default();
         if !covered.contains(&lower(name)) {
             r.problem(

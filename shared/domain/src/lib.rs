@@ -23,8 +23,8 @@ pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
-    AssetBinding, FieldKind, FieldSpec, Operation, PhotoPolicy, StructurerKind, UpdatePolicy, Workflow,
-    WorkflowError, Workflows,
+    AssetBinding, FieldKind, FieldSpec, Operation, PhotoPolicy, StructurerKind, UpdatePolicy,
+    Workflow, WorkflowError, Workflows,
 };
 
 pub mod fixtures;

@@ -359,7 +359,8 @@ impl Workflow {
             }
             if raw.photo.allowed {
                 return Err(invalid(
-                    "operation = \"update\": set [photo] allowed = false (updates carry no photo)".into(),
+                    "operation = \"update\": set [photo] allowed = false (updates carry no photo)"
+                        .into(),
                 ));
             }
         }
@@ -676,13 +677,29 @@ mod tests {
                 location: None,
             },
         );
-        assert_eq!(Value::Object(rec), json!({"Priority": "High"}), "only given fields");
+        assert_eq!(
+            Value::Object(rec),
+            json!({"Priority": "High"}),
+            "only given fields"
+        );
         for (from, to) in [
-            ("[update]\n", "external_id_field = \"Fieldgate_Proposal_Id__c\"\n[update]\n"),
-            ("restricted = true\n", "restricted = true\ndefault = \"Medium\"\n"),
-            ("restricted = true\n", "restricted = true\nrequired = true\n"),
+            (
+                "[update]\n",
+                "external_id_field = \"Fieldgate_Proposal_Id__c\"\n[update]\n",
+            ),
+            (
+                "restricted = true\n",
+                "restricted = true\ndefault = \"Medium\"\n",
+            ),
+            (
+                "restricted = true\n",
+                "restricted = true\nrequired = true\n",
+            ),
             ("allowed = false", "allowed = true"),
-            ("[update]\n", "[bindings]\nAssetId = \"asset.id\"\n[update]\n"),
+            (
+                "[update]\n",
+                "[bindings]\nAssetId = \"asset.id\"\n[update]\n",
+            ),
             ("operation = \"update\"", "operation = \"create\""),
         ] {
             let bad = CASE_PRIORITY_STATUS.replacen(from, to, 1);

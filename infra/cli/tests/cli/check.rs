@@ -104,7 +104,10 @@ fn the_shipped_update_workflow_fits_the_dev_org() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("passed: the workflow fits the org"), "{t}");
     for f in ["Priority", "Status", "CaseNumber", "AssetId"] {
-        assert!(t.contains(&format!("ok       {f}")), "{f} not reported: {t}");
+        assert!(
+            t.contains(&format!("ok       {f}")),
+            "{f} not reported: {t}"
+        );
     }
     // Subject is required on create, not on an update.
     assert!(!t.contains("PROBLEM"), "{t}");
@@ -116,10 +119,17 @@ fn the_shipped_update_workflow_fits_the_dev_org() {
         "name = \"CaseNumber\"\nlabel = \"Number\"",
     );
     std::fs::write(&bad, text_of).unwrap();
-    let out = fieldgate().args(["check", "--workflow"]).arg(&bad).output().unwrap();
+    let out = fieldgate()
+        .args(["check", "--workflow"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("PROBLEM  CaseNumber: not updateable by the integration user"), "{t}");
+    assert!(
+        t.contains("PROBLEM  CaseNumber: not updateable by the integration user"),
+        "{t}"
+    );
 }
 
 #[test]
