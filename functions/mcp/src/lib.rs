@@ -90,6 +90,10 @@ pub fn router(deps: Arc<McpDeps>) -> Router {
     let oauth = Router::new()
         .route(oauth::TOKEN_PATH, axum::routing::post(oauth::token))
         .route(
+            oauth::AUTHORIZE_PATH,
+            axum::routing::get(oauth::authorize).post(oauth::authorize),
+        )
+        .route(
             "/.well-known/oauth-authorization-server",
             axum::routing::get(oauth::authorization_server),
         )

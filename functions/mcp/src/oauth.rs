@@ -30,6 +30,9 @@ pub const ACCESS_TOKEN_TTL: time::Duration = time::Duration::minutes(15);
 /// The one scope there is: the assistant's tools.
 pub const SCOPE: &str = "mcp";
 pub const TOKEN_PATH: &str = "/mcp/oauth/token";
+/// Named in the metadata because clients require the field (RFC 8414
+/// makes it optional only without code or implicit grants); it refuses.
+pub const AUTHORIZE_PATH: &str = "/mcp/oauth/authorize";
 const PURPOSE: &str = "mcp-access-token";
 const AUDIENCE: &str = "fieldgate-mcp";
 
@@ -301,6 +304,14 @@ pub async fn token(State(deps): State<Arc<McpDeps>>, headers: HeaderMap, body: B
         .into_response()
 }
 
+/// The authorization endpoint: there are no interactive grants.
+pub async fn authorize() -> Response {
+    bad_request(
+        "unsupported_response_type",
+        "fieldgate issues access tokens only for grant_type=client_credentials at /mcp/oauth/token",
+    )
+}
+
 /// RFC 8414 authorization server metadata.
 pub async fn authorization_server(
     State(deps): State<Arc<McpDeps>>,
@@ -310,6 +321,7 @@ pub async fn authorization_server(
     Json(json!({
         "issuer": base,
         "token_endpoint": format!("{base}{TOKEN_PATH}"),
+        "authorization_endpoint": format!("{base}{AUTHORIZE_PATH}"),
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "response_types_supported": [],
