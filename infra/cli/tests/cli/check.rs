@@ -114,10 +114,8 @@ fn the_shipped_update_workflow_fits_the_dev_org() {
     // A field Salesforce does not let anyone update is named.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    let text_of = std::fs::read_to_string(&path).unwrap().replace(
-        "name = \"Status\"\nlabel = \"Status\"",
-        "name = \"CaseNumber\"\nlabel = \"Number\"",
-    );
+    let text_of = std::fs::read_to_string(&path).unwrap()
+        + "\n[[fields]]\nname = \"CaseNumber\"\nlabel = \"Number\"\ntype = \"text\"\nmax_length = 30\n";
     std::fs::write(&bad, text_of).unwrap();
     let out = fieldgate()
         .args(["check", "--workflow"])
