@@ -20,6 +20,7 @@ pub mod salesforce;
 pub mod stream;
 pub mod structuring;
 pub mod telemetry;
+pub mod update;
 pub mod web;
 pub mod workflows;
 

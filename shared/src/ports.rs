@@ -235,6 +235,21 @@ pub trait RecordWriter: Send + Sync {
     ) -> Result<Upserted, WriteError>;
     async fn create(&self, object: &str, record: &Map<String, Value>)
     -> Result<String, WriteError>;
+    /// Changes the record with this id in the given fields only; with
+    /// `unmodified_since` (its `LastModifiedDate` as read) only if nobody
+    /// changed it after that (contract: `If-Unmodified-Since`, 412).
+    async fn update(
+        &self,
+        object: &str,
+        id: &str,
+        record: &Map<String, Value>,
+        unmodified_since: Option<&str>,
+    ) -> Result<Updated, WriteError> {
+        let _ = (object, id, record, unmodified_since);
+        Err(WriteError::Config(
+            "this record writer cannot update records".into(),
+        ))
+    }
     async fn read(
         &self,
         object: &str,
@@ -251,6 +266,14 @@ pub trait RecordWriter: Send + Sync {
     ) -> Result<Option<String>, WriteError>;
     /// Link for people to open the record.
     fn record_url(&self, object: &str, id: &str) -> String;
+}
+
+/// What a conditional update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    Written,
+    /// The record was modified after the given time; nothing was written.
+    ChangedSince,
 }
 
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ mod browser;
 mod flow;
 mod lambda_runtime;
 mod mcp_clients;
+mod mcp_lambda;
 mod org_setup;
 mod salesforce;
 mod simple_salesforce;

@@ -436,3 +436,351 @@ async fn python_sdk_without_a_valid_token_gets_401() {
 async fn typescript_sdk_without_a_valid_token_gets_401() {
     refused_callers(Sdk::TypeScript).await;
 }
+
+/// The built-in create workflow and the shipped update workflow.
+fn update_workflows() -> Workflows {
+    let path = repo().join("infra/workflows/case-priority-status.toml");
+    let update = std::fs::read_to_string(&path).unwrap();
+    Workflows::from_workflows(vec![
+        Workflow::from_toml(
+            "field-service-case.toml",
+            fieldgate::workflows::FIELD_SERVICE_CASE,
+        )
+        .unwrap(),
+        Workflow::from_toml("case-priority-status.toml", &update).unwrap(),
+    ])
+}
+
+async fn call(sdk: Sdk, h: &Harness, secret: &str, tool: &str, args: Value) -> Value {
+    run(sdk, &["call", &url_of(h), secret, tool, &args.to_string()]).await
+}
+
+/// Approves the newest review mail's link as it is; returns its page.
+async fn approve_newest(h: &Harness, mails_before: usize) -> String {
+    let url = h.review_url(mails_before + 1).await;
+    let page = h.http.get(&url).send().await.unwrap().text().await.unwrap();
+    let form = [
+        ("decision", "approve"),
+        ("csrf", hidden(&page, "csrf").as_str()),
+        ("revision", hidden(&page, "revision").as_str()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let r = h.http.post(&url).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    page
+}
+
+async fn wait_status(h: &Harness, id: &str, want: Status) -> fieldgate::domain::Proposal {
+    let id: ProposalId = id.parse().unwrap();
+    h.stack.settled().await;
+    wait_for(|| async {
+        let p = h.stack.store.get(id).await.unwrap().unwrap();
+        (p.status == want).then_some(p)
+    })
+    .await
+}
+
+fn mail_count(v: &Value) -> usize {
+    v.as_array().map_or(0, Vec::len)
+}
+
+/// An assistant proposes a change to an existing Case; the reviewer sees
+/// Salesforce's values beside the proposed ones and approves; only the
+/// approved fields are written. A second proposal meets a Case changed in
+/// Salesforce after it was made: nothing is written, it goes back to the
+/// reviewer with the new values, and a new approval writes over them.
+async fn governed_update(sdk: Sdk) {
+    use fieldgate::ports::RecordWriter;
+    let h = Harness::build().workflows(update_workflows()).start().await;
+    let (secret, _) = fieldgate_cli::mcp::create_token(
+        h.stack.assistants.as_ref(),
+        &h.stack.workflows,
+        "Service desk Claude",
+        &["case-priority-status".to_owned()],
+        AssistantLimits::default(),
+        h.stack.clock.as_ref(),
+    )
+    .await
+    .unwrap();
+    let (asset, _) = h.first_asset();
+    let mut case = serde_json::Map::new();
+    case.insert("Subject".into(), "Chiller CH-1 short cycling".into());
+    case.insert("Priority".into(), "Medium".into());
+    case.insert("Status".into(), "New".into());
+    case.insert("AssetId".into(), asset.to_string().into());
+    let case_id = h.stack.salesforce.create("Case", &case).await.unwrap();
+    let sf_case = || h.stack.emulator.record("Case", &case_id).unwrap();
+    let subject_before = sf_case()["Subject"].clone();
+    let cases_before = h.cases().len();
+
+    // The workflow says it updates and needs a record id.
+    let wfs = call(sdk, &h, &secret, "list_workflows", serde_json::json!({})).await;
+    let wf = &wfs["data"]["workflows"][0];
+    assert_eq!(wf["operation"], "update", "{wfs}");
+    assert_eq!(wf["needs_record_id"], true);
+
+    let source =
+        "Customer called again about the chiller case: it is urgent now, please escalate it.";
+    let propose = |fields: Value, key: &str, record: Option<&str>| {
+        let mut args = serde_json::json!({
+            "workflow": "case-priority-status",
+            "fields": fields,
+            "source_text": source,
+            "evidence": {},
+            "idempotency_key": format!("upd-{sdk:?}-{key}"),
+        });
+        if let Some(r) = record {
+            args["record_id"] = r.into();
+        }
+        args
+    };
+    // Refusals: no record id, a record of another object, a field the
+    // workflow does not change.
+    let r = call(
+        sdk,
+        &h,
+        &secret,
+        "propose_record",
+        propose(serde_json::json!({"Priority": "High"}), "r1", None),
+    )
+    .await;
+    refused(&r, &["give its Salesforce id as record_id"]);
+    let r = call(
+        sdk,
+        &h,
+        &secret,
+        "propose_record",
+        propose(
+            serde_json::json!({"Priority": "High"}),
+            "r2",
+            Some(asset.as_str()),
+        ),
+    )
+    .await;
+    refused(&r, &["No Case record has id"]);
+    let r = call(
+        sdk,
+        &h,
+        &secret,
+        "propose_record",
+        propose(
+            serde_json::json!({"Subject": "Renamed"}),
+            "r3",
+            Some(&case_id),
+        ),
+    )
+    .await;
+    refused(&r, &["Subject is not a field", "updates Case records"]);
+
+    let mut good = propose(
+        serde_json::json!({"Priority": "High", "Status": "Escalated"}),
+        "0001",
+        Some(&case_id),
+    );
+    good["evidence"] =
+        serde_json::json!({"Priority": "it is urgent now", "Status": "please escalate it"});
+    let out = call(sdk, &h, &secret, "propose_record", good).await;
+    assert_eq!(out["is_error"], false, "{out}");
+    let id = out["data"]["proposal_id"].as_str().unwrap().to_owned();
+    let p = wait_status(&h, &id, Status::PendingReview).await;
+    let target = p.update.as_ref().expect("the record snapshot");
+    assert_eq!(target.record_id, case_id);
+    assert_eq!(target.current["Priority"], "Medium");
+    assert_eq!(
+        target.last_modified,
+        sf_case()["LastModifiedDate"].as_str().unwrap()
+    );
+
+    // The reviewer sees the Case and its values in Salesforce beside the
+    // proposed ones, and approves.
+    let page = approve_newest(&h, 0).await;
+    assert!(page.contains("Changes an existing Case"), "{page}");
+    assert!(
+        page.contains("In Salesforce now: <strong class=\"sf-value\">Medium</strong>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("In Salesforce now: <strong class=\"sf-value\">New</strong>"),
+        "{page}"
+    );
+    assert!(page.contains("proposed by assistant Service desk Claude"));
+    wait_status(&h, &id, Status::Committed).await;
+    let now = sf_case();
+    assert_eq!(now["Priority"], "High");
+    assert_eq!(now["Status"], "Escalated");
+    assert_eq!(
+        now["Subject"], subject_before,
+        "only the approved fields are written"
+    );
+    let st = run(sdk, &["status", &url_of(&h), &secret, &id]).await;
+    assert_eq!(st["data"]["status"], "COMMITTED", "{st}");
+    assert_eq!(st["data"]["salesforce"]["id"], case_id.as_str());
+
+    // A second proposal; then someone changes the Case in Salesforce.
+    let out = call(
+        sdk,
+        &h,
+        &secret,
+        "propose_record",
+        propose(
+            serde_json::json!({"Priority": "Low"}),
+            "0002",
+            Some(&case_id),
+        ),
+    )
+    .await;
+    assert_eq!(out["is_error"], false, "{out}");
+    let id2 = out["data"]["proposal_id"].as_str().unwrap().to_owned();
+    wait_status(&h, &id2, Status::PendingReview).await;
+    let mut change = serde_json::Map::new();
+    change.insert("Status".into(), "Working".into());
+    h.stack
+        .salesforce
+        .update("Case", &case_id, &change, None)
+        .await
+        .unwrap();
+    let changed = sf_case();
+    approve_newest(&h, 1).await;
+    let p = wait_status(&h, &id2, Status::NeedsAttention).await;
+    // 0 writes: the Case is as the other change left it.
+    assert_eq!(sf_case(), changed, "nothing was written over the change");
+    assert_eq!(sf_case()["Priority"], "High");
+    let problem = p.commit.last_error.as_ref().unwrap();
+    assert_eq!(problem.code, "RECORD_CHANGED");
+    assert_eq!(problem.fields, ["Status"]);
+    let st = run(sdk, &["status", &url_of(&h), &secret, &id2]).await;
+    let d = &st["data"];
+    assert_eq!(d["status"], "NEEDS_ATTENTION", "{st}");
+    assert_eq!(d["salesforce_problem"]["code"], "RECORD_CHANGED");
+    assert_eq!(d["record"]["in_salesforce"]["Status"], "Working");
+    assert_eq!(
+        d["record"]["changed_in_salesforce"],
+        serde_json::json!(["Status"])
+    );
+
+    // The reviewer gets it back with the new values and approves again:
+    // it is written over what they saw.
+    let page = approve_newest(&h, 2).await;
+    assert!(
+        page.contains("The record was changed in Salesforce after this proposal"),
+        "{page}"
+    );
+    assert!(page.contains("In Salesforce now: <strong class=\"sf-value\">Working</strong> <strong class=\"chip warn\">changed in Salesforce since the proposal</strong> (was Escalated)"), "{page}");
+    wait_status(&h, &id2, Status::Committed).await;
+    let now = sf_case();
+    assert_eq!(now["Priority"], "Low");
+    assert_eq!(now["Status"], "Working");
+    assert_eq!(
+        h.cases().len(),
+        cases_before,
+        "no Case was created by the updates"
+    );
+    assert_eq!(mail_count(&h.json("/dev/outbox").await), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_updates_a_case_and_a_changed_case_goes_back_to_review() {
+    governed_update(Sdk::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_sdk_updates_a_case_and_a_changed_case_goes_back_to_review() {
+    governed_update(Sdk::TypeScript).await;
+}
+
+/// OAuth 2.0 client credentials, as Agentforce uses them, done by each
+/// SDK's own client-credentials provider: discovery from the 401, the
+/// token request, the tools with the access token; a wrong secret and a
+/// revoked client get no access.
+async fn client_credentials(sdk: Sdk) {
+    let h = Harness::build().workflows(workflows()).start().await;
+    let (secret, client) = fieldgate_cli::mcp::create_credential(
+        h.stack.assistants.as_ref(),
+        &h.stack.workflows,
+        "Agentforce service agent",
+        &["field-service-case".to_owned()],
+        AssistantLimits::default(),
+        h.stack.clock.as_ref(),
+        fieldgate::domain::CredentialKind::ClientCredentials,
+    )
+    .await
+    .unwrap();
+    assert!(secret.starts_with("fgcs_"));
+    let issuer = h.stack.public_url.clone();
+    let out = run(sdk, &["oauth", &url_of(&h), &client.id, &secret, &issuer]).await;
+    assert_eq!(out["connected"], true, "{out}");
+    assert_eq!(
+        out["workflows"]["data"]["assistant"], "Agentforce service agent",
+        "{out}"
+    );
+    assert!(
+        out["token_type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case("bearer")),
+        "{out}"
+    );
+
+    // A wrong secret: the token endpoint says invalid_client with a 401.
+    let r = h
+        .http
+        .post(format!("{}/mcp/oauth/token", h.stack.base_url))
+        .basic_auth(&client.id, Some("fgcs_wrong"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"fieldgate\"");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    let out = run(
+        sdk,
+        &["oauth", &url_of(&h), &client.id, "fgcs_wrong", &issuer],
+    )
+    .await;
+    assert_eq!(out["connected"], false, "{out}");
+
+    // An access token from the endpoint works as a bearer in the SDK, until
+    // the client is revoked.
+    let r: Value = h
+        .http
+        .post(format!("{}/mcp/oauth/token", h.stack.base_url))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client.id.as_str()),
+            ("client_secret", secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = r["access_token"].as_str().unwrap().to_owned();
+    let ok = call(sdk, &h, &access, "list_workflows", serde_json::json!({})).await;
+    assert_eq!(ok["is_error"], false, "{ok}");
+    h.stack
+        .assistants
+        .revoke(&client.id, h.stack.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    let out = run(sdk, &["denied", &url_of(&h), &access]).await;
+    assert_eq!(out["connected"], false, "revoked: {out}");
+    assert!(said_401(&out), "{out}");
+    let out = run(sdk, &["oauth", &url_of(&h), &client.id, &secret, &issuer]).await;
+    assert_eq!(
+        out["connected"], false,
+        "revoked client gets no token: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_connects_with_client_credentials() {
+    client_credentials(Sdk::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_sdk_connects_with_client_credentials() {
+    client_credentials(Sdk::TypeScript).await;
+}

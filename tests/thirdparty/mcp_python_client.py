@@ -7,6 +7,8 @@ Usage:
   mcp_python_client.py flow   URL TOKEN ASSET_QUERY KEY
   mcp_python_client.py status URL TOKEN PROPOSAL_ID
   mcp_python_client.py denied URL [TOKEN]
+  mcp_python_client.py call   URL TOKEN TOOL ARGS_JSON
+  mcp_python_client.py oauth  URL CLIENT_ID CLIENT_SECRET ISSUER
 """
 
 import asyncio
@@ -110,6 +112,55 @@ async def status(url, token, proposal_id):
     print(json.dumps(r))
 
 
+async def call(url, token, tool, args):
+    client, transport = await session_for(url, token)
+    async with client, transport as (read, write, _), ClientSession(read, write) as s:
+        await s.initialize()
+        r = result(await s.call_tool(tool, json.loads(args)))
+    print(json.dumps(r))
+
+
+class MemoryStorage:
+    """Token storage for the OAuth provider: this process only."""
+
+    def __init__(self):
+        self.tokens = None
+        self.info = None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.info
+
+    async def set_client_info(self, info):
+        self.info = info
+
+
+async def oauth(url, client_id, client_secret, issuer):
+    """OAuth 2.0 client credentials as the SDK does them: discovery from the
+    401, the token request, then the tools with the access token."""
+    from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+
+    try:
+        storage = MemoryStorage()
+        provider = ClientCredentialsOAuthProvider(
+            server_url=url, storage=storage, client_id=client_id,
+            client_secret=client_secret, issuer=issuer)
+        client = httpx.AsyncClient(auth=provider, timeout=30)
+        async with client, streamable_http_client(url, http_client=client) as (read, write, _), \
+                ClientSession(read, write) as s:
+            await asyncio.wait_for(s.initialize(), timeout=20)
+            r = result(await s.call_tool("list_workflows", {}))
+        token_type = storage.tokens.token_type if storage.tokens else None
+        print(json.dumps({"connected": True, "workflows": r, "token_type": token_type}))
+    except BaseException as e:  # noqa: BLE001 -- an ExceptionGroup from the task group
+        print(json.dumps({"connected": False, "error": repr(e)[:800]}))
+
+
 async def denied(url, token):
     try:
         client, transport = await session_for(url, token)
@@ -127,6 +178,10 @@ def main():
         asyncio.run(flow(url, sys.argv[3], sys.argv[4], sys.argv[5]))
     elif mode == "status":
         asyncio.run(status(url, sys.argv[3], sys.argv[4]))
+    elif mode == "call":
+        asyncio.run(call(url, sys.argv[3], sys.argv[4], sys.argv[5]))
+    elif mode == "oauth":
+        asyncio.run(oauth(url, sys.argv[3], sys.argv[4], sys.argv[5]))
     elif mode == "denied":
         asyncio.run(denied(url, sys.argv[3] if len(sys.argv) > 3 else ""))
     else:

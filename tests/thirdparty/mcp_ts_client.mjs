@@ -4,6 +4,8 @@
 // bearer token. tests/mcp_clients.rs runs it and checks the JSON it prints.
 //
 // Usage: node mcp_ts_client.mjs flow|status|denied URL [TOKEN] [ARG] [KEY]
+//        node mcp_ts_client.mjs call URL TOKEN TOOL ARGS_JSON
+//        node mcp_ts_client.mjs oauth URL CLIENT_ID CLIENT_SECRET ISSUER
 // FG_MCP_NODE_MODULES: the node_modules folder that holds the SDK.
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -104,8 +106,36 @@ async function denied(url, token) {
   }
 }
 
+async function callOne(url, token, tool, args) {
+  const c = await connect(url, token);
+  const r = result(await c.callTool({ name: tool, arguments: JSON.parse(args) }));
+  await c.close();
+  console.log(JSON.stringify(r));
+}
+
+// OAuth 2.0 client credentials as the SDK does them: the 401's
+// resource_metadata, the protected resource and authorization server
+// metadata, the token request (client_secret_basic), then the tools.
+async function oauth(url, clientId, clientSecret, issuer) {
+  const { ClientCredentialsProvider } = await sdk("client/auth-extensions.js");
+  try {
+    const authProvider = new ClientCredentialsProvider({ clientId, clientSecret, expectedIssuer: issuer });
+    const transport = new StreamableHTTPClientTransport(new URL(url), { authProvider });
+    const c = new Client({ name: "fieldgate-ts-check", version: "1.0.0" });
+    await c.connect(transport);
+    const r = result(await c.callTool({ name: "list_workflows", arguments: {} }));
+    const tokens = authProvider.tokens();
+    await c.close();
+    console.log(JSON.stringify({ connected: true, workflows: r, token_type: tokens?.token_type ?? null }));
+  } catch (e) {
+    console.log(JSON.stringify({ connected: false, error: String(e).slice(0, 800) }));
+  }
+}
+
 const [mode, url, token, arg, key] = process.argv.slice(2);
-if (mode === "flow") await flow(url, token, arg, key);
+if (mode === "oauth") await oauth(url, token, arg, key);
+else if (mode === "flow") await flow(url, token, arg, key);
+else if (mode === "call") await callOne(url, token, arg, key);
 else if (mode === "status") await status(url, token, arg);
 else if (mode === "denied") await denied(url, token);
 else { console.error(`unknown mode ${mode}`); process.exit(2); }

@@ -189,6 +189,7 @@ fn page(
         } else {
             None
         },
+        record: p.update.as_ref(),
         errors,
     }
     .page(status)

@@ -9,11 +9,12 @@ use aws_lambda_events::streams::DynamoDbEventResponse;
 use fieldgate::clock::Clock;
 use fieldgate::compose::{BuildError, Components};
 use fieldgate::domain::{
-    Actor, Proposal, ProposalId, SalesforceProblem, Status, Workflow, Workflows,
+    Actor, Operation, Proposal, ProposalId, RecordChange, SalesforceProblem, Status, UpdateTarget,
+    Workflow, Workflows,
 };
 use fieldgate::ports::{
     Attachment, HandoffMessage, HandoffPublisher, MediaStore, ProposalStore, RecordWriter,
-    ReviewNotifier, WriteError,
+    ReviewNotifier, Updated, WriteError,
 };
 use fieldgate::stream::drive;
 use fieldgate::{AppError, Chain, review};
@@ -487,6 +488,9 @@ async fn commit_step(
     wrote_record_here: bool,
 ) -> Result<bool, CommitError> {
     let deps = d.deps;
+    if wf.operation == Operation::Update {
+        return update_step(d, wf, p).await;
+    }
     let record = wf.record(&approved_values(p), &p.asset);
     let Some(record_id) = p.commit.record_id.clone() else {
         let ext_field = wf
@@ -596,6 +600,121 @@ async fn commit_step(
         json!({"salesforce_id": record_id, "mismatches": mismatches}),
         |n| {
             n.commit.readback_mismatches = mismatches.clone();
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// The error code of a record changed in Salesforce after the proposal.
+pub const RECORD_CHANGED: &str = "RECORD_CHANGED";
+
+/// An `update` workflow's write, in one step: read the record; if it
+/// already holds the approved values (our own write, whose recording a
+/// crash interrupted) it is done; if it changed since the proposal (its
+/// `LastModifiedDate` moved) it goes back to the reviewer with the new
+/// values; otherwise only the approved fields are written, conditional on
+/// the record being unmodified since (`If-Unmodified-Since`, 412).
+async fn update_step(d: &Driver<'_>, wf: &Workflow, p: &Proposal) -> Result<bool, CommitError> {
+    let deps = d.deps;
+    let target = p
+        .update
+        .as_ref()
+        .ok_or(AppError::Internal("an update proposal without its record"))?;
+    let record = wf.record(&approved_values(p), &p.asset);
+    let url = deps.writer.record_url(&wf.object, &target.record_id);
+    let read = || async {
+        let rec = deps
+            .writer
+            .read(
+                &wf.object,
+                &target.record_id,
+                &fieldgate::update::read_fields(wf),
+            )
+            .await
+            .map_err(CommitError::Salesforce)?;
+        let fresh = fieldgate::update::snapshot(wf, &target.record_id, &rec).ok_or(
+            AppError::Internal("the record was read without its LastModifiedDate"),
+        )?;
+        Ok::<_, CommitError>((rec, fresh))
+    };
+    let (rec, fresh) = read().await?;
+    let holds =
+        |rec: &serde_json::Map<String, Value>| record.iter().all(|(k, v)| rec.get(k) == Some(v));
+    let written = if holds(&rec) {
+        // Nothing to write: the record already holds every approved value.
+        false
+    } else if fresh.last_modified != target.last_modified {
+        return record_changed(d, p, target, fresh).await;
+    } else {
+        match deps
+            .writer
+            .update(
+                &wf.object,
+                &target.record_id,
+                &record,
+                Some(&target.last_modified),
+            )
+            .await
+        {
+            Ok(Updated::Written) => true,
+            Ok(Updated::ChangedSince) => {
+                let (_, fresh) = read().await?;
+                return record_changed(d, p, target, fresh).await;
+            }
+            Err(e) => return refused(d, p, e).await,
+        }
+    };
+    let fields: Vec<&String> = record.keys().collect();
+    save(
+        d,
+        p,
+        Status::Committed,
+        "committed",
+        json!({"salesforce_id": target.record_id, "updated_fields": fields, "written": written}),
+        |n| {
+            n.commit.record_id = Some(target.record_id.clone());
+            n.commit.record_url = Some(url.clone());
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// The record changed in Salesforce since the proposal (or the last
+/// review): nothing was written; the reviewer gets it back with the new
+/// values, which a new approval is then compared against.
+async fn record_changed(
+    d: &Driver<'_>,
+    p: &Proposal,
+    before: &UpdateTarget,
+    mut now: UpdateTarget,
+) -> Result<bool, CommitError> {
+    now.changed = Some(RecordChange {
+        previous_last_modified: before.last_modified.clone(),
+        previous: before.current.clone(),
+    });
+    let fields = now.changed_fields();
+    let problem = SalesforceProblem {
+        code: RECORD_CHANGED.into(),
+        message: format!(
+            "{} was changed in Salesforce at {}, after this proposal was made (it was read at {}). Nothing was written.",
+            now.label, now.last_modified, before.last_modified
+        ),
+        fields: fields.clone(),
+    };
+    tracing::warn!(record = %now.record_id, ?fields, "record changed in Salesforce since the proposal; back to the reviewer");
+    save(
+        d,
+        p,
+        Status::NeedsAttention,
+        "record_changed_in_salesforce",
+        json!({"error": problem, "last_modified": now.last_modified}),
+        |n| {
+            n.update = Some(now.clone());
+            n.commit.last_error = Some(problem.clone());
+            n.review.mailed = false;
+            n.review.retire_grants();
         },
     )
     .await?;

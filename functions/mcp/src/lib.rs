@@ -9,6 +9,7 @@
 //! table, so any request may reach a fresh Lambda container. Answers are
 //! plain JSON where the protocol allows.
 
+pub mod oauth;
 mod tools;
 
 use axum::Router;
@@ -18,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use fieldgate::Chain;
 use fieldgate::clock::Clock;
 use fieldgate::compose::{BuildError, Components};
-use fieldgate::domain::{AssistantToken, CsrfKey, Workflows};
+use fieldgate::domain::{AssistantToken, CredentialKind, CsrfKey, Workflows};
 use fieldgate::ports::{AssetDirectory, AssistantTokens, ProposalStore};
 use fieldgate::salesforce::SalesforceAssets;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -96,9 +97,30 @@ pub fn router(deps: Arc<McpDeps>) -> Router {
         Arc::new(NeverSessionManager::default()),
         config,
     );
+    let oauth = Router::new()
+        .route(oauth::TOKEN_PATH, axum::routing::post(oauth::token))
+        .route(
+            oauth::AUTHORIZE_PATH,
+            axum::routing::get(oauth::authorize).post(oauth::authorize),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            axum::routing::get(oauth::authorization_server),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource",
+            axum::routing::get(oauth::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            axum::routing::get(oauth::protected_resource),
+        )
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
+        .with_state(deps.clone());
     Router::new()
         .route_service("/mcp", service)
         .layer(middleware::from_fn_with_state(deps, authenticate))
+        .merge(oauth)
 }
 
 /// The bearer token of the request, if it has one.
@@ -116,16 +138,38 @@ fn bearer(req: &Request) -> Option<&str> {
 }
 
 async fn authenticate(State(deps): State<Arc<McpDeps>>, mut req: Request, next: Next) -> Response {
+    let base = oauth::base_url(&deps, req.headers());
     let Some(token) = bearer(&req) else {
-        return unauthorized(None, "send Authorization: Bearer <token>");
+        return unauthorized(&base, None, "send Authorization: Bearer <token>");
     };
-    match deps.assistants.by_hash(&AssistantToken::hash(token)).await {
-        Ok(Some(t)) if t.is_active() => {
+    // A static token is looked up by its hash; an access token from the
+    // token endpoint is checked, then its client's record is read (so a
+    // revoked client's tokens stop at once).
+    let (hash, expect) = if oauth::looks_like_access_token(token) {
+        match oauth::verify(&deps.links, token, deps.clock.now()) {
+            Ok(claims) => (claims.cth, Some(claims.sub)),
+            Err(e) => return unauthorized(&base, Some("invalid_token"), &e.to_string()),
+        }
+    } else {
+        (AssistantToken::hash(token), None)
+    };
+    match deps.assistants.by_hash(&hash).await {
+        Ok(Some(t))
+            if t.is_active()
+                && match &expect {
+                    None => t.kind == CredentialKind::Bearer,
+                    Some(client) => t.kind == CredentialKind::ClientCredentials && &t.id == client,
+                } =>
+        {
             req.extensions_mut().insert(Caller(t));
             next.run(req).await
         }
         // Unknown and revoked look the same to the caller.
-        Ok(_) => unauthorized(Some("invalid_token"), "the token is unknown or revoked"),
+        Ok(_) => unauthorized(
+            &base,
+            Some("invalid_token"),
+            "the token is unknown or revoked",
+        ),
         Err(e) => {
             tracing::error!(error = %Chain(&e), "reading assistant tokens failed");
             (
@@ -139,13 +183,15 @@ async fn authenticate(State(deps): State<Arc<McpDeps>>, mut req: Request, next: 
 }
 
 /// RFC 6750: 401 with the challenge (an error code only when a token was
-/// sent).
-fn unauthorized(code: Option<&str>, description: &str) -> Response {
+/// sent), naming the protected resource metadata (RFC 9728) where OAuth
+/// clients find the token endpoint.
+fn unauthorized(base: &str, code: Option<&str>, description: &str) -> Response {
+    let metadata = oauth::resource_metadata_url(base);
     let challenge = match code {
         Some(code) => format!(
-            "Bearer realm=\"fieldgate\", error=\"{code}\", error_description=\"{description}\""
+            "Bearer realm=\"fieldgate\", error=\"{code}\", error_description=\"{description}\", resource_metadata=\"{metadata}\""
         ),
-        None => "Bearer realm=\"fieldgate\"".to_owned(),
+        None => format!("Bearer realm=\"fieldgate\", resource_metadata=\"{metadata}\""),
     };
     let code = code.unwrap_or("unauthorized");
     (

@@ -12,12 +12,13 @@ use fieldgate::Chain;
 use fieldgate::clock::new_proposal_id;
 use fieldgate::domain::workflow::is_blank;
 use fieldgate::domain::{
-    AssetBinding, AssetId, AssistantProposal, AssistantToken, FieldKind, Intake, Proposal,
-    ProposalId, Status, Workflow, WorkflowId,
+    AssetBinding, AssetContext, AssetId, AssistantProposal, AssistantToken, FieldKind, Intake,
+    Operation, Proposal, ProposalId, Status, UpdateTarget, Workflow, WorkflowId,
 };
 use fieldgate::ports::Created;
 use fieldgate::review::status_ref;
 use fieldgate::structuring::validate_assistant;
+use fieldgate::update;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
@@ -88,6 +89,11 @@ pub struct ProposeParams {
     /// that bind one.
     #[serde(default)]
     pub asset_id: Option<String>,
+    /// For a workflow whose operation is "update": the Salesforce id of the
+    /// existing record to change (a record of the workflow's object). Give
+    /// only the fields to change; the others keep their values.
+    #[serde(default)]
+    pub record_id: Option<String>,
     /// A key you choose per intended record (e.g. a UUID), 8–128
     /// characters of letters, digits and `-_.:`. Calling again with the same
     /// key returns the same proposal instead of making a second one.
@@ -140,6 +146,77 @@ impl Tools {
                     if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
                 ))
             })
+    }
+
+    /// The record an update proposal changes, read from Salesforce now:
+    /// it must exist, be of the workflow's object and be about an asset.
+    async fn update_target(
+        &self,
+        wf: &Workflow,
+        record_id: Option<&str>,
+    ) -> Result<Result<(AssetContext, UpdateTarget), CallToolResult>, ErrorData> {
+        let Some(raw) = record_id.map(str::trim).filter(|r| !r.is_empty()) else {
+            return Ok(Err(refuse(format!(
+                "Workflow {} changes an existing {} record: give its Salesforce id as record_id",
+                wf.id, wf.object
+            ))));
+        };
+        let not_found = || {
+            refuse(format!(
+                "No {} record has id {raw:?}: workflow {} changes only existing {} records (ids are 15 or 18 letters and digits)",
+                wf.object, wf.id, wf.object
+            ))
+        };
+        if !update::looks_like_record_id(raw) {
+            return Ok(Err(not_found()));
+        }
+        let Some(rec) = self
+            .deps
+            .search
+            .0
+            .record(&wf.object, raw, &update::read_fields(wf))
+            .await
+            .map_err(|e| internal("reading the record failed", &e))?
+        else {
+            return Ok(Err(not_found()));
+        };
+        // Salesforce answers with its 18-character id.
+        let id = rec
+            .get("Id")
+            .and_then(|v| v.as_str())
+            .unwrap_or(raw)
+            .to_owned();
+        let Some(target) = update::snapshot(wf, &id, &rec) else {
+            return Err(ErrorData::internal_error(
+                "the record was read without its LastModifiedDate",
+                None,
+            ));
+        };
+        let asset_field = wf
+            .update
+            .as_ref()
+            .map(|u| u.asset_field.as_str())
+            .unwrap_or("AssetId");
+        let asset_id = rec
+            .get(asset_field)
+            .and_then(|v| v.as_str())
+            .and_then(|a| a.parse::<AssetId>().ok());
+        let asset = match asset_id {
+            Some(a) => self
+                .deps
+                .assets
+                .lookup(&a)
+                .await
+                .map_err(|e| internal("asset lookup failed", &e))?,
+            None => None,
+        };
+        match asset {
+            Some(a) => Ok(Ok((a, target))),
+            None => Ok(Err(refuse(format!(
+                "{} {} has no asset ({asset_field} is empty); workflow {} changes only records about an asset",
+                wf.object, target.label, wf.id
+            )))),
+        }
     }
 
     fn status_url(&self, parts: &http::request::Parts, id: ProposalId) -> String {
@@ -206,6 +283,7 @@ fn describe_workflow(wf: &Workflow) -> Value {
         "constants": wf.constants,
         "bindings": wf.bindings,
         "needs_asset": binds_asset(wf),
+        "needs_record_id": wf.operation == Operation::Update,
     })
 }
 
@@ -300,7 +378,7 @@ fn what_next(status: Status) -> &'static str {
         Status::Approved | Status::Committing => "Approved; being written to Salesforce.",
         Status::Committed => "Written to Salesforce.",
         Status::NeedsAttention => {
-            "Salesforce refused the approved record; it is back with the reviewers."
+            "Salesforce refused the approved record, or it was changed in Salesforce since; it is back with the reviewers."
         }
         Status::Rejected => "A reviewer rejected it. Nothing was written to Salesforce.",
         Status::Expired => "Nobody reviewed it in time. Nothing was written to Salesforce.",
@@ -395,7 +473,7 @@ impl Tools {
     }
 
     #[tool(
-        description = "Propose a Salesforce record for a person to review. It is NOT written to Salesforce now: reviewers get an email, may correct fields, and approve or reject; only an approved record is written. Give only fields the workflow lists (see list_workflows), the user's own words verbatim as source_text, and for each field the exact words of source_text that support it as evidence. Anything outside the workflow is refused with a message saying what is allowed. Use the same idempotency_key when retrying. Returns proposal_id, status and a status_url; check progress with get_proposal.",
+        description = "Propose a Salesforce record for a person to review. It is NOT written to Salesforce now: reviewers get an email, may correct fields, and approve or reject; only an approved record is written. Give only fields the workflow lists (see list_workflows), the user's own words verbatim as source_text, and for each field the exact words of source_text that support it as evidence. Anything outside the workflow is refused with a message saying what is allowed. For a workflow whose operation is \"update\", pass the existing record's id as record_id and only the fields to change; the reviewer sees its current values beside yours. Use the same idempotency_key when retrying. Returns proposal_id, status and a status_url; check progress with get_proposal.",
         annotations(
             title = "Propose a record for review",
             read_only_hint = false,
@@ -436,14 +514,29 @@ impl Tools {
         let problems = field_problems(&wf, &p.fields, &p.evidence);
         if !problems.is_empty() {
             return Ok(refuse(format!(
-                "Nothing was proposed. {}. Workflow {} creates {} records and takes only these fields: {}.",
+                "Nothing was proposed. {}. Workflow {} {} {} records and takes only these fields: {}.",
                 problems.join("; "),
                 wf.id,
+                if wf.operation == Operation::Update {
+                    "updates"
+                } else {
+                    "creates"
+                },
                 wf.object,
                 allowed_fields(&wf)
             )));
         }
+        let mut target = None;
         let asset = match (binds_asset(&wf), p.asset_id.as_deref()) {
+            _ if wf.operation == Operation::Update => {
+                match self.update_target(&wf, p.record_id.as_deref()).await? {
+                    Ok((asset, t)) => {
+                        target = Some(t);
+                        asset
+                    }
+                    Err(refusal) => return Ok(refusal),
+                }
+            }
             (true, None) => {
                 return Ok(refuse(format!(
                     "Workflow {} needs asset_id: find it with find_assets",
@@ -519,6 +612,8 @@ impl Tools {
             },
             now,
         );
+        let mut t = t;
+        t.proposal.update = target;
         let key = format!("MCP#{}#{}", who.id, p.idempotency_key);
         let created = self
             .deps
@@ -647,6 +742,13 @@ fn report(p: &Proposal, status_url: String) -> Value {
         "explanation": what_next(p.status),
         "created_at": p.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
         "asset": {"id": p.asset.id, "name": p.asset.name},
+        "record": p.update.as_ref().map(|t| json!({
+            "id": t.record_id,
+            "label": t.label,
+            "in_salesforce": t.current,
+            "last_modified": t.last_modified,
+            "changed_in_salesforce": t.changed_fields(),
+        })),
         "proposed": proposed,
         "current": current,
         "reviewer_changes": changes,

@@ -149,7 +149,13 @@ async fn resolve(
     code: &str,
 ) -> Result<(fieldgate::AssetContext, Arc<Workflow>, Freshness), AppError> {
     let (asset_id, wf_id) = deps.qr.verify(code).map_err(|_| UserError::NotFound)?;
-    let wf = deps.workflows.get(&wf_id).ok_or(UserError::NotFound)?;
+    // An update workflow changes a record by id (an assistant proposes
+    // it): a sticker for one is not a working code.
+    let wf = deps
+        .workflows
+        .get(&wf_id)
+        .filter(|w| w.operation != fieldgate::domain::Operation::Update)
+        .ok_or(UserError::NotFound)?;
     let (asset, fresh) = deps
         .assets
         .lookup_checked(&asset_id)

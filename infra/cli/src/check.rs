@@ -105,10 +105,15 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
         org: org.to_owned(),
         ..Report::default()
     };
-    let upsert = wf.operation == Operation::Upsert;
+    let op = wf.operation;
+    let upsert = op == Operation::Upsert;
+    let update = op == Operation::Update;
     let obj = wf.object.as_str();
-    if describe["createable"] != Value::Bool(true) {
+    if !update && describe["createable"] != Value::Bool(true) {
         r.problem(obj, "the integration user cannot create this object");
+    }
+    if update && describe["updateable"] != Value::Bool(true) {
+        r.problem(obj, "the integration user cannot update this object");
     }
     if upsert && describe["updateable"] != Value::Bool(true) {
         r.problem(
@@ -129,7 +134,7 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
     let mut covered: BTreeSet<String> = BTreeSet::new();
 
     for spec in &wf.fields {
-        let Some(d) = writable(&mut r, field(&spec.name), &spec.name, upsert) else {
+        let Some(d) = writable(&mut r, field(&spec.name), &spec.name, op) else {
             continue;
         };
         covered.insert(lower(&spec.name));
@@ -175,7 +180,7 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
                 }
             }
         }
-        if is_required(d) && !spec.required {
+        if !update && is_required(d) && !spec.required {
             r.problem(
                 &spec.name,
                 "Salesforce requires it on create; set required = true so a reviewer never approves it empty",
@@ -187,7 +192,7 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
     }
 
     for (name, value) in &wf.constants {
-        let Some(d) = writable(&mut r, field(name), name, upsert) else {
+        let Some(d) = writable(&mut r, field(name), name, op) else {
             continue;
         };
         covered.insert(lower(name));
@@ -213,7 +218,7 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
     }
 
     for (name, binding) in &wf.bindings {
-        let Some(d) = writable(&mut r, field(name), name, upsert) else {
+        let Some(d) = writable(&mut r, field(name), name, op) else {
             continue;
         };
         covered.insert(lower(name));
@@ -264,7 +269,28 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
         }
     }
 
-    for d in described.iter().filter(|d| is_required(d)) {
+    if let Some(u) = &wf.update {
+        // What the endpoint reads of the record must be readable.
+        for name in u.label_fields.iter().chain([&u.asset_field]) {
+            match field(name) {
+                None => r.problem(
+                    name,
+                    "no such field on the object (it is read to show the record)",
+                ),
+                Some(d)
+                    if name == &u.asset_field
+                        && !(d["type"] == "reference"
+                            && d["referenceTo"]
+                                .as_array()
+                                .is_some_and(|l| l.iter().any(|t| t == "Asset"))) =>
+                {
+                    r.problem(name, "asset_field is not a lookup to Asset")
+                }
+                Some(_) => r.ok.push(format!("{name} (read to show the record)")),
+            }
+        }
+    }
+    for d in described.iter().filter(|d| !update && is_required(d)) {
         let name = d["name"].as_str().unwrap_or_default();
         if !covered.contains(&lower(name)) {
             r.problem(
@@ -292,8 +318,9 @@ fn writable<'a>(
     r: &mut Report,
     d: Option<&'a Value>,
     name: &str,
-    upsert: bool,
+    op: Operation,
 ) -> Option<&'a Value> {
+    let upsert = op == Operation::Upsert;
     let Some(d) = d else {
         r.problem(
             name,
@@ -301,6 +328,13 @@ fn writable<'a>(
         );
         return None;
     };
+    if op == Operation::Update {
+        if d["updateable"] != Value::Bool(true) {
+            r.problem(name, "not updateable by the integration user");
+            return None;
+        }
+        return Some(d);
+    }
     if d["createable"] != Value::Bool(true) {
         r.problem(name, "not createable by the integration user");
         return None;

@@ -255,7 +255,13 @@ impl DevStack {
 
 /// The signed scan link of an asset for the first workflow.
 pub fn qr_url(keys: &Keys, workflows: &Workflows, public_url: &str, asset: &AssetId) -> String {
-    let wf = workflows.iter().next().expect("at least one workflow");
+    // A QR code reports on an asset: an update workflow (a record by id)
+    // is for assistants, not for the form.
+    let wf = workflows
+        .iter()
+        .find(|w| w.operation != fieldgate::domain::Operation::Update)
+        .or_else(|| workflows.iter().next())
+        .expect("at least one workflow");
     crate::serve::qr_url(keys, wf, public_url, asset)
 }
 
@@ -347,7 +353,11 @@ fn links(
         let Ok(id) = a.id.parse::<AssetId>() else {
             continue;
         };
-        for wf in workflows.iter() {
+        // An update workflow changes a record by id (assistants): no sticker.
+        for wf in workflows
+            .iter()
+            .filter(|w| w.operation != fieldgate::domain::Operation::Update)
+        {
             out.push(DemoLink {
                 url: crate::serve::qr_url(keys, wf, public_url, &id),
                 detail: format!("{} · {} · {}", a.serial_number, a.account_name, a.location),

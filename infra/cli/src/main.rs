@@ -204,6 +204,11 @@ enum TokenCmd {
         /// Proposals per day.
         #[arg(long, default_value_t = fieldgate::domain::AssistantLimits::default().per_day)]
         per_day: u32,
+        /// Mint an OAuth 2.0 client id and secret instead of a bearer token
+        /// (for Salesforce Agentforce: it exchanges them at
+        /// /mcp/oauth/token for short-lived access tokens).
+        #[arg(long)]
+        client_credentials: bool,
         /// The data directory of the server (as for `dev`); with
         /// FIELDGATE_TABLE set, the table instead.
         #[arg(long, default_value = ".fieldgate")]
@@ -306,10 +311,16 @@ async fn mcp_command(cmd: McpCmd) -> anyhow::Result<()> {
             workflows,
             per_minute,
             per_day,
+            client_credentials,
             data,
         } => {
             let c = components(data)?;
-            let (secret, record) = fieldgate_cli::mcp::create_token(
+            let kind = if client_credentials {
+                fieldgate::domain::CredentialKind::ClientCredentials
+            } else {
+                fieldgate::domain::CredentialKind::Bearer
+            };
+            let (secret, record) = fieldgate_cli::mcp::create_credential(
                 c.assistants().await?.as_ref(),
                 &*c.workflows().await?,
                 &name,
@@ -319,11 +330,28 @@ async fn mcp_command(cmd: McpCmd) -> anyhow::Result<()> {
                     per_day,
                 },
                 c.clock().as_ref(),
+                kind,
             )
             .await?;
             eprintln!("{}", fieldgate_cli::mcp::describe(&record));
-            eprintln!("The token (shown once; only its hash is stored):");
-            println!("{secret}");
+            if client_credentials {
+                let base = c
+                    .config()
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| "https://YOUR-FIELDGATE".into());
+                eprintln!(
+                    "Token endpoint: {}/mcp/oauth/token (grant_type=client_credentials)",
+                    base.trim_end_matches('/')
+                );
+                eprintln!("Client id:");
+                println!("{}", record.id);
+                eprintln!("Client secret (shown once; only its hash is stored):");
+                println!("{secret}");
+            } else {
+                eprintln!("The token (shown once; only its hash is stored):");
+                println!("{secret}");
+            }
             Ok(())
         }
         TokenCmd::List { data } => {

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use fieldgate::clock::Clock;
-use fieldgate::domain::{AssistantLimits, AssistantToken, WorkflowId, Workflows};
+use fieldgate::domain::{AssistantLimits, AssistantToken, CredentialKind, WorkflowId, Workflows};
 use fieldgate::ports::AssistantTokens;
 use time::format_description::well_known::Rfc3339;
 
@@ -17,6 +17,29 @@ pub async fn create_token(
     workflow_ids: &[String],
     limits: AssistantLimits,
     clock: &dyn Clock,
+) -> anyhow::Result<(String, AssistantToken)> {
+    create_credential(
+        tokens,
+        workflows,
+        name,
+        workflow_ids,
+        limits,
+        clock,
+        CredentialKind::Bearer,
+    )
+    .await
+}
+
+/// [`create_token`] for either kind of credential: a bearer token, or an
+/// OAuth client (its id is the record's `id`; the secret is returned).
+pub async fn create_credential(
+    tokens: &dyn AssistantTokens,
+    workflows: &Workflows,
+    name: &str,
+    workflow_ids: &[String],
+    limits: AssistantLimits,
+    clock: &dyn Clock,
+    kind: CredentialKind,
 ) -> anyhow::Result<(String, AssistantToken)> {
     let name = name.trim();
     anyhow::ensure!(
@@ -41,7 +64,14 @@ pub async fn create_token(
         limits.per_minute > 0 && limits.per_day > 0,
         "limits must be at least 1"
     );
-    let (secret, record) = AssistantToken::mint(name, ids, limits, clock.now(), &mut rand::rng());
+    let (secret, record) = match kind {
+        CredentialKind::Bearer => {
+            AssistantToken::mint(name, ids, limits, clock.now(), &mut rand::rng())
+        }
+        CredentialKind::ClientCredentials => {
+            AssistantToken::mint_client(name, ids, limits, clock.now(), &mut rand::rng())
+        }
+    };
     tokens
         .put(&record)
         .await
@@ -56,10 +86,15 @@ pub fn describe(t: &AssistantToken) -> String {
         None => "active".to_owned(),
     };
     let wfs: Vec<&str> = t.workflows.iter().map(WorkflowId::as_str).collect();
+    let kind = match t.kind {
+        CredentialKind::Bearer => "token",
+        CredentialKind::ClientCredentials => "client",
+    };
     format!(
-        "{}  {:<28} {:<8} workflows: {}  limits: {}/min {}/day  created {}",
+        "{}  {:<28} {:<6} {:<8} workflows: {}  limits: {}/min {}/day  created {}",
         t.id,
         t.name,
+        kind,
         state,
         wfs.join(","),
         t.limits.per_minute,

@@ -12,6 +12,20 @@ use std::collections::BTreeMap;
 
 /// Printed once at creation; recognisable in a leaked-secret scan.
 pub const TOKEN_PREFIX: &str = "fgmcp_";
+/// A client secret (OAuth 2.0 client credentials), likewise.
+pub const CLIENT_SECRET_PREFIX: &str = "fgcs_";
+
+/// How an assistant proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A bearer token sent with every MCP request.
+    #[default]
+    Bearer,
+    /// A client id (the token's id) and secret, exchanged at the token
+    /// endpoint for short-lived access tokens (Salesforce Agentforce).
+    ClientCredentials,
+}
 
 /// How much one assistant may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +61,9 @@ pub struct AssistantToken {
     pub created_at: Timestamp,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<Timestamp>,
+    /// What `token_hash` is the hash of.
+    #[serde(default)]
+    pub kind: CredentialKind,
 }
 
 impl AssistantToken {
@@ -58,9 +75,43 @@ impl AssistantToken {
         now: Timestamp,
         rng: &mut dyn RngCore,
     ) -> (String, AssistantToken) {
+        Self::mint_kind(name, workflows, limits, now, rng, CredentialKind::Bearer)
+    }
+
+    /// A fresh assistant with client credentials: the secret to print once
+    /// (the client id is the record's `id`), and the record to store.
+    pub fn mint_client(
+        name: &str,
+        workflows: Vec<WorkflowId>,
+        limits: AssistantLimits,
+        now: Timestamp,
+        rng: &mut dyn RngCore,
+    ) -> (String, AssistantToken) {
+        Self::mint_kind(
+            name,
+            workflows,
+            limits,
+            now,
+            rng,
+            CredentialKind::ClientCredentials,
+        )
+    }
+
+    fn mint_kind(
+        name: &str,
+        workflows: Vec<WorkflowId>,
+        limits: AssistantLimits,
+        now: Timestamp,
+        rng: &mut dyn RngCore,
+        kind: CredentialKind,
+    ) -> (String, AssistantToken) {
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
-        let token = format!("{TOKEN_PREFIX}{}", B64.encode(secret));
+        let prefix = match kind {
+            CredentialKind::Bearer => TOKEN_PREFIX,
+            CredentialKind::ClientCredentials => CLIENT_SECRET_PREFIX,
+        };
+        let token = format!("{prefix}{}", B64.encode(secret));
         let mut id = [0u8; 6];
         rng.fill_bytes(&mut id);
         let record = AssistantToken {
@@ -71,6 +122,7 @@ impl AssistantToken {
             limits,
             created_at: now,
             revoked_at: None,
+            kind,
         };
         (token, record)
     }

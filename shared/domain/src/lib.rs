@@ -12,7 +12,7 @@ pub mod status;
 pub mod tokens;
 pub mod workflow;
 
-pub use assistant::{AssistantLimits, AssistantProposal, AssistantToken};
+pub use assistant::{AssistantLimits, AssistantProposal, AssistantToken, CredentialKind};
 pub use audit::{
     Actor, AuditBreak, AuditEvent, AuditHead, BoundRevision, ChainError, ExportLine, export_lines,
     stored_revisions, verify_chain, verify_export, verify_record,
@@ -20,15 +20,16 @@ pub use audit::{
 pub use ids::{AssetId, IdError, ProposalId, WorkflowId};
 pub use proposal::{
     AssetContext, CommitProgress, Decision, DecisionKind, DomainError, Intake, PhotoRef, Proposal,
-    ReviewGrant, ReviewRound, SalesforceProblem, StructuringInfo, Transition,
+    RecordChange, ReviewGrant, ReviewRound, SalesforceProblem, StructuringInfo, Transition,
+    UpdateTarget,
 };
 pub use rate::{RetryAfter, SlidingLimit, TokenBucket, WindowCount, window_end};
 pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
-    AssetBinding, FieldKind, FieldSpec, Operation, PhotoPolicy, StructurerKind, Workflow,
-    WorkflowError, Workflows,
+    AssetBinding, FieldKind, FieldSpec, Operation, PhotoPolicy, StructurerKind, UpdatePolicy,
+    Workflow, WorkflowError, Workflows,
 };
 
 pub mod fixtures;

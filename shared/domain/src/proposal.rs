@@ -6,6 +6,7 @@ use super::audit::{Actor, AuditEvent, GENESIS};
 use super::revision::{Fields, Revision};
 use super::{AssetId, ProposalId, Status, Timestamp, WorkflowId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What the technician saw on the form: a snapshot of the asset at intake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +151,45 @@ pub struct CommitProgress {
     pub failures: u32,
 }
 
+/// The record an update proposal changes, as Salesforce held it when the
+/// proposal was made (or, after a conflict, when the commit last looked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateTarget {
+    pub record_id: String,
+    /// What people call it (a Case's number and subject).
+    pub label: String,
+    /// The record's `LastModifiedDate`, as Salesforce wrote it: the commit
+    /// writes only while the record still has it.
+    pub last_modified: String,
+    /// The record's values of the workflow's fields.
+    pub current: BTreeMap<String, serde_json::Value>,
+    /// Set when the commit found the record changed in Salesforce since:
+    /// what it held before, for the reviewer to compare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<RecordChange>,
+}
+
+/// A change made in Salesforce after the proposal (or the last review).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordChange {
+    pub previous_last_modified: String,
+    pub previous: BTreeMap<String, serde_json::Value>,
+}
+
+impl UpdateTarget {
+    /// The fields whose value differs between `previous` and `current`.
+    pub fn changed_fields(&self) -> Vec<String> {
+        let Some(c) = &self.changed else {
+            return vec![];
+        };
+        self.current
+            .iter()
+            .filter(|(k, v)| c.previous.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
     pub id: ProposalId,
@@ -163,6 +203,9 @@ pub struct Proposal {
     pub updated_at: Timestamp,
     pub asset: AssetContext,
     pub intake: Intake,
+    /// For an `update` workflow: the record it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateTarget>,
     #[serde(default)]
     pub revisions: Vec<Revision>,
     pub structuring: Option<StructuringInfo>,
@@ -226,6 +269,7 @@ impl Proposal {
             updated_at: now,
             asset,
             intake,
+            update: None,
             revisions: vec![],
             structuring: None,
             review: ReviewRound::default(),

@@ -50,6 +50,9 @@ fn value_line(text: &str, value: &str) -> Option<usize> {
 pub enum Operation {
     Create,
     Upsert,
+    /// Changes an existing record, found by its id, in only the declared
+    /// fields (and only those a proposal gives a value).
+    Update,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -231,6 +234,19 @@ pub struct HandoffPolicy {
     pub priority_field: Option<String>,
 }
 
+/// How an `update` workflow finds and shows the record it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePolicy {
+    /// Fields that name the record for people (a Case's number, subject).
+    #[serde(default)]
+    pub label_fields: Vec<String>,
+    /// The record's lookup to the Asset it is about, shown to the reviewer
+    /// as the asset of the proposal (a record without one cannot be
+    /// proposed to).
+    pub asset_field: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WorkflowFile {
@@ -255,6 +271,8 @@ struct WorkflowFile {
     photo: PhotoPolicy,
     handoff: HandoffPolicy,
     fields: Vec<FieldSpec>,
+    #[serde(default)]
+    update: Option<UpdatePolicy>,
 }
 
 fn default_review_hours() -> u32 {
@@ -278,6 +296,8 @@ pub struct Workflow {
     pub photo: PhotoPolicy,
     pub handoff: HandoffPolicy,
     pub fields: Vec<FieldSpec>,
+    /// Set exactly when `operation` is `update`.
+    pub update: Option<UpdatePolicy>,
     schema: Value,
     validator: Arc<jsonschema::Validator>,
 }
@@ -336,8 +356,56 @@ impl Workflow {
                     format!("external_id_field {f:?} is not an API name"),
                 ));
             }
+            (Operation::Update, Some(_)) => {
+                return Err(invalid(
+                    "operation = \"update\" changes a record by its id: it takes no external_id_field".into(),
+                ));
+            }
             (_, f) => f,
         };
+        match (&raw.operation, &raw.update) {
+            (Operation::Update, None) => {
+                return Err(invalid(
+                    "operation = \"update\" needs an [update] table with asset_field (and label_fields)".into(),
+                ));
+            }
+            (Operation::Create | Operation::Upsert, Some(_)) => {
+                return Err(invalid(
+                    "[update] is for operation = \"update\" only".into(),
+                ));
+            }
+            (_, Some(u)) => {
+                for f in u.label_fields.iter().chain([&u.asset_field]) {
+                    if !is_api_name(f) {
+                        return Err(invalid(format!("[update] {f:?} is not an API name")));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if raw.operation == Operation::Update {
+            if !raw.bindings.is_empty() {
+                return Err(invalid(
+                    "operation = \"update\" takes no [bindings]: the record exists, and its lookups are not changed by a proposal".into(),
+                ));
+            }
+            if let Some(f) = raw
+                .fields
+                .iter()
+                .find(|f| f.default.is_some() || f.required)
+            {
+                return Err(invalid(format!(
+                    "field {}: an update changes only the fields a proposal gives, so no field is required or has a default",
+                    f.name
+                )));
+            }
+            if raw.photo.allowed {
+                return Err(invalid(
+                    "operation = \"update\": set [photo] allowed = false (updates carry no photo)"
+                        .into(),
+                ));
+            }
+        }
         if raw.reviewers.is_empty() {
             return Err(key(
                 "reviewers",
@@ -461,6 +529,7 @@ impl Workflow {
             photo: raw.photo,
             handoff: raw.handoff,
             fields: raw.fields,
+            update: raw.update,
             schema,
             validator: Arc::new(validator),
         })
@@ -643,6 +712,63 @@ mod tests {
     // The shipped workflow, read at compile time: the domain does no I/O.
     const FIELD_SERVICE_CASE: &str =
         include_str!("../../../infra/workflows/field-service-case.toml");
+
+    const CASE_PRIORITY_STATUS: &str =
+        include_str!("../../../infra/workflows/case-priority-status.toml");
+
+    #[test]
+    fn update_workflow_loads_and_its_mistakes_are_refused() {
+        let w = Workflow::from_toml("x", CASE_PRIORITY_STATUS).unwrap();
+        assert_eq!(w.operation, Operation::Update);
+        assert_eq!(w.update.as_ref().unwrap().asset_field, "AssetId");
+        assert!(w.check(&BTreeMap::new()).is_empty(), "nothing is required");
+        let rec = w.record(
+            &[
+                ("Priority".to_string(), json!("High")),
+                ("Status".to_string(), Value::Null),
+            ]
+            .into(),
+            &AssetContext {
+                id: "02i000000000001AAA".parse().unwrap(),
+                name: "x".into(),
+                serial_number: None,
+                account_id: None,
+                account_name: None,
+                location: None,
+            },
+        );
+        assert_eq!(
+            Value::Object(rec),
+            json!({"Priority": "High"}),
+            "only given fields"
+        );
+        for (from, to) in [
+            (
+                "[update]\n",
+                "external_id_field = \"Fieldgate_Proposal_Id__c\"\n[update]\n",
+            ),
+            (
+                "restricted = true\n",
+                "restricted = true\ndefault = \"Medium\"\n",
+            ),
+            (
+                "restricted = true\n",
+                "restricted = true\nrequired = true\n",
+            ),
+            ("allowed = false", "allowed = true"),
+            (
+                "[update]\n",
+                "[bindings]\nAssetId = \"asset.id\"\n[update]\n",
+            ),
+            ("operation = \"update\"", "operation = \"create\""),
+        ] {
+            let bad = CASE_PRIORITY_STATUS.replacen(from, to, 1);
+            assert_ne!(bad, CASE_PRIORITY_STATUS, "{from}");
+            assert!(Workflow::from_toml("x", &bad).is_err(), "accepted: {to}");
+        }
+        let no_update = CASE_PRIORITY_STATUS.replace("[update]", "[ignored]");
+        assert!(Workflow::from_toml("x", &no_update).is_err());
+    }
 
     fn wf() -> Workflow {
         Workflow::from_toml("x", FIELD_SERVICE_CASE).unwrap()

@@ -96,7 +96,18 @@ impl Transport {
         path: &str,
         body: Option<Body>,
     ) -> Result<(StatusCode, Option<Value>), SfError> {
-        let once = || self.call_renewing(method.clone(), path, body.clone());
+        self.call_with(method, path, body, &[]).await
+    }
+
+    /// [`Transport::call`] with extra request headers (conditional requests).
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        headers: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<(StatusCode, Option<Value>), SfError> {
+        let once = || self.call_renewing_with(method.clone(), path, body.clone(), headers);
         once.retry(self.backoff())
             .when(SfError::is_transient)
             .notify(|e, d| tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Salesforce call failed; retrying"))
@@ -121,11 +132,23 @@ impl Transport {
         path: &str,
         body: Option<Body>,
     ) -> Result<(StatusCode, Option<Value>), SfError> {
+        self.call_renewing_with(method, path, body, &[]).await
+    }
+
+    async fn call_renewing_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+        headers: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<(StatusCode, Option<Value>), SfError> {
         match self
-            .call_once(method.clone(), path, body.clone(), false)
+            .call_once(method.clone(), path, body.clone(), headers, false)
             .await
         {
-            Err(SfError::Api { status: 401, .. }) => self.call_once(method, path, body, true).await,
+            Err(SfError::Api { status: 401, .. }) => {
+                self.call_once(method, path, body, headers, true).await
+            }
             other => other,
         }
     }
@@ -135,6 +158,7 @@ impl Transport {
         method: Method,
         path: &str,
         body: Option<Body>,
+        headers: &[(reqwest::header::HeaderName, String)],
         renew: bool,
     ) -> Result<(StatusCode, Option<Value>), SfError> {
         let token = self.token(renew).await?;
@@ -147,6 +171,9 @@ impl Transport {
             )
         };
         let mut req = self.http.request(method, &url).bearer_auth(&token.access);
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
         req = match body {
             Some(Body::Json(v)) => req.json(&v),
             Some(Body::Multipart {

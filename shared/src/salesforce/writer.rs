@@ -4,7 +4,7 @@
 use super::client::{SalesforceClient, soql_quote, url_encode};
 use super::error::SfError;
 use super::transport::Body;
-use crate::ports::{Attachment, RecordWriter, Upserted, WriteError};
+use crate::ports::{Attachment, RecordWriter, Updated, Upserted, WriteError};
 use async_trait::async_trait;
 use backon::Retryable;
 use base64::Engine;
@@ -22,11 +22,56 @@ fn api_name(s: &str) -> Result<&str, WriteError> {
     }
 }
 
+/// A Salesforce datetime (`2020-11-30T08:34:54.000+0000`) as the
+/// HTTP-date of a conditional request (`Mon, 30 Nov 2020 08:34:54 GMT`).
+/// Salesforce keeps whole seconds, so nothing is lost.
+pub(crate) fn http_date(sf: &str) -> Option<String> {
+    let t = time::OffsetDateTime::parse(
+        sf,
+        time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]][offset_hour sign:mandatory][offset_minute]"
+        ),
+    )
+    .or_else(|_| time::OffsetDateTime::parse(sf, &time::format_description::well_known::Rfc3339))
+    .ok()?
+    .to_offset(time::UtcOffset::UTC);
+    t.format(time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    ))
+    .ok()
+}
+
 fn path_segment(s: &str) -> String {
     url_encode(s).replace('+', "%20")
 }
 
 impl SalesforceClient {
+    /// One record's fields by id; `None` when the object has no record
+    /// with this id (or the integration user cannot see it).
+    pub async fn record(
+        &self,
+        object: &str,
+        id: &str,
+        fields: &[String],
+    ) -> Result<Option<Map<String, Value>>, WriteError> {
+        for f in fields {
+            api_name(f)?;
+        }
+        let path = format!(
+            "/sobjects/{}/{}?fields={}",
+            api_name(object)?,
+            api_name(id)?,
+            fields.join(",")
+        );
+        match self.transport.call(Method::GET, &path, None).await {
+            Ok((_, Some(Value::Object(m)))) => Ok(Some(m)),
+            Ok(_) => Err(WriteError::Transient("read answer is not a record".into())),
+            Err(SfError::Api { status: 404, .. }) => Ok(None),
+            Err(SfError::Api { code, .. }) if code == "MALFORMED_ID" => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The ContentVersion titled `title` first published on `record_id`
     /// (which the caller checked is an API name).
     async fn lookup_attachment(
@@ -120,6 +165,38 @@ impl RecordWriter for SalesforceClient {
             .and_then(|b| b["id"].as_str())
             .map(str::to_owned)
             .ok_or_else(|| WriteError::Transient("create answer lacks id".into()))
+    }
+
+    async fn update(
+        &self,
+        object: &str,
+        id: &str,
+        record: &Map<String, Value>,
+        unmodified_since: Option<&str>,
+    ) -> Result<Updated, WriteError> {
+        let path = format!("/sobjects/{}/{}", api_name(object)?, api_name(id)?);
+        let mut headers = Vec::new();
+        if let Some(since) = unmodified_since {
+            let date = http_date(since).ok_or_else(|| {
+                WriteError::Config(format!("{since:?} is not a Salesforce datetime"))
+            })?;
+            headers.push((reqwest::header::IF_UNMODIFIED_SINCE, date));
+        }
+        match self
+            .transport
+            .call_with(
+                Method::PATCH,
+                &path,
+                Some(Body::Json(Value::Object(record.clone()))),
+                &headers,
+            )
+            .await
+        {
+            Ok(_) => Ok(Updated::Written),
+            // Contract: the record changed after the date; nothing written.
+            Err(SfError::Api { status: 412, .. }) => Ok(Updated::ChangedSince),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn read(

@@ -26,6 +26,12 @@ pub struct FieldView {
     pub proposed: String,
     /// The shown value differs from the proposal (a re-shown edit).
     pub changed: bool,
+    /// For an update: what the record holds in Salesforce now (as last
+    /// read), shown beside the proposed value.
+    pub in_salesforce: Option<String>,
+    /// For an update: Salesforce's value changed since the proposal; the
+    /// value before.
+    pub changed_in_salesforce: Option<String>,
 }
 
 /// A run of the original notes: inside `level` highlights (0 = plain),
@@ -108,6 +114,8 @@ pub struct ReviewPage<'a> {
     pub revision: &'a str,
     pub expires_at: String,
     pub problem: Option<&'a crate::domain::SalesforceProblem>,
+    /// For an update workflow: the record it changes.
+    pub record: Option<&'a crate::domain::UpdateTarget>,
     pub errors: Vec<String>,
 }
 
@@ -148,7 +156,24 @@ pub fn field_views(
                 ),
                 _ => (false, vec![]),
             };
+            let text = |v: Option<&serde_json::Value>| match v {
+                None | Some(serde_json::Value::Null) => "(empty)".to_owned(),
+                Some(serde_json::Value::String(s)) if s.is_empty() => "(empty)".to_owned(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            let in_salesforce = p
+                .update
+                .as_ref()
+                .map(|t| text(t.current.get(&spec.name)));
+            let changed_in_salesforce = p.update.as_ref().and_then(|t| {
+                let c = t.changed.as_ref()?;
+                let before = c.previous.get(&spec.name);
+                (before != t.current.get(&spec.name)).then(|| text(before))
+            });
             FieldView {
+                in_salesforce,
+                changed_in_salesforce,
                 num: i + 1,
                 name: spec.name.clone(),
                 label: spec.label.clone(),
@@ -159,7 +184,11 @@ pub fn field_views(
                 max_length: spec.max_length().unwrap_or(255),
                 evidence: fv.and_then(|f| f.evidence.clone()),
                 evidence_at: None,
-                flag: if refused.contains(&spec.name.as_str()) {
+                flag: if refused.contains(&spec.name.as_str())
+                    && problem.is_some_and(|e| e.code == "RECORD_CHANGED")
+                {
+                    Some("Changed in Salesforce after the proposal: compare with the value there now".into())
+                } else if refused.contains(&spec.name.as_str()) {
                     Some(format!(
                         "Salesforce refused this field: {}",
                         problem
@@ -199,6 +228,8 @@ mod tests {
             refused: false,
             proposed: "v".into(),
             changed: false,
+            in_salesforce: None,
+            changed_in_salesforce: None,
         }
     }
 

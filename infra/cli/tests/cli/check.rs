@@ -92,6 +92,45 @@ fn the_built_in_workflow_fits_the_dev_org() {
 }
 
 #[test]
+fn the_shipped_update_workflow_fits_the_dev_org() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../workflows/case-priority-status.toml");
+    let out = fieldgate()
+        .args(["check", "--workflow"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("passed: the workflow fits the org"), "{t}");
+    for f in ["Priority", "Status", "CaseNumber", "AssetId"] {
+        assert!(
+            t.contains(&format!("ok       {f}")),
+            "{f} not reported: {t}"
+        );
+    }
+    // Subject is required on create, not on an update.
+    assert!(!t.contains("PROBLEM"), "{t}");
+    // A field Salesforce does not let anyone update is named.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text_of = std::fs::read_to_string(&path).unwrap()
+        + "\n[[fields]]\nname = \"CaseNumber\"\nlabel = \"Number\"\ntype = \"text\"\nmax_length = 30\n";
+    std::fs::write(&bad, text_of).unwrap();
+    let out = fieldgate()
+        .args(["check", "--workflow"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("PROBLEM  CaseNumber: not updateable by the integration user"),
+        "{t}"
+    );
+}
+
+#[test]
 fn a_broken_workflow_fails_with_each_problem_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.toml");

@@ -217,6 +217,7 @@ fn run_subrequest(
         batch_size: parent.batch_size,
         body,
         in_composite: true,
+        if_unmodified_since: None,
     };
     dispatch(inner, store, &sub)
 }

@@ -51,6 +51,7 @@ pub(super) async fn rest(State(em): State<Emulator>, req: Request) -> Response {
         batch_size: batch_size(&parts.headers),
         body,
         in_composite: false,
+        if_unmodified_since: super::request::if_unmodified_since(&parts.headers),
     };
     let resp = {
         let mut store = inner.store();

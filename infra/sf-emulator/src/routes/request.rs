@@ -69,6 +69,8 @@ pub(crate) struct RestReq {
     pub body: ReqBody,
     /// Composite may not nest.
     pub in_composite: bool,
+    /// `If-Unmodified-Since` as sent (contract: conditional update).
+    pub if_unmodified_since: Option<String>,
 }
 
 impl RestReq {
@@ -118,6 +120,12 @@ pub(super) fn split_path(rest: &str) -> Option<(String, Vec<String>)> {
         .map(percent_decode)
         .collect();
     Some((version, segments))
+}
+
+pub(super) fn if_unmodified_since(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_UNMODIFIED_SINCE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 pub(super) fn batch_size(headers: &HeaderMap) -> usize {

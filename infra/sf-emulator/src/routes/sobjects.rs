@@ -20,6 +20,27 @@ fn now() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000+0000".into())
 }
 
+/// An HTTP-date (`Mon, 30 Nov 2020 08:34:54 GMT`) as epoch seconds.
+fn parse_http_date(s: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(s.trim(), &fmt)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
+/// A Salesforce datetime (`2020-11-30T08:34:54.000+0000`) as whole epoch
+/// seconds.
+fn parse_sf_datetime(s: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
+    );
+    time::PrimitiveDateTime::parse(s, &fmt)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
 fn created(id: String, with_flag: Option<bool>, obj: &ObjectDef, version: &str) -> Resp {
     let mut body = json!({"id": id, "success": true, "errors": []});
     if let Some(flag) = with_flag {
@@ -68,6 +89,30 @@ pub(super) fn update(
     req: &RestReq,
 ) -> Result<Resp, Resp> {
     let body = req.body.object(o.name)?;
+    if let Some(raw) = &req.if_unmodified_since {
+        // Contract: an invalid value is a 400; a record modified after it
+        // answers 412 and is left unchanged. Salesforce keeps whole seconds.
+        let since = parse_http_date(raw).ok_or_else(|| {
+            ApiError::new(
+                400,
+                "INVALID_HEADER_TYPE",
+                format!("Invalid If-Unmodified-Since header: {raw}"),
+            )
+        })?;
+        let record = store.get(o.name, id).ok_or_else(ApiError::not_found)?;
+        let modified = record["LastModifiedDate"]
+            .as_str()
+            .and_then(parse_sf_datetime)
+            .unwrap_or(i64::MAX);
+        if modified > since {
+            return Err(ApiError::new(
+                412,
+                "PRECONDITION_FAILED",
+                "The requested resource has been modified since the time specified in the If-Unmodified-Since header",
+            )
+            .into());
+        }
+    }
     let rules = inner.faults.rules();
     let now = now();
     let ctx = WriteCtx {

@@ -1,0 +1,350 @@
+//! OAuth 2.0 client credentials (RFC 6749 §4.4) for assistants that cannot
+//! send a static bearer token — Salesforce Agentforce connects to external
+//! MCP servers only without authentication or with client credentials.
+//!
+//! `fieldgate mcp token create --client-credentials` mints a client id (the
+//! assistant's id) and a secret (only its SHA-256 is stored). `POST
+//! /mcp/oauth/token` exchanges them for an access token that `/mcp`
+//! accepts for [`ACCESS_TOKEN_TTL`]: a JWT signed (HS256) with the
+//! deployment's link key under its own purpose, so any Lambda container
+//! can check it without shared memory; every request still reads the
+//! assistant's record, so revoking it ends its access tokens at once.
+//! The discovery documents (RFC 8414, RFC 9728) say where all this is.
+
+use crate::McpDeps;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
+use fieldgate::Chain;
+use fieldgate::domain::{AssistantToken, CredentialKind, CsrfKey, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+/// How long an access token is accepted.
+pub const ACCESS_TOKEN_TTL: time::Duration = time::Duration::minutes(15);
+/// The one scope there is: the assistant's tools.
+pub const SCOPE: &str = "mcp";
+pub const TOKEN_PATH: &str = "/mcp/oauth/token";
+/// Named in the metadata because clients require the field (RFC 8414
+/// makes it optional only without code or implicit grants); it refuses.
+pub const AUTHORIZE_PATH: &str = "/mcp/oauth/authorize";
+const PURPOSE: &str = "mcp-access-token";
+const AUDIENCE: &str = "fieldgate-mcp";
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    /// The client id (the assistant's id).
+    pub sub: String,
+    /// The SHA-256 of the client secret: the assistant's record, read on
+    /// every request (so a revocation ends the token).
+    pub cth: String,
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Why an access token is not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AccessTokenError {
+    #[error("the access token is malformed")]
+    Malformed,
+    #[error("the access token's signature is not valid")]
+    BadSignature,
+    #[error("the access token has expired; request a new one at the token endpoint")]
+    Expired,
+}
+
+const HEADER: &str = r#"{"alg":"HS256","typ":"at+jwt"}"#;
+
+/// A signed access token for this assistant, valid from `now`.
+pub fn mint(key: &CsrfKey, who: &AssistantToken, issuer: &str, now: Timestamp) -> String {
+    let claims = Claims {
+        iss: issuer.to_owned(),
+        aud: AUDIENCE.to_owned(),
+        sub: who.id.clone(),
+        cth: who.token_hash.clone(),
+        scope: SCOPE.to_owned(),
+        iat: now.unix_timestamp(),
+        exp: (now + ACCESS_TOKEN_TTL).unix_timestamp(),
+    };
+    let body = serde_json::to_vec(&claims).expect("claims serialize");
+    let signing_input = format!("{}.{}", B64.encode(HEADER), B64.encode(body));
+    let tag = key.sign_for(PURPOSE, signing_input.as_bytes());
+    format!("{signing_input}.{}", B64.encode(tag))
+}
+
+/// Whether a bearer token has the shape of an access token (a JWT) rather
+/// than an assistant's static token.
+pub fn looks_like_access_token(token: &str) -> bool {
+    token.starts_with("eyJ") && token.split('.').count() == 3
+}
+
+/// The claims of a token this deployment signed and that has not expired.
+pub fn verify(key: &CsrfKey, token: &str, now: Timestamp) -> Result<Claims, AccessTokenError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(t), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AccessTokenError::Malformed);
+    };
+    let tag = B64.decode(t).map_err(|_| AccessTokenError::Malformed)?;
+    if !key.verify_for(PURPOSE, format!("{h}.{c}").as_bytes(), &tag) {
+        return Err(AccessTokenError::BadSignature);
+    }
+    // Signed by us: the header is ours, the claims parse.
+    if B64.decode(h).ok().as_deref() != Some(HEADER.as_bytes()) {
+        return Err(AccessTokenError::Malformed);
+    }
+    let claims: Claims = B64
+        .decode(c)
+        .ok()
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .ok_or(AccessTokenError::Malformed)?;
+    if claims.aud != AUDIENCE {
+        return Err(AccessTokenError::Malformed);
+    }
+    if now.unix_timestamp() >= claims.exp {
+        return Err(AccessTokenError::Expired);
+    }
+    Ok(claims)
+}
+
+/// The base URL clients reach this deployment at (the issuer).
+pub fn base_url(deps: &McpDeps, headers: &HeaderMap) -> String {
+    match &deps.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("https://{host}")
+        }
+    }
+}
+
+/// RFC 6749 §5.2: an error answer, never cached; `invalid_client` is a 401
+/// with a challenge for the authentication scheme the client may use.
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    let mut resp = (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"fieldgate\""),
+        );
+    }
+    resp
+}
+
+fn bad_request(code: &str, description: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, code, description)
+}
+
+fn invalid_client(description: &str) -> Response {
+    oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", description)
+}
+
+/// `client_id:client_secret` from `Authorization: Basic`, each part
+/// form-urlencoded (RFC 6749 §2.3.1). `Err` when the header is there but
+/// is not Basic credentials.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ()> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| ())?.trim();
+    let (scheme, rest) = v.split_once(' ').ok_or(())?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(());
+    }
+    let raw = STANDARD.decode(rest.trim()).map_err(|_| ())?;
+    let text = String::from_utf8(raw).map_err(|_| ())?;
+    let (id, secret) = text.split_once(':').ok_or(())?;
+    let decode = |s: &str| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
+            .ok()
+            .and_then(|v| v.into_iter().next().map(|(_, v)| v))
+    };
+    Ok(Some((decode(id).ok_or(())?, decode(secret).ok_or(())?)))
+}
+
+/// `POST /mcp/oauth/token`: `grant_type=client_credentials`, the client
+/// authenticated by HTTP Basic or by `client_id` and `client_secret` in
+/// the form body (not both).
+pub async fn token(State(deps): State<Arc<McpDeps>>, headers: HeaderMap, body: Bytes) -> Response {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return bad_request(
+            "invalid_request",
+            "send the request as application/x-www-form-urlencoded",
+        );
+    }
+    let Ok(params) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
+        return bad_request("invalid_request", "the form body does not parse");
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some((k, _)) = params.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+        return bad_request(
+            "invalid_request",
+            &format!("parameter {k} is given more than once"),
+        );
+    }
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    match param("grant_type") {
+        None => return bad_request("invalid_request", "grant_type is required"),
+        Some("client_credentials") => {}
+        Some(_) => {
+            return bad_request(
+                "unsupported_grant_type",
+                "only grant_type=client_credentials is supported",
+            );
+        }
+    }
+    if let Some(scope) = param("scope")
+        && scope.split(' ').any(|s| !s.is_empty() && s != SCOPE)
+    {
+        return bad_request("invalid_scope", &format!("the only scope is {SCOPE:?}"));
+    }
+    let form = match (param("client_id"), param("client_secret")) {
+        (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
+        (None, None) => None,
+        _ => {
+            return bad_request(
+                "invalid_request",
+                "send both client_id and client_secret, or use HTTP Basic",
+            );
+        }
+    };
+    let (client_id, secret) = match (basic_credentials(&headers), form) {
+        (Ok(Some(_)), Some(_)) => {
+            return bad_request(
+                "invalid_request",
+                "authenticate the client one way: HTTP Basic or the form body, not both",
+            );
+        }
+        (Ok(Some(c)), None) | (Ok(None), Some(c)) => c,
+        (Ok(None), None) => {
+            return invalid_client(
+                "client authentication is required (HTTP Basic, or client_id and client_secret)",
+            );
+        }
+        (Err(()), _) => {
+            return invalid_client("the Authorization header is not HTTP Basic credentials");
+        }
+    };
+    let found = match deps
+        .assistants
+        .by_hash(&AssistantToken::hash(&secret))
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %Chain(&e), "reading assistant tokens failed");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again in a few seconds",
+            );
+        }
+    };
+    use subtle::ConstantTimeEq;
+    let who = found.filter(|t| {
+        t.is_active()
+            && t.kind == CredentialKind::ClientCredentials
+            && bool::from(t.id.as_bytes().ct_eq(client_id.as_bytes()))
+    });
+    // Unknown client, wrong secret and revoked client look the same.
+    let Some(who) = who else {
+        tracing::info!("client credentials refused");
+        return invalid_client("the client id and secret do not match an active client");
+    };
+    let now = deps.clock.now();
+    let access = mint(&deps.links, &who, &base_url(&deps, &headers), now);
+    tracing::info!(assistant = %who.id, "access token issued");
+    (
+        StatusCode::OK,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": ACCESS_TOKEN_TTL.whole_seconds(),
+            "scope": SCOPE,
+        })),
+    )
+        .into_response()
+}
+
+/// The authorization endpoint: there are no interactive grants.
+pub async fn authorize() -> Response {
+    bad_request(
+        "unsupported_response_type",
+        "fieldgate issues access tokens only for grant_type=client_credentials at /mcp/oauth/token",
+    )
+}
+
+/// RFC 8414 authorization server metadata.
+pub async fn authorization_server(
+    State(deps): State<Arc<McpDeps>>,
+    headers: HeaderMap,
+) -> Response {
+    let base = base_url(&deps, &headers);
+    Json(json!({
+        "issuer": base,
+        "token_endpoint": format!("{base}{TOKEN_PATH}"),
+        "authorization_endpoint": format!("{base}{AUTHORIZE_PATH}"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": [],
+        "scopes_supported": [SCOPE],
+    }))
+    .into_response()
+}
+
+/// RFC 9728 protected resource metadata of `/mcp`.
+pub async fn protected_resource(State(deps): State<Arc<McpDeps>>, headers: HeaderMap) -> Response {
+    let base = base_url(&deps, &headers);
+    Json(json!({
+        "resource": format!("{base}/mcp"),
+        "authorization_servers": [base],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": [SCOPE],
+        "resource_name": "fieldgate MCP endpoint",
+    }))
+    .into_response()
+}
+
+/// Where a client finds the protected resource metadata (for the 401
+/// challenge, MCP authorization spec).
+pub fn resource_metadata_url(base: &str) -> String {
+    format!("{base}/.well-known/oauth-protected-resource/mcp")
+}
