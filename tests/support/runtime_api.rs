@@ -378,16 +378,25 @@ impl LambdaProcess {
     /// Waits for the answer to an invocation queued with `api.enqueue`.
     pub async fn wait(&self, rx: oneshot::Receiver<Outcome>) -> Outcome {
         let mut exited = self.exited.clone();
-        tokio::select! {
-            r = rx => r.expect("the emulator keeps the request"),
-            s = exited.wait_for(Option::is_some) => {
-                let status = *s.unwrap();
-                panic!("{} exited ({status:?}) before answering; its log:\n{}", self.name, self.logs())
+        // The function's own timeout is the deadline, as Lambda's is.
+        let answer = async {
+            tokio::select! {
+                r = rx => r.expect("the emulator keeps the request"),
+                s = exited.wait_for(Option::is_some) => {
+                    let status = *s.unwrap();
+                    panic!("{} exited ({status:?}) before answering; its log:\n{}", self.name, self.logs())
+                }
             }
-            _ = tokio::time::sleep(self.api.shared.timeout) => {
-                panic!("{} did not answer within its timeout; its log:\n{}", self.name, self.logs())
-            }
-        }
+        };
+        tokio::time::timeout(self.api.shared.timeout, answer)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} did not answer within its timeout; its log:\n{}",
+                    self.name,
+                    self.logs()
+                )
+            })
     }
 
     /// Waits for the process to end (after an init error it must).
