@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
+use base64::engine::general_purpose::STANDARD;
 use fieldgate::Chain;
 use fieldgate::domain::{AssistantToken, CredentialKind, CsrfKey, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -62,9 +62,14 @@ pub enum AccessTokenError {
     Expired,
 }
 
-const HEADER: &str = r#"{"alg":"HS256","typ":"at+jwt"}"#;
+/// The HS256 secret of access tokens: derived from the link key under
+/// its own purpose, so no other signature of this deployment is one.
+fn signing_secret(key: &CsrfKey) -> Vec<u8> {
+    key.sign_for(PURPOSE, b"access-token signing key")
+}
 
-/// A signed access token for this assistant, valid from `now`.
+/// A signed access token (a JWT, RFC 9068 `at+jwt`) for this assistant,
+/// valid from `now`.
 pub fn mint(key: &CsrfKey, who: &AssistantToken, issuer: &str, now: Timestamp) -> String {
     let claims = Claims {
         iss: issuer.to_owned(),
@@ -75,10 +80,14 @@ pub fn mint(key: &CsrfKey, who: &AssistantToken, issuer: &str, now: Timestamp) -
         iat: now.unix_timestamp(),
         exp: (now + ACCESS_TOKEN_TTL).unix_timestamp(),
     };
-    let body = serde_json::to_vec(&claims).expect("claims serialize");
-    let signing_input = format!("{}.{}", B64.encode(HEADER), B64.encode(body));
-    let tag = key.sign_for(PURPOSE, signing_input.as_bytes());
-    format!("{signing_input}.{}", B64.encode(tag))
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&signing_secret(key)),
+    )
+    .expect("HS256 over plain claims cannot fail")
 }
 
 /// Whether a bearer token has the shape of an access token (a JWT) rather
@@ -87,34 +96,31 @@ pub fn looks_like_access_token(token: &str) -> bool {
     token.starts_with("eyJ") && token.split('.').count() == 3
 }
 
-/// The claims of a token this deployment signed and that has not expired.
+/// The claims of a token this deployment signed and that has not expired
+/// (checked against `now`, not the system clock: no leeway).
 pub fn verify(key: &CsrfKey, token: &str, now: Timestamp) -> Result<Claims, AccessTokenError> {
-    let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(t), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AccessTokenError::Malformed);
-    };
-    let tag = B64.decode(t).map_err(|_| AccessTokenError::Malformed)?;
-    if !key.verify_for(PURPOSE, format!("{h}.{c}").as_bytes(), &tag) {
-        return Err(AccessTokenError::BadSignature);
-    }
-    // Signed by us: the header is ours, the claims parse.
-    if B64.decode(h).ok().as_deref() != Some(HEADER.as_bytes()) {
-        return Err(AccessTokenError::Malformed);
-    }
-    let claims: Claims = B64
-        .decode(c)
-        .ok()
-        .and_then(|raw| serde_json::from_slice(&raw).ok())
-        .ok_or(AccessTokenError::Malformed)?;
-    if claims.aud != AUDIENCE {
+    use jsonwebtoken::errors::ErrorKind;
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.set_audience(&[AUDIENCE]);
+    v.set_required_spec_claims(&["exp", "aud", "sub"]);
+    // Expiry is checked below against the caller's clock (tests move it).
+    v.validate_exp = false;
+    let data = jsonwebtoken::decode::<Claims>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(&signing_secret(key)),
+        &v,
+    )
+    .map_err(|e| match e.kind() {
+        ErrorKind::InvalidSignature => AccessTokenError::BadSignature,
+        _ => AccessTokenError::Malformed,
+    })?;
+    if data.header.typ.as_deref() != Some("at+jwt") {
         return Err(AccessTokenError::Malformed);
     }
-    if now.unix_timestamp() >= claims.exp {
+    if now.unix_timestamp() >= data.claims.exp {
         return Err(AccessTokenError::Expired);
     }
-    Ok(claims)
+    Ok(data.claims)
 }
 
 /// The base URL clients reach this deployment at (the issuer).
@@ -347,4 +353,46 @@ pub async fn protected_resource(State(deps): State<Arc<McpDeps>>, headers: Heade
 /// challenge, MCP authorization spec).
 pub fn resource_metadata_url(base: &str) -> String {
     format!("{base}/.well-known/oauth-protected-resource/mcp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fieldgate::domain::fixtures::{SeededRng, at};
+    use fieldgate::domain::{AssistantLimits, AssistantToken};
+
+    fn token(key: &CsrfKey, now: Timestamp) -> String {
+        let (_, who) = AssistantToken::mint_client(
+            "Agentforce",
+            vec!["field-service-case".parse().unwrap()],
+            AssistantLimits::default(),
+            now,
+            &mut SeededRng(7),
+        );
+        mint(key, &who, "https://fg.example", now)
+    }
+
+    #[test]
+    fn only_our_unexpired_hs256_tokens_verify() {
+        let now = at(1_800_000_000);
+        let key = CsrfKey::generate(&mut SeededRng(1));
+        let t = token(&key, now);
+        let claims = verify(&key, &t, now).unwrap();
+        assert_eq!(claims.aud, AUDIENCE);
+        assert_eq!(
+            verify(&key, &t, now + ACCESS_TOKEN_TTL),
+            Err(AccessTokenError::Expired)
+        );
+        // Another deployment's key.
+        let other = CsrfKey::generate(&mut SeededRng(2));
+        assert_eq!(verify(&other, &t, now), Err(AccessTokenError::BadSignature));
+        // `alg: none` with our claims: refused before anything is read.
+        let (_, claims_part, _) = {
+            let mut p = t.split('.');
+            (p.next().unwrap(), p.next().unwrap(), p.next().unwrap())
+        };
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.{claims_part}.");
+        assert_eq!(verify(&key, &none, now), Err(AccessTokenError::Malformed));
+        assert_eq!(verify(&key, "x.y.z", now), Err(AccessTokenError::Malformed));
+    }
 }
