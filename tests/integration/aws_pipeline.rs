@@ -87,16 +87,18 @@ where
     F: FnMut(aws_lambda_events::dynamodb::Event) -> Fut,
     Fut: std::future::Future<Output = aws_lambda_events::streams::DynamoDbEventResponse>,
 {
-    for _ in 0..200 {
-        poller.poll(&mut handler).await.expect("stream readable");
-        let p = store.get(id).await.unwrap().expect("proposal exists");
-        if done(&p) {
-            return p;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let p = store.get(id).await.unwrap();
-    panic!("step did not finish; proposal: {p:#?}");
+    fieldgate_tests::wait_for_or(
+        async || {
+            poller.poll(&mut handler).await.expect("stream readable");
+            let p = store.get(id).await.unwrap().expect("proposal exists");
+            done(&p).then_some(p)
+        },
+        async || {
+            let p = store.get(id).await.unwrap();
+            format!("step did not finish; proposal: {p:#?}")
+        },
+    )
+    .await
 }
 
 /// What the stand-ins hold for one test: a bucket, the SES sender, the

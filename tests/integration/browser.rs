@@ -10,7 +10,7 @@ use fieldgate::ports::ProposalStore;
 use fieldgate_tests::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const W: u32 = 390;
 const H: u32 = 844;
@@ -156,22 +156,21 @@ impl Browser {
 
     /// Waits (20 s at most) until `css` is displayed and its text contains `want`.
     async fn wait_text(&self, css: &str, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(e) = self.c.find(Locator::Css(css)).await
-                && e.is_displayed().await.unwrap_or(false)
-            {
-                let t = e.text().await.unwrap_or_default();
-                if t.contains(want) {
-                    return t;
+        fieldgate_tests::wait_for_or(
+            async || {
+                let e = self.c.find(Locator::Css(css)).await.ok()?;
+                if !e.is_displayed().await.unwrap_or(false) {
+                    return None;
                 }
-            }
-            if Instant::now() > deadline {
+                let t = e.text().await.unwrap_or_default();
+                t.contains(want).then_some(t)
+            },
+            async || {
                 let page = self.c.source().await.unwrap_or_default();
-                panic!("{css} with {want:?} did not appear in 20 s; page:\n{page}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                format!("{css} with {want:?} did not appear in 20 s; page:\n{page}")
+            },
+        )
+        .await
     }
 
     async fn fill(&self, css: &str, text: &str) {

@@ -31,7 +31,7 @@ use fieldgate_tests::{hidden, jpeg};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// (template resource, binary) of each function.
 const FUNCTIONS: [(&str, &str); 5] = [
@@ -262,24 +262,20 @@ async fn drive(
             return;
         }
         // Poll the stream as the mapping does, until there is a record.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let records = loop {
-            let r: Vec<Value> = feed
-                .read()
-                .await
-                .into_iter()
-                .filter(|r| matches(filter, r))
-                .collect();
-            if !r.is_empty() {
-                break r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no stream record for {} while its work is unfinished",
-                f.name
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        };
+        let name = f.name.clone();
+        let records = fieldgate_tests::wait_for_or(
+            async || {
+                let r: Vec<Value> = feed
+                    .read()
+                    .await
+                    .into_iter()
+                    .filter(|r| matches(filter, r))
+                    .collect();
+                (!r.is_empty()).then_some(r)
+            },
+            async || format!("no stream record for {name} while its work is unfinished"),
+        )
+        .await;
         for batch in records.chunks(5) {
             let resp = f.invoke(&json!({ "Records": batch })).await.json();
             assert_eq!(

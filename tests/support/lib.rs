@@ -202,20 +202,26 @@ impl Harness {
 }
 
 /// Polls `f` until it yields, failing loudly after 20 s.
-pub async fn wait_for<T, F, Fut>(mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
+pub async fn wait_for<T>(f: impl AsyncFnMut() -> Option<T>) -> T {
+    wait_for_or(f, async || "condition not reached within 20 s".to_owned()).await
+}
+
+/// As [`wait_for`], failing with what `explain` says (the page, the
+/// proposal) when the 20 s are over. The one poll loop of the tests: a
+/// condition outside the process (a browser, a stream, another process's
+/// state) has no event to wait on.
+pub async fn wait_for_or<T>(
+    mut f: impl AsyncFnMut() -> Option<T>,
+    explain: impl AsyncFnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached within 20 s"
-        );
+        if Instant::now() >= deadline {
+            panic!("{}", explain().await);
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
