@@ -282,16 +282,10 @@ impl ProposalStore for DynamoStore {
             // this is a replay of the very same proposal.
             Err(TxFailure::Condition(failed)) if failed.contains(&2) => {
                 let k = idempotency_key.expect("item 2 is the idempotency key");
-                let item = self
-                    .get_item(Self::key(format!("I#{k}")))
+                self.idempotent(k)
                     .await?
-                    .ok_or_else(|| backend("idempotency item vanished"))?;
-                match item.get("proposal") {
-                    Some(AttributeValue::S(id)) => Ok(Created::Existing(
-                        id.parse().map_err(|e: crate::domain::IdError| backend(e))?,
-                    )),
-                    _ => Err(backend("idempotency item without proposal")),
-                }
+                    .map(Created::Existing)
+                    .ok_or_else(|| backend("idempotency item vanished"))
             }
             Err(TxFailure::Condition(_)) => Err(StoreError::Conflict),
             Err(TxFailure::Other(e)) => Err(e),

@@ -512,6 +512,19 @@ pub(crate) fn insert_event(c: &Connection, e: &AuditEvent) -> Result<(), StoreEr
     Ok(())
 }
 
+/// The proposal an idempotency key names, if any.
+fn idempotency_target(c: &Connection, key: &str) -> Result<Option<ProposalId>, StoreError> {
+    let id: Option<String> = c
+        .prepare_cached("SELECT proposal_id FROM idempotency_keys WHERE key = ?1")
+        .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
+        .map_err(backend("reading an idempotency key"))?;
+    id.map(|id| {
+        id.parse()
+            .map_err(|e| StoreError::backend("a stored proposal id", e))
+    })
+    .transpose()
+}
+
 pub(crate) fn insert_idempotency(
     c: &Connection,
     key: &str,
@@ -558,17 +571,10 @@ impl ProposalStore for SqliteStore {
         let t = t.clone();
         let key = idempotency_key.map(str::to_owned);
         self.write(move |c| {
-            if let Some(k) = &key {
-                let existing: Option<String> = c
-                    .prepare_cached("SELECT proposal_id FROM idempotency_keys WHERE key = ?1")
-                    .and_then(|mut s| s.query_row(params![k], |r| r.get(0)).optional())
-                    .map_err(backend("reading an idempotency key"))?;
-                if let Some(id) = existing {
-                    let id = id
-                        .parse()
-                        .map_err(|e| StoreError::backend("a stored proposal id", e))?;
-                    return Ok((Created::Existing(id), None));
-                }
+            if let Some(k) = &key
+                && let Some(id) = idempotency_target(c, k)?
+            {
+                return Ok((Created::Existing(id), None));
             }
             let exists: bool = c
                 .prepare_cached("SELECT EXISTS (SELECT 1 FROM proposals WHERE id = ?1)")
@@ -735,18 +741,7 @@ impl ProposalStore for SqliteStore {
 
     async fn idempotent(&self, key: &str) -> Result<Option<ProposalId>, StoreError> {
         let key = key.to_owned();
-        self.read(move |c| {
-            let id: Option<String> = c
-                .prepare_cached("SELECT proposal_id FROM idempotency_keys WHERE key = ?1")
-                .and_then(|mut s| s.query_row(params![key], |r| r.get(0)).optional())
-                .map_err(backend("reading an idempotency key"))?;
-            id.map(|id| {
-                id.parse()
-                    .map_err(|e| StoreError::backend("a stored proposal id", e))
-            })
-            .transpose()
-        })
-        .await
+        self.read(move |c| idempotency_target(c, &key)).await
     }
 }
 
