@@ -14,7 +14,7 @@
 //! | `FIELDGATE_TABLE` | store | DynamoDB table; set = running in AWS, nothing falls back to files |
 //! | `FIELDGATE_PHOTO_BUCKET`, `FIELDGATE_S3_PATH_STYLE` | media | S3 bucket for photos (path style for moto) |
 //! | `FIELDGATE_MAIL_FROM`, `FIELDGATE_SES_CONFIGURATION_SET` | mail | SES v2 sender of review mail |
-//! | `FIELDGATE_SMTP_URL` | mail | review mail over SMTP (`fieldgate serve`): `smtp://` STARTTLS, `smtps://` TLS, `?tls=none` plain (local test servers); `user:password@` to sign in; with `FIELDGATE_MAIL_FROM` as the sender |
+//! | `FIELDGATE_SMTP_URL` | mail | review mail over SMTP (`fieldgate serve`): `smtp://` STARTTLS, `smtps://` TLS, `?tls=none` plain (local test servers); `user:password@` to sign in; with `FIELDGATE_MAIL_FROM` as the sender; `FIELDGATE_SMTP_CA_FILE`: PEM certificates to trust beside the platform's roots |
 //! | `FIELDGATE_HANDOFF_TOPIC` | handoff | SNS topic ARN |
 //! | `FIELDGATE_HANDOFF_WEBHOOK_URL`, `FIELDGATE_HANDOFF_WEBHOOK_SECRET` | webhook | every handoff also POSTed there, signed with HMAC-SHA256 of the secret (`fieldgate serve`) |
 //! | `SALESFORCE_*` | salesforce | see [`SalesforceSource`] |
@@ -158,6 +158,9 @@ pub struct SmtpServer {
     pub tls: SmtpTls,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `FIELDGATE_SMTP_CA_FILE`: PEM certificates trusted beside the
+    /// platform's roots (a company CA, a test server's).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SmtpServer {
@@ -168,6 +171,7 @@ impl std::fmt::Debug for SmtpServer {
             .field("tls", &self.tls)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -200,26 +204,9 @@ impl SmtpServer {
         };
         // Percent-decoding only (`+` stays `+`, unlike form decoding).
         let decode = |s: &str| {
-            let b = s.as_bytes();
-            let mut out = Vec::with_capacity(b.len());
-            let mut i = 0;
-            while i < b.len() {
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match (b[i], hex) {
-                    (b'%', Some(v)) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    (c, _) => {
-                        out.push(c);
-                        i += 1;
-                    }
-                }
-            }
-            String::from_utf8_lossy(&out).into_owned()
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
         };
         let username = Some(decode(u.username())).filter(|s| !s.is_empty());
         let password = u.password().map(decode);
@@ -247,6 +234,7 @@ impl SmtpServer {
             tls,
             username,
             password,
+            ca_file: None,
         })
     }
 }
@@ -447,7 +435,10 @@ impl Config {
         let mail = match (v.get("FIELDGATE_SMTP_URL"), from) {
             (Some(url), from) => MailConfig::Smtp {
                 // The URL's own problems first: they are the likelier typo.
-                server: SmtpServer::parse(&url)?,
+                server: SmtpServer {
+                    ca_file: v.get("FIELDGATE_SMTP_CA_FILE").map(Into::into),
+                    ..SmtpServer::parse(&url)?
+                },
                 from: from.ok_or(ConfigError::Missing {
                     var: "FIELDGATE_MAIL_FROM",
                     why: "with FIELDGATE_SMTP_URL (the sender of review mail)",

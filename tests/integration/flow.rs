@@ -688,3 +688,40 @@ async fn every_link_in_the_review_mail_can_be_prefetched_safely() {
     let page = open_review(&h, &url).await;
     assert_eq!(approve(&h, &url, &page, &[]).await.0, 200);
 }
+
+/// Steps do not block each other: a commit waiting on a slow org does not
+/// hold up the next report's structuring and review mail (issue 14: in a
+/// long run, mails went out minutes late, queued behind commits).
+#[tokio::test]
+async fn a_slow_commit_does_not_hold_up_the_next_review_mail() {
+    let h = Harness::start().await;
+    let (status, page) = h.submit("Oil leak at the rear seal, urgent", None).await;
+    assert_eq!(status, 201, "{page}");
+    let first = reference(&page);
+    let url = h.review_url(1).await;
+    let review = open_review(&h, &url).await;
+
+    // The org answers every call 10 s late from now on.
+    let faults = h.stack.emulator.faults();
+    faults.set_latency(std::time::Duration::from_secs(10));
+    let delayed = faults.delayed_answers();
+    assert_eq!(approve(&h, &url, &review, &[]).await.0, 200);
+    // The commit is waiting on the org.
+    wait_for(|| async { (faults.delayed_answers() > delayed).then_some(()) }).await;
+
+    let (status, page) = h.submit("Breaker tripped twice on the pump", None).await;
+    assert_eq!(status, 201, "{page}");
+    let second = reference(&page);
+    let url2 = h.review_url(2).await;
+    assert!(url2.contains(&second));
+    let p = proposal(&h, &first).await;
+    assert!(
+        matches!(p.status, Status::Approved | Status::Committing),
+        "the second mail went out only after the first commit: {:?}",
+        p.status
+    );
+
+    faults.set_latency(std::time::Duration::ZERO);
+    wait_status(&h, &first, Status::Committed).await;
+    assert_eq!(h.cases().len(), 1);
+}

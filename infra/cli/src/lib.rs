@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod check;
 pub mod dev;
+pub mod dispatch;
 pub mod eval;
 pub mod mcp;
 pub mod qr;

@@ -5,11 +5,11 @@
 //! The four Lambda handlers run unchanged behind one HTTP server (the two
 //! HTTP functions' routers and `/mcp`, merged as they are); the SQLite
 //! store's outbox (`changes`, written in the same transaction as each
-//! change) plays the DynamoDB stream; a dispatcher hands each change to the
-//! step whose filter matches, as Lambda's event-source mapping does.
+//! change) plays the DynamoDB stream; a dispatcher ([`crate::dispatch`])
+//! hands each change to the step whose filter matches, as Lambda's
+//! event-source mappings do.
 
 use anyhow::Context;
-use aws_lambda_events::dynamodb::{Event, EventRecord};
 use axum::Router;
 use axum::response::Response;
 use axum::routing::get;
@@ -19,15 +19,13 @@ use fieldgate::compose::{Components, Keys};
 use fieldgate::config::{Config, KeysConfig, MailConfig, WebhookConfig};
 use fieldgate::domain::{AssetId, Workflow, Workflows};
 use fieldgate::embedded::webhook::{Backoff, WebhookRelay};
-use fieldgate::embedded::{Change, FileMedia, HandoffLog, Outcome, SqliteStore};
+use fieldgate::embedded::{FileMedia, HandoffLog, SqliteStore};
 use fieldgate::ports::AssistantTokens;
-use fieldgate::stream::subject_of;
 use fieldgate_approval::ApprovalDeps;
 use fieldgate_commit::Commit;
 use fieldgate_mcp::McpDeps;
 use fieldgate_qr_intake::IntakeDeps;
 use fieldgate_structure::Structure;
-use futures_util::StreamExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -268,12 +266,14 @@ impl Pipeline {
                 }
             }));
         }
-        p.tasks.push(tokio::spawn(dispatch(
+        p.tasks.push(tokio::spawn(crate::dispatch::dispatch(
             store.clone(),
             delivered_tx,
-            structure.clone(),
-            (!opts.pause_commit).then(|| commit.clone()),
-            opts.stream_retries,
+            crate::dispatch::Steps {
+                structure: structure.clone(),
+                commit: (!opts.pause_commit).then(|| commit.clone()),
+                retries: opts.stream_retries,
+            },
         )));
 
         // Unanswered reviews expire, and structure work nobody finished is
@@ -392,138 +392,6 @@ pub fn qr_url(keys: &Keys, workflow: &Workflow, public_url: &str, asset: &AssetI
         public_url.trim_end_matches('/'),
         keys.qr.sign(asset, &workflow.id)
     )
-}
-
-/// How many proposals the dispatcher drives at once (Lambda: the shards
-/// and the parallelization factor). Changes of one proposal stay in order.
-const PARALLEL: usize = 32;
-/// Outbox rows read at a time.
-const BATCH: usize = 1024;
-
-/// Plays Lambda's event-source mapping over the outbox: undelivered changes
-/// in order, each to the step whose filter matches its new status, a
-/// failed one retried with backoff, then set aside (AWS: the on-failure
-/// queue). A change is marked delivered only after its step finished, so a
-/// crash re-delivers what was in flight (the steps resume from the
-/// proposal's state, so a repeat is harmless).
-async fn dispatch(
-    store: Arc<SqliteStore>,
-    delivered: watch::Sender<u64>,
-    structure: Arc<Structure>,
-    commit: Option<Arc<Commit>>,
-    retries: u32,
-) {
-    let mut committed = store.watch_sequence();
-    let mut after = 0;
-    loop {
-        // Read the sequence before the rows: every change up to it is
-        // committed, so it is in what the query returns.
-        let target = *committed.borrow_and_update();
-        let batch = match store.undelivered(after, BATCH).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %Chain(&e), "reading the outbox failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let Some(last) = batch.last().map(|c| c.seq) else {
-            delivered.send_if_modified(|d| {
-                let newer = target > *d;
-                *d = (*d).max(target);
-                newer
-            });
-            if committed.changed().await.is_err() {
-                return; // the store is gone
-            }
-            continue;
-        };
-        // One ordered queue per proposal, driven side by side.
-        let mut queues: Vec<(fieldgate::domain::ProposalId, Vec<Change>)> = Vec::new();
-        let mut index = std::collections::HashMap::new();
-        for ch in batch {
-            let i = *index.entry(ch.proposal).or_insert_with(|| {
-                queues.push((ch.proposal, Vec::new()));
-                queues.len() - 1
-            });
-            queues[i].1.push(ch);
-        }
-        futures_util::stream::iter(queues)
-            .for_each_concurrent(PARALLEL, |(_, changes)| {
-                let (store, structure, commit) = (&store, &structure, commit.as_deref());
-                async move {
-                    for ch in changes {
-                        // A paused step's changes stay undelivered: a later
-                        // start (with the step running) picks them up.
-                        if let Some(outcome) =
-                            deliver(&ch.record(), structure, commit, retries).await
-                        {
-                            mark(store, ch.seq, outcome).await;
-                        }
-                    }
-                }
-            })
-            .await;
-        after = last;
-        delivered.send_if_modified(|d| {
-            let newer = last > *d;
-            *d = (*d).max(last);
-            newer
-        });
-    }
-}
-
-/// Records a delivery; retried, since a change left unmarked would be
-/// delivered again after a restart (harmless, but noisy).
-async fn mark(store: &SqliteStore, seq: u64, outcome: Outcome) {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match store.mark_delivered(seq, outcome).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::error!(seq, error = %Chain(&e), "marking a change delivered failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// `None`: the change is for the commit step and it is paused.
-async fn deliver(
-    rec: &EventRecord,
-    structure: &Structure,
-    commit: Option<&Commit>,
-    retries: u32,
-) -> Option<Outcome> {
-    let Some((id, Some(status))) = subject_of(rec) else {
-        return Some(Outcome::Done);
-    };
-    if commit.is_none() && fieldgate_commit::STATUSES.contains(&status) {
-        return None;
-    }
-    let mut delay = Duration::from_millis(100);
-    for attempt in 0..=retries {
-        let mut ev = Event::default();
-        ev.records = vec![rec.clone()];
-        let resp = if fieldgate_structure::STATUSES.contains(&status) {
-            fieldgate_structure::handle_stream(structure, ev).await
-        } else if let Some(commit) = commit.filter(|_| fieldgate_commit::STATUSES.contains(&status))
-        {
-            fieldgate_commit::handle_stream(commit, ev).await
-        } else {
-            return Some(Outcome::Done);
-        };
-        if resp.batch_item_failures.is_empty() {
-            return Some(Outcome::Done);
-        }
-        if attempt < retries {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    }
-    tracing::error!(proposal = %id, %status, "record set aside after {retries} retries (AWS: on-failure queue)");
-    Some(Outcome::SetAside)
 }
 
 /// The admin's workflows: every file of `dir` (refused whole, naming file,

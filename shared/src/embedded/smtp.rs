@@ -1,13 +1,14 @@
 //! Review mail over SMTP (`fieldgate serve`): the same subject, plain-text
 //! and HTML bodies the SES mailer sends, as one `multipart/alternative`
-//! message. TLS is rustls (aws-lc-rs) with the platform's roots.
+//! message. TLS is rustls (aws-lc-rs) with the platform's roots, plus the
+//! certificates of `FIELDGATE_SMTP_CA_FILE` when set.
 
 use crate::config::{SmtpServer, SmtpTls};
 use crate::ports::{NotifyError, ReviewMail, ReviewNotifier};
 use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 
@@ -18,7 +19,22 @@ pub enum SmtpError {
     From(#[source] lettre::address::AddressError),
     #[error("FIELDGATE_SMTP_URL: TLS for this host")]
     Tls(#[source] lettre::transport::smtp::Error),
+    #[error("FIELDGATE_SMTP_CA_FILE: reading {path}")]
+    CaRead {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("FIELDGATE_SMTP_CA_FILE: {path} holds no PEM certificate")]
+    CaPem {
+        path: String,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
 }
+
+/// The longest one mail may take, dialogue included.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct SmtpNotifier {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -28,10 +44,25 @@ pub struct SmtpNotifier {
 impl SmtpNotifier {
     pub fn new(server: &SmtpServer, from: &str) -> Result<SmtpNotifier, SmtpError> {
         let from: Mailbox = from.parse().map_err(SmtpError::From)?;
-        let tls = |host: &str| TlsParameters::new(host.to_owned()).map_err(SmtpError::Tls);
+        let tls = || -> Result<TlsParameters, SmtpError> {
+            let mut b = TlsParameters::builder(server.host.clone());
+            if let Some(path) = &server.ca_file {
+                let path_name = path.display().to_string();
+                let pem = std::fs::read(path).map_err(|source| SmtpError::CaRead {
+                    path: path_name.clone(),
+                    source,
+                })?;
+                let cert = Certificate::from_pem(&pem).map_err(|source| SmtpError::CaPem {
+                    path: path_name,
+                    source,
+                })?;
+                b = b.add_root_certificate(cert);
+            }
+            b.build().map_err(SmtpError::Tls)
+        };
         let tls = match server.tls {
-            SmtpTls::StartTls => Tls::Required(tls(&server.host)?),
-            SmtpTls::Wrapper => Tls::Wrapper(tls(&server.host)?),
+            SmtpTls::StartTls => Tls::Required(tls()?),
+            SmtpTls::Wrapper => Tls::Wrapper(tls()?),
             SmtpTls::None => Tls::None,
         };
         let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&server.host)
@@ -69,11 +100,19 @@ pub fn message(from: &Mailbox, mail: &ReviewMail) -> Result<Message, NotifyError
 impl ReviewNotifier for SmtpNotifier {
     async fn send(&self, mail: &ReviewMail) -> Result<(), NotifyError> {
         let msg = message(&self.from, mail)?;
-        // lettre's errors carry the server's reply, never the credentials.
-        self.transport
-            .send(msg)
+        // lettre's timeout covers connecting, not a server that stops
+        // answering mid-dialogue: bound the whole exchange, so a stuck
+        // server fails the step (retried) instead of holding it forever.
+        let sent = tokio::time::timeout(SEND_TIMEOUT, self.transport.send(msg))
             .await
-            .map_err(|e| NotifyError::failed("sending review mail over SMTP", e))?;
+            .map_err(|_| {
+                NotifyError::failed(
+                    "sending review mail over SMTP",
+                    format!("no answer within {} s", SEND_TIMEOUT.as_secs()),
+                )
+            })?;
+        // lettre's errors carry the server's reply, never the credentials.
+        sent.map_err(|e| NotifyError::failed("sending review mail over SMTP", e))?;
         Ok(())
     }
 }

@@ -24,12 +24,36 @@ impl Drop for Running {
     }
 }
 
-/// The SMTP stand-in test.sh started; missing is a failure, never a skip.
-fn smtp() -> (u16, PathBuf) {
-    let port = std::env::var("FG_SMTP_PORT")
-        .expect("FG_SMTP_PORT: run through infra/scripts/test.sh (it starts aiosmtpd)");
-    let dir = std::env::var("FG_SMTP_MAILDIR").expect("FG_SMTP_MAILDIR: run through test.sh");
-    (port.parse().unwrap(), PathBuf::from(dir))
+/// The SMTP stand-ins test.sh started (aiosmtpd: one plain, and one that
+/// needs STARTTLS or TLS from the first byte, a login and a certificate of
+/// its throwaway CA); missing is a failure, never a skip.
+struct Smtp {
+    plain_port: u16,
+    plain_maildir: PathBuf,
+    starttls_port: u16,
+    smtps_port: u16,
+    user: String,
+    password: String,
+    ca_file: PathBuf,
+    tls_maildir: PathBuf,
+}
+
+fn smtp() -> Smtp {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name}: run through infra/scripts/test.sh (it starts aiosmtpd)")
+        })
+    };
+    Smtp {
+        plain_port: var("FG_SMTP_PORT").parse().unwrap(),
+        plain_maildir: var("FG_SMTP_MAILDIR").into(),
+        starttls_port: var("FG_SMTP_STARTTLS_PORT").parse().unwrap(),
+        smtps_port: var("FG_SMTPS_PORT").parse().unwrap(),
+        user: var("FG_SMTP_USER"),
+        password: var("FG_SMTP_PASSWORD"),
+        ca_file: var("FG_SMTP_CA_FILE").into(),
+        tls_maildir: var("FG_SMTP_TLS_MAILDIR").into(),
+    }
 }
 
 fn fieldgate() -> Command {
@@ -61,15 +85,20 @@ fn env(cmd: &mut Command, org: &Org, reviewer: &str, hook: Option<&str>) {
         env!("CARGO_MANIFEST_DIR"),
         "/../sf-emulator/fixtures/dev-jwt.key"
     );
-    let (port, _) = smtp();
+    // A pilot's mail server: STARTTLS, a login, the company's CA.
+    let mail = smtp();
     cmd.env("SALESFORCE_LOGIN_URL", &org.base)
         .env("SALESFORCE_CLIENT_ID", &org.em.config().client_id)
         .env("SALESFORCE_USERNAME", DEV_USERNAME)
         .env("SALESFORCE_PRIVATE_KEY_FILE", key)
         .env(
             "FIELDGATE_SMTP_URL",
-            format!("smtp://127.0.0.1:{port}?tls=none"),
+            format!(
+                "smtp://{}:{}@127.0.0.1:{}",
+                mail.user, mail.password, mail.starttls_port
+            ),
         )
+        .env("FIELDGATE_SMTP_CA_FILE", &mail.ca_file)
         .env("FIELDGATE_MAIL_FROM", "fieldgate@pilot.example.com")
         .env("FIELDGATE_REVIEWERS", reviewer);
     if let Some(url) = hook {
@@ -247,7 +276,7 @@ fn expected_signature(body: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_a_pilot_against_an_org_with_smtp_mail_and_a_signed_webhook() {
-    let (_, maildir) = smtp();
+    let maildir = smtp().tls_maildir;
     let org = org().await;
     let (hook, received) = receiver().await;
     let tmp = tempfile::tempdir().unwrap();
@@ -606,4 +635,95 @@ fn every_interface_without_a_public_url_warns_that_links_point_at_loopback() {
         .filter(|l| l.contains("/q/") && l.contains(WORKFLOW))
         .count();
     assert!(links >= 4, "{lines:?}");
+}
+
+/// Review mail over each kind of connection an admin configures, against
+/// aiosmtpd: STARTTLS with a login, TLS from the first byte with a login,
+/// and plain to a local server. A wrong password, a certificate nobody
+/// trusts and a plain connection to a server that demands TLS are refused,
+/// and no refusal quotes the password.
+#[tokio::test]
+async fn smtp_mail_goes_over_starttls_or_tls_with_a_login_and_refusals_are_clear() {
+    use fieldgate::config::SmtpServer;
+    use fieldgate::embedded::smtp::SmtpNotifier;
+    use fieldgate::ports::{ReviewMail, ReviewNotifier};
+
+    let s = smtp();
+    let mail = |to: &str| ReviewMail {
+        to: to.to_owned(),
+        subject: "Review: pump leaking".into(),
+        review_url: "https://fg.example.com/r/x".into(),
+        text: "Open https://fg.example.com/r/x".into(),
+        html: "<p><a href=\"https://fg.example.com/r/x\">Review</a></p>".into(),
+    };
+    let server = |url: &str, ca: bool| SmtpServer {
+        ca_file: ca.then(|| s.ca_file.clone()),
+        ..SmtpServer::parse(url).unwrap()
+    };
+    let send = async |server: SmtpServer, to: &str| {
+        SmtpNotifier::new(&server, "fieldgate@pilot.example.com")
+            .unwrap()
+            .send(&mail(to))
+            .await
+    };
+    let login = format!("{}:{}", s.user, s.password);
+
+    let to = format!("{}@pilot.example.com", unique("starttls"));
+    let url = format!("smtp://{login}@127.0.0.1:{}", s.starttls_port);
+    send(server(&url, true), &to).await.unwrap();
+    assert!(
+        mail_for(&s.tls_maildir, &to).is_some(),
+        "STARTTLS mail stored"
+    );
+
+    let to = format!("{}@pilot.example.com", unique("smtps"));
+    let url = format!("smtps://{login}@127.0.0.1:{}", s.smtps_port);
+    send(server(&url, true), &to).await.unwrap();
+    assert!(mail_for(&s.tls_maildir, &to).is_some(), "smtps mail stored");
+
+    let to = format!("{}@pilot.example.com", unique("plain"));
+    let url = format!("smtp://127.0.0.1:{}?tls=none", s.plain_port);
+    send(server(&url, false), &to).await.unwrap();
+    assert!(
+        mail_for(&s.plain_maildir, &to).is_some(),
+        "plain mail stored"
+    );
+
+    // Refusals: nothing stored, and the password in no message.
+    let wrong = "WRONG-PASSWORD-MARKER";
+    let cases = [
+        (
+            format!("smtp://{}:{wrong}@127.0.0.1:{}", s.user, s.starttls_port),
+            true,
+            "535",
+        ),
+        (
+            format!("smtps://{login}@127.0.0.1:{}", s.smtps_port),
+            false,
+            "invalid peer certificate",
+        ),
+        (
+            format!("smtp://{login}@127.0.0.1:{}", s.starttls_port),
+            false,
+            "invalid peer certificate",
+        ),
+        // The server offers no login before STARTTLS: nothing is sent.
+        (
+            format!("smtp://{login}@127.0.0.1:{}?tls=none", s.starttls_port),
+            false,
+            "No compatible authentication mechanism",
+        ),
+    ];
+    for (url, ca, why) in cases {
+        let to = format!("{}@pilot.example.com", unique("refused"));
+        let err = send(server(&url, ca), &to).await.expect_err("refused");
+        let text = format!("{}", fieldgate::Chain(&err));
+        assert!(
+            !text.contains(wrong) && !text.contains(&s.password),
+            "{text}"
+        );
+        assert!(text.contains("sending review mail over SMTP"), "{text}");
+        assert!(text.contains(why), "{url}: {text}");
+        assert!(mail_for(&s.tls_maildir, &to).is_none(), "{url}: stored");
+    }
 }
