@@ -31,6 +31,8 @@ pub struct Faults {
     drop_remaining: AtomicU32,
     dropped: AtomicU64,
     rules: Mutex<Vec<ValidationRule>>,
+    /// Until then every REST and token call answers 503.
+    outage_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl Faults {
@@ -74,6 +76,25 @@ impl Faults {
             self.dropped.fetch_add(1, Ordering::SeqCst);
         }
         taken
+    }
+
+    /// For `d` from now, every REST and token call answers 503 (the org
+    /// is down); zero ends an outage.
+    pub fn outage_for(&self, d: Duration) {
+        *self.outage_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            (!d.is_zero()).then(|| std::time::Instant::now() + d);
+    }
+
+    /// The answer of a call during an outage, if one is on.
+    pub(crate) fn outage(&self) -> Option<ApiError> {
+        self.in_outage().then(|| transient_error(503))
+    }
+
+    fn in_outage(&self) -> bool {
+        self.outage_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| std::time::Instant::now() < until)
     }
 
     /// While set, REST calls answer 403 REQUEST_LIMIT_EXCEEDED.
@@ -128,6 +149,9 @@ impl Faults {
 
     /// Consumes one pending failure, if any, and returns its error.
     pub(crate) fn take_failure(&self) -> Option<ApiError> {
+        if let Some(e) = self.outage() {
+            return Some(e);
+        }
         self.fail_remaining
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .ok()?;

@@ -264,6 +264,14 @@ impl Emulator {
         routes::router(self.clone())
     }
 
+    /// `GET`/`POST /__emulator/faults`: the [`Faults`] switches over HTTP
+    /// (JSON: `fail_next {count, status}`, `latency_ms`, `exhaust_budget`,
+    /// `drop_answers_after_write`, `outage_ms`, `expire_tokens`), for a
+    /// test in another process. Mount it only where a test wants it.
+    pub fn fault_switches(&self) -> axum::Router {
+        routes::fault_router(self.clone())
+    }
+
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         axum::serve(listener, self.router()).await
     }

@@ -35,6 +35,10 @@ struct Args {
     /// The username (`sub`) the JWT bearer grant may act as.
     #[arg(long, env = "SF_EMULATOR_JWT_USERNAME", default_value = fieldgate_sf_emulator::DEV_USERNAME)]
     jwt_username: String,
+    /// Also serve `/__emulator/faults`, where a test switches faults on
+    /// (503s, latency, an exhausted budget, lost answers, an outage).
+    #[arg(long)]
+    fault_switches: bool,
 }
 
 #[tokio::main]
@@ -71,7 +75,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.host,
         addr.port()
     );
-    axum::serve(listener, emulator.router())
+    let mut router = emulator.router();
+    if args.fault_switches {
+        router = router.merge(emulator.fault_switches());
+    }
+    axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

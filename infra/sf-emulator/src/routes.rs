@@ -33,6 +33,77 @@ pub(crate) fn router(em: Emulator) -> Router {
         .with_state(em)
 }
 
+/// The fault switches over HTTP, for tests that drive the emulator from
+/// another process (the chaos suite). Never part of [`router`]: only the
+/// standalone binary with `--fault-switches` and tests mount them.
+pub(crate) fn fault_router(em: Emulator) -> Router {
+    Router::new()
+        .route(
+            "/__emulator/faults",
+            axum::routing::get(fault_counters).post(set_faults),
+        )
+        .with_state(em)
+}
+
+/// What a POST to `/__emulator/faults` may switch; absent fields stay.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Switches {
+    /// The next `count` REST calls answer `status`.
+    fail_next: Option<FailNext>,
+    /// Added before every answer; 0 ends it.
+    latency_ms: Option<u64>,
+    exhaust_budget: Option<bool>,
+    /// The next `n` writes are applied and their answers lost.
+    drop_answers_after_write: Option<u32>,
+    /// Every call answers 503 for this long; 0 ends an outage.
+    outage_ms: Option<u64>,
+    expire_tokens: Option<bool>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailNext {
+    count: u32,
+    status: u16,
+}
+
+fn counters(em: &Emulator) -> Value {
+    let f = em.faults();
+    json!({
+        "api_calls": em.api_calls(),
+        "dropped_answers": f.dropped_answers(),
+        "delayed_answers": f.delayed_answers(),
+    })
+}
+
+async fn fault_counters(State(em): State<Emulator>) -> Response {
+    axum::Json(counters(&em)).into_response()
+}
+
+async fn set_faults(State(em): State<Emulator>, axum::Json(s): axum::Json<Switches>) -> Response {
+    let f = em.faults();
+    if let Some(n) = s.fail_next {
+        f.fail_next(n.count, n.status);
+    }
+    if let Some(ms) = s.latency_ms {
+        f.set_latency(std::time::Duration::from_millis(ms));
+    }
+    if let Some(yes) = s.exhaust_budget {
+        f.exhaust_budget(yes);
+    }
+    if let Some(n) = s.drop_answers_after_write {
+        f.drop_answers_after_write(n);
+    }
+    if let Some(ms) = s.outage_ms {
+        f.outage_for(std::time::Duration::from_millis(ms));
+    }
+    if s.expire_tokens == Some(true) {
+        f.expire_tokens();
+    }
+    axum::Json(counters(&em)).into_response()
+}
+
 /// Release name of an API version (66.0 is Spring '26; three releases a year).
 fn release_label(version: &str) -> String {
     let Some(major) = version

@@ -1,6 +1,7 @@
 //! The `fieldgate` command as a user runs it, in one test binary.
 
 mod audit;
+mod chaos;
 mod check;
 mod commands;
 mod crash;

@@ -16,7 +16,7 @@ const SECRET: &str = "serve-test-webhook-secret-0123456789";
 const WORKFLOW: &str = "field-service-case";
 
 /// Kills the child even when an assertion fails.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -27,18 +27,18 @@ impl Drop for Running {
 /// The SMTP stand-ins test.sh started (aiosmtpd: one plain, and one that
 /// needs STARTTLS or TLS from the first byte, a login and a certificate of
 /// its throwaway CA); missing is a failure, never a skip.
-struct Smtp {
-    plain_port: u16,
-    plain_maildir: PathBuf,
-    starttls_port: u16,
-    smtps_port: u16,
-    user: String,
-    password: String,
-    ca_file: PathBuf,
-    tls_maildir: PathBuf,
+pub(crate) struct Smtp {
+    pub(crate) plain_port: u16,
+    pub(crate) plain_maildir: PathBuf,
+    pub(crate) starttls_port: u16,
+    pub(crate) smtps_port: u16,
+    pub(crate) user: String,
+    pub(crate) password: String,
+    pub(crate) ca_file: PathBuf,
+    pub(crate) tls_maildir: PathBuf,
 }
 
-fn smtp() -> Smtp {
+pub(crate) fn smtp() -> Smtp {
     let var = |name: &str| {
         std::env::var(name).unwrap_or_else(|_| {
             panic!("{name}: run through infra/scripts/test.sh (it starts aiosmtpd)")
@@ -56,7 +56,7 @@ fn smtp() -> Smtp {
     }
 }
 
-fn fieldgate() -> Command {
+pub(crate) fn fieldgate() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fieldgate"));
     // Only what the test gives: nothing from the developer's shell.
     c.env_clear();
@@ -66,9 +66,9 @@ fn fieldgate() -> Command {
     c
 }
 
-struct Org {
-    em: Emulator,
-    base: String,
+pub(crate) struct Org {
+    pub(crate) em: Emulator,
+    pub(crate) base: String,
 }
 
 async fn org() -> Org {
@@ -80,7 +80,7 @@ async fn org() -> Org {
 }
 
 /// The admin's environment for a pilot.
-fn env(cmd: &mut Command, org: &Org, reviewer: &str, hook: Option<&str>) {
+pub(crate) fn env(cmd: &mut Command, org: &Org, reviewer: &str, hook: Option<&str>) {
     let key = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../sf-emulator/fixtures/dev-jwt.key"
@@ -109,7 +109,7 @@ fn env(cmd: &mut Command, org: &Org, reviewer: &str, hook: Option<&str>) {
 
 /// Starts the command and reads its stdout up to "Press Ctrl-C" (or its
 /// end, when it refused). stderr goes to `log`.
-fn start(mut cmd: Command, log: &Path) -> (Running, Vec<String>) {
+pub(crate) fn start(mut cmd: Command, log: &Path) -> (Running, Vec<String>) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
@@ -128,7 +128,7 @@ fn start(mut cmd: Command, log: &Path) -> (Running, Vec<String>) {
     (Running(child), lines)
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -160,7 +160,7 @@ fn mail_for(maildir: &Path, rcpt: &str) -> Option<String> {
 
 /// The decoded body of the MIME part of type `ty` (7bit, quoted-printable
 /// or base64, whichever the mailer chose).
-fn part(raw: &str, ty: &str) -> String {
+pub(crate) fn part(raw: &str, ty: &str) -> String {
     let raw = raw.replace("\r\n", "\n");
     let at = raw
         .find(&format!("Content-Type: {ty}"))
@@ -207,7 +207,7 @@ fn part(raw: &str, ty: &str) -> String {
     }
 }
 
-fn hidden(page: &str, name: &str) -> String {
+pub(crate) fn hidden(page: &str, name: &str) -> String {
     let key = format!("name=\"{name}\" value=\"");
     let at = page.find(&key).unwrap_or_else(|| panic!("no {name}")) + key.len();
     page[at..].split('"').next().unwrap().to_owned()

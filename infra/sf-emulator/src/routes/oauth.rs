@@ -29,6 +29,9 @@ pub(super) async fn token(State(em): State<Emulator>, req: Request) -> Response 
     let used = inner.count_call();
     pause(inner).await;
     let limit = Some((used, inner.config.api_budget));
+    if let Some(e) = inner.faults.outage() {
+        return to_response(e.into(), limit);
+    }
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST {
         return to_response(oauth_error("invalid_request", "must use HTTP POST"), limit);
