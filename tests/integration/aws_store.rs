@@ -76,11 +76,26 @@ async fn items_follow_the_single_table_design() {
         ttl > now().unix_timestamp() + 300 * 86_400,
         "TTL set: {ttl}"
     );
-    for (sk, action) in [("EV#000001", "received"), ("EV#000002", "step")] {
-        let ev = get(format!("P#{id}"), sk).await.unwrap().item.unwrap();
+    // The intake wrote the inbox item and the "received" event (R#); the
+    // structure step's move wrote the proposal and the events after it (P#)
+    // and marked the inbox item moved: out of the index, no longer RECEIVED.
+    for (pk, sk, action) in [("R#", "EV#000001", "received"), ("P#", "EV#000002", "step")] {
+        let ev = get(format!("{pk}{id}"), sk).await.unwrap().item.unwrap();
         assert_eq!(ev["action"], AttributeValue::S(action.into()), "{sk}");
         assert!(ev.contains_key("expires_at"), "{sk} has a TTL");
     }
+    assert!(
+        get(format!("P#{id}"), "EV#000001")
+            .await
+            .unwrap()
+            .item
+            .is_none(),
+        "the received event is not copied"
+    );
+    let inbox = get(format!("R#{id}"), "META").await.unwrap().item.unwrap();
+    assert_eq!(inbox["status"], AttributeValue::S("MOVED".into()));
+    assert!(!inbox.contains_key("gsi_status"), "out of the index");
+    assert_eq!(inbox["version"], AttributeValue::N("1".into()));
     let idem = get("I#idem-1".into(), "META").await.unwrap().item.unwrap();
     assert_eq!(idem["proposal"], AttributeValue::S(id.to_string()));
     assert!(idem.contains_key("expires_at"));
