@@ -245,3 +245,33 @@ async fn the_poller_filters_like_the_template_and_redelivers_from_the_failure() 
         r.proposal.id
     );
 }
+
+/// A table written before inbox items holds RECEIVED proposals in `P#`:
+/// the structure step's transition still moves them, in place.
+#[tokio::test]
+async fn a_received_proposal_stored_before_inbox_items_still_moves() {
+    let t = aws::fresh_table(&aws::sdk().await).await;
+    let r = received();
+    let id = r.proposal.id;
+    let client = t.store.client();
+    let mut event: HashMap<String, AttributeValue> = serde_dynamo::to_item(&r.event).unwrap();
+    event.insert("PK".into(), AttributeValue::S(format!("P#{id}")));
+    event.insert("SK".into(), AttributeValue::S("EV#000001".into()));
+    for item in [fieldgate::stream::proposal_item(&r.proposal).into(), event] {
+        client
+            .put_item()
+            .table_name(t.store.table())
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(t.store.get_new(id).await.unwrap(), Some(r.proposal.clone()));
+    let next = step(&r.proposal, Status::PendingReview);
+    t.store.apply(&next).await.unwrap();
+    assert_eq!(t.store.apply(&next).await, Err(StoreError::Conflict));
+    assert_eq!(t.store.get(id).await.unwrap(), Some(next.proposal));
+    let events = t.store.events(id).await.unwrap();
+    assert_eq!(events.len(), 2);
+    fieldgate::domain::verify_chain(&events).unwrap();
+}
