@@ -35,6 +35,8 @@ pub async fn run_all(store: Arc<dyn ProposalStore>) {
     stale_writes_conflict(store.as_ref()).await;
     events_chain(store.as_ref()).await;
     racing_writers_one_wins(store.clone()).await;
+    racing_structurers_one_wins(store.clone()).await;
+    received_until_structured(store.as_ref()).await;
     listing_newest_first(store.as_ref()).await;
     counters_and_cache(store.as_ref()).await;
 }
@@ -176,6 +178,113 @@ async fn racing_writers_one_wins(s: Arc<dyn ProposalStore>) {
         3,
         "racing_writers_one_wins: one event per win"
     );
+}
+
+/// The move out of RECEIVED (in DynamoDB: from the intake's inbox item to
+/// the proposal item) happens once, however many drivers race for it.
+async fn racing_structurers_one_wins(s: Arc<dyn ProposalStore>) {
+    let t = received(now());
+    s.create(&t, None).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        let p = t.proposal.clone();
+        tasks.push(tokio::spawn(async move {
+            let next = step(&p, Status::PendingReview, &format!("structured by {i}"));
+            s.apply(&next).await.map(|()| next.proposal)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(p) => winners.push(p),
+            Err(StoreError::Conflict) => {}
+            Err(e) => panic!("racing_structurers_one_wins: unexpected {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "racing_structurers_one_wins: one move");
+    assert_eq!(
+        s.get(t.proposal.id).await.unwrap().as_ref(),
+        Some(&winners[0]),
+        "racing_structurers_one_wins: the winner's proposal is stored"
+    );
+    let events = s.events(t.proposal.id).await.unwrap();
+    assert_eq!(
+        events.len(),
+        2,
+        "racing_structurers_one_wins: one event per win"
+    );
+    verify_chain(&events).expect("racing_structurers_one_wins: chain verifies");
+}
+
+/// A new proposal is listed as RECEIVED (the structure sweep finds it)
+/// until it is structured, then only under its new status; its id stays
+/// taken, and its chain runs from the "received" event on.
+async fn received_until_structured(s: &dyn ProposalStore) {
+    let key = format!("k-{}", new_proposal_id(now()));
+    let t = received(now());
+    let id = t.proposal.id;
+    s.create(&t, Some(&key)).await.unwrap();
+    let listed = async |status| {
+        s.list_by_status(status, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.id == id)
+            .collect::<Vec<Proposal>>()
+    };
+    assert_eq!(
+        listed(Status::Received).await,
+        std::slice::from_ref(&t.proposal),
+        "received_until_structured: listed as received"
+    );
+    assert_eq!(
+        s.get_new(id).await.unwrap(),
+        Some(t.proposal.clone()),
+        "received_until_structured: get_new of a new one"
+    );
+    let next = step(&t.proposal, Status::PendingReview, "structured");
+    s.apply(&next).await.unwrap();
+    assert_eq!(
+        listed(Status::Received).await,
+        [],
+        "received_until_structured: no longer received"
+    );
+    assert_eq!(
+        listed(Status::PendingReview).await,
+        std::slice::from_ref(&next.proposal),
+        "received_until_structured: listed under its new status"
+    );
+    assert_eq!(
+        s.get(id).await.unwrap(),
+        Some(next.proposal.clone()),
+        "received_until_structured: get"
+    );
+    assert_eq!(
+        s.get_new(id).await.unwrap(),
+        Some(next.proposal.clone()),
+        "received_until_structured: get_new once structured"
+    );
+    assert_eq!(
+        s.create(&t, None).await,
+        Err(StoreError::Conflict),
+        "received_until_structured: the id stays taken"
+    );
+    assert_eq!(
+        s.create(&received(now()), Some(&key)).await,
+        Ok(Created::Existing(id)),
+        "received_until_structured: the key still names it"
+    );
+    let after = step(&next.proposal, Status::Approved, "approved");
+    s.apply(&after).await.unwrap();
+    let events = s.events(id).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "received_until_structured: the whole chain"
+    );
+    assert_eq!(events[0], t.event, "received_until_structured: as received");
+    verify_chain(&events).expect("received_until_structured: chain verifies");
 }
 
 async fn listing_newest_first(s: &dyn ProposalStore) {

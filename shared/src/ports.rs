@@ -69,6 +69,12 @@ pub trait ProposalStore: Send + Sync {
     /// version and status; writes the proposal and its event atomically.
     async fn apply(&self, t: &Transition) -> Result<(), StoreError>;
     async fn get(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError>;
+    /// As `get`, for the step that takes RECEIVED proposals on
+    /// (structuring): a store that keeps new proposals apart (DynamoDB's
+    /// inbox items) looks there first, so a new one costs one read, not two.
+    async fn get_new(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError> {
+        self.get(id).await
+    }
     async fn events(&self, id: ProposalId) -> Result<Vec<AuditEvent>, StoreError>;
     /// Newest first.
     async fn list_by_status(

@@ -10,6 +10,14 @@ use serde_dynamo::{AttributeValue, Item};
 pub fn proposal_pk(id: ProposalId) -> String {
     format!("P#{id}")
 }
+
+/// The intake's inbox item of a proposal (`R#{id}`): what the public
+/// functions write, since their IAM role may not write `P#` at all. The
+/// structure step alone turns it into the proposal item (see
+/// `aws::dynamodb`).
+pub fn inbox_pk(id: ProposalId) -> String {
+    format!("R#{id}")
+}
 pub const META: &str = "META";
 
 /// The proposal item: key attributes, the GSI attributes (`gsi_status`,
@@ -105,6 +113,9 @@ fn chrono_now() -> chrono::DateTime<chrono::Utc> {
 
 /// The proposal id and new status a record is about, if it is a proposal
 /// item at all (audit events and caches share the table and are ignored).
+/// An inbox item (`R#`) counts only as RECEIVED: it is written by the
+/// public functions, so whatever else it claims is not a proposal's state
+/// (a forged "APPROVED" inbox item never reaches the commit step).
 pub fn subject_of(rec: &EventRecord) -> Option<(ProposalId, Option<Status>)> {
     let pk = match rec.change.keys.get("PK") {
         Some(AttributeValue::S(s)) => s,
@@ -114,11 +125,19 @@ pub fn subject_of(rec: &EventRecord) -> Option<(ProposalId, Option<Status>)> {
         Some(AttributeValue::S(s)) if s == META => {}
         _ => return None,
     }
-    let id = pk.strip_prefix("P#")?.parse().ok()?;
+    let (id, inbox) = match (pk.strip_prefix("P#"), pk.strip_prefix("R#")) {
+        (Some(id), _) => (id, false),
+        (_, Some(id)) => (id, true),
+        _ => return None,
+    };
+    let id = id.parse().ok()?;
     let status = match rec.change.new_image.get("status") {
         Some(AttributeValue::S(s)) => s.parse().ok(),
         _ => None,
     };
+    if inbox && status != Some(Status::Received) {
+        return None;
+    }
     Some((id, status))
 }
 
@@ -190,6 +209,16 @@ mod tests {
         let again: EventRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(subject_of(&again), Some((p.id, Some(Status::Received))));
         assert_eq!(proposal_from_item(again.change.new_image).unwrap(), p);
+        // An inbox item is a subject as RECEIVED only.
+        let mut inbox = rec.clone();
+        let r = AttributeValue::S(format!("R#{}", p.id));
+        inbox.change.keys.insert("PK".into(), r);
+        assert_eq!(subject_of(&inbox), Some((p.id, Some(Status::Received))));
+        inbox
+            .change
+            .new_image
+            .insert("status".into(), AttributeValue::S("APPROVED".into()));
+        assert_eq!(subject_of(&inbox), None, "an inbox item is never APPROVED");
         let resp = batch_response(Some(&rec));
         assert_eq!(
             resp.batch_item_failures[0].item_identifier.as_deref(),

@@ -65,3 +65,143 @@ pub async fn moto_state() -> serde_json::Value {
         .await
         .expect("moto state is JSON")
 }
+
+/// Every DynamoDB request a client sends (after signing, per attempt), as
+/// the service receives it: the operation and the JSON body. Installed as
+/// an SDK interceptor on the client a function's store is built with, so a
+/// test sees exactly what that function asks of the table.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Arc<std::sync::Mutex<Vec<Sent>>>);
+
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// `GetItem`, `TransactWriteItems`, ...
+    pub op: String,
+    pub body: serde_json::Value,
+}
+
+impl aws_sdk_dynamodb::config::Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "fieldgate-test-recorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let req = context.request();
+        let op = req
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or_default()
+            .to_owned();
+        let body = req
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        self.0.lock().unwrap().push(Sent { op, body });
+        Ok(())
+    }
+}
+
+impl Recorder {
+    /// A store on `table` whose every request this records.
+    pub fn store(&self, config: &aws_config::SdkConfig, table: &str) -> Arc<DynamoStore> {
+        let conf = aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(self.clone())
+            .build();
+        Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::from_conf(conf),
+            table,
+        ))
+    }
+
+    pub fn sent(&self) -> Vec<Sent> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// What one request does to the table, as IAM authorizes it: the action
+/// per item (a transaction is authorized item by item, as its PutItem,
+/// UpdateItem, ... ) with the item's partition key; a query of the status
+/// index has no leading key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub action: &'static str,
+    pub index: bool,
+    pub pk: Option<String>,
+}
+
+pub fn accesses(sent: &Sent) -> Vec<Access> {
+    use serde_json::Value;
+    let pk = |v: &Value| v["PK"]["S"].as_str().map(str::to_owned);
+    let item = |action, pk| Access {
+        action,
+        index: false,
+        pk,
+    };
+    let b = &sent.body;
+    match sent.op.as_str() {
+        "GetItem" => vec![item("dynamodb:GetItem", pk(&b["Key"]))],
+        "PutItem" => vec![item("dynamodb:PutItem", pk(&b["Item"]))],
+        "UpdateItem" => vec![item("dynamodb:UpdateItem", pk(&b["Key"]))],
+        "DeleteItem" => vec![item("dynamodb:DeleteItem", pk(&b["Key"]))],
+        "TransactWriteItems" => b["TransactItems"]
+            .as_array()
+            .expect("TransactItems")
+            .iter()
+            .map(|t| match t.as_object().and_then(|o| o.iter().next()) {
+                Some((k, v)) if k == "Put" => item("dynamodb:PutItem", pk(&v["Item"])),
+                Some((k, v)) if k == "Update" => item("dynamodb:UpdateItem", pk(&v["Key"])),
+                Some((k, v)) if k == "Delete" => item("dynamodb:DeleteItem", pk(&v["Key"])),
+                Some((k, v)) if k == "ConditionCheck" => {
+                    item("dynamodb:ConditionCheckItem", pk(&v["Key"]))
+                }
+                other => panic!("unknown transaction item {other:?}"),
+            })
+            .collect(),
+        "Query" if b.get("IndexName").is_some() => vec![Access {
+            action: "dynamodb:Query",
+            index: true,
+            pk: None,
+        }],
+        // The store's key conditions name the partition `:pk`.
+        "Query" => vec![item(
+            "dynamodb:Query",
+            b["ExpressionAttributeValues"][":pk"]["S"]
+                .as_str()
+                .map(str::to_owned),
+        )],
+        other => panic!("a request the test does not know how to authorize: {other}"),
+    }
+}
+
+/// The accesses in `sent` that the template's policies for `function` do
+/// not allow (the test expects none).
+pub fn denied(function: &str, sent: &[Sent]) -> Vec<String> {
+    use fieldgate_tests::template::{STATUS_INDEX_ARN, TABLE_ARN, grants};
+    let grants = grants(function);
+    sent.iter()
+        .flat_map(|s| accesses(s).into_iter().map(move |a| (s.op.clone(), a)))
+        .filter(|(_, a)| {
+            let resource = if a.index { STATUS_INDEX_ARN } else { TABLE_ARN };
+            !grants
+                .iter()
+                .any(|g| g.allows(a.action, resource, a.pk.as_deref()))
+        })
+        .map(|(op, a)| format!("{op}: {} on {:?}", a.action, a.pk))
+        .collect()
+}
+
+/// The table writes among `sent`: (action, partition key).
+pub fn writes(sent: &[Sent]) -> Vec<(&'static str, String)> {
+    sent.iter()
+        .flat_map(accesses)
+        .filter(|a| !matches!(a.action, "dynamodb:GetItem" | "dynamodb:Query"))
+        .map(|a| (a.action, a.pk.expect("a write names its key")))
+        .collect()
+}

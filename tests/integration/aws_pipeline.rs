@@ -7,6 +7,7 @@
 
 use crate::aws;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
 use axum::Router;
 use axum::body::Body;
@@ -15,11 +16,16 @@ use fieldgate::aws::s3::S3Media;
 use fieldgate::clock::{SystemClock, new_proposal_id};
 use fieldgate::compose::{Components, Keys};
 use fieldgate::config::Config;
-use fieldgate::domain::{Clock, ProposalId, Status};
+use fieldgate::domain::{
+    Actor, AssetContext, AuditEvent, Clock, Decision, DecisionKind, FieldValue, Fields, Intake,
+    Proposal, ProposalId, ReviewGrant, ReviewToken, Status,
+};
 use fieldgate::ports::ProposalStore;
 use fieldgate_sf_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, EmulatorConfig};
+use fieldgate_tests::template;
 use fieldgate_tests::{hidden, jpeg};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
@@ -221,6 +227,55 @@ pub(crate) async fn moto(config: &aws_config::SdkConfig, keys: &Keys) -> Moto {
     }
 }
 
+/// The recorders of the four functions of the QR flow.
+#[derive(Default)]
+pub(crate) struct Recorded {
+    pub intake: aws::Recorder,
+    pub structure: aws::Recorder,
+    pub approval: aws::Recorder,
+    pub commit: aws::Recorder,
+}
+
+impl Recorded {
+    fn each(&self) -> [(&'static str, &aws::Recorder); 4] {
+        [
+            ("QrIntakeFunction", &self.intake),
+            ("StructureFunction", &self.structure),
+            ("ApprovalFunction", &self.approval),
+            ("CommitFunction", &self.commit),
+        ]
+    }
+
+    /// Fails on any request a function's policy in template.yaml denies.
+    pub fn assert_within_the_template(&self) {
+        for (function, rec) in self.each() {
+            let sent = rec.sent();
+            assert!(!sent.is_empty(), "{function} sent nothing: not recorded?");
+            let denied = aws::denied(function, &sent);
+            assert!(
+                denied.is_empty(),
+                "{function}'s policy in template.yaml would deny: {denied:#?}"
+            );
+        }
+    }
+
+    /// Requests per function and operation (for the report and BENCHMARKS).
+    pub fn report(&self, what: &str) -> String {
+        let mut total = 0;
+        let mut lines = Vec::new();
+        for (function, rec) in self.each() {
+            let mut ops = std::collections::BTreeMap::<String, usize>::new();
+            for s in rec.sent() {
+                *ops.entry(s.op).or_default() += 1;
+            }
+            let n: usize = ops.values().sum();
+            total += n;
+            lines.push(format!("  {function}: {n} {ops:?}"));
+        }
+        format!("DynamoDB requests, {what}: {total}\n{}", lines.join("\n"))
+    }
+}
+
 pub(crate) async fn receive_all(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
@@ -244,8 +299,24 @@ pub(crate) async fn receive_all(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
+/// The four functions of the QR flow on the AWS adapters, each built from
+/// the composition root with what template.yaml gives it, its store
+/// recording what it sends; the test's own store beside them.
+pub(crate) struct Stack {
+    pub table: aws::Table,
+    pub keys: Keys,
+    pub m: Moto,
+    pub emulator: Emulator,
+    pub data_dir: tempfile::TempDir,
+    pub recorded: Recorded,
+    pub intake: Router,
+    pub structure: fieldgate_structure::Structure,
+    pub approval: Router,
+    pub commit: fieldgate_commit::Commit,
+    pub store: Arc<dyn ProposalStore>,
+}
+
+pub(crate) async fn stack() -> Stack {
     let config = aws::sdk().await;
     let table = aws::fresh_table(&config).await;
     let keys = Keys::generate();
@@ -274,22 +345,80 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     .into_iter()
     .map(|(k, v)| (k, v.to_owned()))
     .collect();
-    let config = Config::from_lookup(&|k| vars.get(k).cloned()).expect("configuration");
-    let parts = Components::new(config);
+    // Each function's store records the requests it sends (its own client,
+    // as each Lambda has), to hold them against the function's policies.
+    let recorded = Recorded::default();
+    let parts = |rec: &aws::Recorder| {
+        let lookup = Config::from_lookup(&|k| vars.get(k).cloned()).expect("configuration");
+        Components::new(lookup).with_store(rec.store(&config, table.store.table()))
+    };
 
     let intake = fieldgate_qr_intake::router(Arc::new(
-        fieldgate_qr_intake::IntakeDeps::build(&parts, Default::default())
+        fieldgate_qr_intake::IntakeDeps::build(&parts(&recorded.intake), Default::default())
             .await
             .unwrap(),
     ));
-    let structure = fieldgate_structure::Structure::build(&parts).await.unwrap();
+    let structure = fieldgate_structure::Structure::build(&parts(&recorded.structure))
+        .await
+        .unwrap();
     let approval = fieldgate_approval::router(Arc::new(
-        fieldgate_approval::ApprovalDeps::build(&parts)
+        fieldgate_approval::ApprovalDeps::build(&parts(&recorded.approval))
             .await
             .unwrap(),
     ));
-    let commit = fieldgate_commit::Commit::build(&parts).await.unwrap();
-    let store = parts.store().await.unwrap();
+    let commit = fieldgate_commit::Commit::build(&parts(&recorded.commit))
+        .await
+        .unwrap();
+    // The test's own reads are not any function's.
+    let store: Arc<dyn ProposalStore> = table.store.clone();
+    Stack {
+        table,
+        keys,
+        m,
+        emulator,
+        data_dir,
+        recorded,
+        intake,
+        structure,
+        approval,
+        commit,
+        store,
+    }
+}
+
+/// The review link mailed for the report whose notes contain `marker`.
+async fn review_link(marker: &str) -> String {
+    let state = aws::moto_state().await;
+    let mails: Vec<&Value> = state["ses"]["Message"]
+        .as_array()
+        .expect("moto keeps sent mail")
+        .iter()
+        .filter(|m| m["body"].as_str().is_some_and(|b| b.contains(marker)))
+        .filter(|m| m["destinations"]["ToAddresses"][0] == "service-desk@example.com")
+        .collect();
+    assert_eq!(mails.len(), 1, "one review mail: {mails:#?}");
+    regex::Regex::new(r#"https://fg\.example(/r/[A-Za-z0-9._~-]+)"#)
+        .unwrap()
+        .captures(mails[0]["body"].as_str().unwrap())
+        .expect("review link in the mail")[1]
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
+    let Stack {
+        table,
+        keys,
+        m,
+        emulator,
+        data_dir,
+        recorded,
+        intake,
+        structure,
+        approval,
+        commit,
+        store,
+    } = stack().await;
 
     // 1. Scan and submit, with a photo.
     let asset = emulator.demo_assets()[0].clone();
@@ -459,6 +588,25 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     let events = store.events(id).await.unwrap();
     fieldgate::domain::verify_chain(&events).unwrap();
     assert_eq!(events.last().unwrap().to, Status::Committed);
+    // What `fieldgate audit verify` checks, across the inbox and P# items.
+    let audit = fieldgate_cli::audit::verify_store(store.as_ref(), None)
+        .await
+        .unwrap();
+    assert_eq!((audit.proposals, audit.breaks.len()), (1, 0), "{audit:?}");
+
+    // Every request each function sent is one its IAM policy in
+    // template.yaml allows; the intake wrote the inbox item, never P#.
+    eprintln!("{}", recorded.report("lifecycle with a photo"));
+    recorded.assert_within_the_template();
+    let intake_writes = aws::writes(&recorded.intake.sent());
+    assert!(
+        intake_writes.contains(&("dynamodb:PutItem", format!("R#{id}"))),
+        "{intake_writes:?}"
+    );
+    assert!(
+        intake_writes.iter().all(|(_, pk)| !pk.starts_with("P#")),
+        "the intake wrote a proposal item: {intake_writes:?}"
+    );
 
     // 7. A presigned PUT from "the browser", then checked before use.
     let media = S3Media::new(m.s3.clone(), &m.bucket, "");
@@ -502,4 +650,310 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         None,
         "and the refused object is gone"
     );
+}
+
+/// What a compromised public function could write with its role, checked
+/// against template.yaml before it is written: the forgery stays within
+/// the role's `dynamodb:LeadingKeys`.
+async fn forge(table: &aws::Table, role: &str, item: HashMap<String, AttributeValue>) {
+    let pk = item["PK"].as_s().unwrap().clone();
+    let grants = template::grants(role);
+    assert!(
+        grants
+            .iter()
+            .any(|g| g.allows("dynamodb:PutItem", template::TABLE_ARN, Some(&pk))),
+        "{role} may not write {pk}: the attack must use only what the role allows"
+    );
+    table
+        .store
+        .client()
+        .put_item()
+        .table_name(table.store.table())
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A proposal's items as the intake would write them, but with whatever
+/// the attacker wants in them: `R#{id}` and its first event.
+async fn forge_inbox(table: &aws::Table, role: &str, p: &Proposal, first: &AuditEvent) {
+    let mut item: HashMap<String, AttributeValue> = fieldgate::stream::proposal_item(p).into();
+    item.insert("PK".into(), AttributeValue::S(format!("R#{}", p.id)));
+    forge(table, role, item).await;
+    let mut ev: HashMap<String, AttributeValue> = serde_dynamo::to_item(first).unwrap();
+    ev.insert("PK".into(), AttributeValue::S(format!("R#{}", p.id)));
+    ev.insert("SK".into(), AttributeValue::S("EV#000001".into()));
+    forge(table, role, ev).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compromised_public_function_cannot_get_a_record_written() {
+    let Stack {
+        table,
+        keys,
+        emulator,
+        structure,
+        approval,
+        commit,
+        store,
+        ..
+    } = stack().await;
+    let now = SystemClock.now();
+    let demo = emulator.demo_assets()[0].clone();
+    let asset = AssetContext {
+        id: demo.id.parse().unwrap(),
+        name: demo.name.clone(),
+        serial_number: None,
+        account_id: None,
+        account_name: None,
+        location: None,
+    };
+    let report = |notes: &str| {
+        Proposal::receive(
+            new_proposal_id(SystemClock.now()),
+            "field-service-case".parse().unwrap(),
+            asset.clone(),
+            Intake {
+                notes: notes.to_owned(),
+                reporter: Some("attacker@example.com".into()),
+                photo: None,
+                received_at: now,
+                assistant: None,
+            },
+            now,
+        )
+    };
+    // The state a later step would set, written by the attacker: fields,
+    // a review link whose token it holds, a reviewer's approval of them.
+    let forged_state = |p: &mut Proposal, token: &ReviewToken| {
+        let mut fields = Fields::new();
+        fields.insert(
+            "Subject".into(),
+            FieldValue {
+                value: "Forged: transfer the asset to account X".into(),
+                ..Default::default()
+            },
+        );
+        let hash = p.push_revision(fields, Actor::system("structure"), now);
+        p.review.round = 1;
+        p.review.mailed = true;
+        p.review.expires_at = Some(now + time::Duration::days(7));
+        p.review.grants = vec![ReviewGrant {
+            reviewer: "service-desk@example.com".into(),
+            token_hash: token.hash(),
+        }];
+        p.decision = Some(Decision {
+            kind: DecisionKind::Approve,
+            by: "service-desk@example.com".into(),
+            at: now,
+            revision_hash: hash,
+            reason: None,
+            token_hash: token.hash(),
+        });
+    };
+
+    // A P#-shaped forgery cannot even be sent: neither public role may
+    // write, update or delete any P# key.
+    let probe = format!("P#{}", new_proposal_id(now));
+    for role in ["QrIntakeFunction", "McpFunction"] {
+        for action in [
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+        ] {
+            assert!(
+                !template::grants(role).iter().any(|g| g.allows(
+                    action,
+                    template::TABLE_ARN,
+                    Some(&probe)
+                )),
+                "{role} may {action} {probe}"
+            );
+        }
+    }
+
+    // A: an inbox item claiming APPROVED (decision, revision, grant), as
+    // the mcp role could write it.
+    let a = report("forged approved report");
+    let token_a = ReviewToken::generate(a.proposal.id, &mut rand::rng());
+    let mut forged_a = a.proposal.clone();
+    forged_state(&mut forged_a, &token_a);
+    forged_a.status = Status::Approved;
+    forge_inbox(&table, "McpFunction", &forged_a, &a.event).await;
+    // B: a RECEIVED inbox item, as the intake stores one, carrying a live
+    // review link of the attacker's and an approval.
+    let marker = new_proposal_id(now).to_string();
+    let b = report(&format!(
+        "Compressor trips on high pressure, urgent ({marker})"
+    ));
+    let token_b = ReviewToken::generate(b.proposal.id, &mut rand::rng());
+    let mut forged_b = b.proposal.clone();
+    forged_state(&mut forged_b, &token_b);
+    forge_inbox(&table, "QrIntakeFunction", &forged_b, &b.event).await;
+    // C: a RECEIVED inbox item that no intake writes (a later version).
+    let c = report("forged later version");
+    let mut forged_c = c.proposal.clone();
+    forged_c.version = 5;
+    forged_c.event_count = 4;
+    forge_inbox(&table, "QrIntakeFunction", &forged_c, &c.event).await;
+
+    // The store never reads A as a proposal, nor lists it as APPROVED.
+    assert_eq!(store.get(a.proposal.id).await.unwrap(), None);
+    assert!(
+        store
+            .list_by_status(Status::Approved, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The structure step on its stream: B is structured as any report
+    // (fresh revision and links, mailed); A is not RECEIVED, C is refused.
+    let mut structure_stream = table.poller(StreamFilter::structure());
+    let p = drive(
+        &mut structure_stream,
+        |ev| fieldgate_structure::handle_stream(&structure, ev),
+        store.as_ref(),
+        b.proposal.id,
+        |p| p.status == Status::PendingReview && p.review.mailed,
+    )
+    .await;
+    assert!(structure_stream.failed.is_empty());
+    assert_eq!(p.revisions.len(), 1, "the forged revision is gone");
+    assert!(
+        !p.current().unwrap().fields["Subject"]
+            .text()
+            .unwrap()
+            .contains("Forged"),
+        "{:?}",
+        p.current()
+    );
+    assert!(p.decision.is_none(), "the forged decision is gone");
+    assert!(p.grant_for(&token_b.hash()).is_none());
+    assert!(!p.review.replaced.contains(&token_b.hash()));
+    let swept = fieldgate_structure::sweep(&structure, now + time::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(swept.failed, 0, "{swept:?}");
+    assert_eq!(store.get(a.proposal.id).await.unwrap(), None);
+    let c_now = store.get(c.proposal.id).await.unwrap().unwrap();
+    assert_eq!(
+        (c_now.status, c_now.version),
+        (Status::Received, 5),
+        "C was not structured"
+    );
+
+    // The attacker's review links open nothing and approve nothing, even
+    // with a form token made from the link key (the function can read it).
+    for (token, id) in [(&token_a, a.proposal.id), (&token_b, b.proposal.id)] {
+        let link = format!("/r/{token}");
+        let (status, _) = send(&approval, get(&link)).await;
+        assert_eq!(status, 404, "{link}");
+        let form = serde_urlencoded::to_string([
+            ("decision", "approve"),
+            ("csrf", keys.links.token_for(&token.hash()).as_str()),
+            ("revision", p.current_hash().unwrap()),
+        ])
+        .unwrap();
+        let (status, _) = send(
+            &approval,
+            http::Request::builder()
+                .method("POST")
+                .uri(&link)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(form))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 404, "POST {link}");
+        let now_p = store.get(id).await.unwrap();
+        assert!(now_p.is_none_or(|p| p.status == Status::PendingReview));
+    }
+
+    // The commit step: its stream filter drops A's record; handed A's
+    // record anyway, it finds no approved proposal; its sweep finds none.
+    let mut rec = fieldgate::stream::change_record(None, &forged_a, 1);
+    let inbox_key = serde_dynamo::AttributeValue::S(format!("R#{}", a.proposal.id));
+    rec.change.keys.insert("PK".into(), inbox_key.clone());
+    rec.change.new_image.insert("PK".into(), inbox_key);
+    assert!(!StreamFilter::commit().matches(&rec));
+    let mut event = aws_lambda_events::dynamodb::Event::default();
+    event.records = vec![rec];
+    let answer = fieldgate_commit::handle_stream(&commit, event).await;
+    assert!(answer.batch_item_failures.is_empty());
+    fieldgate_commit::sweep(&commit, SystemClock.now())
+        .await
+        .unwrap();
+    let mut commit_stream = table.poller(StreamFilter::commit());
+    commit_stream
+        .poll(|ev| fieldgate_commit::handle_stream(&commit, ev))
+        .await
+        .unwrap();
+    assert!(
+        emulator.records("Case").is_empty(),
+        "a record was written without a reviewer: {:#?}",
+        emulator.records("Case")
+    );
+
+    // Only the reviewer's own link, from the mail, approves B; then one
+    // Case, with the reviewer's values.
+    let link = review_link(&marker).await;
+    let (status, page) = send(&approval, get(&link)).await;
+    assert_eq!(status, 200, "{page}");
+    let form = serde_urlencoded::to_string([
+        ("decision", "approve"),
+        ("csrf", hidden(&page, "csrf").as_str()),
+        ("revision", hidden(&page, "revision").as_str()),
+        ("Subject", "Compressor trips on high pressure"),
+    ])
+    .unwrap();
+    let (status, decided) = send(
+        &approval,
+        http::Request::builder()
+            .method("POST")
+            .uri(&link)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{decided}");
+    drive(
+        &mut commit_stream,
+        |ev| fieldgate_commit::handle_stream(&commit, ev),
+        store.as_ref(),
+        b.proposal.id,
+        |p| p.status == Status::Committed && p.commit.handoff_published,
+    )
+    .await;
+    let cases = emulator.records("Case");
+    assert_eq!(cases.len(), 1, "{cases:#?}");
+    assert_eq!(cases[0]["Subject"], "Compressor trips on high pressure");
+    assert_eq!(
+        cases[0]["Fieldgate_Proposal_Id__c"],
+        b.proposal.id.to_string()
+    );
+
+    // The chain verifies; an overwrite of the received event (the role
+    // may write R#) shows as a break, it cannot pass for the original.
+    let audit = fieldgate_cli::audit::verify_store(store.as_ref(), Some(b.proposal.id))
+        .await
+        .unwrap();
+    assert!(audit.breaks.is_empty(), "{:?}", audit.breaks);
+    let mut rewritten = b.event.clone();
+    rewritten.detail = json!({"note": "rewritten"});
+    forge_inbox(&table, "QrIntakeFunction", &forged_b, &rewritten.sealed()).await;
+    let audit = fieldgate_cli::audit::verify_store(store.as_ref(), Some(b.proposal.id))
+        .await
+        .unwrap();
+    assert_eq!(audit.breaks.len(), 1, "{:?}", audit.breaks);
+    // That rewrite made the inbox item a RECEIVED one again: the structure
+    // step, re-driven on it, cannot touch the proposal it became.
+    fieldgate_structure::process(&structure, b.proposal.id)
+        .await
+        .unwrap();
+    let p = store.get(b.proposal.id).await.unwrap().unwrap();
+    assert_eq!(p.status, Status::Committed);
+    assert_eq!(emulator.records("Case").len(), 1);
 }

@@ -76,11 +76,26 @@ async fn items_follow_the_single_table_design() {
         ttl > now().unix_timestamp() + 300 * 86_400,
         "TTL set: {ttl}"
     );
-    for (sk, action) in [("EV#000001", "received"), ("EV#000002", "step")] {
-        let ev = get(format!("P#{id}"), sk).await.unwrap().item.unwrap();
+    // The intake wrote the inbox item and the "received" event (R#); the
+    // structure step's move wrote the proposal and the events after it (P#)
+    // and marked the inbox item moved: out of the index, no longer RECEIVED.
+    for (pk, sk, action) in [("R#", "EV#000001", "received"), ("P#", "EV#000002", "step")] {
+        let ev = get(format!("{pk}{id}"), sk).await.unwrap().item.unwrap();
         assert_eq!(ev["action"], AttributeValue::S(action.into()), "{sk}");
         assert!(ev.contains_key("expires_at"), "{sk} has a TTL");
     }
+    assert!(
+        get(format!("P#{id}"), "EV#000001")
+            .await
+            .unwrap()
+            .item
+            .is_none(),
+        "the received event is not copied"
+    );
+    let inbox = get(format!("R#{id}"), "META").await.unwrap().item.unwrap();
+    assert_eq!(inbox["status"], AttributeValue::S("MOVED".into()));
+    assert!(!inbox.contains_key("gsi_status"), "out of the index");
+    assert_eq!(inbox["version"], AttributeValue::N("1".into()));
     let idem = get("I#idem-1".into(), "META").await.unwrap().item.unwrap();
     assert_eq!(idem["proposal"], AttributeValue::S(id.to_string()));
     assert!(idem.contains_key("expires_at"));
@@ -229,4 +244,34 @@ async fn the_poller_filters_like_the_template_and_redelivers_from_the_failure() 
         fieldgate::stream::subject_of(&poller.failed[0]).unwrap().0,
         r.proposal.id
     );
+}
+
+/// A table written before inbox items holds RECEIVED proposals in `P#`:
+/// the structure step's transition still moves them, in place.
+#[tokio::test]
+async fn a_received_proposal_stored_before_inbox_items_still_moves() {
+    let t = aws::fresh_table(&aws::sdk().await).await;
+    let r = received();
+    let id = r.proposal.id;
+    let client = t.store.client();
+    let mut event: HashMap<String, AttributeValue> = serde_dynamo::to_item(&r.event).unwrap();
+    event.insert("PK".into(), AttributeValue::S(format!("P#{id}")));
+    event.insert("SK".into(), AttributeValue::S("EV#000001".into()));
+    for item in [fieldgate::stream::proposal_item(&r.proposal).into(), event] {
+        client
+            .put_item()
+            .table_name(t.store.table())
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(t.store.get_new(id).await.unwrap(), Some(r.proposal.clone()));
+    let next = step(&r.proposal, Status::PendingReview);
+    t.store.apply(&next).await.unwrap();
+    assert_eq!(t.store.apply(&next).await, Err(StoreError::Conflict));
+    assert_eq!(t.store.get(id).await.unwrap(), Some(next.proposal));
+    let events = t.store.events(id).await.unwrap();
+    assert_eq!(events.len(), 2);
+    fieldgate::domain::verify_chain(&events).unwrap();
 }

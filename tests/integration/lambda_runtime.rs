@@ -232,7 +232,14 @@ fn matches(pattern: &Value, v: &Value) -> bool {
         Value::Object(p) => p
             .iter()
             .all(|(k, sub)| v.get(k).is_some_and(|x| matches(sub, x))),
-        Value::Array(options) => options.contains(v),
+        // Lambda's filter rules: a value is one of the options, each an
+        // exact value or `{"prefix": ...}` (begins with).
+        Value::Array(options) => options.iter().any(|o| match o {
+            Value::Object(rule) if rule.contains_key("prefix") => {
+                matches!((&rule["prefix"], v), (Value::String(p), Value::String(s)) if s.starts_with(p.as_str()))
+            }
+            exact => exact == v,
+        }),
         other => other == v,
     }
 }
@@ -422,8 +429,8 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
         .collect();
     assert_eq!(
         batch.iter().map(pk).collect::<Vec<_>>(),
-        [format!("P#{id}"), format!("P#{}", stray.proposal.id)],
-        "the filter keeps the two RECEIVED proposals, nothing else"
+        [format!("R#{id}"), format!("R#{}", stray.proposal.id)],
+        "the filter keeps the two new inbox items, nothing else"
     );
     assert_eq!(batch[0]["eventSource"], "aws:dynamodb");
     assert_eq!(batch[0]["eventName"], "INSERT");

@@ -21,6 +21,9 @@ use tower::ServiceExt;
 
 struct Lambda {
     table: aws::Table,
+    /// What the function's own store sends (the test's reads go around it).
+    recorder: aws::Recorder,
+    store: Arc<fieldgate::aws::dynamodb::DynamoStore>,
     sf: Arc<SalesforceClient>,
     emulator: Emulator,
     workflows: Arc<Workflows>,
@@ -29,7 +32,10 @@ struct Lambda {
 
 impl Lambda {
     async fn start() -> Lambda {
-        let table = aws::fresh_table(&aws::sdk().await).await;
+        let config = aws::sdk().await;
+        let table = aws::fresh_table(&config).await;
+        let recorder = aws::Recorder::default();
+        let store = recorder.store(&config, table.store.table());
         let emulator = Emulator::new(EmulatorConfig::default()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -47,6 +53,8 @@ impl Lambda {
         ]);
         Lambda {
             table,
+            recorder,
+            store,
             sf: Arc::new(SalesforceClient::new(sf).unwrap()),
             emulator,
             workflows: Arc::new(workflows),
@@ -56,7 +64,7 @@ impl Lambda {
 
     /// What a cold container builds: new deps on the same table and keys.
     fn router(&self) -> axum::Router {
-        let store = self.table.store.clone();
+        let store = self.store.clone();
         fieldgate_mcp::router(Arc::new(McpDeps {
             store: store.clone(),
             assistants: store,
@@ -306,4 +314,24 @@ async fn the_mcp_function_runs_on_dynamodb_local_with_its_token_adapter() {
         .unwrap();
     let (s, _) = l.rpc(&access, initialize()).await;
     assert_eq!(s, 401, "a revoked client's access token stops at once");
+
+    // Every request the function sent is one its policy in template.yaml
+    // allows: proposals written as inbox items (R#), never P#.
+    let sent = l.recorder.sent();
+    let denied = aws::denied("McpFunction", &sent);
+    assert!(
+        denied.is_empty(),
+        "McpFunction's policy would deny: {denied:#?}"
+    );
+    let writes = aws::writes(&sent);
+    for p in [pid, uid] {
+        assert!(
+            writes.contains(&("dynamodb:PutItem", format!("R#{p}"))),
+            "{writes:?}"
+        );
+    }
+    assert!(
+        writes.iter().all(|(_, pk)| !pk.starts_with("P#")),
+        "the mcp function wrote a proposal item: {writes:?}"
+    );
 }

@@ -168,3 +168,110 @@ pub fn environment(
         .filter_map(|(k, v)| resolve(&v, refs, conditions).map(|v| (k, v)))
         .collect()
 }
+
+/// One `Allow` statement of a function's IAM policies on the table, as the
+/// template writes it: its actions, its resource expression and, when it
+/// has one, its `dynamodb:LeadingKeys` patterns (`ForAllValues:StringLike`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub actions: Vec<String>,
+    pub resource: String,
+    pub leading_keys: Option<Vec<String>>,
+}
+
+impl Grant {
+    /// Whether this statement lets `action` touch an item whose partition
+    /// key is `pk` (an index query: `pk` is `None`), on `resource`.
+    pub fn allows(&self, action: &str, resource: &str, pk: Option<&str>) -> bool {
+        self.actions.iter().any(|a| a == action)
+            && self.resource == resource
+            && match (&self.leading_keys, pk) {
+                (None, _) => true,
+                (Some(patterns), Some(pk)) => patterns.iter().any(|p| string_like(p, pk)),
+                // Not a request the test can read a key from: refuse.
+                (Some(_), None) => false,
+            }
+    }
+}
+
+/// IAM's `StringLike`: `*` any run of characters, `?` one.
+pub fn string_like(pattern: &str, value: &str) -> bool {
+    fn go(p: &[char], v: &[char]) -> bool {
+        match p.split_first() {
+            None => v.is_empty(),
+            Some(('*', rest)) => (0..=v.len()).any(|i| go(rest, &v[i..])),
+            Some(('?', rest)) => !v.is_empty() && go(rest, &v[1..]),
+            Some((c, rest)) => v.first() == Some(c) && go(rest, &v[1..]),
+        }
+    }
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    go(&p, &v)
+}
+
+/// `[a, "b", 'c']` (or a single value) as its items, unquoted.
+fn flow_list(value: &str) -> Vec<String> {
+    let inner = value
+        .trim()
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    top_level(inner)
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_matches('"').trim_matches('\'').to_owned())
+        .collect()
+}
+
+/// The `Allow` statements the template gives `function`: its own
+/// `Policies`, or those of the role it names (`Role: !GetAtt X.Arn`).
+pub fn grants(function: &str) -> Vec<Grant> {
+    let role = entries(TEMPLATE)
+        .into_iter()
+        .find(|(path, key, _)| path == &["Resources", function, "Properties"] && key == "Role")
+        .map(|(_, _, v)| {
+            v.strip_prefix("!GetAtt ")
+                .and_then(|r| r.strip_suffix(".Arn"))
+                .expect("Role: !GetAtt X.Arn")
+                .to_owned()
+        });
+    let holder = role.as_deref().unwrap_or(function);
+    let mut out: Vec<Grant> = Vec::new();
+    let mut allow = false;
+    for (path, key, value) in entries(TEMPLATE) {
+        let inside = path.len() > 3
+            && path[..3] == ["Resources", holder, "Properties"]
+            && path[3] == "Policies"
+            && path.iter().any(|k| k == "Statement");
+        if !inside {
+            continue;
+        }
+        match key.as_str() {
+            "Effect" => {
+                allow = value == "Allow";
+                if allow {
+                    out.push(Grant {
+                        actions: vec![],
+                        resource: String::new(),
+                        leading_keys: None,
+                    });
+                }
+            }
+            "Action" if allow => out.last_mut().expect("a statement").actions = flow_list(&value),
+            "Resource" if allow => out.last_mut().expect("a statement").resource = value,
+            "dynamodb:LeadingKeys" if allow => {
+                out.last_mut().expect("a statement").leading_keys = Some(flow_list(&value));
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "template.yaml gives {function} no statements"
+    );
+    out
+}
+
+/// The resource expressions of the table and its status index, as the
+/// template writes them in policies.
+pub const TABLE_ARN: &str = "!GetAtt Table.Arn";
+pub const STATUS_INDEX_ARN: &str = "!Sub \"${Table.Arn}/index/by_status\"";

@@ -60,7 +60,7 @@ pub async fn handle_stream(deps: &Structure, event: Event) -> DynamoDbEventRespo
 /// crash at any point resumes the remaining work.
 #[tracing::instrument(name = "structure", skip(deps), fields(proposal = %id))]
 pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
-    let Some(mut p) = deps.store.get(id).await? else {
+    let Some(mut p) = deps.store.get_new(id).await? else {
         tracing::warn!("proposal vanished; nothing to do");
         return Ok(());
     };
@@ -70,6 +70,22 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
         .ok_or_else(|| AppError::UnknownWorkflow(p.workflow.clone()))?;
     let mut structured_here = false;
     if p.status == Status::Received {
+        // The intake's record is untrusted (in AWS the public functions
+        // write it): keep only what an intake sets, refuse what no intake
+        // writes. A refused record is dropped, not retried: no retry can
+        // make it valid.
+        p = match p.admitted() {
+            Ok((admitted, reset)) => {
+                if reset {
+                    tracing::warn!("the intake record carried state no intake sets; ignored");
+                }
+                admitted
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "not structuring a forged intake record");
+                return Ok(());
+            }
+        };
         let (fields, mut info, author) = if let Some(a) = &p.intake.assistant {
             // An assistant proposed the fields itself: validate them, do
             // not structure again.

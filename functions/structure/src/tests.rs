@@ -207,3 +207,86 @@ async fn a_received_proposal_nobody_structured_is_structured_and_mailed_by_the_s
         .unwrap();
     assert_eq!(out["redriven"], 0, "{out}");
 }
+
+/// The intake's record is untrusted: state only later steps set (a
+/// revision, a review link, a decision) is dropped before structuring, and
+/// a record no intake writes is not structured at all.
+#[tokio::test]
+async fn an_intake_record_carrying_later_state_is_structured_from_its_notes_only() {
+    use fieldgate::domain::{Decision, DecisionKind, FieldValue, Fields, ReviewGrant, ReviewToken};
+    let f = fx().await;
+    let now = f.clock.now();
+    let id = new_proposal_id(now);
+    let mut t = Proposal::receive(
+        id,
+        "field-service-case".parse().unwrap(),
+        AssetContext {
+            id: "02i000000000001AAA".parse().unwrap(),
+            name: "Pump 7".into(),
+            serial_number: None,
+            account_id: None,
+            account_name: None,
+            location: None,
+        },
+        Intake {
+            notes: "Pump 7 seal leaking badly, urgent".into(),
+            reporter: None,
+            photo: None,
+            received_at: now,
+            assistant: None,
+        },
+        now,
+    );
+    let token = ReviewToken::generate(id, &mut fieldgate::domain::fixtures::SeededRng(7));
+    let mut fields = Fields::new();
+    fields.insert(
+        "Subject".into(),
+        FieldValue {
+            value: "Forged".into(),
+            ..Default::default()
+        },
+    );
+    let hash = t
+        .proposal
+        .push_revision(fields, Actor::system("structure"), now);
+    t.proposal.review.grants = vec![ReviewGrant {
+        reviewer: "service-desk@example.com".into(),
+        token_hash: token.hash(),
+    }];
+    t.proposal.review.mailed = true;
+    t.proposal.decision = Some(Decision {
+        kind: DecisionKind::Approve,
+        by: "service-desk@example.com".into(),
+        at: now,
+        revision_hash: hash,
+        reason: None,
+        token_hash: token.hash(),
+    });
+    f.store.create(&t, None).await.unwrap();
+    process(&f.deps, id).await.unwrap();
+    let p = f.store.get(id).await.unwrap().unwrap();
+    assert_eq!(p.status, Status::PendingReview);
+    assert_eq!(p.revisions.len(), 1, "only the structurer's revision");
+    assert_ne!(
+        p.current().unwrap().fields["Subject"].text(),
+        Some("Forged")
+    );
+    assert!(p.decision.is_none());
+    assert!(p.grant_for(&token.hash()).is_none());
+    assert!(!p.review.replaced.contains(&token.hash()));
+    assert!(p.review.mailed, "the real links were mailed");
+
+    // Not as an intake stores it: left alone.
+    let mut late = Proposal::receive(
+        new_proposal_id(now),
+        "field-service-case".parse().unwrap(),
+        p.asset.clone(),
+        p.intake.clone(),
+        now,
+    );
+    late.proposal.version = 3;
+    f.store.create(&late, None).await.unwrap();
+    process(&f.deps, late.proposal.id).await.unwrap();
+    let still = f.store.get(late.proposal.id).await.unwrap().unwrap();
+    assert_eq!((still.status, still.version), (Status::Received, 3));
+}

@@ -64,11 +64,15 @@ SAM_BASIC_ROLE = grants(
 EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     # GET/POST /q/{code}, /s/{ref}, /static/{name}: the technician's form.
     "QrIntakeFunction": (
-        # Stores the RECEIVED proposal (P#) and its first event, idempotency
-        # keys (I#), the Salesforce asset cache (A#) and rate-limit windows
-        # (RL#); UpdateItem for the rate-limit counters.
-        grants(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], [TABLE],
-               leading_keys("P#*", "I#*", "A#*", "RL#*"))
+        # Writes a new report only as its inbox item (R#) and "received"
+        # event, idempotency keys (I#) and the Salesforce asset cache (A#):
+        # no write on P#, so nothing it writes is a proposal past RECEIVED.
+        grants(["dynamodb:PutItem"], [TABLE], leading_keys("R#*", "I#*", "A#*"))
+        # The rate-limit counters (RL#), nothing else, by UpdateItem.
+        | grants(["dynamodb:UpdateItem"], [TABLE], leading_keys("RL#*"))
+        # Reads: the status page (P#, or R# before structuring) and the rest.
+        | grants(["dynamodb:GetItem"], [TABLE],
+                 leading_keys("P#*", "R#*", "I#*", "A#*", "RL#*"))
         # Uploads the photo; never reads photos back.
         | grants(["s3:PutObject"], [PHOTOS])
         # The read-only Salesforce credential (asset lookup; never the
@@ -80,13 +84,15 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     # ANY /mcp: AI assistants propose records; nothing they do is a write
     # to Salesforce or a decision.
     "McpFunction": (
-        # Creates RECEIVED proposals (P#, first event) with idempotency keys
-        # (I#), reads its own back, the asset cache (A#), and counts calls
-        # in rate-limit windows (RL#, UpdateItem).
-        grants(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], [TABLE],
-               leading_keys("P#*", "I#*", "A#*", "RL#*"))
-        # Reads the caller's token record by its hash (T#), nothing more.
-        | grants(["dynamodb:GetItem"], [TABLE], leading_keys("T#*"))
+        # As qr-intake: an assistant's proposal is written only as an inbox
+        # item (R#) with its event, idempotency keys (I#), the asset cache
+        # (A#); per-token windows (RL#) by UpdateItem. No write on P# or T#.
+        grants(["dynamodb:PutItem"], [TABLE], leading_keys("R#*", "I#*", "A#*"))
+        | grants(["dynamodb:UpdateItem"], [TABLE], leading_keys("RL#*"))
+        # Reads: get_proposal (P#, R#), the rest, and the caller's token by
+        # its hash (T#).
+        | grants(["dynamodb:GetItem"], [TABLE],
+                 leading_keys("P#*", "R#*", "I#*", "A#*", "RL#*", "T#*"))
         # The read-only Salesforce credential (asset search) and the
         # status-link key.
         | grants(["secretsmanager:GetSecretValue"], ["${SalesforceReadSecret}", "${KeysSecret}"])
@@ -95,8 +101,12 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     ),
     # Stream step on RECEIVED: structures the notes, mails the reviewers.
     "StructureFunction": (
-        # Reads the proposal, writes it and its next audit event (P# only).
-        grants(["dynamodb:GetItem", "dynamodb:PutItem"], [TABLE], leading_keys("P#*"))
+        # Reads the proposal or, before structuring, the inbox item (R#).
+        grants(["dynamodb:GetItem"], [TABLE], leading_keys("P#*", "R#*"))
+        # The only function that writes new proposals (P#): from an inbox
+        # item, which it marks moved in the same transaction (R#).
+        | grants(["dynamodb:PutItem"], [TABLE], leading_keys("P#*"))
+        | grants(["dynamodb:UpdateItem"], [TABLE], leading_keys("R#*"))
         # Its 5-minute sweep finds stuck RECEIVED / unmailed ones by status.
         | grants(["dynamodb:Query"], ["${Table.Arn}/index/by_status"])
         # The photo, attached to the review mail / structuring.
@@ -120,8 +130,10 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     ),
     # GET/POST /r/{token}, /r/{token}/photo: the review page and decision.
     "ApprovalFunction": (
-        # Reads the proposal, writes the decision and its audit event.
-        grants(["dynamodb:GetItem", "dynamodb:PutItem"], [TABLE], leading_keys("P#*"))
+        # Reads the proposal (R# too, for one whose P# item expired),
+        # writes the decision and its audit event (P# only).
+        grants(["dynamodb:GetItem"], [TABLE], leading_keys("P#*", "R#*"))
+        | grants(["dynamodb:PutItem"], [TABLE], leading_keys("P#*"))
         # Shows the photo to the reviewer.
         | grants(["s3:GetObject"], [PHOTOS])
         # Verifies the signed review links.
@@ -132,8 +144,10 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     # Stream step on APPROVED (and the 5-minute sweep): commits to
     # Salesforce once, then publishes the handoff.
     "CommitFunction": (
-        # The proposal and its commit steps/audit events (P# only).
-        grants(["dynamodb:GetItem", "dynamodb:PutItem"], [TABLE], leading_keys("P#*"))
+        # The proposal and its commit steps/audit events (writes: P# only;
+        # reads: R# too, as approval).
+        grants(["dynamodb:GetItem"], [TABLE], leading_keys("P#*", "R#*"))
+        | grants(["dynamodb:PutItem"], [TABLE], leading_keys("P#*"))
         # The sweep finds paused commits and unanswered reviews by status.
         | grants(["dynamodb:Query"], ["${Table.Arn}/index/by_status"])
         # Attaches the photo to the Salesforce record.
@@ -154,6 +168,40 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         | grants(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"])
     ),
 }
+
+# -- The rule behind the public functions' lists ------------------------------
+
+# The functions anyone on the internet can call. Beyond matching their list,
+# none of their grants may write a proposal item: every table write they
+# have must be limited by dynamodb:LeadingKeys to patterns that cannot match
+# a key `P#<id>` (IAM's StringLike: `*` any run, `?` one character). Then a
+# compromised one can write only the intake's inbox items (R#), which the
+# structure step alone turns into proposals (README, Security).
+PUBLIC_FUNCTIONS = ("QrIntakeFunction", "McpFunction")
+TABLE_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                "dynamodb:BatchWriteItem", "dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate",
+                "dynamodb:PartiQLDelete", "dynamodb:ImportTable", "dynamodb:RestoreTableToPointInTime",
+                "dynamodb:*", "*"}
+PROPOSAL_KEY = "P#01JD0000000000000000000000"
+
+
+def writes_proposals(got: set[tuple[str, str, str]]) -> list[str]:
+    import fnmatch
+    out = []
+    for g in sorted(got):
+        action, resource, condition = g
+        if action not in TABLE_WRITES or not (resource.startswith(TABLE) or resource == "*"):
+            continue
+        c = json.loads(condition) if condition else {}
+        patterns = (c.get("ForAllValues:StringLike") or {}).get("dynamodb:LeadingKeys")
+        # Only ForAllValues limits every key of the request; with nothing
+        # else in the condition, so no other operator can widen it.
+        if not patterns or set(c) != {"ForAllValues:StringLike"}:
+            out.append(f"writes the table without a LeadingKeys limit: {show(g)}")
+        elif any(fnmatch.fnmatchcase(PROPOSAL_KEY, p) for p in patterns):
+            out.append(f"may write proposal items (P#): {show(g)}")
+    return out
+
 
 # -- AWS managed policies, expanded (their published documents) ---------------
 
@@ -317,6 +365,8 @@ def main(argv: list[str]) -> int:
                     problems.append(f"extra:   {show(g)}")
                 for g in sorted(EXPECTED[name] - got):
                     problems.append(f"missing: {show(g)}")
+                if name in PUBLIC_FUNCTIONS:
+                    problems.extend(writes_proposals(got))
             except Unreadable as e:
                 problems.append(str(e))
         if problems:

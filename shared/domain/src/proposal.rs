@@ -225,6 +225,9 @@ pub struct Proposal {
 pub enum DomainError {
     #[error("a proposal in status {from} cannot move to {to}")]
     IllegalTransition { from: Status, to: Status },
+    /// An intake record no intake writes (see [`Proposal::admitted`]).
+    #[error("the intake record of proposal {id} is not a fresh RECEIVED one: {why}")]
+    NotAnIntake { id: ProposalId, why: &'static str },
 }
 
 /// A proposed write: the new proposal and its audit event, to be stored
@@ -295,6 +298,39 @@ impl Proposal {
         t.event = t.event.sealed();
         t.proposal.last_event_hash = t.event.hash.clone();
         t
+    }
+
+    /// The proposal as an intake may have made it, for the step that takes
+    /// it further (structuring). The intake's record is untrusted input: in
+    /// AWS the public functions write it, and a compromised one could write
+    /// anything. So it must be a fresh RECEIVED proposal (version 1, only
+    /// its "received" event), and of what it says only the intake's part is
+    /// kept -- workflow, asset, notes, photo, the assistant's proposal, the
+    /// update target's snapshot -- while everything a later step sets
+    /// (revisions, review links, a decision, commit progress) is reset, so a
+    /// review grant or a decision written by the intake never counts.
+    /// Returns the admitted proposal and whether anything had to be reset.
+    pub fn admitted(&self) -> Result<(Proposal, bool), DomainError> {
+        let refuse = |why| DomainError::NotAnIntake { id: self.id, why };
+        if self.status != Status::Received {
+            return Err(refuse("its status is not RECEIVED"));
+        }
+        if self.version != 1 || self.event_count != 1 {
+            return Err(refuse(
+                "it is not as intake stores it (version 1, one event)",
+            ));
+        }
+        let mut p = self.clone();
+        p.revisions = vec![];
+        p.structuring = None;
+        p.review = ReviewRound::default();
+        p.decision = None;
+        p.commit = CommitProgress::default();
+        if let Some(u) = &mut p.update {
+            u.changed = None;
+        }
+        let reset = p != *self;
+        Ok((p, reset))
     }
 
     pub fn current(&self) -> Option<&Revision> {

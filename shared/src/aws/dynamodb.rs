@@ -2,10 +2,22 @@
 //! `TransactWriteItems` that writes the proposal on the condition of its
 //! version and status and appends the audit event that cannot exist yet.
 //!
+//! A new proposal is written to its *inbox* item (`R#{id}`), not to `P#`:
+//! the public functions (qr-intake, mcp) create proposals, and their IAM
+//! role may write `R#` but never `P#` (`dynamodb:LeadingKeys`), so a
+//! compromised one cannot write a proposal past RECEIVED. The structure
+//! step's transition out of RECEIVED moves it: one transaction puts `P#{id}`
+//! (which must not exist), its event, and marks the inbox item moved (on
+//! the condition that it is still the RECEIVED one that was read). Reads
+//! look at `P#` first, so an inbox item never shadows a proposal, and an
+//! inbox item is only ever read as RECEIVED.
+//!
 //! | item | PK | SK |
 //! |---|---|---|
-//! | proposal | `P#{id}` | `META` |
-//! | audit event | `P#{id}` | `EV#{seq:06}` |
+//! | inbox item (the intake's write) | `R#{id}` | `META` |
+//! | its "received" event | `R#{id}` | `EV#000001` |
+//! | proposal (from structuring on) | `P#{id}` | `META` |
+//! | audit event (from the second on) | `P#{id}` | `EV#{seq:06}` |
 //! | asset cache | `A#{asset}` | `META` |
 //! | rate-limit window | `RL#{key}#{window}` | `META` |
 //! | idempotency key | `I#{key}` | `META` |
@@ -18,7 +30,7 @@ use crate::domain::{
     WindowCount, window_end,
 };
 use crate::ports::{AssistantTokens, CachedAsset, Created, ProposalStore, StoreError};
-use crate::stream::{META, proposal_from_item, proposal_item, proposal_pk};
+use crate::stream::{META, inbox_pk, proposal_from_item, proposal_item, proposal_pk};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
@@ -26,7 +38,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, Put, ScalarAttributeType, StreamSpecification,
-    StreamViewType, TimeToLiveSpecification, TransactWriteItem,
+    StreamViewType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,6 +46,9 @@ use std::time::Duration;
 type Item = HashMap<String, AttributeValue>;
 
 pub const STATUS_INDEX: &str = "by_status";
+/// The `status` of an inbox item once the structure step has moved it to
+/// `P#`: no status the steps' stream filters or the index know.
+pub const MOVED: &str = "MOVED";
 /// How long an idempotency key is remembered (a retried form submission
 /// arrives within minutes; a day is generous).
 const IDEMPOTENCY_TTL_SECS: i64 = 86_400;
@@ -139,9 +154,9 @@ impl DynamoStore {
         ])
     }
 
-    fn event_item(t: &Transition) -> Result<Item, StoreError> {
+    fn event_item(t: &Transition, pk: String) -> Result<Item, StoreError> {
         let mut item: Item = serde_dynamo::to_item(&t.event).map_err(backend)?;
-        item.insert("PK".into(), AttributeValue::S(proposal_pk(t.proposal.id)));
+        item.insert("PK".into(), AttributeValue::S(pk));
         item.insert("SK".into(), AttributeValue::S(event_sk(t.event.seq)));
         // The audit trail lives as long as the proposal it explains.
         item.insert(
@@ -205,6 +220,47 @@ impl DynamoStore {
         unreachable!("the loop returns")
     }
 
+    /// The transition out of RECEIVED of a proposal still in its inbox
+    /// item: puts `P#{id}` (new) and its event, and marks the inbox item
+    /// moved -- on the condition that it is still the RECEIVED one at the
+    /// version and chain head the transition was made from -- in one
+    /// transaction. Condition failures by position: 0 the proposal item
+    /// exists, 1 the event exists, 2 the inbox item is not that one.
+    async fn move_from_inbox(&self, t: &Transition) -> Result<(), TxFailure> {
+        let id = t.proposal.id;
+        let proposal: Item = proposal_item(&t.proposal).into();
+        let event = Self::event_item(t, proposal_pk(id)).map_err(TxFailure::Other)?;
+        let mark_moved = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(inbox_pk(id))))
+            // Out of the status index and of the structure stream's filter.
+            .update_expression("SET #s = :moved, moved_at = :at REMOVE gsi_status")
+            .condition_expression("#v = :v AND #s = :received AND last_event_hash = :h")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":moved", AttributeValue::S(MOVED.into()))
+            .expression_attribute_values(
+                ":at",
+                AttributeValue::S(crate::stream::sortable_time(t.event.at)),
+            )
+            .expression_attribute_values(":v", AttributeValue::N(t.expected_version.to_string()))
+            .expression_attribute_values(
+                ":received",
+                AttributeValue::S(Status::Received.as_str().into()),
+            )
+            .expression_attribute_values(":h", AttributeValue::S(t.event.prev.clone()))
+            .build()
+            .map_err(|e| TxFailure::Other(backend(e)))?;
+        let items = vec![
+            self.put(proposal, "attribute_not_exists(PK)")
+                .map_err(TxFailure::Other)?,
+            self.put(event, "attribute_not_exists(PK)")
+                .map_err(TxFailure::Other)?,
+            TransactWriteItem::builder().update(mark_moved).build(),
+        ];
+        self.transact(items).await
+    }
+
     async fn get_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
         self.client
             .get_item()
@@ -257,10 +313,13 @@ impl ProposalStore for DynamoStore {
         if t.expected_version != 0 {
             return Err(StoreError::Conflict);
         }
-        let proposal: Item = proposal_item(&t.proposal).into();
+        // The inbox item, in the partition the public functions may write.
+        let mut inbox: Item = proposal_item(&t.proposal).into();
+        let pk = inbox_pk(t.proposal.id);
+        inbox.insert("PK".into(), AttributeValue::S(pk.clone()));
         let mut items = vec![
-            self.put(proposal, "attribute_not_exists(PK)")?,
-            self.put(Self::event_item(t)?, "attribute_not_exists(PK)")?,
+            self.put(inbox, "attribute_not_exists(PK)")?,
+            self.put(Self::event_item(t, pk)?, "attribute_not_exists(PK)")?,
         ];
         if let Some(k) = idempotency_key {
             let mut idem = Self::key(format!("I#{k}"));
@@ -296,6 +355,16 @@ impl ProposalStore for DynamoStore {
         let Some(expected_status) = t.expected_status else {
             return Err(StoreError::Conflict);
         };
+        if expected_status == Status::Received {
+            match self.move_from_inbox(t).await {
+                // No inbox item at that version: a proposal stored in `P#`
+                // already in RECEIVED (before inbox items) moves in place.
+                Err(TxFailure::Condition(failed)) if failed.contains(&2) => {}
+                Ok(()) => return Ok(()),
+                Err(TxFailure::Condition(_)) => return Err(StoreError::Conflict),
+                Err(TxFailure::Other(e)) => return Err(e),
+            }
+        }
         let proposal: Item = proposal_item(&t.proposal).into();
         let put_proposal = TransactWriteItem::builder()
             .put(
@@ -319,7 +388,10 @@ impl ProposalStore for DynamoStore {
             .build();
         let items = vec![
             put_proposal,
-            self.put(Self::event_item(t)?, "attribute_not_exists(PK)")?,
+            self.put(
+                Self::event_item(t, proposal_pk(t.proposal.id))?,
+                "attribute_not_exists(PK)",
+            )?,
         ];
         match self.transact(items).await {
             Ok(()) => Ok(()),
@@ -329,14 +401,40 @@ impl ProposalStore for DynamoStore {
     }
 
     async fn get(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError> {
-        match self.get_item(Self::key(proposal_pk(id))).await? {
-            Some(item) => proposal_from_item(item.into()).map(Some).map_err(backend),
-            None => Ok(None),
+        // `P#` first: once a proposal exists, no inbox item can stand in
+        // for it, whatever the public functions write there.
+        if let Some(item) = self.get_item(Self::key(proposal_pk(id))).await? {
+            return proposal_from_item(item.into()).map(Some).map_err(backend);
         }
+        let Some(item) = self.get_item(Self::key(inbox_pk(id))).await? else {
+            return Ok(None);
+        };
+        if !matches!(item.get("status"), Some(AttributeValue::S(s)) if s == Status::Received.as_str())
+        {
+            // Moved (its proposal has expired since) or not an intake's.
+            return Ok(None);
+        }
+        let p = proposal_from_item(item.into()).map_err(backend)?;
+        Ok((p.id == id && p.status == Status::Received).then_some(p))
+    }
+
+    async fn get_new(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError> {
+        // The inbox item first. It may be stale or forged (a moved one
+        // rewritten to RECEIVED): the move is conditional on `P#` not
+        // existing, so acting on it ends in a conflict and a `get`.
+        if let Some(item) = self.get_item(Self::key(inbox_pk(id))).await?
+            && matches!(item.get("status"), Some(AttributeValue::S(s)) if s == Status::Received.as_str())
+            && let Ok(p) = proposal_from_item(item.into())
+            && p.id == id
+            && p.status == Status::Received
+        {
+            return Ok(Some(p));
+        }
+        self.get(id).await
     }
 
     async fn events(&self, id: ProposalId) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut events = Vec::new();
+        let mut events: Vec<AuditEvent> = Vec::new();
         let mut pages = self
             .client
             .query()
@@ -351,6 +449,16 @@ impl ProposalStore for DynamoStore {
         while let Some(item) = pages.next().await {
             let item = item.map_err(sdk)?;
             events.push(serde_dynamo::from_item(item).map_err(backend)?);
+        }
+        if events.first().is_none_or(|e| e.seq != 1) {
+            // The "received" event stays in the inbox partition; anything
+            // else there is not the proposal's (the chain check of the
+            // events after it says whether it is the one they follow).
+            let mut first = Self::key(inbox_pk(id));
+            first.insert("SK".into(), AttributeValue::S(event_sk(1)));
+            if let Some(item) = self.get_item(first).await? {
+                events.insert(0, serde_dynamo::from_item(item).map_err(backend)?);
+            }
         }
         Ok(events)
     }
@@ -377,7 +485,16 @@ impl ProposalStore for DynamoStore {
                 .await
                 .map_err(sdk)?;
             for item in page.items.unwrap_or_default() {
-                out.push(proposal_from_item(item.into()).map_err(backend)?);
+                let inbox =
+                    matches!(item.get("PK"), Some(AttributeValue::S(pk)) if pk.starts_with("R#"));
+                let p = proposal_from_item(item.into()).map_err(backend)?;
+                // The index holds what its items say: an inbox item counts
+                // only as RECEIVED, and an item only as the status it has.
+                if p.status != status || (inbox && status != Status::Received) {
+                    tracing::warn!(proposal = %p.id, listed = %status, "skipping an index entry that is not a proposal in this status");
+                    continue;
+                }
+                out.push(p);
             }
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),

@@ -19,21 +19,28 @@ use std::collections::VecDeque;
 use std::future::Future;
 
 /// The filter of one event-source mapping in `template.yaml`:
-/// `{"dynamodb":{"Keys":{"SK":{"S":["META"]}},"NewImage":{"status":{"S":[...]}}}}`.
+/// `{"dynamodb":{"Keys":{"SK":{"S":["META"]}},"NewImage":{"status":{"S":[...]}}}}`,
+/// with `"PK":{"S":[{"prefix":"P#"}]}` in `Keys` when only proposal items
+/// (not the intake's inbox items) may reach the step.
 #[derive(Debug, Clone)]
 pub struct StreamFilter {
     pub statuses: Vec<Status>,
+    pub pk_prefix: Option<&'static str>,
 }
 
 impl StreamFilter {
-    /// The structure function's filter.
+    /// The structure function's filter: new inbox items (and any proposal
+    /// item in RECEIVED).
     pub fn structure() -> Self {
         Self {
             statuses: vec![Status::Received],
+            pk_prefix: None,
         }
     }
 
-    /// The commit function's filter.
+    /// The commit function's filter: proposal items only, so that an inbox
+    /// item claiming APPROVED (the public functions write those) is never
+    /// delivered to it.
     pub fn commit() -> Self {
         Self {
             statuses: vec![
@@ -42,15 +49,20 @@ impl StreamFilter {
                 Status::Committed,
                 Status::NeedsAttention,
             ],
+            pk_prefix: Some("P#"),
         }
     }
 
     /// The filter pattern as the template writes it.
     pub fn pattern(&self) -> String {
         let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
+        let mut keys = serde_json::json!({ "SK": { "S": [META] } });
+        if let Some(prefix) = self.pk_prefix {
+            keys["PK"] = serde_json::json!({ "S": [{ "prefix": prefix }] });
+        }
         serde_json::json!({
             "dynamodb": {
-                "Keys": { "SK": { "S": [META] } },
+                "Keys": keys,
                 "NewImage": { "status": { "S": statuses } }
             }
         })
@@ -59,11 +71,14 @@ impl StreamFilter {
 
     pub fn matches(&self, rec: &EventRecord) -> bool {
         let sk_ok = matches!(rec.change.keys.get("SK"), Some(AttributeValue::S(s)) if s == META);
+        let pk_ok = self.pk_prefix.is_none_or(|prefix| {
+            matches!(rec.change.keys.get("PK"), Some(AttributeValue::S(s)) if s.starts_with(prefix))
+        });
         let status_ok = match rec.change.new_image.get("status") {
             Some(AttributeValue::S(s)) => self.statuses.iter().any(|st| st.as_str() == s),
             _ => false,
         };
-        sk_ok && status_ok
+        sk_ok && pk_ok && status_ok
     }
 }
 
@@ -428,6 +443,20 @@ mod tests {
             .keys
             .insert("SK".into(), AttributeValue::S("EV#000001".into()));
         assert!(!StreamFilter::structure().matches(&event));
+        // An inbox item claiming APPROVED never reaches the commit step; a
+        // proposal item in APPROVED does.
+        let mut approved = p.clone();
+        approved.status = Status::Approved;
+        let mut rec = crate::stream::change_record(None, &approved, 2);
+        assert!(StreamFilter::commit().matches(&rec));
+        rec.change
+            .keys
+            .insert("PK".into(), AttributeValue::S(format!("R#{}", p.id)));
+        rec.change
+            .new_image
+            .insert("PK".into(), AttributeValue::S(format!("R#{}", p.id)));
+        assert!(!StreamFilter::commit().matches(&rec));
+        assert_eq!(crate::stream::subject_of(&rec), None, "nor any step");
         // The template carries exactly these patterns.
         let template = include_str!("../../../template.yaml");
         for f in [StreamFilter::structure(), StreamFilter::commit()] {
