@@ -30,6 +30,9 @@ pub struct Commit {
     pub workflows: Arc<Workflows>,
     pub public_url: String,
     pub clock: Arc<dyn Clock>,
+    /// How long commits wait after the org's API limit ([`LIMIT_PAUSE`];
+    /// `fieldgate serve --limit-pause` sets it).
+    pub limit_pause: time::Duration,
 }
 
 impl Commit {
@@ -44,6 +47,7 @@ impl Commit {
             workflows: c.workflows().await?,
             public_url: c.public_url()?,
             clock: c.clock(),
+            limit_pause: LIMIT_PAUSE,
         })
     }
 }
@@ -754,7 +758,7 @@ async fn refused(d: &Driver<'_>, p: &Proposal, e: WriteError) -> Result<bool, Co
             // Wait for the budget instead of burning retries: back to
             // APPROVED with a pause; the stream record is done (no retry)
             // and the sweep re-drives it once the pause is over.
-            let until = d.now + LIMIT_PAUSE;
+            let until = d.now + d.deps.limit_pause;
             tracing::warn!(reason = %m, %until, "Salesforce API budget exhausted; commit paused");
             save(
                 d,

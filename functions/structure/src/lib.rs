@@ -60,6 +60,13 @@ pub async fn handle_stream(deps: &Structure, event: Event) -> DynamoDbEventRespo
 /// crash at any point resumes the remaining work.
 #[tracing::instrument(name = "structure", skip(deps), fields(proposal = %id))]
 pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
+    process_as(deps, id, false).await
+}
+
+/// [`process`]; `taken_over`: the caller knows no other driver is alive
+/// (one machine, work left by the process before a restart), so an
+/// unmailed round is its to mail however recent.
+async fn process_as(deps: &Structure, id: ProposalId, taken_over: bool) -> Result<(), AppError> {
     let Some(mut p) = deps.store.get_new(id).await? else {
         tracing::warn!("proposal vanished; nothing to do");
         return Ok(());
@@ -139,7 +146,7 @@ pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
     // mail on its way) is theirs to finish. The issue write is conditional
     // on the version read, so of two drivers on a stale round one mails.
     let now = deps.clock.now();
-    let ours = structured_here || now - p.updated_at >= MAIL_STUCK_AFTER;
+    let ours = structured_here || taken_over || now - p.updated_at >= MAIL_STUCK_AFTER;
     if p.status == Status::PendingReview && !p.review.mailed && ours {
         review::send_round(
             deps.store.as_ref(),
@@ -212,6 +219,36 @@ pub async fn sweep(deps: &Structure, now: fieldgate::domain::Timestamp) -> Resul
             Err(e) if e.is_conflict() => out.waiting += 1,
             Err(e) => {
                 tracing::warn!(proposal = %p.id, error = %fieldgate::Chain(&e), "sweep: re-drive failed; the next sweep retries");
+                out.failed += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// On one machine after a restart: mails every review round that the
+/// previous process issued (links written before `started`) and never
+/// recorded as sent. That process is dead, so nobody else will; the
+/// scheduled sweep would wait [`MAIL_STUCK_AFTER`] first. Rounds issued
+/// since `started` belong to this process's own deliveries. RECEIVED work
+/// needs no take-over: its outbox change is delivered again.
+pub async fn take_over(
+    deps: &Structure,
+    started: fieldgate::domain::Timestamp,
+) -> Result<Sweep, AppError> {
+    let mut out = Sweep::default();
+    let mut left = deps
+        .store
+        .list_by_status(Status::PendingReview, 100_000)
+        .await?;
+    left.retain(|p| !p.review.mailed && p.updated_at < started);
+    for p in left {
+        tracing::info!(proposal = %p.id, "taking over a review round the previous run did not mail");
+        match process_as(deps, p.id, true).await {
+            Ok(()) => out.redriven += 1,
+            Err(e) if e.is_conflict() => out.waiting += 1,
+            Err(e) => {
+                tracing::warn!(proposal = %p.id, error = %fieldgate::Chain(&e), "take-over failed; the sweep retries");
                 out.failed += 1;
             }
         }

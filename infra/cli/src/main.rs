@@ -80,6 +80,14 @@ enum Cmd {
         /// Reports per QR code per 10 minutes before 429.
         #[arg(long)]
         reports_per_code: Option<u64>,
+        /// Seconds between the commit sweeps that re-drive paused or
+        /// unfinished commits.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        sweep_every: u64,
+        /// Seconds commits wait after the org answered that its daily API
+        /// limit is used up, before one of them probes again.
+        #[arg(long, value_name = "SECS", default_value_t = 900)]
+        limit_pause: u64,
         /// Behind a reverse proxy on this machine: take the client address
         /// from the last X-Forwarded-For hop (the proxy must set it).
         #[arg(long)]
@@ -461,10 +469,14 @@ async fn main() -> anyhow::Result<()> {
             workflows,
             skip_check,
             reports_per_code,
+            sweep_every,
+            limit_pause,
             trust_proxy,
         } => {
             let mut pipeline = PipelineOptions {
                 trust_proxy,
+                sweep_every: std::time::Duration::from_secs(sweep_every.max(1)),
+                limit_pause: Some(std::time::Duration::from_secs(limit_pause)),
                 ..PipelineOptions::default()
             };
             if let Some(n) = reports_per_code {

@@ -52,6 +52,9 @@ pub struct PipelineOptions {
     pub clock: Arc<dyn Clock>,
     /// Pacing of webhook retries.
     pub webhook_backoff: Backoff,
+    /// How long commits wait after the org's API limit (default
+    /// `fieldgate_commit::LIMIT_PAUSE`).
+    pub limit_pause: Option<Duration>,
 }
 
 impl Default for PipelineOptions {
@@ -64,6 +67,7 @@ impl Default for PipelineOptions {
             sweep_every: Duration::from_secs(60),
             clock: fieldgate::clock::system(),
             webhook_backoff: Backoff::default(),
+            limit_pause: None,
         }
     }
 }
@@ -182,7 +186,12 @@ impl Pipeline {
         let keys = parts.keys().await?;
         let workflows = parts.workflows().await?;
         let structure = Arc::new(Structure::build(&parts).await?);
-        let commit = Arc::new(Commit::build(&parts).await?);
+        let mut commit = Commit::build(&parts).await?;
+        if let Some(d) = opts.limit_pause {
+            commit.limit_pause = time::Duration::try_from(d).context("--limit-pause")?;
+        }
+        let commit = Arc::new(commit);
+        let started = opts.clock.now();
         let intake = Arc::new(IntakeDeps::build(&parts, opts.intake_limits).await?);
         let approval = Arc::new(ApprovalDeps::build(&parts).await?);
         let mcp = Arc::new(McpDeps::build(&parts).await?);
@@ -275,6 +284,26 @@ impl Pipeline {
                 retries: opts.stream_retries,
             },
         )));
+
+        // Review rounds the previous run issued and never mailed: it is
+        // dead, so they are this run's to mail now, not after the sweep's
+        // wait.
+        {
+            let structure = structure.clone();
+            p.tasks.push(tokio::spawn(async move {
+                match fieldgate_structure::take_over(&structure, started).await {
+                    Ok(s) if s.redriven + s.failed > 0 => tracing::info!(
+                        mailed = s.redriven,
+                        failed = s.failed,
+                        "review rounds of the previous run taken over"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %Chain(&e), "taking over unmailed reviews failed")
+                    }
+                }
+            }));
+        }
 
         // Unanswered reviews expire, and structure work nobody finished is
         // re-driven, as the scheduled sweeps do in AWS.
