@@ -68,6 +68,7 @@ impl Wiring {
             ("SesConfigurationSet", String::new()),
             ("PublicUrl", PUBLIC.to_owned()),
             ("LogLevel", "info".to_owned()),
+            ("AdminTokenHash", String::new()),
         ]
         .into_iter()
         .collect();
@@ -75,6 +76,8 @@ impl Wiring {
             ("HasPublicUrl", true),
             ("HasConfigurationSet", false),
             ("HasReadClientId", false),
+            // The parameter's default: no admin page.
+            ("AdminEnabled", false),
         ]
         .into_iter()
         .collect();
@@ -463,6 +466,14 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
     let page = http(approval, HttpApiRequest::get("ANY /r/{token}", &link)).await;
     assert_eq!(page.status, 200, "{}", page.text());
     let page = page.text();
+    // AdminTokenHash left at its default: the function has no /admin.
+    for (route, path) in [
+        ("ANY /admin", "/admin"),
+        ("ANY /admin/{proxy+}", "/admin/login"),
+    ] {
+        let admin = http(approval, HttpApiRequest::get(route, path)).await;
+        assert_eq!(admin.status, 404, "{path}: {}", admin.text());
+    }
     let photo_path = format!("{link}/photo");
     let shown = http(
         approval,

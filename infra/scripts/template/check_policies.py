@@ -126,6 +126,10 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         | grants(["s3:GetObject"], [PHOTOS])
         # Verifies the signed review links.
         | grants(["secretsmanager:GetSecretValue"], ["${KeysSecret}"])
+        # Only with AdminTokenHash set (Fn::If): the read-only /admin page
+        # reads a proposal's events (P#) and lists proposals by status.
+        | grants(["dynamodb:Query"], [TABLE], leading_keys("P#*"))
+        | grants(["dynamodb:Query"], ["${Table.Arn}/index/by_status"])
         # SAM's generated role (HTTP function, no stream): logs and X-Ray.
         | SAM_BASIC_ROLE
     ),
