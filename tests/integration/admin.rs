@@ -167,6 +167,15 @@ async fn admin_lists_filters_shows_the_timeline_and_exports_what_verifies() {
         assert_eq!(page.contains(&pending.to_string()), *has_pending, "{q}");
     }
     assert_eq!(get(&h, "/admin?status=BOGUS", Some(&cookie)).await.0, 400);
+    // A hostile filter is shown back inert.
+    let (status, _, page) = get(
+        &h,
+        "/admin?workflow=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("\"><script>"), "{page}");
 
     // The timeline: every stored event, in order, with who and what.
     let (status, _, page) = get(&h, &format!("/admin/p/{committed}"), Some(&cookie)).await;
