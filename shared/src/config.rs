@@ -387,6 +387,9 @@ pub struct Config {
     /// `FIELDGATE_HANDOFF_WEBHOOK_*`: one machine's handoff, relayed from
     /// the handoff log.
     pub webhook: Option<WebhookConfig>,
+    /// `FIELDGATE_ADMIN_TOKEN_HASH`: the `/admin` page's credential; `None`:
+    /// no admin page at all.
+    pub admin: Option<crate::admin::AdminCredential>,
 }
 
 impl Config {
@@ -510,6 +513,13 @@ impl Config {
             public_url: v.url("FIELDGATE_PUBLIC_URL")?,
             hsts: v.flag("FIELDGATE_HSTS")?,
             webhook,
+            admin: v
+                .get(crate::admin::TOKEN_HASH_VAR)
+                .map(|h| {
+                    crate::admin::AdminCredential::from_hex(&h)
+                        .map_err(|e| invalid(crate::admin::TOKEN_HASH_VAR, e.to_string()))
+                })
+                .transpose()?,
         };
         config.check_features()?;
         Ok(config)
@@ -578,6 +588,7 @@ impl Config {
             public_url: None,
             hsts: false,
             webhook: None,
+            admin: None,
         }
     }
 
@@ -678,6 +689,21 @@ mod tests {
         // The sender is required with SMTP.
         let err = parse(&[("FIELDGATE_SMTP_URL", "smtp://mail.example.com")]).unwrap_err();
         assert!(err.to_string().starts_with("FIELDGATE_MAIL_FROM"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_credential_is_a_hash_and_a_bad_one_is_not_echoed() {
+        assert!(parse(&[]).unwrap().admin.is_none());
+        let hash = "ab".repeat(32);
+        let c = parse(&[("FIELDGATE_ADMIN_TOKEN_HASH", hash.as_str())]).unwrap();
+        assert_eq!(c.admin.unwrap().to_hex(), hash);
+        // A token pasted where its hash belongs.
+        let err = parse(&[("FIELDGATE_ADMIN_TOKEN_HASH", "MARKER-the-token-itself")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("FIELDGATE_ADMIN_TOKEN_HASH"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("MARKER"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the Salesforce REST client, the structurers and the pages. The domain
 //! (no I/O) is its own crate, re-exported as [`domain`].
 
+pub mod admin;
 #[cfg(feature = "aws-core")]
 pub mod aws;
 pub mod clock;

@@ -68,6 +68,7 @@ impl Wiring {
             ("SesConfigurationSet", String::new()),
             ("PublicUrl", PUBLIC.to_owned()),
             ("LogLevel", "info".to_owned()),
+            ("AdminTokenHash", String::new()),
         ]
         .into_iter()
         .collect();
@@ -75,6 +76,8 @@ impl Wiring {
             ("HasPublicUrl", true),
             ("HasConfigurationSet", false),
             ("HasReadClientId", false),
+            // The parameter's default: no admin page.
+            ("AdminEnabled", false),
         ]
         .into_iter()
         .collect();
@@ -311,7 +314,7 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sf_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(emulator.clone().serve(listener));
-    let wiring = Wiring::new(table.store.table(), &m, &sf_url);
+    let mut wiring = Wiring::new(table.store.table(), &m, &sf_url);
 
     // Every function starts with its template environment; nothing but
     // the stand-ins' endpoints is added.
@@ -470,6 +473,14 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
     let page = http(approval, HttpApiRequest::get("ANY /r/{token}", &link)).await;
     assert_eq!(page.status, 200, "{}", page.text());
     let page = page.text();
+    // AdminTokenHash left at its default: the function has no /admin.
+    for (route, path) in [
+        ("ANY /admin", "/admin"),
+        ("ANY /admin/{proxy+}", "/admin/login"),
+    ] {
+        let admin = http(approval, HttpApiRequest::get(route, path)).await;
+        assert_eq!(admin.status, 404, "{path}: {}", admin.text());
+    }
     let photo_path = format!("{link}/photo");
     let shown = http(
         approval,
@@ -572,6 +583,73 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert!(names.contains(&"propose_record"), "{names:?}");
+
+    // 10. With AdminTokenHash set, the approval function serves /admin
+    // over the table (events by P# key, the list by the status index).
+    // API Gateway carries cookies in `cookies`, not in the headers.
+    let (admin_token, cred) = fieldgate::admin::AdminCredential::generate(&mut rand::rng());
+    wiring.refs.insert("AdminTokenHash", cred.to_hex());
+    wiring.conditions.insert("AdminEnabled", true);
+    let admin_env = wiring.env("ApprovalFunction");
+    assert_eq!(admin_env["FIELDGATE_ADMIN_TOKEN_HASH"], cred.to_hex());
+    let admin = start(
+        "ApprovalFunction",
+        env!("CARGO_BIN_EXE_lambda-approval"),
+        &admin_env,
+    )
+    .await;
+    let form = serde_urlencoded::to_string([("token", admin_token.as_str())]).unwrap();
+    let signed = admin
+        .invoke(
+            &HttpApiRequest::post(
+                "ANY /admin/{proxy+}",
+                "/admin/login",
+                "application/x-www-form-urlencoded",
+                form.as_bytes(),
+            )
+            .event(),
+        )
+        .await
+        .json();
+    assert_eq!(signed["statusCode"], 303, "{signed:#}");
+    let cookie = signed["cookies"][0].as_str().expect("a session cookie");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let signed_in = async |route: &str, path: &str| {
+        let mut ev = HttpApiRequest::get(route, path).event();
+        ev["cookies"] = json!([session]);
+        HttpApiResponse::parse(&admin.invoke(&ev).await.json())
+    };
+    let listed = signed_in("ANY /admin", "/admin?status=COMMITTED").await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert!(listed.text().contains(&id.to_string()), "{}", listed.text());
+    let timeline = signed_in("ANY /admin/{proxy+}", &format!("/admin/p/{id}")).await;
+    assert_eq!(timeline.status, 200, "{}", timeline.text());
+    assert!(
+        timeline.text().contains("Audit chain verified"),
+        "{}",
+        timeline.text()
+    );
+    let export = signed_in(
+        "ANY /admin/{proxy+}",
+        &format!("/admin/export?proposal={id}"),
+    )
+    .await;
+    assert_eq!(export.status, 200);
+    let report = fieldgate_cli::audit::verify_file(export.body.as_slice()).unwrap();
+    assert_eq!((report.proposals, report.breaks.len()), (1, 0));
+    let none = HttpApiResponse::parse(
+        &admin
+            .invoke(&HttpApiRequest::get("ANY /admin", "/admin").event())
+            .await
+            .json(),
+    );
+    assert_eq!(none.status, 401, "no cookie, no list");
+    assert!(!none.text().contains(&id.to_string()));
+    assert_eq!(admin.api.violations(), Vec::<String>::new());
 
     // Every function kept to the Runtime API's protocol and none failed
     // to start.

@@ -3,6 +3,7 @@
 //! The stand-ins they talk to (DynamoDB Local, moto, chromedriver, the
 //! Python clients) are started by `infra/scripts/test.sh` before this runs.
 
+mod admin;
 mod aws;
 mod aws_pipeline;
 mod aws_store;

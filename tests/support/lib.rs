@@ -51,6 +51,12 @@ impl HarnessBuilder {
         self
     }
 
+    /// No `/admin` page (no credential made at start).
+    pub fn no_admin(mut self) -> Self {
+        self.opts.admin = false;
+        self
+    }
+
     pub fn reports_per_code(mut self, n: u64) -> Self {
         self.opts.intake_limits.per_code.limit = n;
         self

@@ -6,6 +6,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
 use axum::routing::get;
+use fieldgate::admin::AdminDeps;
 use fieldgate::clock::Clock;
 use fieldgate::compose::{BuildError, Components};
 use fieldgate::domain::{
@@ -30,18 +31,34 @@ pub struct ApprovalDeps {
     pub clock: Arc<dyn Clock>,
     /// Responses carry HSTS (the site is served over https).
     pub hsts: bool,
+    /// The read-only `/admin` pages, only when a credential is configured
+    /// (`FIELDGATE_ADMIN_TOKEN_HASH`; in AWS the `AdminTokenHash`
+    /// parameter): otherwise the routes do not exist.
+    pub admin: Option<Arc<AdminDeps>>,
 }
 
 impl ApprovalDeps {
     /// The function's dependencies from the composition root.
     pub async fn build(c: &Components) -> Result<Self, BuildError> {
+        let store = c.store().await?;
+        let csrf = c.links().await?;
+        let admin = c.config().admin.clone().map(|credential| {
+            Arc::new(AdminDeps::new(
+                store.clone(),
+                csrf.clone(),
+                c.clock(),
+                credential,
+                c.hsts(),
+            ))
+        });
         Ok(Self {
-            store: c.store().await?,
+            store,
             media: c.media().await?,
             workflows: c.workflows().await?,
-            csrf: c.links().await?,
+            csrf,
             clock: c.clock(),
             hsts: c.hsts(),
+            admin,
         })
     }
 }
@@ -52,7 +69,8 @@ type Deps = State<Arc<ApprovalDeps>>;
 /// so the two routers merge without overlap in `fieldgate dev`.
 pub fn router(deps: Arc<ApprovalDeps>) -> Router {
     let headers = web::security_headers_for(deps.hsts);
-    Router::new()
+    let admin = deps.admin.clone();
+    let r = Router::new()
         .route("/r/{token}", get(show).post(decide))
         .route("/r/{token}/photo", get(photo))
         .method_not_allowed_fallback(web::method_not_allowed)
@@ -60,7 +78,11 @@ pub fn router(deps: Arc<ApprovalDeps>) -> Router {
         // The same cap as API Gateway's (and as qr-intake), not axum's 2 MB.
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(headers)
-        .with_state(deps)
+        .with_state(deps);
+    match admin {
+        Some(a) => r.merge(fieldgate::admin::router(a)),
+        None => r,
+    }
 }
 
 struct Link {
@@ -372,6 +394,27 @@ async fn decide(
             "Thank you. Nothing was written to Salesforce.",
         ),
     })
+}
+
+/// On Lambda: the client address API Gateway saw, for the admin sign-in's
+/// per-client limit (as qr-intake's; headers are never trusted for it).
+pub async fn client_ip_from_api_gateway(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use lambda_http::request::RequestContext;
+    let ip = req
+        .extensions()
+        .get::<RequestContext>()
+        .and_then(|c| match c {
+            RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref(),
+            _ => None,
+        })
+        .and_then(|ip| ip.parse().ok());
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(fieldgate::http::ClientIp(ip));
+    }
+    next.run(req).await
 }
 
 fn label(wf: &Workflow, field: &str) -> String {

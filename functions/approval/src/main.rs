@@ -4,7 +4,7 @@
 
 use fieldgate::compose::Components;
 use fieldgate::lambda::init;
-use fieldgate_approval::{ApprovalDeps, router};
+use fieldgate_approval::{ApprovalDeps, client_ip_from_api_gateway, router};
 use lambda_http::Error;
 use std::sync::Arc;
 
@@ -12,5 +12,6 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     fieldgate::telemetry::init_json();
     let deps = init(async { ApprovalDeps::build(&Components::from_env()?).await }).await;
-    lambda_http::run(router(Arc::new(deps))).await
+    let app = router(Arc::new(deps)).layer(axum::middleware::from_fn(client_ip_from_api_gateway));
+    lambda_http::run(app).await
 }

@@ -239,3 +239,62 @@ async fn routing_gives_the_same_pages_and_headers_as_before() {
     .await;
     assert_eq!(r.status, 415);
 }
+
+/// The approval function as AWS builds it, from variables: without
+/// `FIELDGATE_ADMIN_TOKEN_HASH` (the template's `AdminTokenHash` left
+/// empty) there is no `/admin` at all; with it, the login form, and a
+/// session cookie that is `Secure` under the template's `FIELDGATE_HSTS`.
+#[tokio::test]
+async fn admin_routes_exist_only_with_a_configured_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let app = async |vars: Vec<(&'static str, String)>| {
+        let lookup = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| (k == "FIELDGATE_DATA_DIR").then(|| data.clone()))
+        };
+        let parts = Components::new(Config::from_lookup(&lookup).unwrap())
+            .with_store(Arc::new(SqliteStore::in_memory()));
+        router(Arc::new(ApprovalDeps::build(&parts).await.unwrap()))
+    };
+
+    let off = app(vec![("FIELDGATE_HSTS", "1".into())]).await;
+    for (method, path) in [
+        ("GET", "/admin"),
+        ("GET", "/admin/login"),
+        ("GET", "/admin/export"),
+        ("POST", "/admin/login"),
+    ] {
+        let r = send(&off, request(method, path)).await;
+        assert_eq!(r.status, 404, "{method} {path}");
+    }
+
+    let (token, cred) = fieldgate::admin::AdminCredential::generate(&mut rand::rng());
+    let on = app(vec![
+        ("FIELDGATE_HSTS", "1".into()),
+        (fieldgate::admin::TOKEN_HASH_VAR, cred.to_hex()),
+    ])
+    .await;
+    let r = send(&on, request("GET", "/admin")).await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("name=\"token\""));
+    assert!(r.headers.contains_key("strict-transport-security"));
+    let wrong = send(&on, post_form("/admin/login", "token=nope".into())).await;
+    assert_eq!(wrong.status, 401);
+    assert!(!wrong.headers.contains_key("set-cookie"));
+    let form = serde_urlencoded::to_string([("token", &token)]).unwrap();
+    let r = send(&on, post_form("/admin/login", form)).await;
+    assert_eq!(r.status, 303);
+    let cookie = r.headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let session = cookie.split(';').next().unwrap();
+    let mut req = request("GET", "/admin");
+    req.headers_mut().insert("cookie", session.parse().unwrap());
+    let r = send(&on, req).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("0 proposals"), "{}", r.body);
+    // The review pages are unchanged beside it.
+    assert_eq!(send(&on, request("GET", "/r/junk")).await.status, 404);
+}

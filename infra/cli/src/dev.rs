@@ -65,6 +65,9 @@ pub struct DevOptions {
     pub workflows: Option<Arc<Workflows>>,
     /// Handoffs also POSTed to a webhook (`FIELDGATE_HANDOFF_WEBHOOK_*`).
     pub webhook: Option<WebhookConfig>,
+    /// Serve `/admin` with a fresh token made at start ([`DevStack::admin_token`]),
+    /// to this machine only like `/dev/*`.
+    pub admin: bool,
 }
 
 impl DevOptions {
@@ -84,6 +87,7 @@ impl DevOptions {
             clock: p.clock,
             workflows: None,
             webhook: None,
+            admin: true,
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct DevStack {
     pub clock: Arc<dyn Clock>,
     /// Said at start (e.g. links that only this machine can open).
     pub warnings: Vec<String>,
+    /// The `/admin` token made at this start (`None`: no admin page).
+    pub admin_token: Option<String>,
     pipeline: Pipeline,
 }
 
@@ -173,6 +179,13 @@ impl DevStack {
         let local = bound.listener.local_addr()?.ip();
         let own = (!local.is_unspecified()).then_some(local);
         let expose = opts.expose_dev;
+        // A new token every start: nothing to configure on this machine, and
+        // nothing that outlives the process.
+        let admin = opts
+            .admin
+            .then(|| fieldgate::admin::AdminCredential::generate(&mut rand::rng()));
+        let admin_cred = admin.as_ref().map(|(_, c)| c.clone());
+        let https = public_url.starts_with("https://");
         let pipeline = Pipeline::start(bound, &data, parts, popts, opts.webhook.clone(), |p| {
             let app = Arc::new(App {
                 store: p.store.clone(),
@@ -194,7 +207,20 @@ impl DevStack {
                     ))
                 }
             };
-            guard(routes(em.router(), app))
+            let pages = routes(em.router(), app);
+            let pages = match admin_cred {
+                Some(credential) => pages.merge(fieldgate::admin::router(Arc::new(
+                    fieldgate::admin::AdminDeps::new(
+                        p.store.clone(),
+                        Arc::new(p.keys.links.clone()),
+                        p.clock.clone(),
+                        credential,
+                        https,
+                    ),
+                ))),
+                None => pages,
+            };
+            guard(pages)
         })
         .await?;
 
@@ -214,6 +240,7 @@ impl DevStack {
             commit: pipeline.commit.clone(),
             clock: opts.clock,
             warnings,
+            admin_token: admin.map(|(token, _)| token),
             pipeline,
         })
     }

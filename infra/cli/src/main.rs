@@ -185,6 +185,10 @@ enum AuditCmd {
         #[arg(long)]
         workflow: Option<String>,
     },
+    /// Make a token for the read-only `/admin` page: prints the token
+    /// (shown once) and its SHA-256, which goes into
+    /// FIELDGATE_ADMIN_TOKEN_HASH (AWS: the AdminTokenHash parameter).
+    AdminToken,
 }
 
 #[derive(Subcommand)]
@@ -246,6 +250,14 @@ fn components(data: PathBuf) -> anyhow::Result<fieldgate::compose::Components> {
 async fn audit_command(cmd: AuditCmd) -> anyhow::Result<()> {
     use fieldgate_cli::audit;
     match cmd {
+        AuditCmd::AdminToken => {
+            let (token, cred) = fieldgate::admin::AdminCredential::generate(&mut rand::rng());
+            eprintln!("The admin token (shown once; only its hash is configured):");
+            println!("{token}");
+            eprintln!("Its SHA-256, for {}:", fieldgate::admin::TOKEN_HASH_VAR);
+            println!("{}", cred.to_hex());
+            Ok(())
+        }
         AuditCmd::Verify {
             file: Some(file), ..
         } => {
@@ -438,6 +450,12 @@ async fn main() -> anyhow::Result<()> {
             println!("  data:        {}", data.display());
             println!("  review mail: {}/dev/outbox", stack.public_url);
             println!("  handoff:     {}/dev/handoff", stack.public_url);
+            if let Some(token) = &stack.admin_token {
+                println!(
+                    "  admin:       {}/admin (read-only; token for this run: {token})",
+                    stack.public_url
+                );
+            }
             println!(
                 "  MCP:         {}/mcp (a token: fieldgate mcp token create --name NAME --workflows ID --data {})",
                 stack.public_url,

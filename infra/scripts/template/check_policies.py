@@ -10,7 +10,7 @@ lost what it needs).
 Resources are written as in the template, intrinsics folded to ${...}:
   {"Ref": "X"} -> ${X};  {"Fn::GetAtt": ["X", "Arn"]} -> ${X.Arn};
   {"Fn::Sub": "s"} -> s;  {"Fn::If": [c, a, b]} -> both a and b (the
-  AWS::NoValue branch is dropped).
+  AWS::NoValue branch is dropped); a whole policy under Fn::If likewise.
 A condition is part of the grant: losing `dynamodb:LeadingKeys` or
 `ses:FromAddress` widens it as much as a new action does.
 
@@ -138,6 +138,10 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         | grants(["s3:GetObject"], [PHOTOS])
         # Verifies the signed review links.
         | grants(["secretsmanager:GetSecretValue"], ["${KeysSecret}"])
+        # Only with AdminTokenHash set (Fn::If): the read-only /admin page
+        # reads a proposal's events (P#) and lists proposals by status.
+        | grants(["dynamodb:Query"], [TABLE], leading_keys("P#*"))
+        | grants(["dynamodb:Query"], ["${Table.Arn}/index/by_status"])
         # SAM's generated role (HTTP function, no stream): logs and X-Ray.
         | SAM_BASIC_ROLE
     ),
@@ -303,6 +307,19 @@ def role_of(function: dict) -> str:
     raise Unreadable(f"Role is not a role of this template: {json.dumps(role)}")
 
 
+def conditional_policies(policies: list) -> list[dict]:
+    """A policy under Fn::If (granted only when a parameter asks for it)
+    counts as granted: both branches, the AWS::NoValue one dropped."""
+    out = []
+    for p in policies:
+        if isinstance(p, dict) and list(p) == ["Fn::If"]:
+            out += conditional_policies([b for b in p["Fn::If"][1:]
+                                         if b != {"Ref": "AWS::NoValue"}])
+        else:
+            out.append(p)
+    return out
+
+
 def role_grants(resources: dict, role_id: str) -> set[tuple[str, str, str]]:
     role = resources.get(role_id)
     if not role or role.get("Type") != "AWS::IAM::Role":
@@ -310,7 +327,7 @@ def role_grants(resources: dict, role_id: str) -> set[tuple[str, str, str]]:
     props = role.get("Properties") or {}
     check_trust(role_id, props.get("AssumeRolePolicyDocument", {}))
     out: set[tuple[str, str, str]] = set()
-    for p in props.get("Policies", []) or []:
+    for p in conditional_policies(props.get("Policies", []) or []):
         out |= document_grants(p.get("PolicyDocument", {}), f"{role_id} {p.get('PolicyName')}")
     for arn in props.get("ManagedPolicyArns", []) or []:
         if not isinstance(arn, str) or arn not in MANAGED:

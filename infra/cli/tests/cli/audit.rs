@@ -142,3 +142,27 @@ fn an_admin_command_refuses_a_directory_without_data() {
         "nothing created"
     );
 }
+
+/// `fieldgate audit admin-token`: a fresh token on each run, and the hash
+/// that `FIELDGATE_ADMIN_TOKEN_HASH` takes is the token's.
+#[test]
+fn admin_token_prints_a_fresh_token_and_its_hash() {
+    let run = || {
+        let o = fieldgate(&["audit", "admin-token"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8(o.stdout).unwrap();
+        let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), 2, "token, then hash: {out}");
+        (lines[0].clone(), lines[1].clone())
+    };
+    let (token, hash) = run();
+    assert!(token.len() >= 43, "256 bits: {token}");
+    let cred = fieldgate::admin::AdminCredential::from_hex(&hash).unwrap();
+    assert!(cred.matches(&token));
+    let (other, other_hash) = run();
+    assert_ne!(
+        (other.as_str(), other_hash.as_str()),
+        (token.as_str(), hash.as_str())
+    );
+    assert!(!cred.matches(&other));
+}

@@ -40,6 +40,17 @@ async fn on_all_interfaces_only_this_machine_reaches_the_dev_pages_and_the_org()
             "{p} there"
         );
     }
+    // The admin page (its token printed at start): the sign-in form here,
+    // nothing from the network.
+    for p in ["/admin", "/admin/login", "/admin/export"] {
+        let here_status = status(&http, &format!("{here}{p}")).await;
+        assert!(matches!(here_status, 200 | 401), "{p} here: {here_status}");
+        assert_eq!(
+            status(&http, &format!("{there}{p}")).await,
+            404,
+            "{p} there"
+        );
+    }
     // The emulated org's token endpoint (its client secret is the demo's).
     let token = |base: String| {
         let http = http.clone();
