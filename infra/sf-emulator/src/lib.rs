@@ -171,6 +171,8 @@ pub(crate) struct Inner {
     pub faults: Faults,
     pub org_id: String,
     pub user_id: String,
+    /// Set when the org is persisted to a file.
+    pub saver: Option<Saver>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -196,18 +198,79 @@ impl Inner {
         self.api_calls.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Writes the store out if a request changed it. Failure is logged, not
-    /// surfaced: the in-memory org stays authoritative for this process.
-    pub(crate) fn persist(&self, store: &mut Store) {
+    /// After a request changed the store (under its lock): the save that
+    /// will hold the change, to wait for before answering. `None` when
+    /// nothing changed or nothing is persisted.
+    pub(crate) fn changed(&self, store: &mut Store) -> Option<u64> {
         if !store.dirty {
-            return;
+            return None;
         }
         store.dirty = false;
-        if let Some(path) = &self.config.persist_path
-            && let Err(e) = store.save(path)
-        {
-            tracing::error!(path = %path.display(), error = %e, "saving emulator state failed");
+        let saver = self.saver.as_ref()?;
+        let mut wanted = lock(&saver.wanted);
+        *wanted += 1;
+        saver.wake.notify_one();
+        Some(*wanted)
+    }
+
+    /// Waits until the save numbered `epoch` (or a later one) is on disk:
+    /// a write is answered only once it would survive a kill, as a real
+    /// org's would. One save serves every request that changed the store
+    /// before it began (group commit): the file is rewritten per batch,
+    /// not per write.
+    pub(crate) async fn saved(&self, epoch: u64) {
+        if let Some(saver) = &self.saver {
+            let mut saved = saver.saved.subscribe();
+            // The saver only stops with the emulator: an error here means
+            // nothing will be saved any more, and the answer goes out.
+            let _ = saved.wait_for(|s| *s >= epoch).await;
         }
+    }
+}
+
+/// The saving thread's side of the group commit.
+pub(crate) struct Saver {
+    /// Highest change number handed out (under the store's lock).
+    wanted: Mutex<u64>,
+    wake: std::sync::Condvar,
+    saved: tokio::sync::watch::Sender<u64>,
+}
+
+/// Rewrites the org file whenever changes are waiting, until the emulator
+/// is dropped. A failed save is logged and retried with the next change;
+/// the in-memory org stays authoritative for this process.
+fn run_saver(inner: std::sync::Weak<Inner>, path: PathBuf) {
+    let mut done = 0;
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let saver = strong.saver.as_ref().expect("a saver thread has a saver");
+        {
+            let wanted = lock(&saver.wanted);
+            if *wanted <= done {
+                // Wakes now and then to notice the emulator was dropped.
+                let _ = saver
+                    .wake
+                    .wait_timeout(wanted, std::time::Duration::from_millis(500))
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+        }
+        // Under the store's lock, so every change numbered up to `epoch`
+        // is in the bytes.
+        let (bytes, epoch) = {
+            let store = strong.store();
+            (store.to_bytes(), *lock(&saver.wanted))
+        };
+        match bytes.and_then(|b| state::Store::write_bytes(&path, &b)) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "saving emulator state failed")
+            }
+        }
+        done = epoch;
+        saver.saved.send_replace(epoch);
     }
 }
 
@@ -243,7 +306,13 @@ impl Emulator {
                 s
             }
         };
-        Ok(Emulator {
+        let path = config.persist_path.clone();
+        let saver = path.as_ref().map(|_| Saver {
+            wanted: Mutex::new(0),
+            wake: std::sync::Condvar::new(),
+            saved: tokio::sync::watch::channel(0).0,
+        });
+        let em = Emulator {
             inner: Arc::new(Inner {
                 config,
                 store: Mutex::new(store),
@@ -254,8 +323,20 @@ impl Emulator {
                 faults: Faults::default(),
                 org_id: ids::mint(ids::ORG, 1),
                 user_id: ids::mint(ids::USER, 1),
+                saver,
             }),
-        })
+        };
+        if let Some(path) = path {
+            let weak = Arc::downgrade(&em.inner);
+            std::thread::Builder::new()
+                .name("sf-emulator-save".into())
+                .spawn(move || run_saver(weak, path))
+                .map_err(|source| EmulatorError::Save {
+                    path: em.inner.config.persist_path.clone().unwrap_or_default(),
+                    source,
+                })?;
+        }
+        Ok(em)
     }
 
     /// Routes under `/services/...` only, with no global fallback, so the

@@ -123,7 +123,16 @@ impl Store {
     /// Write a sibling temp file then rename it over the target, so a crash
     /// mid-write never leaves a truncated state file behind.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        Self::write_bytes(path, &self.to_bytes()?)
+    }
+
+    /// The state file's content.
+    pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(std::io::Error::other)
+    }
+
+    /// Writes a state file's content as [`Store::save`] does.
+    pub fn write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => std::path::PathBuf::from("."),
@@ -136,7 +145,7 @@ impl Store {
         let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
         {
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, path)

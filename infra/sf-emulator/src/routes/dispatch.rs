@@ -53,12 +53,15 @@ pub(super) async fn rest(State(em): State<Emulator>, req: Request) -> Response {
         in_composite: false,
         if_unmodified_since: super::request::if_unmodified_since(&parts.headers),
     };
-    let resp = {
+    let (resp, change) = {
         let mut store = inner.store();
         let resp = dispatch(inner, &mut store, &req);
-        inner.persist(&mut store);
-        resp
+        let change = inner.changed(&mut store);
+        (resp, change)
     };
+    if let Some(epoch) = change {
+        inner.saved(epoch).await;
+    }
     tracing::debug!(method = %parts.method, path, status = resp.status, "sf-emulator");
     if parts.method != Method::GET && (200..300).contains(&resp.status) && inner.faults.take_drop()
     {
