@@ -167,7 +167,18 @@ pub(crate) fn part(raw: &str, ty: &str) -> String {
         .unwrap_or_else(|| panic!("no {ty} part in:\n{raw}"));
     let rest = &raw[at..];
     let (head, body) = rest.split_once("\n\n").unwrap();
-    let body = body.split("\n--").next().unwrap();
+    // Up to the next boundary: the multipart's own, since a line of the
+    // body may start with "--" too (a link's token cut by a soft break).
+    let boundary = raw
+        .split_once("boundary=")
+        .map(|(_, b)| {
+            b.trim_start_matches('"')
+                .split(['"', '\n', ';'])
+                .next()
+                .unwrap()
+        })
+        .unwrap_or_else(|| panic!("a multipart boundary in:\n{raw}"));
+    let body = body.split(&format!("\n--{boundary}")).next().unwrap();
     let cte = head
         .lines()
         .find_map(|l| l.strip_prefix("Content-Transfer-Encoding: "))
