@@ -125,6 +125,10 @@ impl Outbox {
     pub fn mails(&self) -> Vec<ReviewMail> {
         self.0.all()
     }
+    /// The mails from position `from` on (a reader's cursor).
+    pub fn since(&self, from: usize) -> Vec<ReviewMail> {
+        self.0.since(from)
+    }
 }
 
 #[async_trait]
