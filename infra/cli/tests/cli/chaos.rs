@@ -171,7 +171,7 @@ async fn report(http: &reqwest::Client, link: &str, i: usize) -> Result<Proposal
             format!("Pump {i} leaking at the shaft seal, urgent"),
         )
         .text("idem", format!("chaos-report-{i:06}"));
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         form = form.part(
             "photo",
             reqwest::multipart::Part::bytes(photo(i))
@@ -443,7 +443,7 @@ async fn chaos_kills_and_org_faults_lose_nothing_and_duplicate_nothing() {
             .iter()
             .filter(|f| f["FirstPublishLocationId"].as_str() == Some(ids[0].as_str()))
             .count();
-        let with_photo = by_report[id] % 3 == 0;
+        let with_photo = by_report[id].is_multiple_of(3);
         assert_eq!(on_case, usize::from(with_photo), "{id}: its photos");
     }
     assert!(
