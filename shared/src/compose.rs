@@ -15,7 +15,9 @@ use crate::config::{
     WorkflowsConfig,
 };
 use crate::domain::{CsrfKey, QrKeyring, StructurerKind, Workflows};
-use crate::embedded::{AssistantFile, FileMedia, HandoffLog, Outbox, SqliteStore};
+#[cfg(feature = "sqlite")]
+use crate::embedded::SqliteStore;
+use crate::embedded::{AssistantFile, FileMedia, HandoffLog, Outbox};
 use crate::ports::{
     AssetDirectory, AssistantTokens, HandoffMessage, HandoffPublisher, MediaStore, NotifyError,
     ProposalStore, PublishError, RecordWriter, ReviewMail, ReviewNotifier,
@@ -63,6 +65,9 @@ pub enum BuildError {
     },
     #[error("the Salesforce client")]
     Salesforce(#[source] SfError),
+    /// A Lambda build (no `sqlite` feature) started without a table.
+    #[error("this build has no embedded store: set FIELDGATE_TABLE")]
+    NoEmbeddedStore,
     #[cfg(feature = "smtp")]
     #[error("the SMTP mailer")]
     Smtp(#[source] crate::embedded::smtp::SmtpError),
@@ -317,6 +322,7 @@ impl Components {
         self.store
             .get_or_try_init(|| async {
                 Ok(match &self.config.store {
+                    #[cfg(feature = "sqlite")]
                     StoreConfig::Embedded => {
                         Arc::new(SqliteStore::open_dir(&self.config.data_dir).map_err(
                             |source| BuildError::Store {
@@ -325,10 +331,13 @@ impl Components {
                             },
                         )?) as Arc<dyn ProposalStore>
                     }
+                    #[cfg(not(feature = "sqlite"))]
+                    StoreConfig::Embedded => return Err(BuildError::NoEmbeddedStore),
                     #[cfg(feature = "aws-dynamodb")]
                     StoreConfig::Dynamo { table } => {
                         let client = aws_sdk_dynamodb::Client::new(self.sdk().await);
                         Arc::new(crate::aws::dynamodb::DynamoStore::new(client, table))
+                            as Arc<dyn ProposalStore>
                     }
                     #[cfg(not(feature = "aws-dynamodb"))]
                     StoreConfig::Dynamo { .. } => unreachable!("refused by Config"),

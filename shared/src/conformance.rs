@@ -39,6 +39,43 @@ pub async fn run_all(store: Arc<dyn ProposalStore>) {
     received_until_structured(store.as_ref()).await;
     listing_newest_first(store.as_ref()).await;
     counters_and_cache(store.as_ref()).await;
+    chained_transitions(store.as_ref()).await;
+}
+
+/// `apply_all`: transitions made one from the other land as the last one's
+/// proposal with every event (out of RECEIVED too), and a chain made from
+/// a stale version changes nothing.
+async fn chained_transitions(s: &dyn ProposalStore) {
+    let t = received(now());
+    s.create(&t, None).await.unwrap();
+    let a = step(&t.proposal, Status::PendingReview, "structured");
+    let b = step(&a.proposal, Status::PendingReview, "review_links_issued");
+    s.apply_all(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(
+        s.get(t.proposal.id).await.unwrap(),
+        Some(b.proposal.clone()),
+        "chained_transitions: the last one's state"
+    );
+    let events = s.events(t.proposal.id).await.unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["received", "structured", "review_links_issued"],
+        "chained_transitions: every event"
+    );
+    verify_chain(&events).expect("chained_transitions: the chain holds");
+    // The same chain again is stale: a conflict, and nothing changed.
+    assert_eq!(
+        s.apply_all(&[a, b.clone()]).await,
+        Err(StoreError::Conflict),
+        "chained_transitions: stale"
+    );
+    assert_eq!(
+        s.get(t.proposal.id).await.unwrap(),
+        Some(b.proposal),
+        "chained_transitions: unchanged"
+    );
+    assert_eq!(s.events(t.proposal.id).await.unwrap().len(), 3);
 }
 
 async fn create_and_get(s: &dyn ProposalStore) {

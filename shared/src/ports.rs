@@ -68,6 +68,18 @@ pub trait ProposalStore: Send + Sync {
     /// Applies a transition if the stored proposal still has the expected
     /// version and status; writes the proposal and its event atomically.
     async fn apply(&self, t: &Transition) -> Result<(), StoreError>;
+    /// Applies transitions made one from the other (each from the one
+    /// before's proposal) on the condition of the first's version and
+    /// status. A store that can writes them as one (DynamoDB: the last
+    /// proposal and every event in one transaction); this default applies
+    /// them in order, each conditional, so a crash between leaves a state
+    /// the steps resume from.
+    async fn apply_all(&self, ts: &[Transition]) -> Result<(), StoreError> {
+        for t in ts {
+            self.apply(t).await?;
+        }
+        Ok(())
+    }
     async fn get(&self, id: ProposalId) -> Result<Option<Proposal>, StoreError>;
     /// As `get`, for the step that takes RECEIVED proposals on
     /// (structuring): a store that keeps new proposals apart (DynamoDB's

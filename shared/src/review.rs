@@ -3,7 +3,7 @@
 //! (when Salesforce refuses and the reviewer must look again).
 
 use crate::domain::{
-    Actor, CsrfKey, Proposal, ProposalId, ReviewGrant, ReviewToken, Timestamp, Workflow,
+    Actor, CsrfKey, Proposal, ProposalId, ReviewGrant, ReviewToken, Timestamp, Transition, Workflow,
 };
 use crate::error::AppError;
 use crate::ports::{ProposalStore, ReviewMail, ReviewNotifier};
@@ -29,6 +29,27 @@ pub async fn send_round(
     step: &str,
     now: Timestamp,
 ) -> Result<Proposal, AppError> {
+    let round = issue_round(workflow, proposal, step, now)?;
+    store.apply(&round.issue).await?;
+    mail_round(store, notifier, workflow, public_url, round, step, now).await
+}
+
+/// A round's links, made but not stored: the transition that records
+/// them (the structure step writes it with its own) and the tokens to
+/// mail once it is stored.
+pub struct Round {
+    pub issue: Transition,
+    tokens: Vec<(String, ReviewToken)>,
+}
+
+/// Fresh links for each reviewer of `workflow`, as a transition of
+/// `proposal` (see [`send_round`]).
+pub fn issue_round(
+    workflow: &Workflow,
+    proposal: &Proposal,
+    step: &str,
+    now: Timestamp,
+) -> Result<Round, AppError> {
     let tokens: Vec<(String, ReviewToken)> = workflow
         .reviewers
         .iter()
@@ -60,8 +81,23 @@ pub async fn send_round(
                 .collect();
         },
     )?;
-    store.apply(&issue).await?;
+    Ok(Round { issue, tokens })
+}
+
+/// Mails a round whose links are stored (`round.issue` applied) and
+/// records it as mailed.
+pub async fn mail_round(
+    store: &dyn ProposalStore,
+    notifier: &dyn ReviewNotifier,
+    workflow: &Workflow,
+    public_url: &str,
+    round: Round,
+    step: &str,
+    now: Timestamp,
+) -> Result<Proposal, AppError> {
+    let Round { issue, tokens } = round;
     let issued = issue.proposal;
+    let expires_at = issued.review.expires_at.unwrap_or(now);
 
     let summary = issued
         .current()

@@ -141,6 +141,25 @@ pub fn subject_of(rec: &EventRecord) -> Option<(ProposalId, Option<Status>)> {
     Some((id, status))
 }
 
+/// The proposal a record's new image holds, if it is a whole proposal item
+/// (`P#`, written only by the privileged steps) about `id` in `status`.
+/// `None` for inbox items (untrusted), for the embedded outbox's records
+/// (key and status only) and for anything that does not parse: the step
+/// then reads the store. The image is the item as of that write, possibly
+/// older than the stored one; every write made from it is conditional on
+/// its version, so a stale image costs a lost race, never a wrong write.
+pub fn proposal_image(rec: &EventRecord, id: ProposalId, status: Status) -> Option<Proposal> {
+    match rec.change.keys.get("PK") {
+        Some(AttributeValue::S(pk)) if pk.starts_with("P#") => {}
+        _ => return None,
+    }
+    if !rec.change.new_image.contains_key("version") {
+        return None;
+    }
+    let p = proposal_from_item(rec.change.new_image.clone()).ok()?;
+    (p.id == id && p.status == status).then_some(p)
+}
+
 /// Runs `step` for each record about a proposal whose new status is one of
 /// `statuses`, in order; stops at the first failure and reports it, so that
 /// record and the ones after it are delivered again.
@@ -155,6 +174,22 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::error::Error + 'static,
 {
+    drive_images(event, statuses, step_name, |id, _| step(id)).await
+}
+
+/// [`drive`], handing the step the record's [`proposal_image`] too, so a
+/// step that can act on it needs no read first.
+pub async fn drive_images<F, Fut, E>(
+    event: &aws_lambda_events::dynamodb::Event,
+    statuses: &[Status],
+    step_name: &str,
+    mut step: F,
+) -> DynamoDbEventResponse
+where
+    F: FnMut(ProposalId, Option<Proposal>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + 'static,
+{
     for rec in &event.records {
         let Some((id, Some(status))) = subject_of(rec) else {
             continue;
@@ -162,7 +197,7 @@ where
         if !statuses.contains(&status) {
             continue;
         }
-        if let Err(e) = step(id).await {
+        if let Err(e) = step(id, proposal_image(rec, id, status)).await {
             tracing::error!(proposal = %id, step = step_name, error = %crate::Chain(&e), "step failed; will be retried");
             return batch_response(Some(rec));
         }
@@ -208,12 +243,25 @@ mod tests {
         let json = serde_json::to_string(&rec).unwrap();
         let again: EventRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(subject_of(&again), Some((p.id, Some(Status::Received))));
+        assert_eq!(
+            proposal_image(&again, p.id, Status::Received),
+            Some(p.clone())
+        );
+        assert_eq!(proposal_image(&again, p.id, Status::Approved), None);
         assert_eq!(proposal_from_item(again.change.new_image).unwrap(), p);
+        // The embedded outbox's records carry no image: the step reads.
+        let bare = status_record(p.id, Status::Received, 8, true);
+        assert_eq!(proposal_image(&bare, p.id, Status::Received), None);
         // An inbox item is a subject as RECEIVED only.
         let mut inbox = rec.clone();
         let r = AttributeValue::S(format!("R#{}", p.id));
         inbox.change.keys.insert("PK".into(), r);
         assert_eq!(subject_of(&inbox), Some((p.id, Some(Status::Received))));
+        assert_eq!(
+            proposal_image(&inbox, p.id, Status::Received),
+            None,
+            "an inbox item's image is never taken for the proposal"
+        );
         inbox
             .change
             .new_image

@@ -259,6 +259,20 @@ impl Recorded {
         }
     }
 
+    /// Requests per function and operation.
+    pub fn counts(&self) -> Vec<(&'static str, std::collections::BTreeMap<String, usize>)> {
+        self.each()
+            .into_iter()
+            .map(|(function, rec)| {
+                let mut ops = std::collections::BTreeMap::<String, usize>::new();
+                for s in rec.sent() {
+                    *ops.entry(s.op).or_default() += 1;
+                }
+                (function, ops)
+            })
+            .collect()
+    }
+
     /// Requests per function and operation (for the report and BENCHMARKS).
     pub fn report(&self, what: &str) -> String {
         let mut total = 0;
@@ -594,9 +608,66 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         .unwrap();
     assert_eq!((audit.proposals, audit.breaks.len()), (1, 0), "{audit:?}");
 
+    // The request budget of one lifecycle with a photo (BENCHMARKS.md):
+    // a regression fails here. The commit step reads nothing: it starts
+    // from the APPROVED record's image, goes on from what it wrote, and
+    // leaves the records of its own writes alone (their lease is live).
+    eprintln!("{}", recorded.report("lifecycle with a photo"));
+    let budget = [
+        ("QrIntakeFunction", 6),
+        ("StructureFunction", 3),
+        ("ApprovalFunction", 3),
+        ("CommitFunction", 4),
+    ];
+    let counts = recorded.counts();
+    for ((function, ops), (f, most)) in counts.iter().zip(budget) {
+        assert_eq!(*function, f);
+        let n: usize = ops.values().sum();
+        assert!(
+            n <= most,
+            "{function}: {n} requests, budget {most}: {ops:?}"
+        );
+    }
+    let total: usize = counts.iter().flat_map(|(_, ops)| ops.values()).sum();
+    assert!(total <= 16, "{total} requests per lifecycle, budget 16");
+    assert_eq!(
+        counts[3].1.get("GetItem"),
+        None,
+        "the commit step re-read the proposal: {:?}",
+        counts[3].1
+    );
+
+    // A stale record redelivered (the APPROVED one, after the commit is
+    // done): its image loses the conditional claim, the step reads what
+    // is stored and finds nothing to do. Still one Case, one message.
+    let mut approved = p.clone();
+    let events = store.events(id).await.unwrap();
+    let approved_at = events
+        .iter()
+        .find(|e| e.to == Status::Approved)
+        .expect("an approval event");
+    approved.status = Status::Approved;
+    approved.version = u64::from(approved_at.seq);
+    approved.commit = Default::default();
+    let mut event = aws_lambda_events::dynamodb::Event::default();
+    event.records = vec![fieldgate::stream::change_record(None, &approved, 99)];
+    let before = recorded.commit.sent().len();
+    let answer = fieldgate_commit::handle_stream(&commit, event).await;
+    assert!(answer.batch_item_failures.is_empty());
+    let redelivery: Vec<String> = recorded.commit.sent()[before..]
+        .iter()
+        .map(|s| s.op.clone())
+        .collect();
+    assert_eq!(
+        redelivery,
+        ["TransactWriteItems", "GetItem"],
+        "a lost claim, then one read"
+    );
+    assert_eq!(emulator.records("Case").len(), 1);
+    assert!(receive_all(&m.sqs, &m.queue_url).await.is_empty());
+
     // Every request each function sent is one its IAM policy in
     // template.yaml allows; the intake wrote the inbox item, never P#.
-    eprintln!("{}", recorded.report("lifecycle with a photo"));
     recorded.assert_within_the_template();
     let intake_writes = aws::writes(&recorded.intake.sent());
     assert!(

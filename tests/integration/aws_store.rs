@@ -110,7 +110,9 @@ async fn items_follow_the_single_table_design() {
         .await
         .unwrap();
     assert_eq!(q.items().len(), 1);
-    // A rate-limit window is its own item with a TTL.
+    // A rate-limit counter is one item per key and window size: the
+    // current window (its end and count) and the previous one's count,
+    // with a TTL.
     assert_eq!(
         t.store
             .count_in_window("code-1", 600, now())
@@ -120,13 +122,33 @@ async fn items_follow_the_single_table_design() {
         1
     );
     let window = fieldgate::domain::window_end(now(), 600);
-    let rl = get(format!("RL#code-1#{window}"), "META")
+    let rl = get("RL#code-1#w600".into(), "META")
         .await
         .unwrap()
         .item
         .unwrap();
-    assert_eq!(rl["count"], AttributeValue::N("1".into()));
+    assert_eq!(rl["c"], AttributeValue::N("1".into()));
+    assert_eq!(rl["w"], AttributeValue::N(window.to_string()));
+    assert_eq!(rl["p"], AttributeValue::N("0".into()));
     assert!(rl.contains_key("expires_at"));
+    // A container whose clock is a window behind counts in the newer
+    // window instead of resetting it.
+    let next = now() + time::Duration::seconds(600);
+    let counted = |at| t.store.count_in_window("code-1", 600, at);
+    assert_eq!(
+        counted(next).await.unwrap(),
+        fieldgate::domain::WindowCount {
+            current: 1,
+            previous: 1
+        }
+    );
+    assert_eq!(
+        counted(now()).await.unwrap(),
+        fieldgate::domain::WindowCount {
+            current: 2,
+            previous: 1
+        }
+    );
 }
 
 #[tokio::test]
@@ -155,6 +177,51 @@ async fn a_transition_is_all_or_nothing() {
     let ghost_next = step(&ghost.proposal, Status::PendingReview);
     assert_eq!(t.store.apply(&ghost_next).await, Err(StoreError::Conflict));
     assert_eq!(t.store.get(ghost.proposal.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn chained_transitions_are_one_write() {
+    let t = aws::fresh_table(&aws::sdk().await).await;
+    let r = received();
+    t.store.create(&r, None).await.unwrap();
+    let a = step(&r.proposal, Status::PendingReview);
+    let b = step(&a.proposal, Status::PendingReview);
+    let c = step(&b.proposal, Status::PendingReview);
+    // Event 3 (the second of the chain) exists already: neither the move
+    // nor event 2 may land.
+    let mut squatter = key(format!("P#{}", r.proposal.id), "EV#000003");
+    squatter.insert("action".into(), AttributeValue::S("squatter".into()));
+    t.store
+        .client()
+        .put_item()
+        .table_name(t.store.table())
+        .set_item(Some(squatter))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.apply_all(&[a.clone(), b.clone()]).await,
+        Err(StoreError::Conflict)
+    );
+    let stored = t.store.get(r.proposal.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.version), (Status::Received, 1));
+    let ev2 = t
+        .store
+        .client()
+        .get_item()
+        .table_name(t.store.table())
+        .set_key(Some(key(format!("P#{}", r.proposal.id), "EV#000002")))
+        .send()
+        .await
+        .unwrap();
+    assert!(ev2.item.is_none(), "event 2 was not written alone");
+    // Transitions that do not follow one another are refused unsent.
+    let refused = t.store.apply_all(&[a.clone(), c]).await;
+    assert!(
+        matches!(refused, Err(StoreError::Backend { .. })),
+        "{refused:?}"
+    );
+    assert!(t.store.apply_all(&[]).await.is_err());
 }
 
 #[tokio::test]

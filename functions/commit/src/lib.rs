@@ -16,7 +16,7 @@ use fieldgate::ports::{
     Attachment, HandoffMessage, HandoffPublisher, MediaStore, ProposalStore, RecordWriter,
     ReviewNotifier, Updated, WriteError,
 };
-use fieldgate::stream::drive;
+use fieldgate::stream::drive_images;
 use fieldgate::{AppError, Chain, review};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -152,14 +152,31 @@ impl<E: Into<AppError>> From<E> for CommitError {
     }
 }
 
+/// Each record's image is where the drive starts: the records of this
+/// step's own writes show the lease of the driver that made them, so they
+/// are left alone without a read while that lease lasts.
 pub async fn handle_stream(deps: &Commit, event: Event) -> DynamoDbEventResponse {
-    drive(&event, &STATUSES, "commit", |id| process(deps, id)).await
+    drive_images(&event, &STATUSES, "commit", |id, image| {
+        process_from(deps, id, image)
+    })
+    .await
 }
 
 /// Drives one proposal until there is nothing left for this step to do.
 #[tracing::instrument(name = "commit", skip(deps), fields(proposal = %id))]
 pub async fn process(deps: &Commit, id: ProposalId) -> Result<(), CommitError> {
-    process_at(deps, id, deps.clock.now()).await
+    process_at(deps, id, deps.clock.now(), None).await
+}
+
+/// [`process`] starting from `image`, the proposal as a stream record
+/// shows it (no read first); `None` reads the store.
+#[tracing::instrument(name = "commit", skip(deps, image), fields(proposal = %id))]
+pub async fn process_from(
+    deps: &Commit,
+    id: ProposalId,
+    image: Option<Proposal>,
+) -> Result<(), CommitError> {
+    process_at(deps, id, deps.clock.now(), image).await
 }
 
 /// [`process`] with the clock given (the sweep and tests pass theirs).
@@ -173,20 +190,28 @@ async fn process_at(
     deps: &Commit,
     id: ProposalId,
     now: fieldgate::domain::Timestamp,
+    start_from: Option<Proposal>,
 ) -> Result<(), CommitError> {
     let d = Driver {
         deps,
         owner: hex::encode(rand::random::<[u8; 8]>()),
         now,
     };
-    // Each pass makes one recorded step; a fresh read after each keeps us
-    // honest about what is stored.
+    // Each pass makes one recorded step. The next pass starts from what
+    // that step wrote: its write was conditional on the version and status
+    // it was made from, so the stored item is exactly the one written. Only
+    // a lost race (or no image to start from) reads the store.
+    let mut known = start_from;
     // Set when this very call recorded the record write: then no upload can
     // have happened yet and the photo goes up without a lookup first.
     let mut wrote_record_here = false;
     for _ in 0..16 {
-        let Some(p) = deps.store.get(id).await? else {
-            return Ok(());
+        let p = match known.take() {
+            Some(p) => p,
+            None => match deps.store.get(id).await? {
+                Some(p) => p,
+                None => return Ok(()),
+            },
         };
         if !has_work(&p) {
             return Ok(());
@@ -201,7 +226,10 @@ async fn process_at(
                 return Ok(());
             }
             match claim(&d, &p).await {
-                Ok(()) => continue,
+                Ok(claimed) => {
+                    known = Some(claimed);
+                    continue;
+                }
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e),
             }
@@ -225,13 +253,13 @@ async fn process_at(
                 now,
             )
             .await
-            .map(|_| true)
+            .map(Some)
             .map_err(CommitError::from),
-            _ => Ok(false),
+            _ => Ok(None),
         };
         match step {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
+            Ok(Some(next)) => known = Some(next),
+            Ok(None) => return Ok(()),
             // Someone else moved it: see what they left.
             Err(e) if e.is_conflict() => continue,
             Err(e) => {
@@ -245,7 +273,7 @@ async fn process_at(
 
 /// Takes over work another driver left (crashed, timed out, or failed and
 /// backed off): a conditional write, so of two claimers one wins.
-async fn claim(d: &Driver<'_>, p: &Proposal) -> Result<(), CommitError> {
+async fn claim(d: &Driver<'_>, p: &Proposal) -> Result<Proposal, CommitError> {
     tracing::info!(proposal = %p.id, status = %p.status, "claiming unfinished commit work");
     let owner = d.owner.clone();
     let until = d.now + COMMIT_LEASE;
@@ -262,7 +290,7 @@ async fn claim(d: &Driver<'_>, p: &Proposal) -> Result<(), CommitError> {
         },
     )?;
     d.deps.store.apply(&t).await?;
-    Ok(())
+    Ok(t.proposal)
 }
 
 /// Ends every live commit lease: for a process that is the only driver of
@@ -345,6 +373,21 @@ async fn save(
     detail: Value,
     change: impl FnOnce(&mut Proposal),
 ) -> Result<Proposal, CommitError> {
+    let t = mark(d, p, to, action, detail, change)?;
+    d.deps.store.apply(&t).await?;
+    Ok(t.proposal)
+}
+
+/// The transition [`save`] writes, made but not applied (several marks
+/// go in one write with `apply_all`).
+fn mark(
+    d: &Driver<'_>,
+    p: &Proposal,
+    to: Status,
+    action: &str,
+    detail: Value,
+    change: impl FnOnce(&mut Proposal),
+) -> Result<fieldgate::domain::Transition, CommitError> {
     let owner = d.owner.clone();
     let until = d.now + COMMIT_LEASE;
     let t = p.transition(
@@ -365,8 +408,7 @@ async fn save(
             }
         },
     )?;
-    d.deps.store.apply(&t).await?;
-    Ok(t.proposal)
+    Ok(t)
 }
 
 /// What one sweep did.
@@ -413,7 +455,7 @@ pub async fn sweep(deps: &Commit, now: fieldgate::domain::Timestamp) -> Result<S
             continue;
         }
         tracing::info!(proposal = %p.id, status = %p.status, paused = p.commit.paused_until.is_some(), "sweep: re-driving unfinished commit");
-        if let Err(e) = process_at(deps, p.id, now).await {
+        if let Err(e) = process_at(deps, p.id, now, None).await {
             // Salesforce failed: the state stays resumable, with a back-off.
             tracing::warn!(proposal = %p.id, error = %Chain(&e), "sweep: re-drive failed; a later sweep retries");
             stop_probing |= matches!(e, CommitError::Salesforce(_));
@@ -457,15 +499,15 @@ pub async fn handle_event(deps: &Commit, payload: Value) -> Result<Value, Commit
     Ok(json!({"commit": done, "expired": expired}))
 }
 
-async fn start(d: &Driver<'_>, p: &Proposal) -> Result<bool, CommitError> {
+async fn start(d: &Driver<'_>, p: &Proposal) -> Result<Option<Proposal>, CommitError> {
     if p.commit.paused_until.is_some_and(|until| until > d.now) {
         // Paused by REQUEST_LIMIT_EXCEEDED: the sweep picks it up later.
-        return Ok(false);
+        return Ok(None);
     }
     let attempt = p.commit.attempts + 1;
     // The claim: conditional on the version read, so of a stream delivery
     // and a sweep only one starts.
-    save(
+    let saved = save(
         d,
         p,
         Status::Committing,
@@ -477,7 +519,7 @@ async fn start(d: &Driver<'_>, p: &Proposal) -> Result<bool, CommitError> {
         },
     )
     .await?;
-    Ok(true)
+    Ok(Some(saved))
 }
 
 fn approved_values(p: &Proposal) -> std::collections::BTreeMap<String, Value> {
@@ -490,7 +532,7 @@ async fn commit_step(
     wf: &Workflow,
     p: &Proposal,
     wrote_record_here: bool,
-) -> Result<bool, CommitError> {
+) -> Result<Option<Proposal>, CommitError> {
     let deps = d.deps;
     if wf.operation == Operation::Update {
         return update_step(d, wf, p).await;
@@ -508,7 +550,7 @@ async fn commit_step(
         {
             Ok(up) => {
                 let url = deps.writer.record_url(&wf.object, &up.id);
-                save(
+                let saved = save(
                     d,
                     p,
                     Status::Committing,
@@ -521,7 +563,7 @@ async fn commit_step(
                     },
                 )
                 .await?;
-                return Ok(true);
+                return Ok(Some(saved));
             }
             Err(e) => return refused(d, p, e).await,
         }
@@ -560,7 +602,10 @@ async fn commit_step(
                 }
             }
         };
-        save(
+        // Recorded with the read-back's "committed", in one write: a crash
+        // before it finds the upload by its title (no `wrote_record_here`
+        // on a retry) instead of uploading again.
+        let attached = mark(
             d,
             p,
             Status::Committing,
@@ -569,15 +614,29 @@ async fn commit_step(
             |n| {
                 n.commit.photo_version_id = Some(version_id.clone());
             },
-        )
-        .await?;
-        return Ok(true);
+        )?;
+        return read_back(d, wf, p, &record, &record_id, vec![attached]).await;
     }
+    read_back(d, wf, p, &record, &record_id, Vec::new()).await
+}
+
+/// Reads the record back, compares every approved field with what
+/// Salesforce holds and records COMMITTED, after the marks in `before`
+/// (made from `p` on), in one write.
+async fn read_back(
+    d: &Driver<'_>,
+    wf: &Workflow,
+    p: &Proposal,
+    record: &serde_json::Map<String, Value>,
+    record_id: &str,
+    mut before: Vec<fieldgate::domain::Transition>,
+) -> Result<Option<Proposal>, CommitError> {
+    let deps = d.deps;
     // Read back and compare every approved field with what Salesforce holds.
     let names: Vec<String> = record.keys().cloned().collect();
     let stored = deps
         .writer
-        .read(&wf.object, &record_id, &names)
+        .read(&wf.object, record_id, &names)
         .await
         .map_err(CommitError::Salesforce)?;
     let mismatches: Vec<String> = record
@@ -596,18 +655,20 @@ async fn commit_step(
             "Salesforce holds other values than were approved"
         );
     }
-    save(
+    let from = before.last().map_or(p, |t| &t.proposal);
+    let committed = mark(
         d,
-        p,
+        from,
         Status::Committed,
         "committed",
         json!({"salesforce_id": record_id, "mismatches": mismatches}),
         |n| {
             n.commit.readback_mismatches = mismatches.clone();
         },
-    )
-    .await?;
-    Ok(true)
+    )?;
+    before.push(committed);
+    deps.store.apply_all(&before).await?;
+    Ok(before.pop().map(|t| t.proposal))
 }
 
 /// The error code of a record changed in Salesforce after the proposal.
@@ -619,7 +680,11 @@ pub const RECORD_CHANGED: &str = "RECORD_CHANGED";
 /// `LastModifiedDate` moved) it goes back to the reviewer with the new
 /// values; otherwise only the approved fields are written, conditional on
 /// the record being unmodified since (`If-Unmodified-Since`, 412).
-async fn update_step(d: &Driver<'_>, wf: &Workflow, p: &Proposal) -> Result<bool, CommitError> {
+async fn update_step(
+    d: &Driver<'_>,
+    wf: &Workflow,
+    p: &Proposal,
+) -> Result<Option<Proposal>, CommitError> {
     let deps = d.deps;
     let target = p
         .update
@@ -670,7 +735,7 @@ async fn update_step(d: &Driver<'_>, wf: &Workflow, p: &Proposal) -> Result<bool
         }
     };
     let fields: Vec<&String> = record.keys().collect();
-    save(
+    let saved = save(
         d,
         p,
         Status::Committed,
@@ -682,7 +747,7 @@ async fn update_step(d: &Driver<'_>, wf: &Workflow, p: &Proposal) -> Result<bool
         },
     )
     .await?;
-    Ok(true)
+    Ok(Some(saved))
 }
 
 /// The record changed in Salesforce since the proposal (or the last
@@ -693,7 +758,7 @@ async fn record_changed(
     p: &Proposal,
     before: &UpdateTarget,
     mut now: UpdateTarget,
-) -> Result<bool, CommitError> {
+) -> Result<Option<Proposal>, CommitError> {
     now.changed = Some(RecordChange {
         previous_last_modified: before.last_modified.clone(),
         previous: before.current.clone(),
@@ -708,7 +773,7 @@ async fn record_changed(
         fields: fields.clone(),
     };
     tracing::warn!(record = %now.record_id, ?fields, "record changed in Salesforce since the proposal; back to the reviewer");
-    save(
+    let saved = save(
         d,
         p,
         Status::NeedsAttention,
@@ -722,11 +787,15 @@ async fn record_changed(
         },
     )
     .await?;
-    Ok(true)
+    Ok(Some(saved))
 }
 
 /// Maps a Salesforce failure to what happens next.
-async fn refused(d: &Driver<'_>, p: &Proposal, e: WriteError) -> Result<bool, CommitError> {
+async fn refused(
+    d: &Driver<'_>,
+    p: &Proposal,
+    e: WriteError,
+) -> Result<Option<Proposal>, CommitError> {
     match e {
         WriteError::Rejected {
             code,
@@ -739,7 +808,7 @@ async fn refused(d: &Driver<'_>, p: &Proposal, e: WriteError) -> Result<bool, Co
                 message,
                 fields,
             };
-            save(
+            let saved = save(
                 d,
                 p,
                 Status::NeedsAttention,
@@ -752,7 +821,7 @@ async fn refused(d: &Driver<'_>, p: &Proposal, e: WriteError) -> Result<bool, Co
                 },
             )
             .await?;
-            Ok(true)
+            Ok(Some(saved))
         }
         WriteError::LimitExceeded(m) => {
             // Wait for the budget instead of burning retries: back to
@@ -760,7 +829,7 @@ async fn refused(d: &Driver<'_>, p: &Proposal, e: WriteError) -> Result<bool, Co
             // and the sweep re-drives it once the pause is over.
             let until = d.now + d.deps.limit_pause;
             tracing::warn!(reason = %m, %until, "Salesforce API budget exhausted; commit paused");
-            save(
+            let saved = save(
                 d,
                 p,
                 Status::Approved,
@@ -771,13 +840,17 @@ async fn refused(d: &Driver<'_>, p: &Proposal, e: WriteError) -> Result<bool, Co
                 },
             )
             .await?;
-            Ok(true)
+            Ok(Some(saved))
         }
         other => Err(CommitError::Salesforce(other)),
     }
 }
 
-async fn publish(d: &Driver<'_>, wf: &Workflow, p: &Proposal) -> Result<bool, CommitError> {
+async fn publish(
+    d: &Driver<'_>,
+    wf: &Workflow,
+    p: &Proposal,
+) -> Result<Option<Proposal>, CommitError> {
     let values = approved_values(p);
     let text = |f: &str| values.get(f).and_then(Value::as_str).map(str::to_owned);
     let msg = HandoffMessage {
@@ -796,7 +869,7 @@ async fn publish(d: &Driver<'_>, wf: &Workflow, p: &Proposal) -> Result<bool, Co
         committed_at: p.updated_at,
     };
     d.deps.handoff.publish(&msg).await?;
-    save(
+    let saved = save(
         d,
         p,
         Status::Committed,
@@ -807,7 +880,7 @@ async fn publish(d: &Driver<'_>, wf: &Workflow, p: &Proposal) -> Result<bool, Co
         },
     )
     .await?;
-    Ok(true)
+    Ok(Some(saved))
 }
 
 #[cfg(test)]

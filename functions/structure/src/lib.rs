@@ -75,7 +75,6 @@ async fn process_as(deps: &Structure, id: ProposalId, taken_over: bool) -> Resul
         .workflows
         .get(&p.workflow)
         .ok_or_else(|| AppError::UnknownWorkflow(p.workflow.clone()))?;
-    let mut structured_here = false;
     if p.status == Status::Received {
         // The intake's record is untrusted (in AWS the public functions
         // write it): keep only what an intake sets, refuse what no intake
@@ -129,10 +128,23 @@ async fn process_as(deps: &Structure, id: ProposalId, taken_over: bool) -> Resul
                 next.structuring = Some(info.clone());
             },
         )?;
-        match deps.store.apply(&t).await {
+        // The first round's links go in the same write: one transaction,
+        // two events. A crash before the mail leaves an unmailed round,
+        // which the sweep re-issues after MAIL_STUCK_AFTER.
+        let round = review::issue_round(&wf, &t.proposal, "structure", now)?;
+        match deps.store.apply_all(&[t, round.issue.clone()]).await {
             Ok(()) => {
-                p = t.proposal;
-                structured_here = true;
+                review::mail_round(
+                    deps.store.as_ref(),
+                    deps.notifier.as_ref(),
+                    &wf,
+                    &deps.public_url,
+                    round,
+                    "structure",
+                    deps.clock.now(),
+                )
+                .await?;
+                return Ok(());
             }
             // A concurrent delivery did it first: continue from its result.
             Err(fieldgate::ports::StoreError::Conflict) => {
@@ -141,12 +153,13 @@ async fn process_as(deps: &Structure, id: ProposalId, taken_over: bool) -> Resul
             Err(e) => return Err(e.into()),
         }
     }
-    // Mail only a round this call structured, or one whose driver is gone:
-    // a round issued moments ago by another driver (its links written, the
-    // mail on its way) is theirs to finish. The issue write is conditional
+    // Mail only a round whose driver is gone (this call's own round was
+    // mailed above, a previous run's is taken over): a round issued moments
+    // ago by another driver (its links written, the mail on its way) is
+    // theirs to finish. The issue write is conditional
     // on the version read, so of two drivers on a stale round one mails.
     let now = deps.clock.now();
-    let ours = structured_here || taken_over || now - p.updated_at >= MAIL_STUCK_AFTER;
+    let ours = taken_over || now - p.updated_at >= MAIL_STUCK_AFTER;
     if p.status == Status::PendingReview && !p.review.mailed && ours {
         review::send_round(
             deps.store.as_ref(),

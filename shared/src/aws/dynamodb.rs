@@ -19,7 +19,7 @@
 //! | proposal (from structuring on) | `P#{id}` | `META` |
 //! | audit event (from the second on) | `P#{id}` | `EV#{seq:06}` |
 //! | asset cache | `A#{asset}` | `META` |
-//! | rate-limit window | `RL#{key}#{window}` | `META` |
+//! | rate-limit counter (current and previous window) | `RL#{key}#w{window size}` | `META` |
 //! | idempotency key | `I#{key}` | `META` |
 //! | assistant token | `T#{sha256 of the token}` | `META` |
 //!
@@ -220,16 +220,17 @@ impl DynamoStore {
         unreachable!("the loop returns")
     }
 
-    /// The transition out of RECEIVED of a proposal still in its inbox
-    /// item: puts `P#{id}` (new) and its event, and marks the inbox item
-    /// moved -- on the condition that it is still the RECEIVED one at the
-    /// version and chain head the transition was made from -- in one
-    /// transaction. Condition failures by position: 0 the proposal item
-    /// exists, 1 the event exists, 2 the inbox item is not that one.
-    async fn move_from_inbox(&self, t: &Transition) -> Result<(), TxFailure> {
+    /// The transitions out of RECEIVED of a proposal still in its inbox
+    /// item (`ts`, a chain: see `apply_all`): puts `P#{id}` (new) at the
+    /// last one's state and their events, and marks the inbox item moved --
+    /// on the condition that it is still the RECEIVED one at the version
+    /// and chain head the first was made from -- in one transaction.
+    /// Condition failures by position: 0 the proposal item exists, 1..=n an
+    /// event exists, n + 1 the inbox item is not that one.
+    async fn move_from_inbox(&self, ts: &[Transition]) -> Result<(), TxFailure> {
+        let (t, last) = chain_ends(ts).map_err(TxFailure::Other)?;
         let id = t.proposal.id;
-        let proposal: Item = proposal_item(&t.proposal).into();
-        let event = Self::event_item(t, proposal_pk(id)).map_err(TxFailure::Other)?;
+        let proposal: Item = proposal_item(&last.proposal).into();
         let mark_moved = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::key(inbox_pk(id))))
@@ -251,13 +252,18 @@ impl DynamoStore {
             .expression_attribute_values(":h", AttributeValue::S(t.event.prev.clone()))
             .build()
             .map_err(|e| TxFailure::Other(backend(e)))?;
-        let items = vec![
+        let mut items = vec![
             self.put(proposal, "attribute_not_exists(PK)")
                 .map_err(TxFailure::Other)?,
-            self.put(event, "attribute_not_exists(PK)")
-                .map_err(TxFailure::Other)?,
-            TransactWriteItem::builder().update(mark_moved).build(),
         ];
+        for t in ts {
+            let event = Self::event_item(t, proposal_pk(id)).map_err(TxFailure::Other)?;
+            items.push(
+                self.put(event, "attribute_not_exists(PK)")
+                    .map_err(TxFailure::Other)?,
+            );
+        }
+        items.push(TransactWriteItem::builder().update(mark_moved).build());
         self.transact(items).await
     }
 
@@ -272,6 +278,24 @@ impl DynamoStore {
             .map(|o| o.item)
             .map_err(sdk)
     }
+}
+
+/// The first and last of a chain of transitions, each made from the one
+/// before's proposal; an empty or broken chain is a caller's bug.
+fn chain_ends(ts: &[Transition]) -> Result<(&Transition, &Transition), StoreError> {
+    let (Some(first), Some(last)) = (ts.first(), ts.last()) else {
+        return Err(backend("no transitions to apply"));
+    };
+    for w in ts.windows(2) {
+        let chained = w[1].expected_version == w[0].proposal.version
+            && w[1].expected_status == Some(w[0].proposal.status)
+            && w[1].proposal.id == w[0].proposal.id
+            && w[1].event.prev == w[0].event.hash;
+        if !chained {
+            return Err(backend("transitions that do not follow one another"));
+        }
+    }
+    Ok((first, last))
 }
 
 enum TxFailure {
@@ -294,6 +318,15 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     StoreError::backend("DynamoDB request", e)
+}
+
+/// The counts an update of a rate-limit item returned.
+fn window_count(item: Option<&Item>) -> Result<WindowCount, StoreError> {
+    let item = item.ok_or_else(|| backend("counter update returned nothing"))?;
+    Ok(WindowCount {
+        current: num(item, "c").ok_or_else(|| backend("counter update returned no count"))?,
+        previous: num(item, "p").unwrap_or(0),
+    })
 }
 
 fn num(item: &Item, name: &str) -> Option<u64> {
@@ -352,20 +385,25 @@ impl ProposalStore for DynamoStore {
     }
 
     async fn apply(&self, t: &Transition) -> Result<(), StoreError> {
+        self.apply_all(std::slice::from_ref(t)).await
+    }
+
+    async fn apply_all(&self, ts: &[Transition]) -> Result<(), StoreError> {
+        let (t, last) = chain_ends(ts)?;
         let Some(expected_status) = t.expected_status else {
             return Err(StoreError::Conflict);
         };
         if expected_status == Status::Received {
-            match self.move_from_inbox(t).await {
+            match self.move_from_inbox(ts).await {
                 // No inbox item at that version: a proposal stored in `P#`
                 // already in RECEIVED (before inbox items) moves in place.
-                Err(TxFailure::Condition(failed)) if failed.contains(&2) => {}
+                Err(TxFailure::Condition(failed)) if failed.contains(&(ts.len() + 1)) => {}
                 Ok(()) => return Ok(()),
                 Err(TxFailure::Condition(_)) => return Err(StoreError::Conflict),
                 Err(TxFailure::Other(e)) => return Err(e),
             }
         }
-        let proposal: Item = proposal_item(&t.proposal).into();
+        let proposal: Item = proposal_item(&last.proposal).into();
         let put_proposal = TransactWriteItem::builder()
             .put(
                 Put::builder()
@@ -386,13 +424,13 @@ impl ProposalStore for DynamoStore {
                     .map_err(backend)?,
             )
             .build();
-        let items = vec![
-            put_proposal,
-            self.put(
+        let mut items = vec![put_proposal];
+        for t in ts {
+            items.push(self.put(
                 Self::event_item(t, proposal_pk(t.proposal.id))?,
                 "attribute_not_exists(PK)",
-            )?,
-        ];
+            )?);
+        }
         match self.transact(items).await {
             Ok(()) => Ok(()),
             Err(TxFailure::Condition(_)) => Err(StoreError::Conflict),
@@ -539,34 +577,92 @@ impl ProposalStore for DynamoStore {
     ) -> Result<WindowCount, StoreError> {
         let size = window_secs.max(1);
         let ends_at = window_end(now, size);
-        // One item per window (keyed by its end, so counters of different
-        // sizes never share one): an atomic ADD, and TTL removes the window
-        // once it is no longer the previous one.
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(format!("RL#{key}#{ends_at}"))))
-            .update_expression("ADD #c :one SET expires_at = :exp")
-            .expression_attribute_names("#c", "count")
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":exp", AttributeValue::N((ends_at + size).to_string()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(sdk)?;
-        let current = out
-            .attributes
-            .as_ref()
-            .and_then(|a| num(a, "count"))
-            .ok_or_else(|| backend("counter update returned no count"))?;
-        let previous = self
-            .get_item(Self::key(format!("RL#{key}#{}", ends_at - size)))
-            .await?
-            .as_ref()
-            .and_then(|a| num(a, "count"))
-            .unwrap_or(0);
-        Ok(WindowCount { current, previous })
+        // One item per counter and window size, holding the current window
+        // (`w`, its end; `c`, its count) and the previous one's count (`p`):
+        // one UpdateItem adds and returns both. Only when the window has
+        // moved on does the add fail its condition; the item it failed on
+        // (returned with the failure) says what the previous count is, and
+        // a second update, conditional on that window, starts the new one.
+        let pk = format!("RL#{key}#w{size}");
+        let mut ends_at = ends_at;
+        for _ in 0..4 {
+            let exp = AttributeValue::N((ends_at + size).to_string());
+            let w = AttributeValue::N(ends_at.to_string());
+            let added = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(pk.clone())))
+                .update_expression(
+                    "ADD c :one SET w = :w, p = if_not_exists(p, :zero), expires_at = :exp",
+                )
+                .condition_expression("attribute_not_exists(w) OR w = :w")
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+                .expression_attribute_values(":w", w.clone())
+                .expression_attribute_values(":exp", exp.clone())
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let old = match added {
+                Ok(out) => return window_count(out.attributes.as_ref()),
+                Err(e) => match e.into_service_error() {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
+                    other => return Err(backend(other)),
+                },
+            };
+            // The window moved on. Without the item in the failure (an
+            // engine that does not return it), read it.
+            let old = match old {
+                Some(item) => item,
+                None => match self.get_item(Self::key(pk.clone())).await? {
+                    Some(item) => item,
+                    None => continue,
+                },
+            };
+            let Some(old_w) = old.get("w").cloned() else {
+                continue;
+            };
+            let previous = match num(&old, "w").and_then(|e| i64::try_from(e).ok()) {
+                // A container whose clock is behind: count in the newer
+                // window instead of resetting it.
+                Some(e) if e > ends_at => {
+                    ends_at = e;
+                    continue;
+                }
+                Some(e) if e == ends_at - size => num(&old, "c").unwrap_or(0),
+                _ => 0,
+            };
+            let rolled = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(pk.clone())))
+                .update_expression("SET w = :w, c = :one, p = :p, expires_at = :exp")
+                .condition_expression("w = :old")
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":p", AttributeValue::N(previous.to_string()))
+                .expression_attribute_values(":w", w.clone())
+                .expression_attribute_values(":old", old_w)
+                .expression_attribute_values(":exp", exp.clone())
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                .send()
+                .await;
+            match rolled {
+                Ok(out) => return window_count(out.attributes.as_ref()),
+                // Another request started the window first: add to it.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(sdk(e)),
+            }
+        }
+        Err(backend(
+            "the rate-limit window kept moving under the counter",
+        ))
     }
 
     async fn idempotent(&self, key: &str) -> Result<Option<ProposalId>, StoreError> {

@@ -4,15 +4,19 @@
 
 mod assistants;
 mod files;
+#[cfg(feature = "sqlite")]
 mod import;
 #[cfg(feature = "smtp")]
 pub mod smtp;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 pub mod webhook;
 
 pub use assistants::AssistantFile;
 pub use files::{FileMedia, HandoffLog, Outbox};
+#[cfg(feature = "sqlite")]
 pub use import::OLD_STORE_FILE;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{Change, DB_FILE, Outcome, SqliteStore};
 
 use std::io::Write;
