@@ -489,6 +489,22 @@ impl ProposalStore for CreateFails {
     ) -> Result<Option<fieldgate::domain::ProposalId>, fieldgate::ports::StoreError> {
         self.0.idempotent(key).await
     }
+    async fn revoke_code(
+        &self,
+        asset: &fieldgate::domain::AssetId,
+        workflow: &fieldgate::domain::WorkflowId,
+        by: &str,
+        at: fieldgate::domain::Timestamp,
+    ) -> Result<fieldgate::ports::CodeRevocation, fieldgate::ports::StoreError> {
+        self.0.revoke_code(asset, workflow, by, at).await
+    }
+    async fn code_revocation(
+        &self,
+        asset: &fieldgate::domain::AssetId,
+        workflow: &fieldgate::domain::WorkflowId,
+    ) -> Result<Option<fieldgate::ports::CodeRevocation>, fieldgate::ports::StoreError> {
+        self.0.code_revocation(asset, workflow).await
+    }
 }
 
 #[tokio::test]

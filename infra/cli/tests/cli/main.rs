@@ -2,6 +2,7 @@
 
 mod audit;
 mod check;
+mod codes;
 mod commands;
 mod crash;
 mod exposure;
