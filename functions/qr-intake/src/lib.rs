@@ -515,11 +515,8 @@ fn max_body(wf: &Workflow, limits: &Limits) -> usize {
 pub use fieldgate::review::status_ref;
 
 async fn status(State(deps): Deps, Segment(reference): Segment) -> Result<Response, AppError> {
-    let (id, tag) = reference.split_once('.').ok_or(UserError::NotFound)?;
-    let id: ProposalId = id.parse().map_err(|_| UserError::NotFound)?;
-    if !deps.links.verify(&format!("status:{id}"), tag) {
-        return Err(UserError::NotFound.into());
-    }
+    let id = fieldgate::review::parse_status_ref(&deps.links, &reference)
+        .map_err(|_| UserError::NotFound)?;
     let p = deps.store.get(id).await?.ok_or(UserError::NotFound)?;
     Ok(StatusPage::new(&id.to_string(), p.status, &p.asset.name).page())
 }
