@@ -281,11 +281,16 @@ mod properties {
     }
 
     fn workflow() -> Arc<fieldgate::domain::Workflow> {
-        fieldgate::workflows::builtin()
-            .iter()
-            .next()
-            .unwrap()
-            .clone()
+        // Loaded once: the parser under test is the form's, not the TOML's.
+        static WF: std::sync::LazyLock<Arc<fieldgate::domain::Workflow>> =
+            std::sync::LazyLock::new(|| {
+                fieldgate::workflows::builtin()
+                    .iter()
+                    .next()
+                    .unwrap()
+                    .clone()
+            });
+        WF.clone()
     }
 
     fn form_headers() -> HeaderMap {

@@ -869,11 +869,15 @@ mod properties {
     }
 
     fn workflow() -> Arc<Workflow> {
-        fieldgate::workflows::builtin()
-            .iter()
-            .next()
-            .unwrap()
-            .clone()
+        // Loaded once: the parser under test is the form's, not the TOML's.
+        static WF: std::sync::LazyLock<Arc<Workflow>> = std::sync::LazyLock::new(|| {
+            fieldgate::workflows::builtin()
+                .iter()
+                .next()
+                .unwrap()
+                .clone()
+        });
+        WF.clone()
     }
 
     fn part_name() -> impl Strategy<Value = String> {
