@@ -287,25 +287,29 @@ mod tests {
         assert_eq!(parts[2].file_name.as_deref(), Some("a.jpg"));
     }
 
-    proptest! {
-        #![proptest_config(crate::proptest_config())]
+    mod properties {
+        use super::*;
 
-        #[test]
-        fn any_body_is_parts_or_a_typed_refusal(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            refused_well(parse(&format!("multipart/form-data; boundary={BOUNDARY}"), body))?;
-        }
+        proptest! {
+            #![proptest_config(crate::proptest_config())]
 
-        #[test]
-        fn an_edited_body_is_parts_or_a_typed_refusal(
-            edits in proptest::collection::vec(crate::proptest_edit(), 1..6),
-        ) {
-            let body = crate::proptest_mutate(&valid_body(), &edits);
-            refused_well(parse(&format!("multipart/form-data; boundary={BOUNDARY}"), body.into_bytes()))?;
-        }
+            #[test]
+            fn any_body_is_parts_or_a_typed_refusal(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                refused_well(parse(&format!("multipart/form-data; boundary={BOUNDARY}"), body))?;
+            }
 
-        #[test]
-        fn any_content_type_is_read_or_refused(ct in any::<String>()) {
-            refused_well(parse(&ct, valid_body().into_bytes()))?;
+            #[test]
+            fn an_edited_body_is_parts_or_a_typed_refusal(
+                edits in proptest::collection::vec(crate::proptest_edit(), 1..6),
+            ) {
+                let body = crate::proptest_mutate(&valid_body(), &edits);
+                refused_well(parse(&format!("multipart/form-data; boundary={BOUNDARY}"), body.into_bytes()))?;
+            }
+
+            #[test]
+            fn any_content_type_is_read_or_refused(ct in any::<String>()) {
+                refused_well(parse(&ct, valid_body().into_bytes()))?;
+            }
         }
     }
 }

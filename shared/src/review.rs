@@ -211,26 +211,30 @@ mod tests {
         assert_eq!(parse_status_ref(&foreign, &r), Err(StatusRefError::BadTag));
     }
 
-    proptest! {
-        #![proptest_config(crate::proptest_config())]
+    mod properties {
+        use super::*;
 
-        #[test]
-        fn any_status_segment_is_refused_with_a_typed_error(s in any::<String>()) {
-            prop_assert!(parse_status_ref(&key(), &s).is_err());
-        }
+        proptest! {
+            #![proptest_config(crate::proptest_config())]
 
-        #[test]
-        fn an_edited_status_link_never_names_its_proposal(
-            seed in any::<u64>(),
-            edits in proptest::collection::vec(crate::proptest_edit(), 1..4),
-        ) {
-            let id = ProposalId::generate(at(0), &mut SeededRng(seed));
-            let link = status_ref(&key(), id);
-            let edited = crate::proptest_mutate(&link, &edits);
-            match parse_status_ref(&key(), &edited) {
-                // Only a change of letter case in the id is the same link.
-                Ok(got) => prop_assert!(got == id && edited.split_once('.').map(|(_, t)| t) == link.split_once('.').map(|(_, t)| t), "{}", edited),
-                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            #[test]
+            fn any_status_segment_is_refused_with_a_typed_error(s in any::<String>()) {
+                prop_assert!(parse_status_ref(&key(), &s).is_err());
+            }
+
+            #[test]
+            fn an_edited_status_link_never_names_its_proposal(
+                seed in any::<u64>(),
+                edits in proptest::collection::vec(crate::proptest_edit(), 1..4),
+            ) {
+                let id = ProposalId::generate(at(0), &mut SeededRng(seed));
+                let link = status_ref(&key(), id);
+                let edited = crate::proptest_mutate(&link, &edits);
+                match parse_status_ref(&key(), &edited) {
+                    // Only a change of letter case in the id is the same link.
+                    Ok(got) => prop_assert!(got == id && edited.split_once('.').map(|(_, t)| t) == link.split_once('.').map(|(_, t)| t), "{}", edited),
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
             }
         }
     }
