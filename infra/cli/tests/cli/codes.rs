@@ -101,7 +101,10 @@ async fn a_revoked_code_answers_410_at_once_and_its_reissue_works() {
     assert_eq!(post(&http, &fresh, "revoked-code-000003").await.0, 201);
     // The dev index shows the successor too.
     let (_, index) = get(&http, &format!("{}/", dev.base)).await;
-    assert!(index.contains(&fresh) && !index.contains(&dev.link), "{index}");
+    assert!(
+        index.contains(&fresh) && !index.contains(&dev.link),
+        "{index}"
+    );
     // It is the one `qr` keeps printing, until the next revocation.
     assert_eq!(issue(data.path(), &asset, &workflow, &dev.base), fresh);
     let out = fieldgate(
