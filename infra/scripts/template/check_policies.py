@@ -69,6 +69,8 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         # (RL#); UpdateItem for the rate-limit counters.
         grants(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], [TABLE],
                leading_keys("P#*", "I#*", "A#*", "RL#*"))
+        # Reads QR code revocations (QR#); never writes them.
+        | grants(["dynamodb:GetItem"], [TABLE], leading_keys("QR#*"))
         # Uploads the photo; never reads photos back.
         | grants(["s3:PutObject"], [PHOTOS])
         # The read-only Salesforce credential (asset lookup; never the
