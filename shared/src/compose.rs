@@ -124,6 +124,21 @@ impl Keys {
         }
     }
 
+    /// Writes the document to `path` atomically, readable by its owner only.
+    pub fn save(&self, path: &Path) -> Result<(), BuildError> {
+        let io = |what: String| move |source| BuildError::Io { what, source };
+        let bytes = serde_json::to_vec_pretty(self).expect("keys serialize");
+        crate::embedded::write_atomic(path, &bytes)
+            .map_err(io(format!("writing {}", path.display())))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(format!("restricting {}", path.display())))?;
+        }
+        Ok(())
+    }
+
     /// Loads `path`, or creates it with fresh random keys (mode 0600).
     pub fn load_or_create(path: &Path) -> Result<Keys, BuildError> {
         let io = |what: String| move |source| BuildError::Io { what, source };
@@ -135,20 +150,143 @@ impl Keys {
                     crate::embedded::create_private_dir(dir)
                         .map_err(io(format!("creating {}", dir.display())))?;
                 }
-                let bytes = serde_json::to_vec_pretty(&keys).expect("keys serialize");
-                crate::embedded::write_atomic(path, &bytes)
-                    .map_err(io(format!("writing {}", path.display())))?;
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                        .map_err(io(format!("restricting {}", path.display())))?;
-                }
+                keys.save(path)?;
                 Ok(keys)
             }
             Err(e) => Err(io(format!("reading {}", path.display()))(e)),
         }
     }
+}
+
+/// How often a Lambda container re-reads the keys secret: a rotation
+/// (a new key, an old key's retirement) reaches every container within it.
+#[cfg(feature = "aws-secrets")]
+const SECRET_KEYS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The QR keyring a running server verifies with. Re-read when its source
+/// changes, so `fieldgate keys rotate` counts without a restart: the file
+/// when its modification time or size changes (one `stat` per scan), the
+/// secret every few minutes, and at once when a code names a key id this
+/// copy does not know. A document that no longer parses keeps the last
+/// good keyring (and says so in the log, without its content).
+pub struct QrKeys {
+    ring: std::sync::RwLock<Arc<QrKeyring>>,
+    source: QrKeysSource,
+}
+
+enum QrKeysSource {
+    Fixed,
+    File {
+        path: std::path::PathBuf,
+        seen: std::sync::Mutex<Option<(std::time::SystemTime, u64)>>,
+    },
+    #[cfg(feature = "aws-secrets")]
+    Secret {
+        client: aws_sdk_secretsmanager::Client,
+        id: String,
+        checked: std::sync::Mutex<std::time::Instant>,
+    },
+}
+
+impl QrKeys {
+    /// A keyring that never changes (tests, a preset `with_keys`).
+    pub fn fixed(ring: QrKeyring) -> Self {
+        Self {
+            ring: std::sync::RwLock::new(Arc::new(ring)),
+            source: QrKeysSource::Fixed,
+        }
+    }
+
+    fn file(path: &Path, ring: QrKeyring) -> Self {
+        let seen = file_stamp(path);
+        Self {
+            ring: std::sync::RwLock::new(Arc::new(ring)),
+            source: QrKeysSource::File {
+                path: path.to_owned(),
+                seen: std::sync::Mutex::new(seen),
+            },
+        }
+    }
+
+    fn current(&self) -> Arc<QrKeyring> {
+        self.ring.read().expect("keyring lock").clone()
+    }
+
+    fn replace(&self, ring: QrKeyring) {
+        *self.ring.write().expect("keyring lock") = Arc::new(ring);
+    }
+
+    /// The keyring to check `code` with (its key id decides whether an
+    /// unknown key is worth a re-read).
+    #[cfg_attr(not(feature = "aws-secrets"), allow(unused_variables))]
+    pub async fn for_code(&self, code: &str) -> Arc<QrKeyring> {
+        match &self.source {
+            QrKeysSource::Fixed => {}
+            QrKeysSource::File { path, seen } => {
+                let now = file_stamp(path);
+                let changed = {
+                    let mut seen = seen.lock().expect("keys stamp lock");
+                    let changed = now.is_some() && *seen != now;
+                    *seen = now;
+                    changed
+                };
+                if changed {
+                    match Keys::load(path) {
+                        Ok(Some(keys)) => self.replace(keys.qr),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %crate::Chain(&e), "the keys file changed but does not load; still using the keys read before")
+                        }
+                    }
+                }
+            }
+            #[cfg(feature = "aws-secrets")]
+            QrKeysSource::Secret {
+                client,
+                id,
+                checked,
+            } => {
+                let kid = code.split('.').nth(2).unwrap_or_default();
+                let unknown = !self.current().keys.contains_key(kid);
+                let due = {
+                    let mut checked = checked.lock().expect("keys check lock");
+                    // An unknown key id re-reads at most every few seconds:
+                    // forged codes must not turn into a flood of reads.
+                    let min = if unknown {
+                        std::time::Duration::from_secs(10)
+                    } else {
+                        SECRET_KEYS_REFRESH
+                    };
+                    let due = checked.elapsed() >= min;
+                    if due {
+                        *checked = std::time::Instant::now();
+                    }
+                    due
+                };
+                if due {
+                    let read = crate::aws::secrets::read_secret(client, id, None)
+                        .await
+                        .map_err(|source| BuildError::Secret {
+                            var: "FIELDGATE_KEYS_SECRET_ARN",
+                            source,
+                        })
+                        .and_then(|v| Keys::parse(v.expose(), "in FIELDGATE_KEYS_SECRET_ARN"));
+                    match read {
+                        Ok(keys) => self.replace(keys.qr),
+                        Err(e) => {
+                            tracing::warn!(error = %crate::Chain(&e), "re-reading the keys secret failed; still using the keys read before")
+                        }
+                    }
+                }
+            }
+        }
+        self.current()
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 /// Stands in for an adapter this deployment was not configured with (in
@@ -184,6 +322,9 @@ pub struct Components {
     writer: OnceCell<Arc<dyn RecordWriter>>,
     assets: OnceCell<Arc<dyn AssetDirectory>>,
     keys: OnceCell<Keys>,
+    qr_keys: OnceCell<Arc<QrKeys>>,
+    /// The keys were handed in (`with_keys`): nothing to follow.
+    keys_preset: bool,
     workflows: OnceCell<Arc<Workflows>>,
     structurers: OnceCell<Structurers>,
     asset_ttl: time::Duration,
@@ -213,6 +354,8 @@ impl Components {
             writer: OnceCell::new(),
             assets: OnceCell::new(),
             keys: OnceCell::new(),
+            qr_keys: OnceCell::new(),
+            keys_preset: false,
             workflows: OnceCell::new(),
             structurers: OnceCell::new(),
             // A deleted or out-of-service asset's sticker stops within a
@@ -264,8 +407,9 @@ impl Components {
         preset(&self.assets, assets);
         self
     }
-    pub fn with_keys(self, keys: Keys) -> Self {
+    pub fn with_keys(mut self, keys: Keys) -> Self {
         preset(&self.keys, keys);
+        self.keys_preset = true;
         self
     }
     pub fn with_workflows(self, workflows: Arc<Workflows>) -> Self {
@@ -540,6 +684,32 @@ impl Components {
 
     pub async fn qr(&self) -> Result<Arc<QrKeyring>, BuildError> {
         Ok(Arc::new(self.keys().await?.qr))
+    }
+
+    /// The QR keyring as a long-running server needs it: it follows a
+    /// rotation of its source (see [`QrKeys`]).
+    pub async fn qr_keys(&self) -> Result<Arc<QrKeys>, BuildError> {
+        self.qr_keys
+            .get_or_try_init(|| async {
+                let preset = self.keys_preset;
+                let ring = self.keys().await?.qr;
+                Ok(Arc::new(match &self.config.keys {
+                    _ if preset => QrKeys::fixed(ring),
+                    KeysConfig::File(path) => QrKeys::file(path, ring),
+                    #[cfg(feature = "aws-secrets")]
+                    KeysConfig::SecretsManager { secret_id } => QrKeys {
+                        ring: std::sync::RwLock::new(Arc::new(ring)),
+                        source: QrKeysSource::Secret {
+                            client: aws_sdk_secretsmanager::Client::new(self.sdk().await),
+                            id: secret_id.clone(),
+                            checked: std::sync::Mutex::new(std::time::Instant::now()),
+                        },
+                    },
+                    _ => QrKeys::fixed(ring),
+                }))
+            })
+            .await
+            .cloned()
     }
 
     pub async fn links(&self) -> Result<Arc<CsrfKey>, BuildError> {

@@ -5,10 +5,10 @@
 
 use crate::clock::{Clock, SystemClock, new_proposal_id};
 use crate::domain::{
-    Actor, AssetContext, Proposal, ProposalId, Status, Timestamp, Transition, WindowCount,
-    verify_chain,
+    Actor, AssetContext, AssetId, Proposal, ProposalId, Status, Timestamp, Transition, WindowCount,
+    WorkflowId, verify_chain,
 };
-use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
+use crate::ports::{CachedAsset, CodeRevocation, Created, ProposalStore, StoreError};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -40,6 +40,7 @@ pub async fn run_all(store: Arc<dyn ProposalStore>) {
     listing_newest_first(store.as_ref()).await;
     counters_and_cache(store.as_ref()).await;
     chained_transitions(store.as_ref()).await;
+    code_revocations(store.as_ref()).await;
 }
 
 /// `apply_all`: transitions made one from the other land as the last one's
@@ -413,5 +414,53 @@ async fn counters_and_cache(s: &dyn ProposalStore) {
         s.cached_asset(&asset.asset.id).await.unwrap(),
         Some(asset),
         "cache round trip"
+    );
+}
+
+async fn code_revocations(s: &dyn ProposalStore) {
+    // A fresh asset id per run: DynamoDB Local keeps its items across runs.
+    let n = new_proposal_id(now()).to_string();
+    let asset: AssetId = format!("02i{}", &n[n.len() - 15..])
+        .parse()
+        .expect("an asset id");
+    let wf: WorkflowId = "field-service-case".parse().unwrap();
+    let other: WorkflowId = "another-workflow".parse().unwrap();
+    assert_eq!(
+        s.code_revocation(&asset, &wf).await.unwrap(),
+        None,
+        "revocations: never revoked"
+    );
+    let t = now();
+    let first = s.revoke_code(&asset, &wf, "admin", t).await.unwrap();
+    assert_eq!(
+        first,
+        CodeRevocation {
+            generation: 1,
+            revoked_at: t,
+            revoked_by: "admin".into(),
+        },
+        "revocations: first"
+    );
+    assert!(first.withdraws(0) && !first.withdraws(1));
+    assert_eq!(
+        s.code_revocation(&asset, &wf).await.unwrap(),
+        Some(first),
+        "revocations: read back"
+    );
+    let later = t + time::Duration::minutes(5);
+    let second = s.revoke_code(&asset, &wf, "ops", later).await.unwrap();
+    assert_eq!(
+        (
+            second.generation,
+            second.revoked_at,
+            second.revoked_by.as_str()
+        ),
+        (2, later, "ops"),
+        "revocations: second steps up"
+    );
+    assert_eq!(
+        s.code_revocation(&asset, &other).await.unwrap(),
+        None,
+        "revocations: per workflow"
     );
 }

@@ -229,3 +229,87 @@ fn multipart_error(e: multer::Error, max_body: usize) -> UserError {
         _ => UserError::BadRequest("the form data is broken; please send it again".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BOUNDARY: &str = "----fieldgate-prop";
+
+    fn headers(ct: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(ct) {
+            h.insert("content-type", v);
+        }
+        h
+    }
+
+    fn valid_body() -> String {
+        let b = BOUNDARY;
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"notes\"\r\n\r\nPump leaking\r\n\
+             --{b}\r\nContent-Disposition: form-data; name=\"idem\"\r\n\r\nabcdefghijklmnop\r\n\
+             --{b}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\nJPEG-BYTES\r\n\
+             --{b}--\r\n"
+        )
+    }
+
+    fn parse(ct: &str, body: Vec<u8>) -> Result<Vec<Part>, UserError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(multipart(
+                &headers(ct),
+                Bytes::from(body),
+                64 * 1024,
+                16 * 1024,
+            ))
+    }
+
+    /// A refusal the form's page can explain.
+    fn refused_well(r: Result<Vec<Part>, UserError>) -> Result<(), TestCaseError> {
+        if let Err(e) = r {
+            prop_assert!(matches!(e.status(), 400 | 413 | 415), "{:?}", e);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_valid_body_parses() {
+        let parts = parse(
+            &format!("multipart/form-data; boundary={BOUNDARY}"),
+            valid_body().into_bytes(),
+        )
+        .unwrap();
+        let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["notes", "idem", "photo"]);
+        assert_eq!(parts[2].file_name.as_deref(), Some("a.jpg"));
+    }
+
+    mod properties {
+        use super::*;
+
+        proptest! {
+            #![proptest_config(crate::proptest_config())]
+
+            #[test]
+            fn any_body_is_parts_or_a_typed_refusal(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                refused_well(parse(&format!("multipart/form-data; boundary={BOUNDARY}"), body))?;
+            }
+
+            #[test]
+            fn an_edited_body_is_parts_or_a_typed_refusal(
+                edits in proptest::collection::vec(crate::proptest_edit(), 1..6),
+            ) {
+                let body = crate::proptest_mutate(&valid_body(), &edits);
+                refused_well(parse(&format!("multipart/form-data; boundary={BOUNDARY}"), body.into_bytes()))?;
+            }
+
+            #[test]
+            fn any_content_type_is_read_or_refused(ct in any::<String>()) {
+                refused_well(parse(&ct, valid_body().into_bytes()))?;
+            }
+        }
+    }
+}

@@ -27,3 +27,45 @@ pub mod workflows;
 
 pub use domain::*;
 pub use error::{AppError, Chain, RateScope, UserError};
+
+/// Property tests' settings: `PROPTEST_CASES` cases (default 4,096, so the
+/// test command stays fast; BENCHMARKS.md has the 1,000,000-case command).
+#[cfg(test)]
+pub(crate) fn proptest_config() -> proptest::prelude::ProptestConfig {
+    let mut c = proptest::prelude::ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = 4096;
+    }
+    c.failure_persistence = None;
+    c
+}
+
+/// One edit of a valid input: (position, operation, character).
+#[cfg(test)]
+pub(crate) fn proptest_edit() -> impl proptest::strategy::Strategy<Value = (usize, u8, char)> {
+    use proptest::prelude::*;
+    let ch = prop_oneof![
+        8 => proptest::char::ranges(vec!['0'..='9', 'A'..='Z', 'a'..='z'].into()),
+        3 => proptest::sample::select(vec!['.', '-', '_', '=', '&', '%', '"', ';', '\r', '\n', ' ']),
+        1 => any::<char>(),
+    ];
+    (any::<usize>(), any::<u8>(), ch)
+}
+
+/// Applies edits (positions modulo the length): replace, insert, cut.
+#[cfg(test)]
+pub(crate) fn proptest_mutate(s: &str, edits: &[(usize, u8, char)]) -> String {
+    let mut v: Vec<char> = s.chars().collect();
+    for &(at, op, c) in edits {
+        let i = if v.is_empty() { 0 } else { at % v.len() };
+        match op % 3 {
+            0 if !v.is_empty() => v[i] = c,
+            1 => v.insert(i, c),
+            _ if !v.is_empty() => {
+                v.remove(i);
+            }
+            _ => v.push(c),
+        }
+    }
+    v.into_iter().collect()
+}

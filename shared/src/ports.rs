@@ -3,7 +3,7 @@
 
 use crate::domain::{
     AssetContext, AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp,
-    Transition, WindowCount, Workflow,
+    Transition, WindowCount, Workflow, WorkflowId,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,43 @@ pub trait ProposalStore: Send + Sync {
     /// The proposal an idempotency key already made, if any (a resend is
     /// answered before it counts against any limit).
     async fn idempotent(&self, key: &str) -> Result<Option<ProposalId>, StoreError>;
+    /// Withdraws every QR code of `asset` × `workflow` issued so far: one
+    /// atomic step up of the lowest generation still valid, with who did it
+    /// and when. Returns the new record; the next code is issued with its
+    /// `generation`.
+    async fn revoke_code(
+        &self,
+        asset: &AssetId,
+        workflow: &WorkflowId,
+        by: &str,
+        at: Timestamp,
+    ) -> Result<CodeRevocation, StoreError>;
+    /// The revocation record of a code, if it was ever revoked. Read on
+    /// every scan (one key lookup), so a revocation counts at once.
+    async fn code_revocation(
+        &self,
+        asset: &AssetId,
+        workflow: &WorkflowId,
+    ) -> Result<Option<CodeRevocation>, StoreError>;
+}
+
+/// The revocation state of one asset × workflow's QR code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRevocation {
+    /// Codes of a lower generation are withdrawn (410); new codes are
+    /// issued with this one.
+    pub generation: u32,
+    /// The last revocation: when, and by whom (the CLI's user).
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: Timestamp,
+    pub revoked_by: String,
+}
+
+impl CodeRevocation {
+    /// Whether a code of `generation` is withdrawn.
+    pub fn withdraws(&self, generation: u32) -> bool {
+        generation < self.generation
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

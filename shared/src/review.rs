@@ -16,6 +16,25 @@ pub fn status_ref(key: &CsrfKey, id: ProposalId) -> String {
     format!("{id}.{}", key.token_for(&format!("status:{id}")))
 }
 
+/// Why a status link segment was refused (the page says only "not found").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StatusRefError {
+    #[error("not a status link: {{proposal id}}.{{tag}} expected")]
+    Malformed,
+    #[error("the status link's tag does not match")]
+    BadTag,
+}
+
+/// The proposal a [`status_ref`] segment names, if its tag is genuine.
+pub fn parse_status_ref(key: &CsrfKey, reference: &str) -> Result<ProposalId, StatusRefError> {
+    let (id, tag) = reference.split_once('.').ok_or(StatusRefError::Malformed)?;
+    let id: ProposalId = id.parse().map_err(|_| StatusRefError::Malformed)?;
+    if !key.verify(&format!("status:{id}"), tag) {
+        return Err(StatusRefError::BadTag);
+    }
+    Ok(id)
+}
+
 /// Issues fresh links (replacing unmailed ones from a crashed attempt),
 /// mails them, and records the round as mailed. Each step is its own
 /// conditional write, so a retry resumes: links that were never mailed are
@@ -197,4 +216,62 @@ pub async fn expire_due(
         }
     }
     Ok(expired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures::{SeededRng, at};
+    use proptest::prelude::*;
+
+    fn key() -> CsrfKey {
+        CsrfKey::generate(&mut SeededRng(21))
+    }
+
+    #[test]
+    fn a_status_link_round_trips_and_its_tag_is_bound_to_the_id() {
+        let id = ProposalId::generate(at(0), &mut SeededRng(1));
+        let other = ProposalId::generate(at(0), &mut SeededRng(2));
+        let r = status_ref(&key(), id);
+        assert_eq!(parse_status_ref(&key(), &r), Ok(id));
+        let tag = r.split_once('.').unwrap().1;
+        assert_eq!(
+            parse_status_ref(&key(), &format!("{other}.{tag}")),
+            Err(StatusRefError::BadTag)
+        );
+        assert_eq!(
+            parse_status_ref(&key(), "nothing"),
+            Err(StatusRefError::Malformed)
+        );
+        let foreign = CsrfKey::generate(&mut SeededRng(3));
+        assert_eq!(parse_status_ref(&foreign, &r), Err(StatusRefError::BadTag));
+    }
+
+    mod properties {
+        use super::*;
+
+        proptest! {
+            #![proptest_config(crate::proptest_config())]
+
+            #[test]
+            fn any_status_segment_is_refused_with_a_typed_error(s in any::<String>()) {
+                prop_assert!(parse_status_ref(&key(), &s).is_err());
+            }
+
+            #[test]
+            fn an_edited_status_link_never_names_its_proposal(
+                seed in any::<u64>(),
+                edits in proptest::collection::vec(crate::proptest_edit(), 1..4),
+            ) {
+                let id = ProposalId::generate(at(0), &mut SeededRng(seed));
+                let link = status_ref(&key(), id);
+                let edited = crate::proptest_mutate(&link, &edits);
+                match parse_status_ref(&key(), &edited) {
+                    // Only a change of letter case in the id is the same link.
+                    Ok(got) => prop_assert!(got == id && edited.split_once('.').map(|(_, t)| t) == link.split_once('.').map(|(_, t)| t), "{}", edited),
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+            }
+        }
+    }
 }

@@ -104,4 +104,66 @@ mod tests {
         let err = load_dir(dir.path()).unwrap_err();
         assert!(err.to_string().contains("b.toml"), "{err}");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Whole lines of the shipped workflow, dropped, doubled or swapped:
+        /// documents that parse as TOML but say odd things.
+        fn line_edits() -> impl Strategy<Value = Vec<(usize, u8, usize)>> {
+            proptest::collection::vec((any::<usize>(), any::<u8>(), any::<usize>()), 1..4)
+        }
+
+        fn edit_lines(text: &str, edits: &[(usize, u8, usize)]) -> String {
+            let mut lines: Vec<&str> = text.lines().collect();
+            for &(a, op, b) in edits {
+                let n = lines.len().max(1);
+                let (i, j) = (a % n, b % n);
+                match op % 3 {
+                    0 if !lines.is_empty() => {
+                        lines.remove(i);
+                    }
+                    1 if !lines.is_empty() => {
+                        let l = lines[j];
+                        lines.insert(i, l);
+                    }
+                    _ if !lines.is_empty() => lines.swap(i, j),
+                    _ => {}
+                }
+            }
+            lines.join("\n")
+        }
+
+        fn refused_well(
+            r: Result<Workflow, crate::domain::WorkflowError>,
+        ) -> Result<(), TestCaseError> {
+            if let Err(e) = r {
+                prop_assert!(e.to_string().starts_with("wf.toml"), "{}", e);
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(crate::proptest_config())]
+
+            #[test]
+            fn any_text_is_a_workflow_or_a_typed_error_naming_the_file(text in any::<String>()) {
+                refused_well(Workflow::from_toml("wf.toml", &text))?;
+            }
+
+            #[test]
+            fn an_edited_workflow_is_a_workflow_or_a_typed_error(
+                edits in proptest::collection::vec(crate::proptest_edit(), 1..4),
+            ) {
+                let text = crate::proptest_mutate(FIELD_SERVICE_CASE, &edits);
+                refused_well(Workflow::from_toml("wf.toml", &text))?;
+            }
+
+            #[test]
+            fn a_workflow_with_lines_moved_is_a_workflow_or_a_typed_error(edits in line_edits()) {
+                refused_well(Workflow::from_toml("wf.toml", &edit_lines(FIELD_SERVICE_CASE, &edits)))?;
+            }
+        }
+    }
 }

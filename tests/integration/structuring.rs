@@ -514,6 +514,119 @@ async fn the_notes_cannot_close_their_own_block() {
     assert!(text.ends_with("\n</notes>"));
 }
 
+#[derive(serde::Deserialize)]
+struct Injection {
+    notes: String,
+    #[serde(default)]
+    steering: bool,
+    instruction: Option<String>,
+    #[serde(default)]
+    closer: bool,
+}
+
+fn injection_corpus() -> Vec<Injection> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        injection: Vec<Injection>,
+    }
+    let text = std::fs::read_to_string(corpus_dir().join("injection.toml")).unwrap();
+    toml::from_str::<Doc>(&text).unwrap().injection
+}
+
+/// The notes block a request carried, in either shape.
+fn user_text(kind: &str, body: &Value) -> String {
+    let v = match kind {
+        "claude" => &body["messages"][0]["content"][0]["text"],
+        _ => &body["messages"][1]["content"],
+    };
+    v.as_str().expect("the user text").to_owned()
+}
+
+#[tokio::test]
+async fn the_injection_corpus_neither_closes_the_notes_nor_steers_unflagged_in_both_shapes() {
+    use fieldgate::structuring::guard::closing_delimiters;
+    let corpus = injection_corpus();
+    assert!(corpus.len() >= 20, "{} cases", corpus.len());
+    let (mut steered, mut closers, mut scripted) = (0, 0, 0);
+    for kind in ["claude", "openai"] {
+        for case in &corpus {
+            let notes = case.notes.as_str();
+            assert_eq!(
+                fieldgate::structuring::guard::steering(notes).is_some(),
+                case.steering,
+                "the detector on {notes:?}"
+            );
+            assert_eq!(closing_delimiters(notes) > 0, case.closer, "{notes:?}");
+            // Unscripted: the emulator answers as a naive, gullible model.
+            let (emu, url) = emulator().await;
+            let s = match kind {
+                "claude" => run(&claude(&url, KEY), notes).await,
+                _ => run(&openai(&url), notes).await,
+            };
+            let text = user_text(kind, &emu.requests()[0].body);
+            assert_eq!(closing_delimiters(&text), 1, "{kind}: {text}");
+            assert!(text.ends_with("\n</notes>"), "{kind}: {text}");
+            let inside = fieldgate_llm_emulator::notes_of(&text).unwrap();
+            assert_eq!(closing_delimiters(inside), 0, "{kind}: {inside}");
+            let keys: BTreeSet<String> = s.fields.keys().cloned().collect();
+            assert_eq!(keys, declared(&workflow()), "{kind}: {notes:?}");
+            let all = serde_json::to_string(&s.fields).unwrap();
+            assert!(!all.contains("005000000000666AAA"), "{kind}: {all}");
+            let flagged = |f: &fieldgate::domain::FieldValue| {
+                f.flag.as_deref().is_some_and(|t| t.contains("aimed at"))
+            };
+            if case.steering && s.info.structurer != "rules" {
+                for (name, f) in s.fields.iter().filter(|(_, f)| !f.value.is_null()) {
+                    assert!(flagged(f), "{kind}: {name} of {notes:?} unflagged: {f:?}");
+                }
+            }
+            if !case.steering {
+                assert!(
+                    !s.fields.values().any(flagged),
+                    "{kind}: false alarm on {notes:?}"
+                );
+            }
+            steered += usize::from(case.steering);
+            closers += usize::from(case.closer);
+
+            // Scripted: a model steered within the schema, quoting only the
+            // instruction for Priority = High.
+            let Some(instruction) = &case.instruction else {
+                continue;
+            };
+            let first = notes.split(['.', '\n']).next().unwrap().trim();
+            let (emu, url) = emulator().await;
+            emu.push([Fault::Output {
+                input: json!({
+                    "fields": {"Subject": first, "Description": null, "Priority": "High", "Type": null, "Reason": null},
+                    "evidence": {"Subject": first, "Description": null, "Priority": instruction, "Type": null, "Reason": null}
+                }),
+            }]);
+            let s = match kind {
+                "claude" => run(&claude(&url, KEY), notes).await,
+                _ => run(&openai(&url), notes).await,
+            };
+            assert_eq!(s.info.structurer, kind, "{notes:?}");
+            assert_eq!(s.fields["Priority"].text(), Some("High"));
+            let flag = s.fields["Priority"].flag.as_deref().unwrap_or_default();
+            assert!(flag.contains("only evidence"), "{kind}: {notes:?}: {flag}");
+            let subject = s.fields["Subject"].flag.as_deref().unwrap_or_default();
+            assert!(
+                subject.contains("aimed at") && !subject.contains("only evidence"),
+                "{kind}: {notes:?}: {subject}"
+            );
+            scripted += 1;
+        }
+    }
+    println!(
+        "injection corpus: {} cases, each in 2 shapes; per shape {} steering, {} closers, {} scripted steered answers",
+        corpus.len(),
+        steered / 2,
+        closers / 2,
+        scripted / 2
+    );
+}
+
 // ------------------------------------------------------------ on the proposal
 
 #[tokio::test]

@@ -328,6 +328,23 @@ pub mod faults {
         async fn idempotent(&self, k: &str) -> Result<Option<ProposalId>, StoreError> {
             self.inner.idempotent(k).await
         }
+        async fn revoke_code(
+            &self,
+            asset: &fieldgate::domain::AssetId,
+            workflow: &fieldgate::domain::WorkflowId,
+            by: &str,
+            at: fieldgate::domain::Timestamp,
+        ) -> Result<fieldgate::ports::CodeRevocation, fieldgate::ports::StoreError> {
+            self.inner.revoke_code(asset, workflow, by, at).await
+        }
+        async fn code_revocation(
+            &self,
+            asset: &fieldgate::domain::AssetId,
+            workflow: &fieldgate::domain::WorkflowId,
+        ) -> Result<Option<fieldgate::ports::CodeRevocation>, fieldgate::ports::StoreError>
+        {
+            self.inner.code_revocation(asset, workflow).await
+        }
     }
 
     /// Fails the n-th Salesforce call (0-based) after Salesforce did it.

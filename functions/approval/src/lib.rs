@@ -234,6 +234,71 @@ async fn photo(State(deps): Deps, Segment(raw): Segment) -> Result<Response, App
     Ok(web::bytes(200, &ph.content_type, data))
 }
 
+/// A decision form as posted, checked for shape: only this form's names
+/// and the workflow's fields, each once. The caller compares the CSRF
+/// token and the revision with the link's before reading the decision.
+#[derive(Debug, Default)]
+pub(crate) struct DecisionForm {
+    pub csrf: String,
+    pub revision: Option<String>,
+    decision: Option<String>,
+    reason: Option<String>,
+    /// The remaining names: the workflow's fields, as edited.
+    pub edits: BTreeMap<String, String>,
+}
+
+impl DecisionForm {
+    pub(crate) fn parse(
+        workflow: &fieldgate::domain::Workflow,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Self, UserError> {
+        let mut form: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in urlencoded(headers, body)? {
+            let known = matches!(k.as_str(), "decision" | "reason" | "csrf" | "revision")
+                || workflow.field(&k).is_some();
+            if !known {
+                return Err(UserError::BadRequest(format!(
+                    "{k:?} is not a field of this form"
+                )));
+            }
+            if form.insert(k.clone(), v).is_some() {
+                return Err(UserError::BadRequest(format!("{k:?} was sent twice")));
+            }
+        }
+        Ok(Self {
+            csrf: form.remove("csrf").unwrap_or_default(),
+            revision: form.remove("revision"),
+            decision: form.remove("decision"),
+            reason: form.remove("reason"),
+            edits: form,
+        })
+    }
+
+    pub(crate) fn kind(&self) -> Result<DecisionKind, UserError> {
+        match self.decision.as_deref() {
+            Some("approve") => Ok(DecisionKind::Approve),
+            Some("reject") => Ok(DecisionKind::Reject),
+            _ => Err(UserError::BadRequest("Choose approve or reject.".into())),
+        }
+    }
+
+    /// The reason, trimmed; at most 1000 characters.
+    pub(crate) fn reason(&self) -> Result<Option<String>, UserError> {
+        let reason = self
+            .reason
+            .as_deref()
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        if reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
+            return Err(UserError::BadRequest(
+                "The reason is longer than 1000 characters.".into(),
+            ));
+        }
+        Ok(reason)
+    }
+}
+
 #[tracing::instrument(name = "decide", skip_all, fields(proposal))]
 async fn decide(
     State(deps): Deps,
@@ -243,20 +308,8 @@ async fn decide(
 ) -> Result<Response, AppError> {
     let link = resolve(&deps, &raw).await?;
     tracing::Span::current().record("proposal", tracing::field::display(link.proposal.id));
-    let pairs = urlencoded(&headers, &body)?;
-    let mut form: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in pairs {
-        let known = matches!(k.as_str(), "decision" | "reason" | "csrf" | "revision")
-            || link.workflow.field(&k).is_some();
-        if !known {
-            return Err(UserError::BadRequest(format!("{k:?} is not a field of this form")).into());
-        }
-        if form.insert(k.clone(), v).is_some() {
-            return Err(UserError::BadRequest(format!("{k:?} was sent twice")).into());
-        }
-    }
-    let csrf = form.remove("csrf").unwrap_or_default();
-    if !deps.csrf.verify(&link.grant.token_hash, &csrf) {
+    let mut form = DecisionForm::parse(&link.workflow, &headers, &body)?;
+    if !deps.csrf.verify(&link.grant.token_hash, &form.csrf) {
         return Err(UserError::Forbidden(
             "The form is not valid for this link. Open the link from your mail again.".into(),
         )
@@ -266,27 +319,16 @@ async fn decide(
     let current = p
         .current()
         .ok_or(AppError::Internal("no revision to decide on"))?;
-    if form.remove("revision").as_deref() != Some(current.hash.as_str()) {
+    if form.revision.as_deref() != Some(current.hash.as_str()) {
         return Err(UserError::Conflict(
             "The report changed since this page was opened. Reload the page and decide again."
                 .into(),
         )
         .into());
     }
-    let kind = match form.remove("decision").as_deref() {
-        Some("approve") => DecisionKind::Approve,
-        Some("reject") => DecisionKind::Reject,
-        _ => return Err(UserError::BadRequest("Choose approve or reject.".into()).into()),
-    };
-    let reason = form
-        .remove("reason")
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
-        return Err(
-            UserError::BadRequest("The reason is longer than 1000 characters.".into()).into(),
-        );
-    }
+    let kind = form.kind()?;
+    let reason = form.reason()?;
+    let form = std::mem::take(&mut form.edits);
     // What remains in `form` are the edited fields.
     let reviewer = Actor::Reviewer {
         email: link.grant.reviewer.clone(),

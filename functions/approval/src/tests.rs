@@ -298,3 +298,119 @@ async fn admin_routes_exist_only_with_a_configured_credential() {
     // The review pages are unchanged beside it.
     assert_eq!(send(&on, request("GET", "/r/junk")).await.status, 404);
 }
+
+/// Property tests of the form parser: `PROPTEST_CASES` cases (default
+/// 4,096; BENCHMARKS.md has the 1,000,000-case command).
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(super) fn config() -> ProptestConfig {
+        let mut c = ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            c.cases = 4096;
+        }
+        c.failure_persistence = None;
+        c
+    }
+
+    fn mutate(s: &str, edits: &[(usize, u8, char)]) -> String {
+        let mut v: Vec<char> = s.chars().collect();
+        for &(at, op, c) in edits {
+            let i = if v.is_empty() { 0 } else { at % v.len() };
+            match op % 3 {
+                0 if !v.is_empty() => v[i] = c,
+                1 => v.insert(i, c),
+                _ if !v.is_empty() => {
+                    v.remove(i);
+                }
+                _ => v.push(c),
+            }
+        }
+        v.into_iter().collect()
+    }
+
+    fn edit() -> impl Strategy<Value = (usize, u8, char)> {
+        let ch = prop_oneof![
+            8 => proptest::char::ranges(vec!['0'..='9', 'A'..='Z', 'a'..='z'].into()),
+            3 => proptest::sample::select(vec!['=', '&', '%', '+', ';', '"', '\r', '\n', ' ']),
+            1 => any::<char>(),
+        ];
+        (any::<usize>(), any::<u8>(), ch)
+    }
+
+    fn workflow() -> Arc<fieldgate::domain::Workflow> {
+        // Loaded once: the parser under test is the form's, not the TOML's.
+        static WF: std::sync::LazyLock<Arc<fieldgate::domain::Workflow>> =
+            std::sync::LazyLock::new(|| {
+                fieldgate::workflows::builtin()
+                    .iter()
+                    .next()
+                    .unwrap()
+                    .clone()
+            });
+        WF.clone()
+    }
+
+    fn form_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        h
+    }
+
+    const VALID: &str =
+        "decision=approve&csrf=abc&revision=0123&reason=ok&Subject=Pump+leaking&Priority=High";
+
+    /// A refusal is a typed 400/415; a form that parses names only this
+    /// form's fields, and its decision and reason are read or refused.
+    fn checked(body: &[u8]) -> Result<(), TestCaseError> {
+        match DecisionForm::parse(&workflow(), &form_headers(), body) {
+            Err(e) => prop_assert!(matches!(e.status(), 400 | 415), "{:?}", e),
+            Ok(f) => {
+                for k in f.edits.keys() {
+                    prop_assert!(workflow().field(k).is_some(), "{}", k);
+                }
+                if let Err(e) = f.kind() {
+                    prop_assert_eq!(e.status(), 400);
+                }
+                match f.reason() {
+                    Ok(Some(r)) => prop_assert!(r.chars().count() <= 1000 && r.trim() == r),
+                    Ok(None) => {}
+                    Err(e) => prop_assert_eq!(e.status(), 400),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_valid_form_parses() {
+        let f = DecisionForm::parse(&workflow(), &form_headers(), VALID.as_bytes()).unwrap();
+        assert_eq!(f.kind().unwrap(), fieldgate::domain::DecisionKind::Approve);
+        assert_eq!(f.reason().unwrap().as_deref(), Some("ok"));
+        assert_eq!(f.edits["Subject"], "Pump leaking");
+        assert_eq!(f.csrf, "abc");
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_body_is_a_form_or_a_typed_refusal(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            checked(&body)?;
+        }
+
+        #[test]
+        fn an_edited_form_is_a_form_or_a_typed_refusal(edits in proptest::collection::vec(edit(), 1..6)) {
+            checked(mutate(VALID, &edits).as_bytes())?;
+        }
+
+        #[test]
+        fn any_text_form_is_a_form_or_a_typed_refusal(body in any::<String>()) {
+            checked(body.as_bytes())?;
+        }
+    }
+}

@@ -7,10 +7,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
 use axum::routing::get;
 use fieldgate::clock::{Clock, new_proposal_id};
-use fieldgate::compose::{BuildError, Components};
+use fieldgate::compose::{BuildError, Components, QrKeys};
 use fieldgate::domain::Timestamp;
 use fieldgate::domain::{
-    CsrfKey, Intake, PhotoRef, Proposal, ProposalId, QrKeyring, SlidingLimit, TokenBucket,
+    CsrfKey, Intake, PhotoRef, Proposal, ProposalId, SlidingLimit, TokenBucket, TokenError,
     Workflow, Workflows,
 };
 use fieldgate::http::{BodyBytes, ClientIp, MAX_BODY, Segment, header, multipart};
@@ -80,7 +80,8 @@ pub struct IntakeDeps {
     pub media: Arc<dyn MediaStore>,
     pub assets: Arc<dyn AssetDirectory>,
     pub workflows: Arc<Workflows>,
-    pub qr: Arc<QrKeyring>,
+    /// Follows a key rotation without a restart.
+    pub qr: Arc<QrKeys>,
     /// Signs the technician's status links.
     pub links: Arc<CsrfKey>,
     pub limits: Limits,
@@ -101,7 +102,7 @@ impl IntakeDeps {
             c.media(),
             c.assets(),
             c.workflows(),
-            c.qr(),
+            c.qr_keys(),
             c.links()
         )?;
         Ok(Self {
@@ -144,18 +145,34 @@ async fn static_asset(Segment(name): Segment) -> Result<Response, AppError> {
     web::static_asset(&name).ok_or(UserError::NotFound.into())
 }
 
+/// The 410 pages of a code that was genuine: what happened, that nothing
+/// was saved, and what to do.
+const WITHDRAWN: &str = "This code has been withdrawn, so reports can no longer be sent with it. Nothing was saved. Please ask the office (or whoever looks after this equipment) for a new sticker.";
+const RETIRED: &str = "This sticker has expired: its code was replaced by a newer one. Nothing was saved. Please ask the office for a new sticker for this equipment.";
+
 async fn resolve(
     deps: &IntakeDeps,
     code: &str,
 ) -> Result<(fieldgate::AssetContext, Arc<Workflow>, Freshness), AppError> {
-    let (asset_id, wf_id) = deps.qr.verify(code).map_err(|_| UserError::NotFound)?;
+    let ring = deps.qr.for_code(code).await;
+    let claims = ring.verify(code, deps.clock.now()).map_err(|e| match e {
+        TokenError::Retired => UserError::Gone(RETIRED.into()),
+        _ => UserError::NotFound,
+    })?;
     // An update workflow changes a record by id (an assistant proposes
     // it): a sticker for one is not a working code.
     let wf = deps
         .workflows
-        .get(&wf_id)
+        .get(&claims.workflow)
         .filter(|w| w.operation != fieldgate::domain::Operation::Update)
         .ok_or(UserError::NotFound)?;
+    // Before the asset lookup: a withdrawn code costs no Salesforce query.
+    if let Some(r) = deps.store.code_revocation(&claims.asset, &wf.id).await?
+        && r.withdraws(claims.generation)
+    {
+        return Err(UserError::Gone(WITHDRAWN.into()).into());
+    }
+    let asset_id = claims.asset;
     let (asset, fresh) = deps
         .assets
         .lookup_checked(&asset_id)
@@ -498,11 +515,8 @@ fn max_body(wf: &Workflow, limits: &Limits) -> usize {
 pub use fieldgate::review::status_ref;
 
 async fn status(State(deps): Deps, Segment(reference): Segment) -> Result<Response, AppError> {
-    let (id, tag) = reference.split_once('.').ok_or(UserError::NotFound)?;
-    let id: ProposalId = id.parse().map_err(|_| UserError::NotFound)?;
-    if !deps.links.verify(&format!("status:{id}"), tag) {
-        return Err(UserError::NotFound.into());
-    }
+    let id = fieldgate::review::parse_status_ref(&deps.links, &reference)
+        .map_err(|_| UserError::NotFound)?;
     let p = deps.store.get(id).await?.ok_or(UserError::NotFound)?;
     Ok(StatusPage::new(&id.to_string(), p.status, &p.asset.name).page())
 }

@@ -489,6 +489,22 @@ impl ProposalStore for CreateFails {
     ) -> Result<Option<fieldgate::domain::ProposalId>, fieldgate::ports::StoreError> {
         self.0.idempotent(key).await
     }
+    async fn revoke_code(
+        &self,
+        asset: &fieldgate::domain::AssetId,
+        workflow: &fieldgate::domain::WorkflowId,
+        by: &str,
+        at: fieldgate::domain::Timestamp,
+    ) -> Result<fieldgate::ports::CodeRevocation, fieldgate::ports::StoreError> {
+        self.0.revoke_code(asset, workflow, by, at).await
+    }
+    async fn code_revocation(
+        &self,
+        asset: &fieldgate::domain::AssetId,
+        workflow: &fieldgate::domain::WorkflowId,
+    ) -> Result<Option<fieldgate::ports::CodeRevocation>, fieldgate::ports::StoreError> {
+        self.0.code_revocation(asset, workflow).await
+    }
 }
 
 #[tokio::test]
@@ -810,4 +826,141 @@ async fn the_form_says_when_its_card_is_a_cached_copy() {
     let f = fixture().await;
     let r = send(&f.app, get(&format!("/q/{}", f.code))).await;
     assert!(!r.body.contains("could not be reached"));
+}
+
+/// Property tests of the form parser: `PROPTEST_CASES` cases (default
+/// 4,096; BENCHMARKS.md has the 1,000,000-case command).
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(super) fn config() -> ProptestConfig {
+        let mut c = ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            c.cases = 4096;
+        }
+        c.failure_persistence = None;
+        c
+    }
+
+    fn mutate(s: &str, edits: &[(usize, u8, char)]) -> String {
+        let mut v: Vec<char> = s.chars().collect();
+        for &(at, op, c) in edits {
+            let i = if v.is_empty() { 0 } else { at % v.len() };
+            match op % 3 {
+                0 if !v.is_empty() => v[i] = c,
+                1 => v.insert(i, c),
+                _ if !v.is_empty() => {
+                    v.remove(i);
+                }
+                _ => v.push(c),
+            }
+        }
+        v.into_iter().collect()
+    }
+
+    fn edit() -> impl Strategy<Value = (usize, u8, char)> {
+        let ch = prop_oneof![
+            8 => proptest::char::ranges(vec!['0'..='9', 'A'..='Z', 'a'..='z'].into()),
+            3 => proptest::sample::select(vec!['=', '&', '%', '+', ';', '"', '\r', '\n', ' ']),
+            1 => any::<char>(),
+        ];
+        (any::<usize>(), any::<u8>(), ch)
+    }
+
+    fn workflow() -> Arc<Workflow> {
+        // Loaded once: the parser under test is the form's, not the TOML's.
+        static WF: std::sync::LazyLock<Arc<Workflow>> = std::sync::LazyLock::new(|| {
+            fieldgate::workflows::builtin()
+                .iter()
+                .next()
+                .unwrap()
+                .clone()
+        });
+        WF.clone()
+    }
+
+    fn part_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => proptest::sample::select(vec!["notes", "reporter", "idem", "photo"]).prop_map(str::to_owned),
+            1 => any::<String>(),
+        ]
+    }
+
+    /// Bytes a photo part might hold: random, or a real image's header
+    /// with random bytes after it.
+    fn data() -> impl Strategy<Value = Vec<u8>> {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        let jpeg = b"\xff\xd8\xff\xe0\0\x10JFIF\0".to_vec();
+        prop_oneof![
+            2 => proptest::collection::vec(any::<u8>(), 0..256),
+            2 => any::<String>().prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(move |t| [png.clone(), t].concat()),
+            1 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(move |t| [jpeg.clone(), t].concat()),
+        ]
+    }
+
+    /// (name, file name, bytes) of each part (`Part` has no `Debug`: a
+    /// photo's bytes do not belong in a failure message).
+    fn parts() -> impl Strategy<Value = Vec<(String, Option<String>, Vec<u8>)>> {
+        proptest::collection::vec(
+            (part_name(), proptest::option::of(any::<String>()), data()),
+            0..6,
+        )
+    }
+
+    fn as_parts(v: Vec<(String, Option<String>, Vec<u8>)>) -> Vec<fieldgate::http::Part> {
+        v.into_iter()
+            .map(|(name, file_name, data)| fieldgate::http::Part {
+                name,
+                file_name,
+                content_type: None,
+                data: bytes::Bytes::from(data),
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Whatever parts a form sends: a report, or a refusal the page
+        /// explains (400, 413, 415, 422), never a panic.
+        #[test]
+        fn any_form_parts_are_a_report_or_a_typed_refusal(parts in parts()) {
+            match parse_submission(&workflow(), &Limits::default(), as_parts(parts)) {
+                Ok(s) => {
+                    prop_assert!(!s.notes.is_empty() && s.notes.trim() == s.notes);
+                    if let Some((_, _, name)) = &s.photo {
+                        prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{}", name);
+                    }
+                }
+                Err(e) => prop_assert!(matches!(e.status(), 400 | 413 | 415 | 422), "{:?}", e),
+            }
+        }
+
+        #[test]
+        fn any_text_field_is_a_report_or_a_typed_refusal(
+            notes in any::<String>(),
+            idem in proptest::option::of(any::<String>()),
+            edits in proptest::collection::vec(edit(), 0..3),
+        ) {
+            let mut parts = vec![fieldgate::http::Part {
+                name: "notes".into(),
+                file_name: None,
+                content_type: None,
+                data: bytes::Bytes::from(mutate(&notes, &edits).into_bytes()),
+            }];
+            if let Some(k) = idem {
+                parts.push(fieldgate::http::Part {
+                    name: "idem".into(),
+                    file_name: None,
+                    content_type: None,
+                    data: bytes::Bytes::from(k.into_bytes()),
+                });
+            }
+            if let Err(e) = parse_submission(&workflow(), &Limits::default(), parts) {
+                prop_assert!(matches!(e.status(), 400 | 413 | 415 | 422), "{:?}", e);
+            }
+        }
+    }
 }

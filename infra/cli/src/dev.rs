@@ -353,7 +353,11 @@ async fn qr_svg(
         .iter()
         .find(|w| w.id.as_str() == workflow)
         .ok_or(UserError::NotFound)?;
-    let url = crate::serve::qr_url(&app.keys, wf, &app.public_url, &asset);
+    // A revoked sticker's successor, as `fieldgate qr` prints it.
+    let generation = crate::codes::generation(app.store.as_ref(), &asset, wf)
+        .await
+        .map_err(|_| AppError::Internal("reading a code's revocation"))?;
+    let url = crate::codes::url(&app.keys, wf, &app.public_url, &asset, generation);
     Ok(match crate::qr::svg(&url) {
         Ok(svg) => ([("content-type", "image/svg+xml")], svg).into_response(),
         Err(_) => (http::StatusCode::INTERNAL_SERVER_ERROR, "qr").into_response(),
@@ -361,6 +365,7 @@ async fn qr_svg(
 }
 
 struct DemoLink {
+    asset: AssetId,
     name: String,
     detail: String,
     workflow: Arc<Workflow>,
@@ -391,6 +396,7 @@ fn links(
                 name: a.name.clone(),
                 qr: format!("/dev/qr/{}.{}.svg", a.id, wf.id),
                 workflow: wf.clone(),
+                asset: id.clone(),
             });
         }
     }
@@ -410,7 +416,15 @@ struct Index {
 }
 
 async fn index(State(app): State<Arc<App>>) -> Response {
-    let links = links(&app.emulator, &app.keys, &app.workflows, &app.public_url);
+    let mut links = links(&app.emulator, &app.keys, &app.workflows, &app.public_url);
+    // A revoked sticker's successor, as `fieldgate qr` prints it.
+    for l in &mut links {
+        if let Ok(g @ 1..) =
+            crate::codes::generation(app.store.as_ref(), &l.asset, &l.workflow).await
+        {
+            l.url = crate::codes::url(&app.keys, &l.workflow, &app.public_url, &l.asset, g);
+        }
+    }
     let body = Index { links }.render().unwrap_or_default();
     fieldgate::web::html(200, body)
 }

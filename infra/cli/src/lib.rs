@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod codes;
 pub mod dev;
 pub mod dispatch;
 pub mod eval;

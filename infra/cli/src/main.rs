@@ -94,9 +94,14 @@ enum Cmd {
         trust_proxy: bool,
     },
     /// Print the signed scan link of an asset for a workflow (and write a
-    /// PNG of its QR code), with the keys of a server's data directory.
+    /// PNG of its QR code), with the keys of a server's data directory;
+    /// `fieldgate qr revoke ASSET` withdraws a sticker's code.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Qr {
-        asset: String,
+        #[command(subcommand)]
+        cmd: Option<QrCmd>,
+        #[arg(required = true)]
+        asset: Option<String>,
         /// The workflow the link reports to (default: the first one).
         #[arg(long)]
         workflow: Option<String>,
@@ -110,6 +115,11 @@ enum Cmd {
         /// The data directory whose keys sign the link (as for `dev`/`serve`).
         #[arg(long, default_value = ".fieldgate")]
         data: PathBuf,
+    },
+    /// The QR signing keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
     },
     /// Structure one note and print the fields with their evidence as JSON
     /// (the workflow's structurer, configured from the environment).
@@ -154,6 +164,48 @@ enum Cmd {
         /// A workflow file; default: the built-in field-service-case.
         #[arg(long)]
         workflow: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QrCmd {
+    /// Withdraw an asset's code at once, on the running server too: a
+    /// scan answers 410 "withdrawn"; `fieldgate qr ASSET` then issues a
+    /// new code that works. With FIELDGATE_TABLE set, in the table.
+    Revoke {
+        asset: String,
+        /// Only the code of this workflow (default: every workflow a
+        /// sticker can report to).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// The server's workflows (as given to serve/dev).
+        #[arg(long, value_name = "DIR")]
+        workflows: Option<PathBuf>,
+        /// The server's data directory (as for `dev`/`serve`).
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+        /// Revoke even if no code of this asset was ever scanned here.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Add a new QR key that signs from now on; the current one keeps
+    /// verifying for --grace, then its stickers answer 410 "expired".
+    /// A running server follows the file without a restart.
+    Rotate {
+        /// The data directory whose keys.json to rotate.
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+        /// A keys document elsewhere (AWS: the secret's value saved to a
+        /// file, put back with `aws secretsmanager put-secret-value`).
+        #[arg(long, conflicts_with = "data")]
+        file: Option<PathBuf>,
+        /// How long codes of the old key keep working (e.g. 30d, 12h).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
     },
 }
 
@@ -307,6 +359,81 @@ async fn audit_command(cmd: AuditCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn has_store(data: &std::path::Path) -> bool {
+    std::env::var_os("FIELDGATE_TABLE").is_some() || data.join("fieldgate.db").exists()
+}
+
+async fn qr_command(cmd: QrCmd) -> anyhow::Result<()> {
+    let QrCmd::Revoke {
+        asset,
+        workflow,
+        workflows,
+        data,
+        force,
+    } = cmd;
+    let id: AssetId = asset
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{asset:?} is not an Asset id (02i…, 15 or 18 characters)"))?;
+    let list = fieldgate_cli::serve::load_workflows(workflows.as_deref())?;
+    let chosen = fieldgate_cli::codes::chosen_workflows(&list, workflow.as_deref())?;
+    let c = components(data.clone())?;
+    let store = existing_store(data).await?;
+    // With an org configured, an asset never scanned here is looked up.
+    let directory = match c.config().salesforce {
+        Some(_) => Some(c.assets().await?),
+        None => None,
+    };
+    let now = c.clock().now();
+    let done = fieldgate_cli::codes::revoke(
+        store.as_ref(),
+        directory.as_deref(),
+        &id,
+        &chosen,
+        &fieldgate_cli::codes::operator(),
+        now,
+        force,
+    )
+    .await?;
+    for (wf, r) in &done {
+        println!(
+            "revoked the code of {id} for {}: scans now answer 410 (generation {}, by {} at {})",
+            wf.id,
+            r.generation,
+            r.revoked_by,
+            r.revoked_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        );
+    }
+    eprintln!(
+        "A new sticker: fieldgate qr {id} --workflow ID (the same --data) prints a code that works."
+    );
+    Ok(())
+}
+
+fn keys_command(cmd: KeysCmd) -> anyhow::Result<()> {
+    let KeysCmd::Rotate { data, file, grace } = cmd;
+    let path = file.unwrap_or_else(|| data.join("keys.json"));
+    let grace =
+        time::Duration::try_from(grace).map_err(|_| anyhow::anyhow!("--grace is too long"))?;
+    let now = fieldgate::clock::Clock::now(&fieldgate::clock::SystemClock);
+    let r = fieldgate_cli::codes::rotate(&path, grace, now)?;
+    let until = r
+        .old_valid_until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    println!(
+        "{}: key {} signs new codes from now on; codes of {} work until {until}, then answer 410 (expired).",
+        path.display(),
+        r.new_kid,
+        r.old_kid
+    );
+    eprintln!(
+        "Reprint the stickers before then: fieldgate qr ASSET --workflow ID prints codes of the new key.\nA running server picks the change up by itself; in AWS, put the file back into the keys secret (README, \"Rotating the QR key\")."
+    );
+    Ok(())
 }
 
 /// The store of an existing deployment: an admin command must not create
@@ -550,7 +677,10 @@ async fn main() -> anyhow::Result<()> {
             stack.pipeline.wait().await;
             Ok(())
         }
+        Cmd::Qr { cmd: Some(cmd), .. } => qr_command(cmd).await,
+        Cmd::Keys { cmd } => keys_command(cmd),
         Cmd::Qr {
+            cmd: None,
             asset,
             workflow,
             workflows,
@@ -558,6 +688,7 @@ async fn main() -> anyhow::Result<()> {
             png,
             data,
         } => {
+            let asset = asset.expect("clap requires it");
             let id: AssetId = asset.parse().map_err(|_| {
                 anyhow::anyhow!("{asset:?} is not an Asset id (02i…, 15 or 18 characters)")
             })?;
@@ -586,7 +717,15 @@ async fn main() -> anyhow::Result<()> {
                 );
                 std::process::exit(1);
             };
-            let url = fieldgate_cli::serve::qr_url(&keys, &wf, &base, &id);
+            // A revoked code's successor: the generation the store says.
+            // No store yet means nothing was ever revoked.
+            let generation = if has_store(&data) {
+                let store = existing_store(data.clone()).await?;
+                fieldgate_cli::codes::generation(store.as_ref(), &id, &wf).await?
+            } else {
+                0
+            };
+            let url = fieldgate_cli::codes::url(&keys, &wf, &base, &id, generation);
             println!("{url}");
             if let Some(p) = png {
                 fieldgate_cli::qr::png(&url, &p)?;

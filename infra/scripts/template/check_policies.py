@@ -70,9 +70,10 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         grants(["dynamodb:PutItem"], [TABLE], leading_keys("R#*", "I#*", "A#*"))
         # The rate-limit counters (RL#), nothing else, by UpdateItem.
         | grants(["dynamodb:UpdateItem"], [TABLE], leading_keys("RL#*"))
-        # Reads: the status page (P#, or R# before structuring) and the rest.
+        # Reads: the status page (P#, or R# before structuring), the rest,
+        # and QR code revocations (QR#), which it never writes.
         | grants(["dynamodb:GetItem"], [TABLE],
-                 leading_keys("P#*", "R#*", "I#*", "A#*", "RL#*"))
+                 leading_keys("P#*", "R#*", "I#*", "A#*", "RL#*", "QR#*"))
         # Uploads the photo; never reads photos back.
         | grants(["s3:PutObject"], [PHOTOS])
         # The read-only Salesforce credential (asset lookup; never the

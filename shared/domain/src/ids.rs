@@ -37,9 +37,15 @@ impl FromStr for ProposalId {
         if s.len() != 26 {
             return Err(IdError::Proposal);
         }
-        ulid::Ulid::from_string(s)
-            .map(Self)
-            .map_err(|_| IdError::Proposal)
+        let id = ulid::Ulid::from_string(s).map_err(|_| IdError::Proposal)?;
+        // One spelling per id (letter case aside): the ulid crate also
+        // takes a first character past 7, whose high bits it drops, so
+        // `G…` and `0…` would name the same proposal (found by the review
+        // token's property test).
+        if !id.to_string().eq_ignore_ascii_case(s) {
+            return Err(IdError::Proposal);
+        }
+        Ok(Self(id))
     }
 }
 impl TryFrom<String> for ProposalId {
@@ -152,6 +158,13 @@ mod tests {
         assert_eq!(id, back);
         assert_eq!("not-a-ulid".parse::<ProposalId>(), Err(IdError::Proposal));
         assert!("01ARZ3NDEKTSV4RRFFQ69G5FAVX".parse::<ProposalId>().is_err());
+        // One spelling per id: lower case is the same id, a first character
+        // past 7 (whose high bits the ulid crate drops) is refused.
+        let s = id.to_string();
+        assert_eq!(s.to_lowercase().parse::<ProposalId>(), Ok(id));
+        let overflow = format!("G{}", &s[1..]);
+        assert!(s.starts_with('0'), "{s}");
+        assert_eq!(overflow.parse::<ProposalId>(), Err(IdError::Proposal));
     }
 
     #[test]

@@ -22,14 +22,17 @@
 //! | rate-limit counter (current and previous window) | `RL#{key}#w{window size}` | `META` |
 //! | idempotency key | `I#{key}` | `META` |
 //! | assistant token | `T#{sha256 of the token}` | `META` |
+//! | QR code revocation | `QR#{asset}#{workflow}` | `META` |
 //!
 //! GSI `by_status` (`gsi_status`, `created_at`); TTL attribute `expires_at`.
 
 use crate::domain::{
     AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition,
-    WindowCount, window_end,
+    WindowCount, WorkflowId, window_end,
 };
-use crate::ports::{AssistantTokens, CachedAsset, Created, ProposalStore, StoreError};
+use crate::ports::{
+    AssistantTokens, CachedAsset, CodeRevocation, Created, ProposalStore, StoreError,
+};
 use crate::stream::{META, inbox_pk, proposal_from_item, proposal_item, proposal_pk};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -676,6 +679,51 @@ impl ProposalStore for DynamoStore {
                 .map_err(|e| StoreError::backend("a stored proposal id", e)),
             _ => Err(backend("idempotency item without proposal")),
         }
+    }
+
+    async fn revoke_code(
+        &self,
+        asset: &AssetId,
+        workflow: &WorkflowId,
+        by: &str,
+        at: Timestamp,
+    ) -> Result<CodeRevocation, StoreError> {
+        let when = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(backend)?;
+        // An atomic ADD: two admins revoking at once step up twice, never
+        // lose a step.
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(format!("QR#{asset}#{workflow}"))))
+            .update_expression("ADD #g :one SET revoked_at = :at, revoked_by = :by")
+            .expression_attribute_names("#g", "generation")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":at", AttributeValue::S(when))
+            .expression_attribute_values(":by", AttributeValue::S(by.to_owned()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.attributes
+            .map(serde_dynamo::from_item)
+            .transpose()
+            .map_err(backend)?
+            .ok_or_else(|| backend("revocation update returned nothing"))
+    }
+
+    async fn code_revocation(
+        &self,
+        asset: &AssetId,
+        workflow: &WorkflowId,
+    ) -> Result<Option<CodeRevocation>, StoreError> {
+        self.get_item(Self::key(format!("QR#{asset}#{workflow}")))
+            .await?
+            .map(serde_dynamo::from_item)
+            .transpose()
+            .map_err(backend)
     }
 }
 

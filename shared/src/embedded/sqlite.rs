@@ -21,9 +21,9 @@
 
 use crate::domain::{
     AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition, WindowCount,
-    window_end,
+    WorkflowId, window_end,
 };
-use crate::ports::{CachedAsset, Created, ProposalStore, StoreError};
+use crate::ports::{CachedAsset, CodeRevocation, Created, ProposalStore, StoreError};
 use async_trait::async_trait;
 use aws_lambda_events::dynamodb::EventRecord;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -92,6 +92,16 @@ CREATE TABLE IF NOT EXISTS changes (
     outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS changes_undelivered ON changes (seq) WHERE outcome IS NULL;
+-- QR code revocations: codes of asset x workflow below `generation` are
+-- withdrawn.
+CREATE TABLE IF NOT EXISTS code_revocations (
+    asset TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    revoked_at TEXT NOT NULL,
+    revoked_by TEXT NOT NULL,
+    PRIMARY KEY (asset, workflow)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -742,6 +752,74 @@ impl ProposalStore for SqliteStore {
     async fn idempotent(&self, key: &str) -> Result<Option<ProposalId>, StoreError> {
         let key = key.to_owned();
         self.read(move |c| idempotency_target(c, &key)).await
+    }
+
+    async fn revoke_code(
+        &self,
+        asset: &AssetId,
+        workflow: &WorkflowId,
+        by: &str,
+        at: Timestamp,
+    ) -> Result<CodeRevocation, StoreError> {
+        let (asset, workflow, by) = (asset.to_string(), workflow.to_string(), by.to_owned());
+        let when = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| StoreError::backend("formatting a time", e))?;
+        self.write(move |c| {
+            let generation: u32 = c
+                .prepare_cached(
+                    "INSERT INTO code_revocations (asset, workflow, generation, revoked_at, revoked_by) \
+                     VALUES (?1, ?2, 1, ?3, ?4) \
+                     ON CONFLICT (asset, workflow) DO UPDATE SET generation = generation + 1, \
+                     revoked_at = excluded.revoked_at, revoked_by = excluded.revoked_by \
+                     RETURNING generation",
+                )
+                .and_then(|mut s| s.query_row(params![asset, workflow, when, by], |r| r.get(0)))
+                .map_err(backend("revoking a code"))?;
+            Ok((
+                CodeRevocation {
+                    generation,
+                    revoked_at: at,
+                    revoked_by: by,
+                },
+                None,
+            ))
+        })
+        .await
+    }
+
+    async fn code_revocation(
+        &self,
+        asset: &AssetId,
+        workflow: &WorkflowId,
+    ) -> Result<Option<CodeRevocation>, StoreError> {
+        let (asset, workflow) = (asset.to_string(), workflow.to_string());
+        self.read(move |c| {
+            let row: Option<(u32, String, String)> = c
+                .prepare_cached(
+                    "SELECT generation, revoked_at, revoked_by FROM code_revocations \
+                     WHERE asset = ?1 AND workflow = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![asset, workflow], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()
+                })
+                .map_err(backend("reading a code revocation"))?;
+            row.map(|(generation, at, revoked_by)| {
+                let revoked_at =
+                    Timestamp::parse(&at, &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| StoreError::backend("a stored revocation time", e))?;
+                Ok(CodeRevocation {
+                    generation,
+                    revoked_at,
+                    revoked_by,
+                })
+            })
+            .transpose()
+        })
+        .await
     }
 }
 

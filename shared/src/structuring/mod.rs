@@ -6,6 +6,7 @@ pub mod anthropic;
 #[cfg(feature = "bedrock")]
 pub mod bedrock;
 pub mod env;
+pub mod guard;
 pub mod model;
 pub mod openai;
 pub mod rules;
@@ -84,13 +85,24 @@ pub async fn structure_detailed(
 
 /// A model may have been steered even within the schema: when the notes
 /// hold words aimed at a model, the reviewer is asked to look at every
-/// value `who` proposed.
+/// value `who` proposed, and a value whose only evidence lies inside the
+/// steering passage (the instruction itself, not an observation) says so
+/// first.
 pub fn flag_if_steered(fields: &mut Fields, notes: &str, who: &str) {
-    let Some(words) = steering_attempt(notes) else {
+    let Some(steering) = guard::steering(notes) else {
         return;
     };
+    let words = &steering.words;
     for f in fields.values_mut().filter(|f| !f.value.is_null()) {
-        let note = format!("the notes contain words aimed at {who} ({words:?}); check this value");
+        let mut note =
+            format!("the notes contain words aimed at {who} ({words:?}); check this value");
+        if let Some(q) = &f.evidence
+            && steering.only_inside(q)
+        {
+            note = format!(
+                "its only evidence ({q:?}) is inside words aimed at {who} ({words:?}): an instruction, not an observation; check this value"
+            );
+        }
         f.flag = Some(match f.flag.take() {
             Some(old) => format!("{old}; {note}"),
             None => note,
@@ -129,28 +141,6 @@ pub fn validate_assistant(
     }
     flag_if_steered(&mut fields, notes, "an assistant");
     fields
-}
-
-/// Phrases that address a model rather than describe an asset.
-fn steering_attempt(notes: &str) -> Option<String> {
-    const PHRASES: [&str; 11] = [
-        "ignore previous instructions",
-        "ignore the workflow",
-        "ignore your rules",
-        "ignore all previous",
-        "ignore the above",
-        "ignore your instructions",
-        "disregard previous",
-        "system prompt",
-        "you are now",
-        "new instructions",
-        "as an ai",
-    ];
-    let n = normalize(notes);
-    PHRASES
-        .iter()
-        .find(|p| n.contains(*p))
-        .map(|p| (*p).to_owned())
 }
 
 /// Is `quote` really in the input? A quote of the notes (spacing and case

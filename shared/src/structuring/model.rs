@@ -390,15 +390,16 @@ Evidence: copy the exact words of the notes (a few words, verbatim) that justify
     )
 }
 
-/// The intake as delimited data. A closing tag inside the notes is
-/// neutralised so the notes cannot end their own block.
+/// The intake as delimited data. Anything a model could read as a closing
+/// tag inside the notes (any case, look-alike or invisible characters) is
+/// neutralised, so the notes cannot end their own block.
 pub fn user_text(input: &StructuringInput<'_>) -> String {
     let a = input.asset;
     let mut asset = format!("Asset: {}", a.name);
     if let Some(s) = &a.serial_number {
         asset.push_str(&format!(", serial {s}"));
     }
-    let notes = input.notes.replace("</notes", "<\\/notes");
+    let notes = super::guard::neutralise_delimiters(input.notes);
     format!("{asset}\n<notes>\n{notes}\n</notes>")
 }
 

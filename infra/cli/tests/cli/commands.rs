@@ -112,7 +112,9 @@ fn qr_prints_a_link_the_dev_stack_accepts_and_writes_a_png() {
     );
     let code = url.split("/q/").nth(1).unwrap();
     assert!(
-        keys.qr.verify(code).is_ok(),
+        keys.qr
+            .verify(code, time::OffsetDateTime::now_utc())
+            .is_ok(),
         "signed with the data directory's key"
     );
     let bytes = std::fs::read(&png).unwrap();

@@ -23,6 +23,8 @@ pub(crate) struct Dev {
     pub(crate) child: Child,
     pub(crate) base: String,
     pub(crate) link: String,
+    /// Every scan link it printed (demo asset × workflow).
+    pub(crate) links: Vec<String>,
 }
 
 impl Drop for Dev {
@@ -63,12 +65,21 @@ pub(crate) fn start_with(data: &std::path::Path, port: u16, extra: &[&str]) -> D
         }
     }
     let base = lines[0].rsplit(' ').next().unwrap().to_owned();
-    let link = lines
+    let links: Vec<String> = lines
         .iter()
-        .find_map(|l| l.split_whitespace().find(|w| w.contains("/q/")))
+        .filter_map(|l| l.split_whitespace().find(|w| w.contains("/q/")))
+        .map(str::to_owned)
+        .collect();
+    let link = links
+        .first()
         .unwrap_or_else(|| panic!("a scan link: {lines:?}"))
-        .to_owned();
-    Dev { child, base, link }
+        .clone();
+    Dev {
+        child,
+        base,
+        link,
+        links,
+    }
 }
 
 pub(crate) fn free_port() -> u16 {

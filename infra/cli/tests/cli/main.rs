@@ -3,6 +3,7 @@
 mod audit;
 mod chaos;
 mod check;
+mod codes;
 mod commands;
 mod crash;
 mod exposure;
