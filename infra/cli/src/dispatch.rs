@@ -28,8 +28,13 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-/// Changes each step handles at once.
-const PER_STEP: usize = 32;
+/// Changes each step handles at once. Structuring competes with intake
+/// for the store's one writer and the CPU: 8 keeps intake above 2,000
+/// reports/s during a burst (the structure backlog drains seconds after),
+/// where 32 halved it; commits mostly wait on the org, so they get more.
+/// BENCHMARKS.md has the runs.
+const STRUCTURE_SLOTS: usize = 8;
+const COMMIT_SLOTS: usize = 32;
 /// Outbox rows read at a time.
 const BATCH: usize = 1024;
 /// Changes read but not yet finished, at most: a backlog stays in the
@@ -69,8 +74,8 @@ fn lane(status: Status) -> Lane {
 /// up to which every change was handled (what `Pipeline::settled` waits on).
 pub async fn dispatch(store: Arc<SqliteStore>, delivered: watch::Sender<u64>, steps: Steps) {
     let steps = Arc::new(steps);
-    let structure_slots = Arc::new(Semaphore::new(PER_STEP));
-    let commit_slots = Arc::new(Semaphore::new(PER_STEP));
+    let structure_slots = Arc::new(Semaphore::new(STRUCTURE_SLOTS));
+    let commit_slots = Arc::new(Semaphore::new(COMMIT_SLOTS));
     let mut committed = store.watch_sequence();
     let mut store_open = true;
     // Every change up to `after` was read.
