@@ -141,11 +141,20 @@ impl ReviewNotifier for Outbox {
 }
 
 /// Handoff messages go here in `fieldgate dev`; `/dev/handoff` shows them.
-pub struct HandoffLog(JsonLog<HandoffMessage>);
+pub struct HandoffLog(
+    JsonLog<HandoffMessage>,
+    /// The dedupe keys in the log (from the file at start): a message is
+    /// logged once, even when a crash came between logging it and the
+    /// store recording it as published, and the commit step publishes it
+    /// again after the restart.
+    Mutex<std::collections::HashSet<String>>,
+);
 
 impl HandoffLog {
     pub fn open(dir: Option<&Path>) -> std::io::Result<Self> {
-        Ok(Self(JsonLog::open(dir, "handoff")?))
+        let log: JsonLog<HandoffMessage> = JsonLog::open(dir, "handoff")?;
+        let keys = log.all().into_iter().map(|m| m.dedupe_key).collect();
+        Ok(Self(log, Mutex::new(keys)))
     }
     pub fn messages(&self) -> Vec<HandoffMessage> {
         self.0.all()
@@ -163,9 +172,17 @@ impl HandoffLog {
 #[async_trait]
 impl HandoffPublisher for HandoffLog {
     async fn publish(&self, msg: &HandoffMessage) -> Result<(), PublishError> {
+        // Held across the append: two drivers publishing one message at
+        // once log it once.
+        let mut keys = self.1.lock().expect("handoff keys lock");
+        if keys.contains(&msg.dedupe_key) {
+            return Ok(());
+        }
         self.0
             .push(msg.clone())
-            .map_err(|e| PublishError::failed("writing the handoff log", e))
+            .map_err(|e| PublishError::failed("writing the handoff log", e))?;
+        keys.insert(msg.dedupe_key.clone());
+        Ok(())
     }
 }
 
@@ -217,5 +234,49 @@ impl MediaStore for FileMedia {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(MediaError::failed(format!("deleting {key}"), e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::HandoffPublisher;
+
+    fn message(key: &str) -> HandoffMessage {
+        let json = serde_json::json!({
+            "schema": "fieldgate.handoff/v1",
+            "event": "committed",
+            "dedupe_key": key,
+            "proposal_id": "01JD0000000000000000000000",
+            "workflow": "field-service-case",
+            "object": "Case",
+            "salesforce_id": "500000000000001AAA",
+            "salesforce_url": "https://example.my.salesforce.com/500000000000001AAA",
+            "summary": "Leak",
+            "priority": null,
+            "asset": {"id": "02i000000000001AAA", "name": "Chiller"},
+            "approved_by": null,
+            "committed_at": "2026-12-01T00:00:00Z",
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// A crash between logging a handoff and recording it as published
+    /// makes the commit step publish it again after the restart: the log
+    /// keeps one copy (the chaos suite's larger run found two).
+    #[tokio::test]
+    async fn the_handoff_log_keeps_one_copy_per_dedupe_key_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = HandoffLog::open(Some(dir.path())).unwrap();
+        log.publish(&message("a:committed")).await.unwrap();
+        log.publish(&message("a:committed")).await.unwrap();
+        drop(log);
+        let log = HandoffLog::open(Some(dir.path())).unwrap();
+        log.publish(&message("a:committed")).await.unwrap();
+        log.publish(&message("b:committed")).await.unwrap();
+        let keys: Vec<String> = log.messages().into_iter().map(|m| m.dedupe_key).collect();
+        assert_eq!(keys, ["a:committed", "b:committed"]);
+        let lines = std::fs::read_to_string(dir.path().join("handoff.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 2);
     }
 }
