@@ -302,7 +302,7 @@ mod tests {
             fn an_edited_body_is_parts_or_a_typed_refusal(
                 edits in proptest::collection::vec(crate::proptest_edit(), 1..6),
             ) {
-                let body = crate::proptest_mutate(&valid_body(), &edits);
+                let body = crate::domain::fixtures::mutate(&valid_body(), &edits);
                 refused_well(parse(&format!("multipart/form-data; boundary={BOUNDARY}"), body.into_bytes()))?;
             }
 

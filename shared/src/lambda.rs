@@ -51,6 +51,29 @@ pub async fn report_init_error(api: &str, message: &str) -> Result<(), reqwest::
     Ok(())
 }
 
+/// On Lambda: the client address API Gateway saw
+/// (`requestContext.http.sourceIp`), for per-client limits (intake, the
+/// admin sign-in). Headers are never trusted for it: API Gateway appends
+/// to X-Forwarded-For whatever the client sent.
+pub async fn client_ip_from_api_gateway(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use lambda_http::request::RequestContext;
+    let ip = req
+        .extensions()
+        .get::<RequestContext>()
+        .and_then(|c| match c {
+            RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref(),
+            _ => None,
+        })
+        .and_then(|ip| ip.parse().ok());
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(crate::http::ClientIp(ip));
+    }
+    next.run(req).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

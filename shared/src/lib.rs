@@ -51,21 +51,3 @@ pub(crate) fn proptest_edit() -> impl proptest::strategy::Strategy<Value = (usiz
     ];
     (any::<usize>(), any::<u8>(), ch)
 }
-
-/// Applies edits (positions modulo the length): replace, insert, cut.
-#[cfg(test)]
-pub(crate) fn proptest_mutate(s: &str, edits: &[(usize, u8, char)]) -> String {
-    let mut v: Vec<char> = s.chars().collect();
-    for &(at, op, c) in edits {
-        let i = if v.is_empty() { 0 } else { at % v.len() };
-        match op % 3 {
-            0 if !v.is_empty() => v[i] = c,
-            1 => v.insert(i, c),
-            _ if !v.is_empty() => {
-                v.remove(i);
-            }
-            _ => v.push(c),
-        }
-    }
-    v.into_iter().collect()
-}

@@ -265,7 +265,7 @@ mod tests {
             ) {
                 let id = ProposalId::generate(at(0), &mut SeededRng(seed));
                 let link = status_ref(&key(), id);
-                let edited = crate::proptest_mutate(&link, &edits);
+                let edited = crate::domain::fixtures::mutate(&link, &edits);
                 match parse_status_ref(&key(), &edited) {
                     // Only a change of letter case in the id is the same link.
                     Ok(got) => prop_assert!(got == id && edited.split_once('.').map(|(_, t)| t) == link.split_once('.').map(|(_, t)| t), "{}", edited),

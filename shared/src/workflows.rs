@@ -156,7 +156,7 @@ mod tests {
             fn an_edited_workflow_is_a_workflow_or_a_typed_error(
                 edits in proptest::collection::vec(crate::proptest_edit(), 1..4),
             ) {
-                let text = crate::proptest_mutate(FIELD_SERVICE_CASE, &edits);
+                let text = crate::domain::fixtures::mutate(FIELD_SERVICE_CASE, &edits);
                 refused_well(Workflow::from_toml("wf.toml", &text))?;
             }
 

@@ -438,26 +438,8 @@ async fn decide(
     })
 }
 
-/// On Lambda: the client address API Gateway saw, for the admin sign-in's
-/// per-client limit (as qr-intake's; headers are never trusted for it).
-pub async fn client_ip_from_api_gateway(
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    use lambda_http::request::RequestContext;
-    let ip = req
-        .extensions()
-        .get::<RequestContext>()
-        .and_then(|c| match c {
-            RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref(),
-            _ => None,
-        })
-        .and_then(|ip| ip.parse().ok());
-    if let Some(ip) = ip {
-        req.extensions_mut().insert(fieldgate::http::ClientIp(ip));
-    }
-    next.run(req).await
-}
+/// On Lambda: the client address API Gateway saw.
+pub use fieldgate::lambda::client_ip_from_api_gateway;
 
 fn label(wf: &Workflow, field: &str) -> String {
     wf.field(field)

@@ -314,22 +314,6 @@ mod properties {
         c
     }
 
-    fn mutate(s: &str, edits: &[(usize, u8, char)]) -> String {
-        let mut v: Vec<char> = s.chars().collect();
-        for &(at, op, c) in edits {
-            let i = if v.is_empty() { 0 } else { at % v.len() };
-            match op % 3 {
-                0 if !v.is_empty() => v[i] = c,
-                1 => v.insert(i, c),
-                _ if !v.is_empty() => {
-                    v.remove(i);
-                }
-                _ => v.push(c),
-            }
-        }
-        v.into_iter().collect()
-    }
-
     fn edit() -> impl Strategy<Value = (usize, u8, char)> {
         let ch = prop_oneof![
             8 => proptest::char::ranges(vec!['0'..='9', 'A'..='Z', 'a'..='z'].into()),
@@ -405,7 +389,7 @@ mod properties {
 
         #[test]
         fn an_edited_form_is_a_form_or_a_typed_refusal(edits in proptest::collection::vec(edit(), 1..6)) {
-            checked(mutate(VALID, &edits).as_bytes())?;
+            checked(fieldgate::domain::fixtures::mutate(VALID, &edits).as_bytes())?;
         }
 
         #[test]

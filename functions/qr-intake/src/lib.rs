@@ -521,28 +521,8 @@ async fn status(State(deps): Deps, Segment(reference): Segment) -> Result<Respon
     Ok(StatusPage::new(&id.to_string(), p.status, &p.asset.name).page())
 }
 
-/// On Lambda: the client address API Gateway saw
-/// (`requestContext.http.sourceIp`), for the per-client limit. Headers
-/// are never trusted for it: API Gateway appends to X-Forwarded-For
-/// whatever the client sent.
-pub async fn client_ip_from_api_gateway(
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    use lambda_http::request::RequestContext;
-    let ip = req
-        .extensions()
-        .get::<RequestContext>()
-        .and_then(|c| match c {
-            RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref(),
-            _ => None,
-        })
-        .and_then(|ip| ip.parse().ok());
-    if let Some(ip) = ip {
-        req.extensions_mut().insert(ClientIp(ip));
-    }
-    next.run(req).await
-}
+/// On Lambda: the client address API Gateway saw.
+pub use fieldgate::lambda::client_ip_from_api_gateway;
 
 mod dimensions;
 

@@ -843,22 +843,6 @@ mod properties {
         c
     }
 
-    fn mutate(s: &str, edits: &[(usize, u8, char)]) -> String {
-        let mut v: Vec<char> = s.chars().collect();
-        for &(at, op, c) in edits {
-            let i = if v.is_empty() { 0 } else { at % v.len() };
-            match op % 3 {
-                0 if !v.is_empty() => v[i] = c,
-                1 => v.insert(i, c),
-                _ if !v.is_empty() => {
-                    v.remove(i);
-                }
-                _ => v.push(c),
-            }
-        }
-        v.into_iter().collect()
-    }
-
     fn edit() -> impl Strategy<Value = (usize, u8, char)> {
         let ch = prop_oneof![
             8 => proptest::char::ranges(vec!['0'..='9', 'A'..='Z', 'a'..='z'].into()),
@@ -948,7 +932,7 @@ mod properties {
                 name: "notes".into(),
                 file_name: None,
                 content_type: None,
-                data: bytes::Bytes::from(mutate(&notes, &edits).into_bytes()),
+                data: bytes::Bytes::from(fieldgate::domain::fixtures::mutate(&notes, &edits).into_bytes()),
             }];
             if let Some(k) = idem {
                 parts.push(fieldgate::http::Part {

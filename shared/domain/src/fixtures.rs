@@ -55,3 +55,21 @@ pub fn received(id: ProposalId, now: Timestamp) -> Transition {
         now,
     )
 }
+
+/// Property tests' edits of a valid input (positions taken modulo the
+/// length): replace, insert or cut one character per edit.
+pub fn mutate(s: &str, edits: &[(usize, u8, char)]) -> String {
+    let mut v: Vec<char> = s.chars().collect();
+    for &(at, op, c) in edits {
+        let i = if v.is_empty() { 0 } else { at % v.len() };
+        match op % 3 {
+            0 if !v.is_empty() => v[i] = c,
+            1 => v.insert(i, c),
+            _ if !v.is_empty() => {
+                v.remove(i);
+            }
+            _ => v.push(c),
+        }
+    }
+    v.into_iter().collect()
+}

@@ -494,23 +494,6 @@ mod tests {
             c
         }
 
-        /// Edits at positions (taken modulo the length): replace, insert, cut.
-        pub(crate) fn mutate(s: &str, edits: &[(usize, u8, char)]) -> String {
-            let mut v: Vec<char> = s.chars().collect();
-            for &(at, op, c) in edits {
-                let i = if v.is_empty() { 0 } else { at % v.len() };
-                match op % 3 {
-                    0 if !v.is_empty() => v[i] = c,
-                    1 => v.insert(i, c),
-                    _ if !v.is_empty() => {
-                        v.remove(i);
-                    }
-                    _ => v.push(c),
-                }
-            }
-            v.into_iter().collect()
-        }
-
         /// Characters a hostile code is made of: the code's own alphabet
         /// and separators most of the time, anything now and then.
         fn edit() -> impl Strategy<Value = (usize, u8, char)> {
@@ -548,7 +531,7 @@ mod tests {
                     r.current = "k1".into();
                 }
                 let code = r.sign_generation(&asset(), &wf(), generation);
-                let edited = mutate(&code, &edits);
+                let edited = crate::fixtures::mutate(&code, &edits);
                 let got = ring().verify(&edited, at(0));
                 if edited == code {
                     prop_assert_eq!(got.map(|c| c.generation), Ok(generation));
@@ -572,7 +555,7 @@ mod tests {
                 let mut rng = SeededRng(seed);
                 let t = ReviewToken::generate(ProposalId::generate(at(0), &mut rng), &mut rng);
                 let link = t.to_string();
-                let edited = mutate(&link, &edits);
+                let edited = crate::fixtures::mutate(&link, &edits);
                 match edited.parse::<ReviewToken>() {
                     // Only a change of letter case in the id names the same link.
                     Ok(back) if back.proposal == t.proposal && back.hash() == t.hash() => {
