@@ -22,6 +22,7 @@ use fieldgate::domain::{
 };
 use fieldgate::ports::ProposalStore;
 use fieldgate_sf_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, EmulatorConfig};
+use fieldgate_tests::events::Part;
 use fieldgate_tests::template;
 use fieldgate_tests::{hidden, jpeg};
 use serde_json::{Value, json};
@@ -53,30 +54,12 @@ fn get(path: &str) -> Request {
         .unwrap()
 }
 
-/// A form part: name, optional (file name, content type), bytes.
-type Part<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
-
 fn multipart(path: &str, parts: &[Part<'_>]) -> Request {
-    let b = "fgBoundary7";
-    let mut body = Vec::new();
-    for (name, file, data) in parts {
-        body.extend_from_slice(format!("--{b}\r\n").as_bytes());
-        match file {
-            Some((f, ct)) => body.extend_from_slice(
-                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: {ct}\r\n\r\n").as_bytes(),
-            ),
-            None => body.extend_from_slice(
-                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
-            ),
-        }
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    let (content_type, body) = fieldgate_tests::events::multipart(parts);
     http::Request::builder()
         .method("POST")
         .uri(path)
-        .header("content-type", format!("multipart/form-data; boundary={b}"))
+        .header("content-type", content_type)
         .body(Body::from(body))
         .unwrap()
 }

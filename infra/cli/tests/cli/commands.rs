@@ -1,43 +1,20 @@
 //! The commands as a user runs them: the real binary, real processes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use crate::serve::start;
+use std::process::Command;
 
 fn fieldgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fieldgate"))
 }
 
-/// Kills the child even when an assertion fails.
-struct Running(std::process::Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn dev_prints_working_scan_links_and_keeps_them_across_restarts() {
     let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("dev.log");
     let start = || {
-        let mut child = fieldgate()
-            .args(["dev", "--port", "0", "--data"])
-            .arg(data.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("fieldgate dev starts");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = Vec::new();
-        for line in out.lines() {
-            let line = line.unwrap();
-            let done = line.contains("Press Ctrl-C");
-            lines.push(line);
-            if done {
-                break;
-            }
-        }
-        (Running(child), lines)
+        let mut cmd = fieldgate();
+        cmd.args(["dev", "--port", "0", "--data"]).arg(data.path());
+        start(cmd, &log)
     };
     let (run, lines) = start();
     let base = lines[0].rsplit(' ').next().unwrap().to_owned();
