@@ -5,8 +5,8 @@
 
 use crate::clock::{Clock, SystemClock, new_proposal_id};
 use crate::domain::{
-    Actor, AssetContext, AssetId, Proposal, ProposalId, Status, Timestamp, Transition, WindowCount,
-    WorkflowId, verify_chain,
+    Actor, AssetContext, AssetId, Proposal, ProposalId, Status, Sticker, StickerRef, Timestamp,
+    Transition, WindowCount, WorkflowId, verify_chain,
 };
 use crate::ports::{CachedAsset, CodeRevocation, Created, ProposalStore, StoreError};
 use serde_json::json;
@@ -41,6 +41,7 @@ pub async fn run_all(store: Arc<dyn ProposalStore>) {
     counters_and_cache(store.as_ref()).await;
     chained_transitions(store.as_ref()).await;
     code_revocations(store.as_ref()).await;
+    stickers(store.as_ref()).await;
 }
 
 /// `apply_all`: transitions made one from the other land as the last one's
@@ -462,5 +463,48 @@ async fn code_revocations(s: &dyn ProposalStore) {
         s.code_revocation(&asset, &other).await.unwrap(),
         None,
         "revocations: per workflow"
+    );
+}
+
+/// A sticker's reference: stored once, printing it again is a no-op, and
+/// another code under the same reference is refused.
+async fn stickers(s: &dyn ProposalStore) {
+    // ULIDs are Crockford base32: their random tail is a fresh reference
+    // per run (DynamoDB Local keeps its items across runs).
+    let n = new_proposal_id(now()).to_string();
+    let reference: StickerRef = n[n.len() - 8..].parse().expect("a reference");
+    let sticker = Sticker {
+        reference: reference.clone(),
+        code: format!("02i{}.field-service-case.k1.tag", &n[n.len() - 15..]),
+        asset: format!("02i{}", &n[n.len() - 15..]).parse().unwrap(),
+        workflow: "field-service-case".parse().unwrap(),
+        printed_at: crate::domain::to_millis(now()),
+    };
+    assert_eq!(
+        s.sticker(&reference).await.unwrap(),
+        None,
+        "stickers: none yet"
+    );
+    s.put_sticker(&sticker).await.unwrap();
+    s.put_sticker(&sticker)
+        .await
+        .expect("stickers: printing again");
+    assert_eq!(
+        s.sticker(&reference).await.unwrap(),
+        Some(sticker.clone()),
+        "stickers: read back"
+    );
+    let other = Sticker {
+        code: "02i000000000009AAA.field-service-case.k1.other".into(),
+        ..sticker.clone()
+    };
+    assert!(
+        matches!(s.put_sticker(&other).await, Err(StoreError::Conflict)),
+        "stickers: a taken reference is refused"
+    );
+    assert_eq!(
+        s.sticker(&reference).await.unwrap(),
+        Some(sticker),
+        "stickers: the first one stays"
     );
 }

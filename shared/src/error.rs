@@ -44,6 +44,8 @@ pub enum RateScope {
     Client,
     /// Every report this server takes.
     Everyone,
+    /// Sticker codes typed at `/k` from one client address.
+    Lookups,
 }
 
 fn too_many_text(scope: RateScope, secs: u64) -> String {
@@ -62,6 +64,9 @@ fn too_many_text(scope: RateScope, secs: u64) -> String {
         RateScope::Everyone => {
             format!("The service is busy right now. Nothing was saved; try again in {when}.")
         }
+        RateScope::Lookups => format!(
+            "Many sticker codes were typed from your network in the last few minutes; try again in {when}, or scan the QR code."
+        ),
     }
 }
 

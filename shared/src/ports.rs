@@ -2,8 +2,8 @@
 //! adapter (this crate) and, for AWS, an adapter over the AWS SDK.
 
 use crate::domain::{
-    AssetContext, AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp,
-    Transition, WindowCount, Workflow, WorkflowId,
+    AssetContext, AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Sticker,
+    StickerRef, Timestamp, Transition, WindowCount, Workflow, WorkflowId,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -126,6 +126,14 @@ pub trait ProposalStore: Send + Sync {
         asset: &AssetId,
         workflow: &WorkflowId,
     ) -> Result<Option<CodeRevocation>, StoreError>;
+    /// Registers a printed sticker's typed reference (`fieldgate
+    /// stickers`). Printing the same sheet again is a no-op; another code
+    /// under a reference already taken is a [`StoreError::Conflict`] (a
+    /// 40-bit collision: the sheet must not print a reference that opens
+    /// another asset's form).
+    async fn put_sticker(&self, sticker: &Sticker) -> Result<(), StoreError>;
+    /// The sticker a typed reference names (one key lookup, at `/k`).
+    async fn sticker(&self, reference: &StickerRef) -> Result<Option<Sticker>, StoreError>;
 }
 
 /// The revocation state of one asset × workflow's QR code.

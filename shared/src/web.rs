@@ -11,6 +11,7 @@ use http::{HeaderValue, header};
 use tower::util::MapResponseLayer;
 
 pub mod review;
+pub mod sticker;
 
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -107,6 +108,10 @@ pub fn user_error(e: &UserError) -> Response {
             "Not found",
             "This link or code is not valid. If you scanned a sticker, ask your supervisor for a new one.".to_owned(),
         ),
+        UserError::TooManyRequests {
+            scope: crate::error::RateScope::Lookups,
+            ..
+        } => ("Too many tries", e.to_string()),
         UserError::TooManyRequests { .. } => ("Too many reports", e.to_string()),
         UserError::MethodNotAllowed => ("Not allowed", "This address does not accept that request.".into()),
         UserError::PayloadTooLarge(m) => ("Too large", m.clone()),

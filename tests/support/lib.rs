@@ -345,6 +345,18 @@ pub mod faults {
         {
             self.inner.code_revocation(asset, workflow).await
         }
+        async fn put_sticker(
+            &self,
+            s: &fieldgate::domain::Sticker,
+        ) -> Result<(), fieldgate::ports::StoreError> {
+            self.inner.put_sticker(s).await
+        }
+        async fn sticker(
+            &self,
+            r: &fieldgate::domain::StickerRef,
+        ) -> Result<Option<fieldgate::domain::Sticker>, fieldgate::ports::StoreError> {
+            self.inner.sticker(r).await
+        }
     }
 
     /// Fails the n-th Salesforce call (0-based) after Salesforce did it.

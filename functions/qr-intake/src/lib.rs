@@ -1,6 +1,7 @@
 //! QR intake: `GET /q/{code}` shows the form with the asset's context,
-//! `POST /q/{code}` stores the report as a RECEIVED proposal, and
-//! `GET /s/{ref}` shows the technician where the report stands.
+//! `POST /q/{code}` stores the report as a RECEIVED proposal,
+//! `GET /s/{ref}` shows the technician where the report stands, and `/k`
+//! opens the form of a sticker whose code was typed instead of scanned.
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -13,8 +14,9 @@ use fieldgate::domain::{
     CsrfKey, Intake, PhotoRef, Proposal, ProposalId, SlidingLimit, TokenBucket, TokenError,
     Workflow, Workflows,
 };
-use fieldgate::http::{BodyBytes, ClientIp, MAX_BODY, Segment, header, multipart};
+use fieldgate::http::{BodyBytes, ClientIp, MAX_BODY, Segment, header, multipart, urlencoded};
 use fieldgate::ports::{AssetDirectory, Created, Freshness, MediaStore, ProposalStore};
+use fieldgate::web::sticker::StickerCodePage;
 use fieldgate::web::{self, IntakeDone, IntakeForm, StatusPage};
 use fieldgate::{AppError, RateScope, UserError};
 use http::HeaderMap;
@@ -32,6 +34,9 @@ pub struct Limits {
     pub per_code: SlidingLimit,
     /// Reports per client address (IPv6 by /64), sliding, across servers.
     pub per_client: SlidingLimit,
+    /// Typed sticker codes looked up per client address: what makes a
+    /// 40-bit code unguessable.
+    pub lookups_per_client: SlidingLimit,
     /// Reports this process takes at once and per second (a token bucket):
     /// the one-machine server's ceiling. On AWS, the HTTP API's route
     /// throttling is the ceiling across containers (template.yaml).
@@ -49,6 +54,7 @@ impl Limits {
         Self {
             per_code: none,
             per_client: none,
+            lookups_per_client: none,
             ceiling_burst: u32::MAX,
             ceiling_per_sec: u32::MAX,
             ..Self::default()
@@ -67,6 +73,11 @@ impl Default for Limits {
             // A site behind one NAT sends many technicians' reports.
             per_client: SlidingLimit {
                 limit: 120,
+                window_secs: 600,
+            },
+            // A crew at one site mistyping now and then, not a guesser.
+            lookups_per_client: SlidingLimit {
+                limit: 30,
                 window_secs: 600,
             },
             ceiling_burst: 500,
@@ -132,6 +143,7 @@ pub fn router(deps: Arc<IntakeDeps>) -> Router {
     Router::new()
         .route("/q/{code}", get(form).post(submit))
         .route("/s/{reference}", get(status))
+        .route("/k", get(sticker_code).post(sticker_lookup))
         .route("/static/{name}", get(static_asset))
         .method_not_allowed_fallback(web::method_not_allowed)
         .fallback(web::not_found)
@@ -509,6 +521,80 @@ async fn within_limits(
 
 fn max_body(wf: &Workflow, limits: &Limits) -> usize {
     wf.photo.max_bytes as usize + limits.max_notes * 4 + 64 * 1024
+}
+
+async fn sticker_code() -> Response {
+    StickerCodePage {
+        typed: "",
+        error: None,
+    }
+    .page(200)
+}
+
+/// A typed sticker code: the form of its QR code (303), or the page again
+/// with what went wrong. Only a well-formed code counts against the
+/// client's lookups, as only a well-formed report counts against its
+/// reports.
+async fn sticker_lookup(
+    State(deps): Deps,
+    client: Option<axum::Extension<ClientIp>>,
+    headers: HeaderMap,
+    BodyBytes(body): BodyBytes,
+) -> Result<Response, AppError> {
+    let typed = urlencoded(&headers, &body)?
+        .into_iter()
+        .find(|(k, _)| k == "ref")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let again = |status: u16, error: &str| {
+        // Bounded: the page shows what was typed, escaped.
+        let shown: String = typed.chars().take(32).collect();
+        StickerCodePage {
+            typed: &shown,
+            error: Some(error),
+        }
+        .page(status)
+    };
+    let Ok(reference) = typed.parse::<fieldgate::domain::StickerRef>() else {
+        return Ok(again(
+            400,
+            "That is not a sticker code: it has 8 letters and digits, like 7K3M-9QXD.",
+        ));
+    };
+    if let Some(axum::Extension(ip)) = client {
+        let l = deps.limits.lookups_per_client;
+        let n = deps
+            .store
+            .count_in_window(
+                &format!("RLK#{}", ip.limit_key()),
+                l.window_secs,
+                deps.clock.now(),
+            )
+            .await?;
+        if let Err(wait) = l.check(n, deps.clock.now()) {
+            tracing::info!(
+                retry_after = wait.0,
+                "sticker lookup refused by a rate limit"
+            );
+            return Err(UserError::TooManyRequests {
+                scope: RateScope::Lookups,
+                retry_after_secs: wait.0,
+            }
+            .into());
+        }
+    }
+    match deps.store.sticker(&reference).await? {
+        // Relative: resolves beside `/k` wherever the site is mounted. The
+        // form checks the code as if it had been scanned (signature, key,
+        // revocation).
+        Some(s) => Ok(web::redirect(&format!("q/{}", s.code))),
+        None => Ok(again(
+            404,
+            &format!(
+                "No sticker has the code {reference}. Check the letters and digits, or ask the office."
+            ),
+        )),
+    }
 }
 
 /// The status link's segment (shared with the MCP endpoint's status links).

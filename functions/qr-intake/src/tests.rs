@@ -505,6 +505,18 @@ impl ProposalStore for CreateFails {
     ) -> Result<Option<fieldgate::ports::CodeRevocation>, fieldgate::ports::StoreError> {
         self.0.code_revocation(asset, workflow).await
     }
+    async fn put_sticker(
+        &self,
+        s: &fieldgate::domain::Sticker,
+    ) -> Result<(), fieldgate::ports::StoreError> {
+        self.0.put_sticker(s).await
+    }
+    async fn sticker(
+        &self,
+        r: &fieldgate::domain::StickerRef,
+    ) -> Result<Option<fieldgate::domain::Sticker>, fieldgate::ports::StoreError> {
+        self.0.sticker(r).await
+    }
 }
 
 #[tokio::test]
@@ -947,4 +959,125 @@ mod properties {
             }
         }
     }
+}
+
+/// A typed sticker code, as the `/k` form posts it, from `ip`.
+fn typed(code: &str, ip: [u8; 4]) -> Request {
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri("/k")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("ref={}", code.replace(' ', "+"))))
+        .unwrap();
+    req.extensions_mut()
+        .insert(ClientIp(std::net::IpAddr::from(ip)));
+    req
+}
+
+/// Registers the fixture's code as a printed sticker; returns its code.
+async fn printed(f: &Fixture, keys: &fieldgate::domain::QrKeyring) -> String {
+    let reference = keys.sticker_ref(&f.code);
+    f.store
+        .put_sticker(&fieldgate::domain::Sticker {
+            reference: reference.clone(),
+            code: f.code.clone(),
+            asset: "02i000000000001AAA".parse().unwrap(),
+            workflow: "field-service-case".parse().unwrap(),
+            printed_at: fieldgate::clock::system().now(),
+        })
+        .await
+        .unwrap();
+    reference.to_string()
+}
+
+#[tokio::test]
+async fn a_typed_sticker_code_opens_its_form() {
+    let f = fixture().await;
+    let page = send(&f.app, get("/k")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("name=\"ref\"") && page.body.contains("method=\"post\""),
+        "{}",
+        page.body
+    );
+    assert!(page.headers.contains_key("content-security-policy"));
+    let keys = fieldgate::domain::QrKeyring::generate("other", &mut rand_core_rng());
+    let reference = printed(&f, &keys).await;
+
+    // However it is typed: lower case, a space for the dash, O for 0.
+    let sloppy = reference.to_lowercase().replace('-', " ").replace('0', "o");
+    let r = send(&f.app, typed(&sloppy, [10, 0, 0, 1])).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.headers["location"], format!("q/{}", f.code));
+    // The place it sends to is the scanned code's form.
+    let form = send(&f.app, get(&format!("/q/{}", f.code))).await;
+    assert_eq!(form.status, 200);
+
+    let r = send(&f.app, typed("0000-0000", [10, 0, 0, 1])).await;
+    assert_eq!(r.status, 404);
+    assert!(
+        r.body.contains("No sticker has the code 0000-0000")
+            && r.body.contains("value=\"0000-0000\""),
+        "{}",
+        r.body
+    );
+    let r = send(&f.app, typed("<b>hello</b>", [10, 0, 0, 1])).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("8 letters and digits"), "{}", r.body);
+    assert!(!r.body.contains("<b>hello"), "what was typed is escaped");
+    // Not a form post.
+    let r = send(&f.app, request("POST", "/k")).await;
+    assert_eq!(r.status, 415, "{}", r.body);
+}
+
+#[tokio::test]
+async fn guessing_sticker_codes_is_rate_limited_per_client() {
+    let f = fixture().await;
+    let keys = fieldgate::domain::QrKeyring::generate("other", &mut rand_core_rng());
+    let reference = printed(&f, &keys).await;
+    // Malformed input does not count (as junk reports do not).
+    for _ in 0..40 {
+        assert_eq!(
+            send(&f.app, typed("nope", [203, 0, 113, 9])).await.status,
+            400
+        );
+    }
+    let limit = Limits::default().lookups_per_client.limit;
+    for i in 0..limit {
+        let guess = format!("{:08}", i);
+        let r = send(&f.app, typed(&guess, [203, 0, 113, 9])).await;
+        assert_eq!(r.status, 404, "guess {i}: {}", r.body);
+    }
+    let r = send(&f.app, typed(&reference, [203, 0, 113, 9])).await;
+    assert_eq!(
+        r.status, 429,
+        "even the right code, once the budget is spent"
+    );
+    assert!(r.body.contains("sticker codes were typed"), "{}", r.body);
+    assert!(retry_after(&r) >= 1);
+    // Another client is not affected.
+    assert_eq!(
+        send(&f.app, typed(&reference, [10, 0, 0, 7])).await.status,
+        303
+    );
+}
+
+/// A seeded rng for keys the test makes.
+fn rand_core_rng() -> impl fieldgate::domain::RngCore {
+    struct Counter(u8);
+    impl fieldgate::domain::RngCore for Counter {
+        fn next_u32(&mut self) -> u32 {
+            self.0 = self.0.wrapping_add(1);
+            u32::from(self.0)
+        }
+        fn next_u64(&mut self) -> u64 {
+            u64::from(self.next_u32())
+        }
+        fn fill_bytes(&mut self, d: &mut [u8]) {
+            for b in d {
+                *b = self.next_u32() as u8;
+            }
+        }
+    }
+    Counter(3)
 }

@@ -392,39 +392,52 @@ fn lower(s: &str) -> String {
     s.to_ascii_lowercase()
 }
 
+/// The org the configuration names (`SALESFORCE_*`) or, without one, an
+/// in-process emulator seeded as the dev org (the same demo assets, the
+/// same ids).
+pub struct Org {
+    pub client: std::sync::Arc<SalesforceClient>,
+    /// Which org, for people.
+    pub about: String,
+    _emulator: Option<AbortOnDrop<std::io::Result<()>>>,
+}
+
+pub async fn org(parts: &fieldgate::compose::Components) -> anyhow::Result<Org> {
+    use fieldgate::salesforce::SalesforceConfig;
+    if let Some(settings) = &parts.config().salesforce {
+        return Ok(Org {
+            about: settings.login_url.clone(),
+            client: parts.salesforce().await?,
+            _emulator: None,
+        });
+    }
+    let em = fieldgate_sf_emulator::Emulator::new(Default::default())
+        .map_err(|e| anyhow::anyhow!("Salesforce emulator: {e}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(em.clone().serve(listener));
+    let c = SalesforceConfig::client_credentials(
+        &base,
+        &em.config().client_id,
+        &em.config().client_secret,
+    );
+    Ok(Org {
+        client: std::sync::Arc::new(SalesforceClient::new(c)?),
+        about: "the built-in emulator (set SALESFORCE_LOGIN_URL and credentials for a real org)"
+            .to_owned(),
+        _emulator: Some(AbortOnDrop(server)),
+    })
+}
+
 /// `fieldgate check`: loads the workflow (default: the built-in one),
-/// connects to the org the configuration names (`SALESFORCE_*`) or,
-/// without one, to an in-process emulator (the dev org), prints the report
-/// and says whether it passed.
+/// connects to the org ([`org`]), prints the report and says whether it
+/// passed.
 pub async fn command(workflow: Option<&std::path::Path>) -> anyhow::Result<bool> {
     use anyhow::Context;
-    use fieldgate::salesforce::SalesforceConfig;
     let wf = fieldgate::workflows::file_or_builtin(workflow)?;
     let parts = fieldgate::compose::Components::from_env()?;
-    let (sf, org, _emulator) = if let Some(settings) = &parts.config().salesforce {
-        let org = settings.login_url.clone();
-        (parts.salesforce().await?, org, None)
-    } else {
-        let em = fieldgate_sf_emulator::Emulator::new(Default::default())
-            .map_err(|e| anyhow::anyhow!("Salesforce emulator: {e}"))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(em.clone().serve(listener));
-        let c = SalesforceConfig::client_credentials(
-            &base,
-            &em.config().client_id,
-            &em.config().client_secret,
-        );
-        let org =
-            "the built-in emulator (set SALESFORCE_LOGIN_URL and credentials to check a real org)"
-                .to_owned();
-        (
-            std::sync::Arc::new(SalesforceClient::new(c)?),
-            org,
-            Some(AbortOnDrop(server)),
-        )
-    };
-    let report = run(&wf, &sf, &org)
+    let org = org(&parts).await?;
+    let report = run(&wf, &org.client, &org.about)
         .await
         .context("reading the org's describe")?;
     println!("{report}");

@@ -9,3 +9,4 @@ pub mod eval;
 pub mod mcp;
 pub mod qr;
 pub mod serve;
+pub mod stickers;

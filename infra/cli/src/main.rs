@@ -116,6 +116,38 @@ enum Cmd {
         #[arg(long, default_value = ".fieldgate")]
         data: PathBuf,
     },
+    /// A print-ready sheet of QR stickers for the org's assets (SALESFORCE_*
+    /// env: a real org; otherwise the built-in demo org), each with the
+    /// asset's name and serial number and a code to type at /k.
+    Stickers {
+        /// The workflow the stickers report to.
+        #[arg(long)]
+        workflow: String,
+        /// Which assets: a SOQL condition on Asset, e.g.
+        /// "Account.Name = 'Northwind' AND Status = 'Installed'".
+        #[arg(long = "where", value_name = "SOQL")]
+        condition: Option<String>,
+        /// The sheet: FILE.html (one page per sheet, print from a browser)
+        /// or FILE.svg (one file per sheet: FILE-1.svg, FILE-2.svg, …).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The label sheet: a4-3x7, a4-2x7, letter-3x10, letter-2x5.
+        #[arg(long, default_value = "a4-3x7")]
+        layout: String,
+        /// Draw each label's outline (a plain-paper proof).
+        #[arg(long)]
+        outline: bool,
+        /// The server's public URL (as for `fieldgate qr`).
+        #[arg(long, default_value = "http://127.0.0.1:8787")]
+        base: String,
+        /// The server's data directory: its keys sign the codes, its store
+        /// learns the typed codes (or FIELDGATE_TABLE).
+        #[arg(long, default_value = ".fieldgate")]
+        data: PathBuf,
+        /// The server's workflows (as given to serve/dev).
+        #[arg(long, value_name = "DIR")]
+        workflows: Option<PathBuf>,
+    },
     /// The QR signing keys.
     Keys {
         #[command(subcommand)]
@@ -679,6 +711,61 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Qr { cmd: Some(cmd), .. } => qr_command(cmd).await,
         Cmd::Keys { cmd } => keys_command(cmd),
+        Cmd::Stickers {
+            workflow,
+            condition,
+            out,
+            layout,
+            outline,
+            base,
+            data,
+            workflows,
+        } => {
+            use fieldgate_cli::stickers;
+            let layout = stickers::Layout::named(&layout).ok_or_else(|| {
+                let known: Vec<&str> = stickers::LAYOUTS.iter().map(|l| l.name).collect();
+                anyhow::anyhow!("no layout {layout:?} (known: {})", known.join(", "))
+            })?;
+            let format = stickers::Format::of(&out)?;
+            let list = fieldgate_cli::serve::load_workflows(workflows.as_deref())?;
+            let wf = fieldgate_cli::codes::chosen_workflows(&list, Some(&workflow))?.remove(0);
+            let path = data.join("keys.json");
+            let Some(keys) = fieldgate::compose::Keys::load(&path)? else {
+                anyhow::bail!(
+                    "no keys in {} ({} does not exist): give the data directory of the server that will answer the stickers (--data DIR); a server makes its keys on first start",
+                    data.display(),
+                    path.display()
+                );
+            };
+            let c = components(data.clone())?;
+            let store = existing_store(data).await?;
+            let org = fieldgate_cli::check::org(&c).await?;
+            let labels = stickers::labels(
+                &org.client,
+                store.as_ref(),
+                &keys,
+                &wf,
+                condition.as_deref(),
+                &base,
+                c.clock().now(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", fieldgate::Chain(&e)))?;
+            let pages = stickers::pages(&labels, layout, &base, outline)?;
+            let files = stickers::write(&out, format, &pages, layout, &wf, labels.len())?;
+            eprintln!(
+                "{} stickers for {} from {} on {} sheet(s) of {}:",
+                labels.len(),
+                wf.id.as_str(),
+                org.about,
+                pages.len(),
+                layout.about
+            );
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Cmd::Qr {
             cmd: None,
             asset,

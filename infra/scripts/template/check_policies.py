@@ -71,9 +71,9 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         # The rate-limit counters (RL#), nothing else, by UpdateItem.
         | grants(["dynamodb:UpdateItem"], [TABLE], leading_keys("RL#*"))
         # Reads: the status page (P#, or R# before structuring), the rest,
-        # and QR code revocations (QR#), which it never writes.
+        # QR code revocations (QR#) and sticker codes (K#), which it never writes.
         | grants(["dynamodb:GetItem"], [TABLE],
-                 leading_keys("P#*", "R#*", "I#*", "A#*", "RL#*", "QR#*"))
+                 leading_keys("P#*", "R#*", "I#*", "A#*", "RL#*", "QR#*", "K#*"))
         # Uploads the photo; never reads photos back.
         | grants(["s3:PutObject"], [PHOTOS])
         # The read-only Salesforce credential (asset lookup; never the

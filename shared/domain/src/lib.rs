@@ -9,6 +9,7 @@ pub mod proposal;
 pub mod rate;
 pub mod revision;
 pub mod status;
+pub mod sticker;
 pub mod tokens;
 pub mod workflow;
 
@@ -26,6 +27,7 @@ pub use proposal::{
 pub use rate::{RetryAfter, SlidingLimit, TokenBucket, WindowCount, window_end};
 pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;
+pub use sticker::{Sticker, StickerRef, StickerRefError};
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
     AssetBinding, FieldKind, FieldSpec, Operation, PhotoPolicy, StructurerKind, UpdatePolicy,

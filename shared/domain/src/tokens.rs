@@ -125,7 +125,7 @@ impl QrKeyring {
         kid
     }
 
-    fn mac(&self, kid: &str) -> Result<HmacSha256, TokenError> {
+    pub(crate) fn mac(&self, kid: &str) -> Result<HmacSha256, TokenError> {
         let secret = self.keys.get(kid).ok_or(TokenError::UnknownKey)?;
         let raw = B64.decode(secret).map_err(|_| TokenError::UnknownKey)?;
         HmacSha256::new_from_slice(&raw).map_err(|_| TokenError::UnknownKey)

@@ -27,8 +27,8 @@
 //! GSI `by_status` (`gsi_status`, `created_at`); TTL attribute `expires_at`.
 
 use crate::domain::{
-    AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition,
-    WindowCount, WorkflowId, window_end,
+    AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Sticker, StickerRef,
+    Timestamp, Transition, WindowCount, WorkflowId, window_end,
 };
 use crate::ports::{
     AssistantTokens, CachedAsset, CodeRevocation, Created, ProposalStore, StoreError,
@@ -720,6 +720,40 @@ impl ProposalStore for DynamoStore {
         workflow: &WorkflowId,
     ) -> Result<Option<CodeRevocation>, StoreError> {
         self.get_item(Self::key(format!("QR#{asset}#{workflow}")))
+            .await?
+            .map(serde_dynamo::from_item)
+            .transpose()
+            .map_err(backend)
+    }
+
+    async fn put_sticker(&self, sticker: &Sticker) -> Result<(), StoreError> {
+        let mut item: Item = serde_dynamo::to_item(sticker).map_err(backend)?;
+        item.extend(Self::key(format!("K#{}", sticker.reference.as_str())));
+        // Written by `fieldgate stickers` with admin credentials; the intake
+        // only reads `K#` items.
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK) OR code = :code")
+            .expression_attribute_values(":code", AttributeValue::S(sticker.code.clone()))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    async fn sticker(&self, reference: &StickerRef) -> Result<Option<Sticker>, StoreError> {
+        self.get_item(Self::key(format!("K#{}", reference.as_str())))
             .await?
             .map(serde_dynamo::from_item)
             .transpose()

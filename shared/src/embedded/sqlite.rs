@@ -23,6 +23,7 @@ use crate::domain::{
     AssetId, AuditEvent, Proposal, ProposalId, Status, Timestamp, Transition, WindowCount,
     WorkflowId, window_end,
 };
+use crate::domain::{Sticker, StickerRef};
 use crate::ports::{CachedAsset, CodeRevocation, Created, ProposalStore, StoreError};
 use async_trait::async_trait;
 use aws_lambda_events::dynamodb::EventRecord;
@@ -101,6 +102,12 @@ CREATE TABLE IF NOT EXISTS code_revocations (
     revoked_at TEXT NOT NULL,
     revoked_by TEXT NOT NULL,
     PRIMARY KEY (asset, workflow)
+) WITHOUT ROWID;
+-- Printed stickers: the typed reference beside a QR code, and the code.
+CREATE TABLE IF NOT EXISTS stickers (
+    reference TEXT PRIMARY KEY,
+    code TEXT NOT NULL,
+    body TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -784,6 +791,43 @@ impl ProposalStore for SqliteStore {
                 },
                 None,
             ))
+        })
+        .await
+    }
+
+    async fn put_sticker(&self, sticker: &Sticker) -> Result<(), StoreError> {
+        let body = serde_json::to_string(sticker)
+            .map_err(|e| StoreError::backend("encoding a sticker", e))?;
+        let (reference, code) = (sticker.reference.as_str().to_owned(), sticker.code.clone());
+        self.write(move |c| {
+            let stored: String = c
+                .prepare_cached(
+                    "INSERT INTO stickers (reference, code, body) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (reference) DO UPDATE SET reference = reference \
+                     RETURNING code",
+                )
+                .and_then(|mut s| s.query_row(params![reference, code, body], |r| r.get(0)))
+                .map_err(backend("registering a sticker"))?;
+            if stored == code {
+                Ok(((), None))
+            } else {
+                Err(StoreError::Conflict)
+            }
+        })
+        .await
+    }
+
+    async fn sticker(&self, reference: &StickerRef) -> Result<Option<Sticker>, StoreError> {
+        let reference = reference.as_str().to_owned();
+        self.read(move |c| {
+            let body: Option<String> = c
+                .prepare_cached("SELECT body FROM stickers WHERE reference = ?1")
+                .and_then(|mut s| s.query_row(params![reference], |r| r.get(0)).optional())
+                .map_err(backend("reading a sticker"))?;
+            body.map(|b| {
+                serde_json::from_str(&b).map_err(|e| StoreError::backend("a stored sticker", e))
+            })
+            .transpose()
         })
         .await
     }

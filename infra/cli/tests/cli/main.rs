@@ -8,3 +8,4 @@ mod commands;
 mod crash;
 mod exposure;
 mod serve;
+mod stickers;
