@@ -373,47 +373,95 @@ fn mm(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// Greedy word wrap to `max` lines of `chars`; what does not fit ends in
+/// an ellipsis, a word longer than a line is cut.
+fn wrap(s: &str, chars: usize, max: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in s.split_whitespace() {
+        let fits = cur.is_empty() || cur.chars().count() + 1 + word.chars().count() <= chars;
+        if !fits {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    let cut = lines.len() > max;
+    lines.truncate(max);
+    let n = lines.len();
+    for (i, l) in lines.iter_mut().enumerate() {
+        let last_cut = cut && i + 1 == n;
+        if last_cut || l.chars().count() > chars {
+            let mut t: String = l.chars().take(chars.saturating_sub(1)).collect();
+            t.push('…');
+            *l = t;
+        }
+    }
+    lines
+}
+
 fn draw(layout: &Layout, i: usize, label: &Label, typing: &str) -> Result<Drawn, StickerError> {
     let (x, y) = layout.origin(i);
     let (w, h) = (layout.label_w, layout.label_h);
-    let pad = (h * 0.06).clamp(1.2, 3.0);
-    let qr_size = h - 2.0 * pad;
+    let pad = (h * 0.06).clamp(1.5, 3.0);
+    // The code as large as the label allows, leaving the text at least
+    // half the width.
+    let qr_size = (h - 2.0 * pad).min(w * 0.46);
     let (qr_modules, path) =
         qr_path(&label.url).map_err(|e| StickerError::Encode(label.asset.clone(), e))?;
-    let text_x = x + pad + qr_size + pad * 0.6;
+    let text_x = x + pad + qr_size + pad * 0.7;
     let text_w = (x + w - pad) - text_x;
     // Sizes in millimetres, from the label's height; characters per line
-    // from a sans-serif's average advance (about 0.55 em).
-    let size = (h * 0.1).clamp(2.4, 4.2);
+    // from a sans-serif's average advance (about 0.55 em, 0.6 bold).
     let per_line = |s: f64, advance: f64| ((text_w / (s * advance)).floor() as usize).max(4);
+    let size = (h * 0.085).clamp(2.2, 3.6);
     let mut lines = Vec::new();
-    let mut at = y + pad + size;
-    lines.push(Line {
-        y: at,
-        size,
-        class: "name",
-        text: fit(&label.name, per_line(size, 0.58)),
-    });
-    if let Some(serial) = &label.serial {
-        at += size * 1.25;
+    let mut at = y + pad + size * 0.9;
+    for t in wrap(&label.name, per_line(size, 0.6), 2) {
         lines.push(Line {
             y: at,
-            size: size * 0.85,
+            size,
+            class: "name",
+            text: t,
+        });
+        at += size * 1.15;
+    }
+    if let Some(serial) = &label.serial {
+        let s = size * 0.85;
+        lines.push(Line {
+            y: at + s * 0.1,
+            size: s,
             class: "serial",
-            text: fit(&format!("S/N {serial}"), per_line(size * 0.85, 0.55)),
+            text: fit(&format!("S/N {serial}"), per_line(s, 0.56)),
         });
     }
-    // The typing instructions sit at the bottom, the code largest.
-    let ref_size = (size * 1.25).min(text_w / (9.0 * 0.62));
-    let hint_size = size * 0.72;
+    // At the bottom: where to type, then the code, largest, in monospace
+    // (0.6 em per symbol; 9 with the dash).
+    let ref_size = (size * 1.4).min(text_w / (9.0 * 0.62));
+    const HINT: &str = "No camera? Open";
+    let widest = typing.chars().count().max(HINT.len());
+    let hint_size = (size * 0.75).min(text_w / (widest as f64 * 0.56));
+    let ref_y = y + h - pad;
+    let addr_y = ref_y - ref_size * 1.15;
     lines.push(Line {
-        y: y + h - pad - ref_size * 1.2,
+        y: addr_y - hint_size * 1.15,
         size: hint_size,
         class: "hint",
-        text: fit(&format!("No camera? {typing}"), per_line(hint_size, 0.55)),
+        text: HINT.into(),
     });
     lines.push(Line {
-        y: y + h - pad,
+        y: addr_y,
+        size: hint_size,
+        class: "hint",
+        text: typing.to_owned(),
+    });
+    lines.push(Line {
+        y: ref_y,
         size: ref_size,
         class: "ref",
         text: label.reference.clone(),
@@ -424,7 +472,7 @@ fn draw(layout: &Layout, i: usize, label: &Label, typing: &str) -> Result<Drawn,
         w,
         h,
         qr_x: x + pad,
-        qr_y: y + pad,
+        qr_y: y + (h - qr_size) / 2.0,
         qr_size,
         qr_modules,
         qr_path: path,

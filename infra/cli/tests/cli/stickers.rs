@@ -419,15 +419,19 @@ fn long_names_are_cut_to_the_label() {
     let l = Layout::named("letter-3x10").unwrap();
     let long = "Rooftop air handling unit ".repeat(6);
     let pages = stickers::pages(&[label(1, &long)], l, "x", false).unwrap();
-    let shown = regex::Regex::new(r#"class="name">([^<]*)</text>"#)
+    let shown: Vec<String> = regex::Regex::new(r#"class="name">([^<]*)</text>"#)
         .unwrap()
-        .captures(&pages[0])
-        .unwrap()[1]
-        .to_owned();
+        .captures_iter(&pages[0])
+        .map(|c| c[1].to_owned())
+        .collect();
+    assert_eq!(shown.len(), 2, "two lines at most: {shown:?}");
+    assert!(shown[0].starts_with("Rooftop air"), "{shown:?}");
     assert!(
-        shown.ends_with('…') && shown.chars().count() < 40,
-        "{shown}"
+        shown[1].ends_with('…') && shown.iter().all(|l| l.chars().count() <= 30),
+        "{shown:?}"
     );
+    // The address to type and the code are whole.
+    assert!(pages[0].contains(">x/k</text>") && pages[0].contains(">7K3M-9QXD</text>"));
 }
 
 #[test]
