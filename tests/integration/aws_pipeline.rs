@@ -449,7 +449,12 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     let received = store.list_by_status(Status::Received, 10).await.unwrap();
     assert_eq!(received.len(), 1);
     let id = received[0].id;
-    let photo_ref = received[0].intake.photo.clone().expect("photo kept");
+    let photo_ref = received[0]
+        .intake
+        .photos
+        .first()
+        .cloned()
+        .expect("photo kept");
 
     // The photo is in S3, encrypted, with its content type.
     let head =
@@ -773,7 +778,7 @@ async fn a_compromised_public_function_cannot_get_a_record_written() {
             Intake {
                 notes: notes.to_owned(),
                 reporter: Some("attacker@example.com".into()),
-                photo: None,
+                photos: vec![],
                 received_at: now,
                 assistant: None,
             },
