@@ -93,6 +93,18 @@ pub const ASSETS: &[SeedAsset] = &[
     },
 ];
 
+/// The demo org's work types (Field Service): what a work order's
+/// `WorkTypeId` can point at.
+pub const WORK_TYPES: &[(&str, &str)] = &[
+    ("Repair", "Fix a fault found on site."),
+    ("Inspection", "Check condition and safety; no repair."),
+    (
+        "Preventive Maintenance",
+        "Scheduled service to prevent faults.",
+    ),
+    ("Installation", "Install or commission equipment."),
+];
+
 fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -136,6 +148,13 @@ pub fn seed(store: &mut Store) {
                 "AccountId": accounts[a.account],
                 "LocationId": location,
             }),
+        );
+    }
+    for (name, description) in WORK_TYPES {
+        create(
+            store,
+            "WorkType",
+            json!({"Name": name, "Description": description}),
         );
     }
 }
