@@ -183,7 +183,8 @@ pub trait AssistantTokens: Send + Sync {
 pub struct StructuringInput<'a> {
     pub notes: &'a str,
     pub asset: &'a AssetContext,
-    /// Only when the workflow lets the structurer see it.
+    /// The report's first photo, only when the workflow lets the
+    /// structurer see it.
     pub photo: Option<(&'a [u8], &'a str)>,
 }
 
@@ -327,6 +328,19 @@ pub trait RecordWriter: Send + Sync {
         record_id: &str,
         title: &str,
     ) -> Result<Option<String>, WriteError>;
+    /// The ids of the `object` records whose `field` equals `value` (a
+    /// lookup field's name → id), at most two: more than one is ambiguous.
+    async fn find_ids(
+        &self,
+        object: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<String>, WriteError> {
+        let _ = (object, field, value);
+        Err(WriteError::Config(
+            "this record writer cannot look records up".into(),
+        ))
+    }
     /// Link for people to open the record.
     fn record_url(&self, object: &str, id: &str) -> String;
 }
@@ -369,6 +383,9 @@ pub struct HandoffMessage {
     pub priority: Option<String>,
     pub asset: AssetContext,
     pub approved_by: Option<String>,
+    /// Photos attached to the record (added in v1.1: absent means 0).
+    #[serde(default)]
+    pub photos: usize,
     #[serde(with = "time::serde::rfc3339")]
     pub committed_at: Timestamp,
 }
@@ -522,6 +539,7 @@ mod tests {
                 location: None,
             },
             approved_by: Some("lead@example.com".into()),
+            photos: 3,
             committed_at: crate::domain::fixtures::at(0),
         };
         let mut v = serde_json::to_value(&msg).unwrap();
@@ -533,5 +551,15 @@ mod tests {
         v.as_object_mut().unwrap().remove("surprise");
         v["proposal_id"] = Value::String("not-a-ulid".into());
         assert!(!validator.is_valid(&v));
+        v["proposal_id"] = Value::String("01JD0000000000000000000000".into());
+        v["photos"] = Value::from(-1);
+        assert!(!validator.is_valid(&v), "a count is never negative");
+        // A v1.0 message (before the count) still validates and reads as 0.
+        v.as_object_mut().unwrap().remove("photos");
+        assert!(validator.is_valid(&v));
+        assert_eq!(
+            serde_json::from_value::<HandoffMessage>(v).unwrap().photos,
+            0
+        );
     }
 }

@@ -222,6 +222,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn items_stored_with_one_photo_read_as_a_list_of_photos() {
+        let now = crate::domain::fixtures::at(0);
+        let mut p = crate::conformance::received(now).proposal;
+        let photo = crate::domain::PhotoRef {
+            key: format!("photos/{}.jpg", p.id),
+            content_type: "image/jpeg".into(),
+            bytes: 1234,
+            sha256: "ab".into(),
+            file_name: "unit.jpg".into(),
+        };
+        // An item written before there could be several photos: `photo`
+        // (a map, or NULL) and `photo_version_id` (a string, or NULL).
+        let mut old: serde_json::Value = serde_json::to_value(&p).unwrap();
+        old["intake"].as_object_mut().unwrap().remove("photos");
+        old["intake"]["photo"] = serde_json::to_value(&photo).unwrap();
+        old["commit"]
+            .as_object_mut()
+            .unwrap()
+            .remove("photo_version_ids");
+        old["commit"]["photo_version_id"] = "068000000000001AAA".into();
+        let item: Item = serde_dynamo::to_item(&old).unwrap();
+        let back = proposal_from_item(item).unwrap();
+        assert_eq!(back.intake.photos, vec![photo.clone()]);
+        assert_eq!(back.commit.photo_version_ids, vec!["068000000000001AAA"]);
+        old["intake"]["photo"] = serde_json::Value::Null;
+        old["commit"]["photo_version_id"] = serde_json::Value::Null;
+        let back = proposal_from_item(serde_dynamo::to_item(&old).unwrap()).unwrap();
+        assert!(back.intake.photos.is_empty() && back.commit.photo_version_ids.is_empty());
+        // Several photos round-trip as a list.
+        p.intake.photos = vec![photo.clone(), photo];
+        assert_eq!(proposal_from_item(proposal_item(&p)).unwrap(), p);
+    }
+
+    #[test]
     fn items_round_trip_and_records_name_their_subject() {
         let now = crate::domain::fixtures::at(0);
         let t = crate::conformance::received(now);

@@ -204,6 +204,8 @@ pub struct IntakeForm<'a> {
     pub idem: String,
     pub max_notes: usize,
     pub photo_allowed: bool,
+    /// How many photos one report may carry.
+    pub max_photos: usize,
     pub accept: String,
     pub notes: &'a str,
     pub reporter: &'a str,

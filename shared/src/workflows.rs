@@ -5,9 +5,11 @@
 use crate::domain::{Workflow, WorkflowError, Workflows};
 use std::path::Path;
 
-/// The shipped field-service workflow, built in so `fieldgate dev` needs no
+/// The shipped field-service workflows, built in so `fieldgate dev` needs no
 /// files.
 pub const FIELD_SERVICE_CASE: &str = include_str!("../../infra/workflows/field-service-case.toml");
+pub const FIELD_SERVICE_WORK_ORDER: &str =
+    include_str!("../../infra/workflows/field-service-work-order.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -23,8 +25,11 @@ pub enum LoadError {
     Empty { dir: String },
 }
 
+/// Both shipped workflows (Case first: the one a bare scan link means).
 pub fn builtin() -> Workflows {
-    Workflows::from_workflows(vec![builtin_case()])
+    let work_order = Workflow::from_toml("field-service-work-order.toml", FIELD_SERVICE_WORK_ORDER)
+        .expect("the built-in workflow is valid");
+    Workflows::from_workflows(vec![builtin_case(), work_order])
 }
 
 fn builtin_case() -> Workflow {

@@ -1,5 +1,5 @@
 // Progressive enhancement only: every page works without this file.
-// Field form: photo shrink + preview, upload progress, and an offline
+// Field form: photos shrunk + previewed (several, up to the workflow's limit), upload progress, and an offline
 // outbox (IndexedDB) that sends saved reports when the signal returns.
 // Review page: length counters, what-you-changed summary, reject reason.
 "use strict";
@@ -81,6 +81,13 @@
     }
   };
 
+  // A saved report's photos: `photos: [{blob, name}]`; reports saved by an
+  // earlier version of this page have one `photo` (+ `photoName`).
+  function photosOf(r) {
+    if (r.photos) return r.photos;
+    return r.photo ? [{ blob: r.photo, name: r.photoName }] : [];
+  }
+
   // One report, sent as the plain form would send it. The idem key makes a
   // resend of the same report land on the same proposal.
   function send(r, progress) {
@@ -89,7 +96,7 @@
       fd.append("idem", r.idem);
       fd.append("notes", r.notes);
       fd.append("reporter", r.reporter || "");
-      if (r.photo) fd.append("photo", r.photo, r.photoName || "photo.jpg");
+      photosOf(r).forEach(function (p) { fd.append("photo", p.blob, p.name || "photo.jpg"); });
       var x = new XMLHttpRequest();
       x.open("POST", r.url);
       x.timeout = 90000; // then it is kept and retried like any failed send
@@ -199,47 +206,77 @@
     var progress = $("progress"), bar = $("progress-bar"), label = $("progress-label");
     var saved = $("saved"), error = $("send-error");
     var asset = ($("asset-name") || {}).textContent || "";
-    var photo = null, photoName = null, pending = Promise.resolve(), busy = false;
+    // The photos as they will be sent, in the order they were added; each
+    // is shrunk as it is added (`ready` settles when it is).
+    var photos = [], busy = false;
     // The phone remembers who the technician is, so the next report is quicker.
     try {
       if (reporter && !reporter.value) reporter.value = localStorage.getItem("fieldgate.reporter") || "";
     } catch (e) { /* storage blocked: nothing to prefill */ }
 
     if (input) {
-      var preview = $("photo-preview"), img = $("photo-img"), info = $("photo-info");
+      var group = input.closest(".photo-group");
+      var max = parseInt(group.getAttribute("data-max"), 10) || 1;
+      var list = $("photo-list"), count = $("photo-count");
       // A big camera button instead of the browser's file widget; the input
       // stays focusable (visually hidden) and the button is its click target.
       var pick = $("photo-pick"), pickText = $("photo-pick-text");
       input.classList.add("sr");
       pick.hidden = false;
-      pick.addEventListener("click", function () { input.click(); });
-      input.addEventListener("change", function () {
-        var file = input.files && input.files[0];
-        photo = null;
-        if (img.src) URL.revokeObjectURL(img.src);
-        pickText.textContent = file ? "Take another photo" : "Take or choose a photo";
-        if (!file) { preview.hidden = true; return; }
-        preview.hidden = false;
-        info.textContent = "Preparing photo…";
-        photoName = (file.name || "photo").replace(/\.[^.]*$/, "") + ".jpg";
-        pending = shrink(file).then(function (s) {
-          photo = s.blob;
+      pick.addEventListener("click", function () { if (photos.length < max) input.click(); });
+      var render = function () {
+        list.hidden = photos.length === 0;
+        var full = photos.length >= max;
+        pickText.textContent = full ? "Photo limit reached" : photos.length ? "Add another photo" : "Take or choose a photo";
+        pick.classList.toggle("disabled", full);
+        input.disabled = full;
+        count.hidden = photos.length === 0;
+        count.textContent = photos.length + " of " + max + (max === 1 ? " photo" : " photos");
+        photos.forEach(function (p, i) {
+          p.remove.textContent = "Remove photo " + (i + 1);
+          p.img.alt = "Preview of photo " + (i + 1);
+        });
+      };
+      var add = function (file) {
+        var li = el("li", "preview"), img = el("img"), box = el("div"), info = el("p", "fine photo-info", "Preparing photo…");
+        var remove = el("button", "quiet");
+        remove.type = "button";
+        box.appendChild(info);
+        box.appendChild(remove);
+        li.appendChild(img);
+        li.appendChild(box);
+        list.appendChild(li);
+        var p = { blob: null, name: (file.name || "photo").replace(/\.[^.]*$/, "") + ".jpg", li: li, img: img, remove: remove };
+        p.ready = shrink(file).then(function (s) {
+          p.blob = s.blob;
           img.src = URL.createObjectURL(s.blob);
           info.textContent = s.w + " × " + s.h + " · " + kb(s.blob.size) + (s.blob.size < file.size ? " (was " + kb(file.size) + ")" : "");
         }, function () {
           // Cannot decode here (e.g. HEIC): send the file as it is.
-          photo = file;
-          photoName = file.name || "photo";
-          img.removeAttribute("src");
+          p.blob = file;
+          p.name = file.name || "photo";
           info.textContent = (file.name || "Photo") + " · " + kb(file.size) + " · sent as it is";
         });
-      });
-      $("photo-remove").addEventListener("click", function () {
+        remove.addEventListener("click", function () {
+          var i = photos.indexOf(p);
+          if (i < 0) return;
+          photos.splice(i, 1);
+          if (img.src) URL.revokeObjectURL(img.src);
+          li.remove();
+          render();
+          var next = photos[i] || photos[i - 1];
+          (next ? next.remove : input).focus();
+        });
+        photos.push(p);
+      };
+      input.addEventListener("change", function () {
+        var files = Array.prototype.slice.call(input.files || []);
+        var room = max - photos.length;
+        files.slice(0, room).forEach(add);
+        render();
+        if (files.length > room) count.textContent += " (only " + max + " can be sent; the rest were left out)";
+        // The list is what is sent: the input is free for the next pick.
         input.value = "";
-        photo = null;
-        preview.hidden = true;
-        pickText.textContent = "Take or choose a photo";
-        input.focus();
       });
     }
 
@@ -262,7 +299,7 @@
         saved.textContent = "";
         saved.appendChild(el("h2", "", "No signal: report saved on this phone"));
         saved.appendChild(el("p", "", persisted
-          ? "Your notes" + (r.photo ? " and photo are" : " are") + " kept on this phone. They will be sent automatically as soon as there is a connection. You can keep this page open, or open any fieldgate link later."
+          ? "Your notes" + (photosOf(r).length > 1 ? " and photos are" : photosOf(r).length ? " and photo are" : " are") + " kept on this phone. They will be sent automatically as soon as there is a connection. You can keep this page open, or open any fieldgate link later."
           : "Your report could not be sent yet. Keep this page open: it is sent automatically when the connection is back."));
         saved.appendChild(el("p", "fine", "Saved at " + when(r.savedAt) + "."));
         var again = el("button", "secondary", "Try again now");
@@ -288,14 +325,13 @@
       button.textContent = "Sending…";
       error.hidden = true;
       try { if (reporter) localStorage.setItem("fieldgate.reporter", reporter.value.trim()); } catch (e) { /* blocked */ }
-      pending.then(function () {
+      Promise.all(photos.map(function (p) { return p.ready; })).then(function () {
         var r = {
           idem: form.elements.idem.value,
           url: form.action,
           notes: notes.value,
           reporter: reporter ? reporter.value : "",
-          photo: photo || (input && input.files && input.files[0]) || null,
-          photoName: photoName,
+          photos: photos.map(function (p) { return { blob: p.blob, name: p.name }; }),
           asset: asset,
           savedAt: Date.now()
         };

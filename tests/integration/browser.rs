@@ -251,6 +251,29 @@ fn photo_file(dir: &std::path::Path) -> PathBuf {
     path
 }
 
+/// `n` camera-sized PNGs of different shapes (landscape, portrait, wide),
+/// as paths for a file input.
+fn photo_files(dir: &std::path::Path, n: usize) -> Vec<String> {
+    let sizes = [
+        (2400, 1800),
+        (1800, 2400),
+        (3000, 2000),
+        (2000, 2000),
+        (2400, 1600),
+    ];
+    (0..n)
+        .map(|i| {
+            let (w, h) = sizes[i % sizes.len()];
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(i * 50) as u8, (x / 12) as u8, (y / 10) as u8])
+            });
+            let path = dir.join(format!("photo-{}.png", i + 1));
+            img.save(&path).unwrap();
+            path.to_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
 async fn all_proposals(h: &Harness) -> Vec<fieldgate::domain::Proposal> {
     let mut all = Vec::new();
     for s in Status::ALL {
@@ -309,10 +332,10 @@ async fn scan_fill_photo_submit_review_edit_approve() {
         .send_keys(photo.to_str().unwrap())
         .await
         .unwrap();
-    let info = b.wait_text("#photo-info", "1600 × 1200").await;
+    let info = b.wait_text("#photo-list .photo-info", "1600 × 1200").await;
     assert!(info.contains("was"), "size before/after shown: {info}");
     assert!(
-        b.js_u64("return document.getElementById('photo-img').naturalWidth")
+        b.js_u64("return document.querySelector('#photo-list img').naturalWidth")
             .await
             > 0,
         "preview shows the photo"
@@ -445,6 +468,129 @@ async fn scan_fill_photo_submit_review_edit_approve() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn several_photos_are_shrunk_listed_sent_shown_attached_and_counted() {
+    let h = Harness::start().await;
+    let b = Browser::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let files = photo_files(tmp.path(), 4);
+    b.c.goto(&h.scan_url()).await.unwrap();
+    b.fill(
+        "#notes",
+        "Rooftop unit fan bearing grinding, belt cracked and the housing is rusted through. Needs repair.",
+    )
+    .await;
+    let input = || async { b.c.find(Locator::Css("#photo")).await.unwrap() };
+    // Two in one pick, then two more: each is shrunk and listed in order.
+    input()
+        .await
+        .send_keys(&files[..2].join("\n"))
+        .await
+        .unwrap();
+    b.wait_text("#photo-count", "2 of 5 photos").await;
+    input()
+        .await
+        .send_keys(&files[2..].join("\n"))
+        .await
+        .unwrap();
+    b.wait_text("#photo-count", "4 of 5 photos").await;
+    let sizes = || async {
+        wait_for(|| async {
+            let v = b
+                .js("return [...document.querySelectorAll('#photo-list .photo-info')].map(e => e.textContent)")
+                .await;
+            let v: Vec<String> = serde_json::from_value(v).unwrap();
+            v.iter().all(|t| t.contains(" × ")).then_some(v)
+        })
+        .await
+    };
+    let shown = sizes().await;
+    assert_eq!(shown.len(), 4);
+    for (got, want) in
+        shown
+            .iter()
+            .zip(["1600 × 1200", "1200 × 1600", "1600 × 1067", "1600 × 1600"])
+    {
+        assert!(
+            got.starts_with(want) && got.contains("was"),
+            "{got} (want {want})"
+        );
+    }
+    // Remove the second: three are left, in order, and the buttons renumber.
+    b.click("#photo-list li:nth-child(2) button").await;
+    b.wait_text("#photo-count", "3 of 5 photos").await;
+    let left = sizes().await;
+    assert!(left[1].starts_with("1600 × 1067"), "{left:?}");
+    assert_eq!(
+        b.text("#photo-list li:nth-child(3) button").await,
+        "Remove photo 3"
+    );
+    assert_eq!(b.text("#photo-pick-text").await, "Add another photo");
+    b.check_page().await;
+    b.shot("20-form-several-photos").await;
+
+    b.click("#send").await;
+    b.wait_text("main h1", "Report sent").await;
+    let id = b.text(".ref").await;
+    let review = h.review_url(1).await;
+    let p = all_proposals(&h).await.remove(0);
+    assert_eq!(p.id.to_string(), id);
+    // Stored as the browser made them: JPEGs, long side 1,600 px, in order.
+    assert_eq!(p.intake.photos.len(), 3);
+    for (n, want) in [(1, (1600, 1200)), (2, (1600, 1067)), (3, (1600, 1600))] {
+        let bytes = h
+            .http
+            .get(format!("{review}/photo/{n}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            image::guess_format(&bytes).unwrap(),
+            image::ImageFormat::Jpeg
+        );
+        let img = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((img.width(), img.height()), want, "photo {n}");
+    }
+
+    // The review page shows each.
+    wait_status(&h, &id, Status::PendingReview).await;
+    b.c.goto(&review).await.unwrap();
+    b.wait_text(".photos-title", "3 photos").await;
+    let widths = wait_for(|| async {
+        let v = b
+            .js("return [...document.querySelectorAll('.photos img.photo')].map(i => i.naturalWidth)")
+            .await;
+        let v: Vec<u64> = serde_json::from_value(v).unwrap();
+        (v.len() == 3 && v.iter().all(|w| *w > 0)).then_some(v)
+    })
+    .await;
+    assert_eq!(widths, [1600, 1600, 1600]);
+    b.check_page().await;
+    b.shot("21-review-several-photos").await;
+
+    // Approved: the Case carries the three, the handoff counts them.
+    b.click("#approve").await;
+    b.wait_text("main h1", "Approved").await;
+    wait_status(&h, &id, Status::Committed).await;
+    let case = h.cases().remove(0);
+    let files = h
+        .stack
+        .emulator
+        .content_versions_linked_to(case["Id"].as_str().unwrap());
+    assert_eq!(files.len(), 3);
+    let handoffs = wait_for(|| async {
+        let m = h.handoffs().await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(handoffs.len(), 1);
+    assert_eq!(handoffs[0]["photos"], 3);
+    b.c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn offline_report_is_kept_and_sent_once_when_back_online() {
     let t0 = Instant::now();
     let h = Harness::start().await;
@@ -461,7 +607,7 @@ async fn offline_report_is_kept_and_sent_once_when_back_online() {
         .send_keys(photo.to_str().unwrap())
         .await
         .unwrap();
-    b.wait_text("#photo-info", "1600 × 1200").await;
+    b.wait_text("#photo-list .photo-info", "1600 × 1200").await;
 
     // No signal: the browser's network is cut (DevTools emulation).
     b.cdp("Network.enable", json!({})).await;
@@ -479,7 +625,7 @@ async fn offline_report_is_kept_and_sent_once_when_back_online() {
             "const done = arguments[0];
              const r = indexedDB.open('fieldgate');
              r.onsuccess = () => { const q = r.result.transaction('outbox').objectStore('outbox').getAll();
-               q.onsuccess = () => done(q.result.map(x => [x.notes, x.photo ? x.photo.size : 0])); };",
+               q.onsuccess = () => done(q.result.map(x => [x.notes, x.photos.reduce((n, p) => n + p.blob.size, 0)])); };",
             vec![],
         )
         .await
@@ -522,7 +668,7 @@ async fn offline_report_is_kept_and_sent_once_when_back_online() {
     assert_eq!(all.len(), 1, "exactly one proposal");
     assert_eq!(all[0].id.to_string(), id);
     assert_eq!(all[0].intake.notes, notes);
-    assert!(all[0].intake.photo.is_some());
+    assert_eq!(all[0].intake.photos.len(), 1);
     assert_eq!(
         h.json("/dev/outbox").await.as_array().unwrap().len(),
         1,
@@ -549,6 +695,15 @@ async fn the_form_works_with_javascript_off() {
     assert_eq!(has_js, json!(false), "page scripts are off");
     b.fill("#notes", "Fan belt squealing on start-up, belt worn.")
         .await;
+    // Two photos in one pick: the plain form sends two `photo` parts.
+    let tmp = tempfile::tempdir().unwrap();
+    let files = photo_files(tmp.path(), 2);
+    b.c.find(Locator::Css("#photo"))
+        .await
+        .unwrap()
+        .send_keys(&files.join("\n"))
+        .await
+        .unwrap();
     b.click("#send").await;
     b.wait_text("main h1", "Report sent").await;
     let id = b.text(".ref").await;
@@ -556,6 +711,7 @@ async fn the_form_works_with_javascript_off() {
     let all = all_proposals(&h).await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].id.to_string(), id);
+    assert_eq!(all[0].intake.photos.len(), 2, "both photos, as sent");
     b.c.close().await.unwrap();
 }
 

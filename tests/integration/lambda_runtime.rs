@@ -385,7 +385,13 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
     let received = store.list_by_status(Status::Received, 10).await.unwrap();
     assert_eq!(received.len(), 1);
     let id = received[0].id;
-    let photo_key = received[0].intake.photo.clone().expect("photo kept").key;
+    let photo_key = received[0]
+        .intake
+        .photos
+        .first()
+        .cloned()
+        .expect("photo kept")
+        .key;
     let head =
         m.s3.head_object()
             .bucket(&m.bucket)
@@ -412,7 +418,7 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
         Intake {
             notes: "left over".into(),
             reporter: None,
-            photo: None,
+            photos: vec![],
             received_at: now,
             assistant: None,
         },

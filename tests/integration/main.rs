@@ -16,3 +16,4 @@ mod org_setup;
 mod salesforce;
 mod simple_salesforce;
 mod structuring;
+mod work_order;

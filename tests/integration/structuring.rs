@@ -657,7 +657,7 @@ async fn the_structure_step_records_model_tokens_and_latency_on_the_proposal() {
         Intake {
             notes: NOTE.into(),
             reporter: None,
-            photo: None,
+            photos: vec![],
             received_at: now,
             assistant: None,
         },

@@ -404,6 +404,9 @@ pub mod faults {
         async fn find_attachment(&self, id: &str, t: &str) -> Result<Option<String>, WriteError> {
             self.tick(self.inner.find_attachment(id, t).await)
         }
+        async fn find_ids(&self, o: &str, f: &str, v: &str) -> Result<Vec<String>, WriteError> {
+            self.tick(self.inner.find_ids(o, f, v).await)
+        }
         fn record_url(&self, o: &str, id: &str) -> String {
             self.inner.record_url(o, id)
         }

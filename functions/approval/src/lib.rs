@@ -3,7 +3,8 @@
 //! reviewer's decision, bound to the revision they saw.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::response::Response;
 use axum::routing::get;
 use fieldgate::admin::AdminDeps;
@@ -73,6 +74,7 @@ pub fn router(deps: Arc<ApprovalDeps>) -> Router {
     let r = Router::new()
         .route("/r/{token}", get(show).post(decide))
         .route("/r/{token}/photo", get(photo))
+        .route("/r/{token}/photo/{n}", get(photo_n))
         .method_not_allowed_fallback(web::method_not_allowed)
         .fallback(web::not_found)
         // The same cap as API Gateway's (and as qr-intake), not axum's 2 MB.
@@ -195,11 +197,11 @@ fn page(
         assistant: p.intake.assistant.as_ref().map(|a| a.assistant.as_str()),
         received_at: human_time(p.intake.received_at),
         notes,
-        photo_url: p
+        photo_urls: p
             .intake
-            .photo
-            .as_ref()
-            .map(|_| format!("/r/{raw_token}/photo")),
+            .photos()
+            .map(|(n, _)| format!("/r/{raw_token}/photo/{n}"))
+            .collect(),
         flagged: fields.iter().filter(|f| f.flag.is_some()).count(),
         fields,
         fixed,
@@ -222,14 +224,31 @@ async fn show(State(deps): Deps, Segment(raw): Segment) -> Result<Response, AppE
     Ok(page(&deps, &link, &raw, None, vec![], 200))
 }
 
+/// The first photo (the address it had before there could be several).
 async fn photo(State(deps): Deps, Segment(raw): Segment) -> Result<Response, AppError> {
-    let link = resolve(&deps, &raw).await?;
-    let ph = link
-        .proposal
-        .intake
-        .photo
-        .as_ref()
+    photo_bytes(&deps, &raw, 1).await
+}
+
+/// Photo number `n` (1-based) of the link's proposal, with the link's checks.
+async fn photo_n(
+    State(deps): Deps,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, AppError> {
+    let Ok(Path((raw, n))) = path else {
+        return Err(UserError::NotFound.into());
+    };
+    // Only plain numbers: "01" or "+1" name no photo.
+    let n = n
+        .parse::<usize>()
+        .ok()
+        .filter(|_| n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0'))
         .ok_or(UserError::NotFound)?;
+    photo_bytes(&deps, &raw, n).await
+}
+
+async fn photo_bytes(deps: &ApprovalDeps, raw: &str, n: usize) -> Result<Response, AppError> {
+    let link = resolve(deps, raw).await?;
+    let ph = link.proposal.intake.photo(n).ok_or(UserError::NotFound)?;
     let data = deps.media.get(&ph.key).await?.ok_or(UserError::NotFound)?;
     Ok(web::bytes(200, &ph.content_type, data))
 }

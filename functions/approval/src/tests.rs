@@ -55,7 +55,7 @@ async fn fx_with(workflows: Workflows) -> Fx {
         Intake {
             notes: "Boiler <script>alert(1)</script> pressure low".into(),
             reporter: None,
-            photo: None,
+            photos: vec![],
             received_at: now,
             assistant: None,
         },

@@ -33,6 +33,9 @@ pub struct Commit {
     /// How long commits wait after the org's API limit ([`LIMIT_PAUSE`];
     /// `fieldgate serve --limit-pause` sets it).
     pub limit_pause: time::Duration,
+    /// Lookup fields' ids by (object, field, name), found once per process:
+    /// an org's work types hardly change, and each lookup is an API call.
+    lookups: std::sync::Mutex<std::collections::HashMap<(String, String, String), String>>,
 }
 
 impl Commit {
@@ -48,6 +51,7 @@ impl Commit {
             public_url: c.public_url()?,
             clock: c.clock(),
             limit_pause: LIMIT_PAUSE,
+            lookups: Default::default(),
         })
     }
 }
@@ -132,7 +136,7 @@ pub enum CommitError {
     App(AppError),
     #[error("Salesforce")]
     Salesforce(#[source] WriteError),
-    /// The proposal's photo is gone from the media store: a person must look.
+    /// A proposal's photo is gone from the media store: a person must look.
     #[error("photo {0} is missing from the media store")]
     PhotoMissing(String),
     #[error("the event is not a DynamoDB stream batch")]
@@ -537,7 +541,10 @@ async fn commit_step(
     if wf.operation == Operation::Update {
         return update_step(d, wf, p).await;
     }
-    let record = wf.record(&approved_values(p), &p.asset);
+    let record = match with_lookups(deps, wf, wf.record(&approved_values(p), &p.asset)).await {
+        Ok(r) => r,
+        Err(e) => return refused(d, p, e).await,
+    };
     let Some(record_id) = p.commit.record_id.clone() else {
         let ext_field = wf
             .external_id_field
@@ -559,7 +566,7 @@ async fn commit_step(
                     |n| {
                         n.commit.record_id = Some(up.id.clone());
                         n.commit.record_url = Some(url);
-                        n.commit.photo_started = n.intake.photo.is_some();
+                        n.commit.photo_started = !n.intake.photos.is_empty();
                     },
                 )
                 .await?;
@@ -568,56 +575,111 @@ async fn commit_step(
             Err(e) => return refused(d, p, e).await,
         }
     };
-    if let Some(photo) = &p.intake.photo
-        && p.commit.photo_version_id.is_none()
-    {
-        let title = format!("fieldgate-{}", p.id);
-        // A crash may have come between the upload and recording it: look
-        // before uploading again. Only this recovery path pays the query.
-        let existing = if !wrote_record_here {
-            deps.writer
-                .find_attachment(&record_id, &title)
-                .await
-                .map_err(CommitError::Salesforce)?
-        } else {
-            None
-        };
-        let version_id = match existing {
-            Some(v) => v,
-            None => {
-                let data = deps
-                    .media
-                    .get(&photo.key)
-                    .await?
-                    .ok_or_else(|| CommitError::PhotoMissing(photo.key.clone()))?;
-                let file = Attachment {
-                    title: &title,
-                    file_name: &photo.file_name,
-                    content_type: &photo.content_type,
-                    data: &data,
-                };
-                match deps.writer.attach(&record_id, &file).await {
-                    Ok(v) => v,
-                    Err(e) => return refused(d, p, e).await,
+    if p.intake.photos.len() > p.commit.photo_version_ids.len() {
+        // Every photo is uploaded in this step and all are recorded with
+        // the read-back's "committed", in one write: the store's writes do
+        // not grow with the photos. A crash (or failure) part-way leaves
+        // uploads unrecorded; the retry (no `wrote_record_here`) finds each
+        // by its title before uploading it, so photos 1-2 of 4 are found
+        // and only 3-4 go up. Only this recovery path pays the queries.
+        let mut marks = Vec::new();
+        let mut from = p.clone();
+        for (n, photo) in p.intake.photos().skip(p.commit.photo_version_ids.len()) {
+            let title = fieldgate::domain::photo_title(p.id, n);
+            let existing = if !wrote_record_here {
+                deps.writer
+                    .find_attachment(&record_id, &title)
+                    .await
+                    .map_err(CommitError::Salesforce)?
+            } else {
+                None
+            };
+            let version_id = match existing {
+                Some(v) => v,
+                None => {
+                    let data = deps
+                        .media
+                        .get(&photo.key)
+                        .await?
+                        .ok_or_else(|| CommitError::PhotoMissing(photo.key.clone()))?;
+                    let file = Attachment {
+                        title: &title,
+                        file_name: &photo.file_name,
+                        content_type: &photo.content_type,
+                        data: &data,
+                    };
+                    match deps.writer.attach(&record_id, &file).await {
+                        Ok(v) => v,
+                        Err(e) => return refused(d, p, e).await,
+                    }
                 }
-            }
-        };
-        // Recorded with the read-back's "committed", in one write: a crash
-        // before it finds the upload by its title (no `wrote_record_here`
-        // on a retry) instead of uploading again.
-        let attached = mark(
-            d,
-            p,
-            Status::Committing,
-            "photo_attached",
-            json!({"content_version_id": version_id}),
-            |n| {
-                n.commit.photo_version_id = Some(version_id.clone());
-            },
-        )?;
-        return read_back(d, wf, p, &record, &record_id, vec![attached]).await;
+            };
+            let attached = mark(
+                d,
+                &from,
+                Status::Committing,
+                "photo_attached",
+                json!({"photo": n, "content_version_id": version_id}),
+                |q| {
+                    q.commit.photo_version_ids.push(version_id.clone());
+                },
+            )?;
+            from = attached.proposal.clone();
+            marks.push(attached);
+        }
+        return read_back(d, wf, p, &record, &record_id, marks).await;
     }
     read_back(d, wf, p, &record, &record_id, Vec::new()).await
+}
+
+/// The error code of a lookup value the org has no record for.
+pub const LOOKUP_NOT_FOUND: &str = "LOOKUP_NOT_FOUND";
+
+/// The record with each lookup field's name replaced by the id of the
+/// record it names (e.g. a work type's). A name the org has not (or has
+/// twice) goes back to the reviewer, who picks another.
+async fn with_lookups(
+    deps: &Commit,
+    wf: &Workflow,
+    mut record: serde_json::Map<String, Value>,
+) -> Result<serde_json::Map<String, Value>, WriteError> {
+    for (field, lookup) in wf.lookups() {
+        let Some(name) = record.get(&field.name).and_then(Value::as_str) else {
+            continue;
+        };
+        let key = (lookup.object.clone(), lookup.by.clone(), name.to_owned());
+        let cached = deps.lookups.lock().ok().and_then(|c| c.get(&key).cloned());
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let ids = deps
+                    .writer
+                    .find_ids(&lookup.object, &lookup.by, name)
+                    .await?;
+                let [id] = <[String; 1]>::try_from(ids).map_err(|ids| WriteError::Rejected {
+                    code: LOOKUP_NOT_FOUND.into(),
+                    message: format!(
+                        "{}: the org has {} {} with {} \"{name}\"; choose another value",
+                        field.label,
+                        if ids.is_empty() {
+                            "no"
+                        } else {
+                            "more than one"
+                        },
+                        lookup.object,
+                        lookup.by
+                    ),
+                    fields: vec![field.name.clone()],
+                })?;
+                if let Ok(mut c) = deps.lookups.lock() {
+                    c.insert(key, id.clone());
+                }
+                id
+            }
+        };
+        record.insert(field.name.clone(), Value::String(id));
+    }
+    Ok(record)
 }
 
 /// Reads the record back, compares every approved field with what
@@ -866,6 +928,7 @@ async fn publish(
         priority: wf.handoff.priority_field.as_deref().and_then(text),
         asset: p.asset.clone(),
         approved_by: p.decision.as_ref().map(|d| d.by.clone()),
+        photos: p.commit.photo_version_ids.len(),
         committed_at: p.updated_at,
     };
     d.deps.handoff.publish(&msg).await?;

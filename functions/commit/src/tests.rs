@@ -60,28 +60,32 @@ async fn fx() -> Fx {
 
 /// A proposal approved by a reviewer, as the approval step leaves it.
 async fn approved(f: &Fx, notes: &str) -> Proposal {
-    approved_with(f, notes, None).await
+    approved_with(f, notes, vec![]).await
 }
 
 /// The same, with a photo in the media store.
 async fn approved_with_photo(f: &Fx, notes: &str, data: &[u8]) -> Proposal {
-    let key = format!("photos/{}.jpg", new_proposal_id(f.clock.now()));
-    f.deps.media.put(&key, data, "image/jpeg").await.unwrap();
-    let photo = fieldgate::domain::PhotoRef {
-        key,
-        content_type: "image/jpeg".into(),
-        bytes: data.len() as u64,
-        sha256: String::new(),
-        file_name: "pump.jpg".into(),
-    };
-    approved_with(f, notes, Some(photo)).await
+    approved_with_photos(f, notes, &[data]).await
 }
 
-async fn approved_with(
-    f: &Fx,
-    notes: &str,
-    photo: Option<fieldgate::domain::PhotoRef>,
-) -> Proposal {
+/// The same, with several photos in the media store.
+async fn approved_with_photos(f: &Fx, notes: &str, data: &[&[u8]]) -> Proposal {
+    let mut photos = Vec::new();
+    for (i, data) in data.iter().enumerate() {
+        let key = format!("photos/{}-{i}.jpg", new_proposal_id(f.clock.now()));
+        f.deps.media.put(&key, data, "image/jpeg").await.unwrap();
+        photos.push(fieldgate::domain::PhotoRef {
+            key,
+            content_type: "image/jpeg".into(),
+            bytes: data.len() as u64,
+            sha256: String::new(),
+            file_name: format!("pump-{}.jpg", i + 1),
+        });
+    }
+    approved_with(f, notes, photos).await
+}
+
+async fn approved_with(f: &Fx, notes: &str, photos: Vec<fieldgate::domain::PhotoRef>) -> Proposal {
     let asset = &f.emulator.demo_assets()[0];
     // Each report a second after the last: the sweep takes the oldest first.
     f.clock.advance(time::Duration::seconds(1));
@@ -100,7 +104,7 @@ async fn approved_with(
         Intake {
             notes: notes.into(),
             reporter: None,
-            photo,
+            photos,
             received_at: now,
             assistant: None,
         },
@@ -162,6 +166,83 @@ async fn approved_is_committed_once_and_handed_off() {
     );
     assert_eq!(f.emulator.records("Case").len(), 1);
     assert_eq!(f.handoff.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn several_photos_are_attached_once_and_a_retry_resumes_after_the_last_uploaded() {
+    let f = fx().await;
+    let data: [&[u8]; 4] = [&[1u8; 600], &[2u8; 700], &[3u8; 800], &[4u8; 900]];
+    let p = approved_with_photos(&f, "Pump seal leaking, urgent", &data).await;
+    // Photo 3 is missing from the media store: the drive stops after
+    // uploading 1 and 2, before recording them (a crash at that line).
+    let third = p.intake.photo(3).unwrap().key.clone();
+    f.deps.media.delete(&third).await.unwrap();
+    let err = process(&f.deps, p.id).await.unwrap_err();
+    assert!(
+        matches!(err, CommitError::PhotoMissing(ref k) if *k == third),
+        "{err}"
+    );
+    let left = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(left.status, Status::Committing);
+    assert!(
+        left.commit.photo_version_ids.is_empty(),
+        "nothing recorded yet"
+    );
+    let record = left.commit.record_id.clone().unwrap();
+    assert_eq!(f.emulator.content_versions_linked_to(&record).len(), 2);
+    assert_eq!(f.emulator.records("ContentVersion").len(), 2);
+
+    // The photo is back; the retry (after the back-off) finds 1 and 2 by
+    // their titles and uploads only 3 and 4.
+    f.deps
+        .media
+        .put(&third, data[2], "image/jpeg")
+        .await
+        .unwrap();
+    f.clock.advance(backoff(1) + COMMIT_LEASE);
+    process(&f.deps, p.id).await.unwrap();
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Committed);
+    assert_eq!(
+        f.emulator.records("ContentVersion").len(),
+        4,
+        "no photo uploaded twice"
+    );
+    let linked = f.emulator.content_versions_linked_to(&record);
+    assert_eq!(linked.len(), 4);
+    let mut titles: Vec<String> = linked
+        .iter()
+        .map(|v| v["Title"].as_str().unwrap().to_owned())
+        .collect();
+    titles.sort();
+    let mut want: Vec<String> = (1..=4)
+        .map(|n| fieldgate::domain::photo_title(p.id, n))
+        .collect();
+    want.sort();
+    assert_eq!(titles, want);
+    assert_eq!(done.commit.photo_version_ids.len(), 4);
+    for (n, id) in done.commit.photo_version_ids.iter().enumerate() {
+        assert_eq!(
+            f.emulator.content_version_data(id).unwrap(),
+            data[n],
+            "photo {} is the intake's photo {}",
+            n + 1,
+            n + 1
+        );
+    }
+    // One audit event per photo, then "committed"; the handoff counts them.
+    let actions: Vec<String> = f
+        .store
+        .events(p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions.iter().filter(|a| *a == "photo_attached").count(), 4);
+    let handoffs = f.handoff.messages();
+    assert_eq!(handoffs.len(), 1);
+    assert_eq!(handoffs[0].photos, 4);
 }
 
 #[tokio::test]
@@ -379,7 +460,7 @@ async fn the_scheduled_event_runs_the_sweep_and_stream_events_still_work() {
             fieldgate::domain::Intake {
                 notes: "old report".into(),
                 reporter: None,
-                photo: None,
+                photos: vec![],
                 received_at: now,
                 assistant: None,
             },

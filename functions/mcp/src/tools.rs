@@ -606,7 +606,7 @@ impl Tools {
             Intake {
                 notes: source_text.to_owned(),
                 reporter: None,
-                photo: None,
+                photos: vec![],
                 received_at: now,
                 assistant: Some(proposal),
             },

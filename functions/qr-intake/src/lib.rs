@@ -207,6 +207,7 @@ async fn form(State(deps): Deps, Segment(code): Segment) -> Result<Response, App
         idem: new_idem(deps.clock.now()),
         max_notes: deps.limits.max_notes,
         photo_allowed: wf.photo.allowed,
+        max_photos: wf.photo.max_count,
         accept: wf.photo.content_types.join(","),
         notes: "",
         reporter: "",
@@ -219,8 +220,57 @@ async fn form(State(deps): Deps, Segment(code): Segment) -> Result<Response, App
 struct Submission {
     notes: String,
     reporter: Option<String>,
-    photo: Option<(bytes::Bytes, String, String)>,
+    /// Each photo's bytes, type (from the bytes) and file name.
+    photos: Vec<(bytes::Bytes, String, String)>,
     idem: Option<String>,
+}
+
+/// One photo part against the workflow's policy; `n` (1-based) names it in
+/// the message when there are several.
+fn check_photo(
+    wf: &Workflow,
+    n: usize,
+    part: fieldgate::http::Part,
+) -> Result<(bytes::Bytes, String, String), UserError> {
+    let which = if n == 1 && wf.photo.max_count == 1 {
+        "The photo".to_owned()
+    } else {
+        format!("Photo {n}")
+    };
+    if part.data.len() as u64 > wf.photo.max_bytes {
+        return Err(UserError::PayloadTooLarge(format!(
+            "{which} is larger than {} MB.",
+            wf.photo.max_bytes / (1024 * 1024)
+        )));
+    }
+    // Trust the bytes, not the declared type or the file name.
+    let kind = infer::get(&part.data).filter(|k| k.matcher_type() == infer::MatcherType::Image);
+    let Some(kind) = kind.filter(|k| wf.photo.content_types.iter().any(|t| t == k.mime_type()))
+    else {
+        return Err(UserError::UnsupportedMedia(format!(
+            "{which} must be an image ({}).",
+            wf.photo.content_types.join(", ")
+        )));
+    };
+    // The declared size, from the header: a few KB can declare a
+    // canvas nobody should ever decode.
+    match dimensions::dimensions(&part.data) {
+        Some(d) if dimensions::acceptable(d) => {}
+        Some(_) => {
+            return Err(UserError::Unprocessable(format!(
+                "{which} is too large in pixels: at most {} px a side and {} megapixels.",
+                dimensions::MAX_SIDE,
+                dimensions::MAX_PIXELS / 1_000_000
+            )));
+        }
+        None => {
+            return Err(UserError::Unprocessable(format!(
+                "{which}'s size cannot be read; send it as a JPEG, PNG or WebP image."
+            )));
+        }
+    }
+    let name = sanitize_file_name(part.file_name.as_deref(), kind.extension());
+    Ok((part.data, kind.mime_type().to_owned(), name))
 }
 
 fn text_part(name: &str, data: &[u8]) -> Result<String, UserError> {
@@ -236,12 +286,13 @@ fn parse_submission(
     let mut s = Submission {
         notes: String::new(),
         reporter: None,
-        photo: None,
+        photos: Vec::new(),
         idem: None,
     };
     let mut seen = std::collections::BTreeSet::new();
     for part in parts {
-        if !seen.insert(part.name.clone()) {
+        // Several photos come as several `photo` parts; any other field once.
+        if part.name != "photo" && !seen.insert(part.name.clone()) {
             return Err(UserError::BadRequest(format!(
                 "the field {} was sent twice",
                 part.name
@@ -281,43 +332,13 @@ fn parse_submission(
                         "this workflow takes no photos".into(),
                     ));
                 }
-                if part.data.len() as u64 > wf.photo.max_bytes {
+                if s.photos.len() >= wf.photo.max_count {
                     return Err(UserError::PayloadTooLarge(format!(
-                        "The photo is larger than {} MB.",
-                        wf.photo.max_bytes / (1024 * 1024)
+                        "Send at most {} photos with one report.",
+                        wf.photo.max_count
                     )));
                 }
-                // Trust the bytes, not the declared type or the file name.
-                let kind = infer::get(&part.data)
-                    .filter(|k| k.matcher_type() == infer::MatcherType::Image);
-                let Some(kind) =
-                    kind.filter(|k| wf.photo.content_types.iter().any(|t| t == k.mime_type()))
-                else {
-                    return Err(UserError::UnsupportedMedia(format!(
-                        "The photo must be an image ({}).",
-                        wf.photo.content_types.join(", ")
-                    )));
-                };
-                // The declared size, from the header: a few KB can declare a
-                // canvas nobody should ever decode.
-                match dimensions::dimensions(&part.data) {
-                    Some(d) if dimensions::acceptable(d) => {}
-                    Some(_) => {
-                        return Err(UserError::Unprocessable(format!(
-                            "The photo is too large in pixels: at most {} px a side and {} megapixels.",
-                            dimensions::MAX_SIDE,
-                            dimensions::MAX_PIXELS / 1_000_000
-                        )));
-                    }
-                    None => {
-                        return Err(UserError::Unprocessable(
-                            "The photo's size cannot be read; send it as a JPEG, PNG or WebP image."
-                                .into(),
-                        ));
-                    }
-                }
-                let name = sanitize_file_name(part.file_name.as_deref(), kind.extension());
-                s.photo = Some((part.data, kind.mime_type().to_owned(), name));
+                s.photos.push(check_photo(wf, s.photos.len() + 1, part)?);
             }
             other => {
                 return Err(UserError::BadRequest(format!(
@@ -375,7 +396,7 @@ async fn submit(
         && len > max_body(&wf, &deps.limits) as u64
     {
         return Err(UserError::PayloadTooLarge(
-            "The report is too large. Send a smaller photo.".into(),
+            "The report is too large. Send fewer or smaller photos.".into(),
         )
         .into());
     }
@@ -405,16 +426,26 @@ async fn submit(
     .await?;
 
     let id = new_proposal_id(now);
-    let photo = sub.photo.as_ref().map(|(data, mime, name)| {
-        let ext = name.rsplit('.').next().unwrap_or("bin");
-        PhotoRef {
-            key: format!("photos/{id}.{ext}"),
-            content_type: mime.clone(),
-            bytes: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(data)),
-            file_name: name.clone(),
-        }
-    });
+    let photos: Vec<PhotoRef> = sub
+        .photos
+        .iter()
+        .enumerate()
+        .map(|(i, (data, mime, name))| {
+            let ext = name.rsplit('.').next().unwrap_or("bin");
+            // The first keeps the key one photo always had.
+            let key = match i {
+                0 => format!("photos/{id}.{ext}"),
+                i => format!("photos/{id}-{}.{ext}", i + 1),
+            };
+            PhotoRef {
+                key,
+                content_type: mime.clone(),
+                bytes: data.len() as u64,
+                sha256: hex::encode(Sha256::digest(data)),
+                file_name: name.clone(),
+            }
+        })
+        .collect();
     let t = Proposal::receive(
         id,
         wf.id.clone(),
@@ -422,32 +453,40 @@ async fn submit(
         Intake {
             notes: sub.notes,
             reporter: sub.reporter,
-            photo,
+            photos,
             received_at: now,
             assistant: None,
         },
         now,
     );
-    // Photo, then the proposal that references it, then (if no proposal of
-    // ours references it) the photo's removal: in a task of its own, so a
-    // client that hangs up midway cannot leave a photo behind.
-    let data = sub.photo.map(|(data, _, _)| data);
+    // Photos, then the proposal that references them, then (if no proposal
+    // of ours references them) their removal: in a task of its own, so a
+    // client that hangs up midway cannot leave a photo behind. A failed
+    // photo write removes the ones already written.
+    let data: Vec<bytes::Bytes> = sub.photos.into_iter().map(|(d, _, _)| d).collect();
     let store_deps = deps.clone();
     let created = tokio::spawn(async move {
         let deps = store_deps;
-        if let (Some(photo), Some(data)) = (&t.proposal.intake.photo, &data) {
-            deps.media
-                .put(&photo.key, data, &photo.content_type)
-                .await?;
+        let photos = &t.proposal.intake.photos;
+        let mut put = Ok(());
+        for (photo, data) in photos.iter().zip(&data) {
+            put = deps.media.put(&photo.key, data, &photo.content_type).await;
+            if put.is_err() {
+                break;
+            }
         }
-        let created = deps.store.create(&t, idem.as_deref()).await;
-        if !matches!(created, Ok(Created::New))
-            && let Some(photo) = &t.proposal.intake.photo
-            && let Err(e) = deps.media.delete(&photo.key).await
-        {
-            tracing::warn!(key = %photo.key, error = %fieldgate::Chain(&e), "an unreferenced photo was not deleted");
+        let created = match put {
+            Ok(()) => deps.store.create(&t, idem.as_deref()).await.map_err(AppError::from),
+            Err(e) => Err(AppError::from(e)),
+        };
+        if !matches!(created, Ok(Created::New)) {
+            for photo in photos {
+                if let Err(e) = deps.media.delete(&photo.key).await {
+                    tracing::warn!(key = %photo.key, error = %fieldgate::Chain(&e), "an unreferenced photo was not deleted");
+                }
+            }
         }
-        Ok::<_, AppError>(created?)
+        created
     })
     .await
     .map_err(|_| AppError::Internal("the intake task panicked"))??;
@@ -520,7 +559,12 @@ async fn within_limits(
 }
 
 fn max_body(wf: &Workflow, limits: &Limits) -> usize {
-    wf.photo.max_bytes as usize + limits.max_notes * 4 + 64 * 1024
+    let photos = if wf.photo.allowed {
+        wf.photo.max_bytes as usize * wf.photo.max_count
+    } else {
+        0
+    };
+    (photos + limits.max_notes * 4 + 64 * 1024).min(MAX_BODY)
 }
 
 async fn sticker_code() -> Response {

@@ -238,7 +238,7 @@ async fn a_report_becomes_one_received_proposal() {
     let p = &listed[0];
     assert!(r.body.contains(&p.id.to_string()));
     assert_eq!(p.intake.notes, "Leak at pump seal");
-    assert_eq!(p.intake.photo.as_ref().unwrap().content_type, "image/png");
+    assert_eq!(p.intake.photos[0].content_type, "image/png");
     assert_eq!(f.store.events(p.id).await.unwrap().len(), 1);
     // The same form sent again (double tap, offline resend): same proposal.
     let again = send(&f.app, req()).await;
@@ -415,7 +415,7 @@ async fn a_deduplicated_submission_leaves_no_photo_behind() {
     let path = format!("/q/{}", f.code);
     assert_eq!(send(&f.app, report_with_photo(&path)).await.status, 201);
     let p = f.store.list_by_status(Status::Received, 10).await.unwrap();
-    let key = p[0].intake.photo.as_ref().unwrap().key.replace('/', "__");
+    let key = p[0].intake.photos[0].key.replace('/', "__");
     assert_eq!(photos(&f), std::slice::from_ref(&key));
     for _ in 0..3 {
         assert_eq!(send(&f.app, report_with_photo(&path)).await.status, 200);
@@ -527,6 +527,82 @@ async fn a_failed_submission_leaves_no_photo_behind() {
     assert_eq!(r.status, 500, "{}", r.body);
     assert!(!r.body.contains("disk full"), "the cause stays in the log");
     assert!(photos(&f).is_empty(), "{:?}", photos(&f));
+    // Nor of several: every photo written before the failed create goes.
+    let three = post_multipart(
+        &path,
+        &[
+            ("notes", None, b"Leak at pump seal"),
+            ("photo", Some("a.png"), PNG),
+            ("photo", Some("b.png"), PNG),
+            ("photo", Some("c.png"), PNG),
+        ],
+    );
+    assert_eq!(send(&f.app, three).await.status, 500);
+    assert!(photos(&f).is_empty(), "{:?}", photos(&f));
+}
+
+#[tokio::test]
+async fn several_photos_are_stored_in_order_and_each_is_checked() {
+    let f = fixture().await;
+    let path = format!("/q/{}", f.code);
+    let with = |photos: &[(&'static str, &'static [u8])]| {
+        let mut parts: Vec<(&str, Option<&str>, &[u8])> =
+            vec![("notes", None, b"Leak at pump seal")];
+        parts.extend(photos.iter().map(|(n, d)| ("photo", Some(*n), *d)));
+        post_multipart(&path, &parts)
+    };
+    // Over the limit (5), a bad one among good ones: a clear 4xx that
+    // names it, and nothing stored, not even the good ones' files.
+    let six = [("p.png", PNG); 6];
+    let r = send(&f.app, with(&six)).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.body.contains("at most 5 photos"), "{}", r.body);
+    let r = send(
+        &f.app,
+        with(&[
+            ("a.png", PNG),
+            ("b.png", PNG),
+            ("x.png", b"MZ not an image"),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert!(r.body.contains("Photo 3 must be an image"), "{}", r.body);
+    assert!(
+        f.store
+            .list_by_status(Status::Received, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(photos(&f).is_empty(), "{:?}", photos(&f));
+
+    // Three, as the form sends them: three `photo` parts, kept in order.
+    let r = send(
+        &f.app,
+        with(&[("first.png", PNG), ("second.png", PNG), ("third.png", PNG)]),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let p = &f.store.list_by_status(Status::Received, 10).await.unwrap()[0];
+    let names: Vec<&str> = p
+        .intake
+        .photos()
+        .map(|(_, ph)| ph.file_name.as_str())
+        .collect();
+    assert_eq!(names, ["first.png", "second.png", "third.png"]);
+    let keys: Vec<String> = p.intake.photos.iter().map(|ph| ph.key.clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("photos/{}.png", p.id),
+            format!("photos/{}-2.png", p.id),
+            format!("photos/{}-3.png", p.id)
+        ]
+    );
+    let mut files: Vec<String> = keys.iter().map(|k| k.replace('/', "__")).collect();
+    files.sort();
+    assert_eq!(photos(&f), files);
 }
 
 // ------------------------------------------------------------ rate limits
@@ -926,7 +1002,8 @@ mod properties {
             match parse_submission(&workflow(), &Limits::default(), as_parts(parts)) {
                 Ok(s) => {
                     prop_assert!(!s.notes.is_empty() && s.notes.trim() == s.notes);
-                    if let Some((_, _, name)) = &s.photo {
+                    prop_assert!(s.photos.len() <= workflow().photo.max_count);
+                    for (_, _, name) in &s.photos {
                         prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{}", name);
                     }
                 }

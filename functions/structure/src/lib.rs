@@ -298,14 +298,15 @@ pub enum StructureEventError {
     App(#[from] AppError),
 }
 
-/// A report's notes (and photo, if the workflow allows) through the
-/// workflow's structurer, falling back to the rules.
+/// A report's notes (and its first photo, if the workflow allows: the
+/// structurers take one image) through the workflow's structurer, falling
+/// back to the rules.
 async fn structure_notes(
     deps: &Structure,
     wf: &Workflow,
     p: &Proposal,
 ) -> Result<(Fields, StructuringInfo), AppError> {
-    let photo = match (&p.intake.photo, wf.photo.send_to_structurer) {
+    let photo = match (p.intake.photo(1), wf.photo.send_to_structurer) {
         (Some(ph), true) => deps
             .media
             .get(&ph.key)

@@ -52,7 +52,7 @@ async fn received(f: &Fx, workflow: &str, notes: &str) -> Proposal {
         Intake {
             notes: notes.into(),
             reporter: None,
-            photo: None,
+            photos: vec![],
             received_at: now,
             assistant: None,
         },
@@ -231,7 +231,7 @@ async fn an_intake_record_carrying_later_state_is_structured_from_its_notes_only
         Intake {
             notes: "Pump 7 seal leaking badly, urgent".into(),
             reporter: None,
-            photo: None,
+            photos: vec![],
             received_at: now,
             assistant: None,
         },

@@ -94,7 +94,62 @@ pub async fn run(wf: &Workflow, sf: &SalesforceClient, org: &str) -> Result<Repo
     } else {
         None
     };
-    Ok(check(wf, &object, files.as_ref(), org))
+    let mut report = check(wf, &object, files.as_ref(), org);
+    check_lookup_values(&mut report, wf, sf).await?;
+    Ok(report)
+}
+
+/// Each lookup value names exactly one record in the org (a work type the
+/// org has): the commit writes that record's id.
+async fn check_lookup_values(
+    r: &mut Report,
+    wf: &Workflow,
+    sf: &SalesforceClient,
+) -> Result<(), SfError> {
+    use fieldgate::ports::{RecordWriter, WriteError};
+    for (spec, lookup) in wf.lookups() {
+        let before = r.problems.len();
+        for name in spec.picklist().unwrap_or_default() {
+            let found = match sf.find_ids(&lookup.object, &lookup.by, name).await {
+                Ok(ids) => ids.len(),
+                Err(WriteError::Rejected { .. } | WriteError::Config(_)) => {
+                    r.problem(
+                        &spec.name,
+                        format!(
+                            "the org has no {} records to look up (is the object enabled, e.g. Field Service?)",
+                            lookup.object
+                        ),
+                    );
+                    break;
+                }
+                Err(e) => return Err(SfError::Protocol(e.to_string())),
+            };
+            match found {
+                1 => {}
+                0 => r.problem(
+                    &spec.name,
+                    format!(
+                        "the org has no {} with {} \"{name}\" (remove the value or add the record)",
+                        lookup.object, lookup.by
+                    ),
+                ),
+                _ => r.problem(
+                    &spec.name,
+                    format!(
+                        "the org has several {} with {} \"{name}\": the lookup would be ambiguous",
+                        lookup.object, lookup.by
+                    ),
+                ),
+            }
+        }
+        if r.problems.len() == before {
+            r.ok.push(format!(
+                "{} values are {} records the org has",
+                spec.name, lookup.object
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The comparison itself, without I/O.
@@ -140,6 +195,26 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
         covered.insert(lower(&spec.name));
         let ty = d["type"].as_str().unwrap_or_default();
         let before = r.problems.len();
+        if let Some(l) = &spec.lookup {
+            // Names chosen from a picklist, written as the id of the record
+            // they name: the field must be a lookup to that object.
+            let refs = ty == "reference"
+                && d["referenceTo"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == l.object.as_str()));
+            if refs {
+                r.ok.push(format!("{} → {} by {} (lookup)", spec.name, l.object, l.by));
+            } else {
+                r.problem(&spec.name, format!("is not a lookup to {}", l.object));
+            }
+            if !update && is_required(d) && !spec.required {
+                r.problem(
+                    &spec.name,
+                    "Salesforce requires it on create; set required = true so a reviewer never approves it empty",
+                );
+            }
+            continue;
+        }
         match &spec.kind {
             FieldKind::Text { max_length } | FieldKind::Textarea { max_length } => {
                 if !matches!(ty, "string" | "textarea" | "email" | "phone" | "url") {
@@ -301,10 +376,19 @@ pub fn check(wf: &Workflow, describe: &Value, files: Option<&Value>, org: &str) 
     }
 
     if let Some(files) = files {
+        let parents = files["fields"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["name"] == "FirstPublishLocationId"))
+            .and_then(|f| f["referenceTo"].as_array());
         if files["createable"] != Value::Bool(true) {
             r.problem(
                 "ContentVersion",
                 "photos are allowed but the integration user cannot create files",
+            );
+        } else if parents.is_some_and(|p| !p.iter().any(|t| t == obj)) {
+            r.problem(
+                "ContentVersion",
+                format!("photos are allowed but a file cannot be published to a {obj}"),
             );
         } else {
             r.ok.push("ContentVersion (photos)".into());

@@ -407,11 +407,18 @@ fn links(
 #[template(
     ext = "html",
     source = r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>fieldgate dev</title><link rel="stylesheet" href="/static/app.css"></head>
-<body><main><section class="card"><p class="eyebrow">fieldgate dev</p><h1>Demo assets</h1><p>Scan a code with a phone on the same network, or open a link.</p></section>
-{% for l in links %}<section class="card"><h2>{{ l.name }}</h2><p class="fine">{{ l.detail }}</p><p class="fine">Workflow: {{ l.workflow.name }} ({{ l.workflow.id }})</p><img src="{{ l.qr }}" alt="QR code for {{ l.name }}, {{ l.workflow.name }}" width="200" height="200"><p class="ref"><a href="{{ l.url }}">{{ l.url }}</a></p></section>{% endfor %}
+<body><main><section class="card"><p class="eyebrow">fieldgate dev</p><h1>Demo assets</h1><p>Scan a code with a phone on the same network, or open a link. Each asset carries one code per workflow.</p></section>
+{% for a in assets %}<section class="card asset-codes"><h2>{{ a.name }}</h2><p class="fine">{{ a.detail }}</p>{% for l in a.links %}<div class="code"><h3>{{ l.workflow.name }}</h3><p class="fine">Workflow {{ l.workflow.id }} → {{ l.workflow.object }}</p><img src="{{ l.qr }}" alt="QR code for {{ a.name }}, {{ l.workflow.name }}" width="200" height="200"><p class="ref"><a href="{{ l.url }}">{{ l.url }}</a></p></div>{% endfor %}</section>{% endfor %}
 <section class="card"><h2>Behind the scenes</h2><p><a href="/dev/outbox">Review mail outbox</a> · <a href="/dev/handoff">Handoff messages</a></p></section></main></body></html>"#
 )]
 struct Index {
+    assets: Vec<AssetCodes>,
+}
+
+/// One demo asset and its codes, one per workflow.
+struct AssetCodes {
+    name: String,
+    detail: String,
     links: Vec<DemoLink>,
 }
 
@@ -425,6 +432,17 @@ async fn index(State(app): State<Arc<App>>) -> Response {
             l.url = crate::codes::url(&app.keys, &l.workflow, &app.public_url, &l.asset, g);
         }
     }
-    let body = Index { links }.render().unwrap_or_default();
+    let mut assets: Vec<AssetCodes> = Vec::new();
+    for l in links {
+        match assets.last_mut() {
+            Some(a) if a.links.first().is_some_and(|f| f.asset == l.asset) => a.links.push(l),
+            _ => assets.push(AssetCodes {
+                name: l.name.clone(),
+                detail: l.detail.clone(),
+                links: vec![l],
+            }),
+        }
+    }
+    let body = Index { assets }.render().unwrap_or_default();
     fieldgate::web::html(200, body)
 }

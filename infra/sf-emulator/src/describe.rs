@@ -295,7 +295,7 @@ fn system_fields(mut rest: Vec<FieldDef>) -> Vec<FieldDef> {
 }
 
 /// Objects a file may be first published to.
-const FILE_PARENTS: &[&str] = &["Account", "Asset", "Case", "Location"];
+const FILE_PARENTS: &[&str] = &["Account", "Asset", "Case", "Location", "WorkOrder"];
 
 static SCHEMA: LazyLock<Vec<ObjectDef>> = LazyLock::new(|| {
     use FieldType as T;
@@ -422,6 +422,75 @@ static SCHEMA: LazyLock<Vec<ObjectDef>> = LazyLock::new(|| {
                 .external_id(true),
             ]),
         },
+        // Field Service: a job to do on an asset (contract: objects learnt in
+        // round two). The same external id as Case, for upserts.
+        ObjectDef {
+            name: "WorkOrder",
+            label: "Work Order",
+            label_plural: "Work Orders",
+            key_prefix: "0WO",
+            createable: true,
+            updateable: true,
+            fields: system_fields(vec![
+                {
+                    let mut f = FieldDef::new("WorkOrderNumber", "Work Order Number", T::String)
+                        .len(30)
+                        .system();
+                    f.auto_number = true;
+                    f
+                },
+                FieldDef::new("Subject", "Subject", T::String),
+                FieldDef::new("Description", "Description", T::Textarea),
+                FieldDef::new("Priority", "Priority", T::Picklist)
+                    .values(&["Low", "Medium", "High", "Critical"])
+                    .default("Low")
+                    .restricted(),
+                FieldDef::new("Status", "Status", T::Picklist)
+                    .values(&[
+                        "New",
+                        "In Progress",
+                        "On Hold",
+                        "Completed",
+                        "Closed",
+                        "Cannot Complete",
+                        "Canceled",
+                    ])
+                    .default("New")
+                    .restricted(),
+                FieldDef::new("AssetId", "Asset ID", T::Reference).refs(&["Asset"], "Asset"),
+                FieldDef::new("AccountId", "Account ID", T::Reference)
+                    .refs(&["Account"], "Account"),
+                FieldDef::new("CaseId", "Case ID", T::Reference).refs(&["Case"], "Case"),
+                FieldDef::new("WorkTypeId", "Work Type ID", T::Reference)
+                    .refs(&["WorkType"], "WorkType"),
+                FieldDef::new("LocationId", "Location ID", T::Reference)
+                    .refs(&["Location"], "Location"),
+                FieldDef::new(
+                    "Fieldgate_Proposal_Id__c",
+                    "Fieldgate Proposal Id",
+                    T::String,
+                )
+                .len(26)
+                .external_id(true),
+            ]),
+        },
+        // The kinds of job an org does, each a record (Field Service).
+        ObjectDef {
+            name: "WorkType",
+            label: "Work Type",
+            label_plural: "Work Types",
+            key_prefix: "08q",
+            createable: true,
+            updateable: true,
+            fields: system_fields(vec![
+                FieldDef::new("Name", "Work Type Name", T::String).required(),
+                FieldDef::new("Description", "Description", T::Textarea),
+                FieldDef::new("DurationType", "Duration Type", T::Picklist)
+                    .values(&["Hours", "Minutes"])
+                    .default("Hours")
+                    .restricted(),
+            ]),
+        },
         ObjectDef {
             name: "ContentVersion",
             label: "Content Version",
@@ -540,6 +609,48 @@ mod tests {
         let ext = case.field("fieldgate_proposal_id__c").unwrap();
         assert!(ext.external_id && ext.unique && ext.custom && ext.nillable);
         assert_eq!(ext.length, 26);
+    }
+
+    #[test]
+    fn work_order_follows_the_contract() {
+        let wo = object("workorder").unwrap();
+        assert_eq!(wo.key_prefix, "0WO");
+        let number = wo.field("WorkOrderNumber").unwrap();
+        assert!(number.auto_number && !number.createable && !number.updateable);
+        assert_eq!(
+            wo.field("Priority").unwrap().picklist,
+            ["Low", "Medium", "High", "Critical"]
+        );
+        for f in [
+            "Subject",
+            "Description",
+            "Status",
+            "AssetId",
+            "AccountId",
+            "CaseId",
+            "LocationId",
+        ] {
+            assert!(wo.field(f).is_some(), "{f}");
+        }
+        assert_eq!(wo.field("WorkTypeId").unwrap().reference_to, ["WorkType"]);
+        let ext = wo.field("Fieldgate_Proposal_Id__c").unwrap();
+        assert!(ext.external_id && ext.unique);
+        let required: Vec<&str> = wo
+            .fields
+            .iter()
+            .filter(|f| f.createable && !f.nillable && !f.defaulted_on_create)
+            .map(|f| f.name)
+            .collect();
+        assert!(required.is_empty(), "{required:?}");
+        assert!(object("WorkType").unwrap().field("Name").is_some());
+        // Photos can be published to a work order.
+        let cv = object("ContentVersion").unwrap();
+        assert!(
+            cv.field("FirstPublishLocationId")
+                .unwrap()
+                .reference_to
+                .contains(&"WorkOrder")
+        );
     }
 
     #[test]

@@ -116,8 +116,18 @@ fn insert_checked(
     for f in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
         record.insert(f.into(), json!(ctx.now));
     }
-    if obj.name == "Case" {
-        record.insert("CaseNumber".into(), json!(store.next_case_number()));
+    // Auto-numbers are assigned on insert only (contract: Auto-numbers).
+    match obj.name {
+        "Case" => {
+            record.insert("CaseNumber".into(), json!(store.next_case_number()));
+        }
+        "WorkOrder" => {
+            record.insert(
+                "WorkOrderNumber".into(),
+                json!(store.next_work_order_number()),
+            );
+        }
+        _ => {}
     }
     if obj.name == "ContentVersion" {
         attach_document(store, &mut record, ctx.now);
@@ -632,6 +642,87 @@ mod tests {
         assert_eq!(r["Priority"], "Medium");
         assert_eq!(r["CaseNumber"], "00001001");
         assert!(id.starts_with("500") && id.len() == 18);
+    }
+
+    #[test]
+    fn work_orders_get_their_number_on_insert_and_upsert_insert_only() {
+        let mut s = Store::new();
+        let wo = describe::object("WorkOrder").unwrap();
+        let id = create(
+            &mut s,
+            wo,
+            body(json!({"Subject": "Fix fan"})),
+            None,
+            &ctx(),
+        )
+        .unwrap();
+        let r = s.get("WorkOrder", &id).unwrap();
+        assert_eq!(r["WorkOrderNumber"], "00000001");
+        assert_eq!(
+            (r["Status"].as_str(), r["Priority"].as_str()),
+            (Some("New"), Some("Low"))
+        );
+        assert!(id.starts_with("0WO") && id.len() == 18);
+        // An upsert that inserts numbers the next; one that updates keeps it.
+        let ext = "Fieldgate_Proposal_Id__c";
+        let key = "01JD0000000000000000000001";
+        let Upserted::Created(second) =
+            upsert(&mut s, wo, ext, key, body(json!({"Subject": "a"})), &ctx()).unwrap()
+        else {
+            panic!("a new external id inserts");
+        };
+        assert_eq!(
+            s.get("WorkOrder", &second).unwrap()["WorkOrderNumber"],
+            "00000002"
+        );
+        let again = upsert(&mut s, wo, ext, key, body(json!({"Subject": "b"})), &ctx()).unwrap();
+        assert!(matches!(again, Upserted::Updated(ref i) if *i == second));
+        assert_eq!(
+            s.get("WorkOrder", &second).unwrap()["WorkOrderNumber"],
+            "00000002"
+        );
+        // Never written by a client, on create or update.
+        for e in [
+            create(
+                &mut s,
+                wo,
+                body(json!({"WorkOrderNumber": "9"})),
+                None,
+                &ctx(),
+            )
+            .unwrap_err(),
+            update(
+                &mut s,
+                wo,
+                &id,
+                body(json!({"WorkOrderNumber": "9"})),
+                &ctx(),
+            )
+            .unwrap_err(),
+        ] {
+            assert_eq!(e.code, "INVALID_FIELD_FOR_INSERT_UPDATE");
+            assert_eq!(e.fields, Some(vec!["WorkOrderNumber".to_string()]));
+        }
+        // A restricted picklist refuses what the org does not have; the
+        // work type must exist.
+        let e = create(
+            &mut s,
+            wo,
+            body(json!({"Priority": "Urgent"})),
+            None,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST");
+        let e = create(
+            &mut s,
+            wo,
+            body(json!({"WorkTypeId": "08q000000000099AAA"})),
+            None,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(e.fields, Some(vec!["WorkTypeId".to_string()]));
     }
 
     #[test]

@@ -292,7 +292,12 @@ impl Emulator {
             None => None,
         };
         let store = match loaded {
-            Some(s) => s,
+            Some(mut s) => {
+                // An org saved before the emulator knew Field Service gains
+                // the demo work types (saved with the next persist).
+                seed::add_work_types(&mut s);
+                s
+            }
             None => {
                 let mut s = Store::new();
                 seed::seed(&mut s);

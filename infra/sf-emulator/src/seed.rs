@@ -93,6 +93,18 @@ pub const ASSETS: &[SeedAsset] = &[
     },
 ];
 
+/// The demo org's work types (Field Service): what a work order's
+/// `WorkTypeId` can point at.
+pub const WORK_TYPES: &[(&str, &str)] = &[
+    ("Repair", "Fix a fault found on site."),
+    ("Inspection", "Check condition and safety; no repair."),
+    (
+        "Preventive Maintenance",
+        "Scheduled service to prevent faults.",
+    ),
+    ("Installation", "Install or commission equipment."),
+];
+
 fn obj(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -138,6 +150,32 @@ pub fn seed(store: &mut Store) {
             }),
         );
     }
+    add_work_types(store);
+}
+
+/// Adds the demo work types to an org that has none: a fresh one, or one
+/// saved before the emulator knew Field Service (its data is kept). Returns
+/// whether it added them.
+pub fn add_work_types(store: &mut Store) -> bool {
+    if store.table("WorkType").next().is_some() {
+        return false;
+    }
+    let ctx = WriteCtx {
+        rules: &[],
+        now: SEED_TIME,
+    };
+    let o = describe::object("WorkType").expect("described");
+    for (name, description) in WORK_TYPES {
+        dml::create(
+            store,
+            o,
+            obj(json!({"Name": name, "Description": description})),
+            None,
+            &ctx,
+        )
+        .expect("seed data satisfies the schema");
+    }
+    true
 }
 
 /// Ids of the seeded assets: minted first, in `ASSETS` order.
@@ -145,4 +183,24 @@ pub fn asset_ids() -> Vec<String> {
     (1..=ASSETS.len() as u64)
         .map(|n| ids::mint("02i", n))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_org_saved_before_work_types_gains_them_once() {
+        let mut fresh = Store::new();
+        seed(&mut fresh);
+        assert_eq!(fresh.table("WorkType").count(), WORK_TYPES.len());
+        assert!(!add_work_types(&mut fresh), "not twice");
+        // A saved org of an earlier version: everything but the work types.
+        let mut old = fresh.clone();
+        old.objects.remove("WorkType");
+        let assets = old.table("Asset").count();
+        assert!(add_work_types(&mut old));
+        assert_eq!(old.table("WorkType").count(), WORK_TYPES.len());
+        assert_eq!(old.table("Asset").count(), assets, "its data is kept");
+    }
 }

@@ -28,6 +28,10 @@ pub struct Store {
     /// Last Case auto-number handed out.
     #[serde(default)]
     pub case_number: u64,
+    /// Last WorkOrder auto-number handed out (0 in a store saved before
+    /// there were work orders: the first is `00000001`, as in a new org).
+    #[serde(default)]
+    pub work_order_number: u64,
     /// sObject name → 15-char id → stored fields (Id as 18 chars).
     #[serde(default)]
     pub objects: BTreeMap<String, BTreeMap<String, Record>>,
@@ -57,6 +61,11 @@ impl Store {
     pub fn next_case_number(&mut self) -> String {
         self.case_number += 1;
         format!("{:08}", self.case_number)
+    }
+
+    pub fn next_work_order_number(&mut self) -> String {
+        self.work_order_number += 1;
+        format!("{:08}", self.work_order_number)
     }
 
     pub fn table(&self, sobject: &str) -> impl Iterator<Item = &Record> {

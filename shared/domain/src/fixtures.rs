@@ -48,7 +48,7 @@ pub fn received(id: ProposalId, now: Timestamp) -> Transition {
         Intake {
             notes: "leak at the seal".into(),
             reporter: None,
-            photo: None,
+            photos: vec![],
             received_at: now,
             assistant: None,
         },

@@ -22,7 +22,7 @@ pub use ids::{AssetId, IdError, ProposalId, WorkflowId};
 pub use proposal::{
     AssetContext, CommitProgress, Decision, DecisionKind, DomainError, Intake, PhotoRef, Proposal,
     RecordChange, ReviewGrant, ReviewRound, SalesforceProblem, StructuringInfo, Transition,
-    UpdateTarget,
+    UpdateTarget, photo_title,
 };
 pub use rate::{RetryAfter, SlidingLimit, TokenBucket, WindowCount, window_end};
 pub use revision::{FieldValue, Fields, Revision};
@@ -30,8 +30,8 @@ pub use status::Status;
 pub use sticker::{Sticker, StickerRef, StickerRefError};
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
-    AssetBinding, FieldKind, FieldSpec, Operation, PhotoPolicy, StructurerKind, UpdatePolicy,
-    Workflow, WorkflowError, Workflows,
+    AssetBinding, FieldKind, FieldSpec, Lookup, Operation, PhotoPolicy, StructurerKind,
+    UpdatePolicy, Workflow, WorkflowError, Workflows,
 };
 
 pub mod fixtures;

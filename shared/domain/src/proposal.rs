@@ -33,11 +33,34 @@ pub struct PhotoRef {
     pub file_name: String,
 }
 
+/// Reads a list stored before it was one: `null` (nothing), one value (the
+/// single `photo` / `photo_version_id` of earlier versions) or a list.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        Many(Vec<T>),
+        One(T),
+    }
+    Ok(match Option::<OneOrMany<T>>::deserialize(d)? {
+        None => vec![],
+        Some(OneOrMany::One(v)) => vec![v],
+        Some(OneOrMany::Many(v)) => v,
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Intake {
     pub notes: String,
     pub reporter: Option<String>,
-    pub photo: Option<PhotoRef>,
+    /// In the order the technician added them. Proposals stored before
+    /// there could be several have one `photo` (or `null`): read as a list.
+    #[serde(default, alias = "photo", deserialize_with = "one_or_many")]
+    pub photos: Vec<PhotoRef>,
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: Timestamp,
     /// Set when an assistant proposed the fields over MCP: `notes` are then
@@ -124,10 +147,15 @@ pub struct CommitProgress {
     pub attempts: u32,
     pub record_id: Option<String>,
     pub record_url: Option<String>,
-    /// Set before the photo upload starts: a retry that finds it set but no
-    /// `photo_version_id` looks in Salesforce before uploading again.
+    /// Set with the record write when there are photos to upload.
+    #[serde(default)]
     pub photo_started: bool,
-    pub photo_version_id: Option<String>,
+    /// The ContentVersion ids of the attached photos, in the intake's
+    /// order; recorded with "committed". A retry before then finds each
+    /// photo already uploaded by its title instead of uploading it again.
+    /// (Earlier versions kept one `photo_version_id`: read as a list.)
+    #[serde(default, alias = "photo_version_id", deserialize_with = "one_or_many")]
+    pub photo_version_ids: Vec<String>,
     #[serde(default)]
     pub readback_mismatches: Vec<String>,
     pub handoff_published: bool,
@@ -244,6 +272,30 @@ pub struct Transition {
 /// How long a proposal item lives after its last change (the audit trail is
 /// kept the same way; long enough for any review plus investigation).
 pub const RETENTION_DAYS: i64 = 400;
+
+impl Intake {
+    /// The photos with their 1-based number, as the review page, the
+    /// commit and the handoff count them.
+    pub fn photos(&self) -> impl ExactSizeIterator<Item = (usize, &PhotoRef)> {
+        self.photos.iter().enumerate().map(|(i, p)| (i + 1, p))
+    }
+
+    /// Photo number `n` (1-based), if there is one.
+    pub fn photo(&self, n: usize) -> Option<&PhotoRef> {
+        n.checked_sub(1).and_then(|i| self.photos.get(i))
+    }
+}
+
+/// The Salesforce title of a proposal's photo number `n` (1-based): how a
+/// retry finds an upload it did not get to record. The first keeps the
+/// title one photo had before there could be several.
+pub fn photo_title(id: ProposalId, n: usize) -> String {
+    if n <= 1 {
+        format!("fieldgate-{id}")
+    } else {
+        format!("fieldgate-{id}-{n}")
+    }
+}
 
 impl Proposal {
     /// A new proposal in RECEIVED, with its first audit event.
@@ -458,6 +510,41 @@ mod tests {
         };
         assert!(verify_chain(&[t0.event.clone(), tampered]).is_err());
         assert!(verify_chain(std::slice::from_ref(&t1.event)).is_err());
+    }
+
+    #[test]
+    fn stored_proposals_with_one_photo_read_as_a_list() {
+        let mut v = serde_json::to_value(sample(at(0)).proposal).unwrap();
+        let photo = serde_json::json!({"key": "photos/x.jpg", "content_type": "image/jpeg",
+            "bytes": 3, "sha256": "ab", "file_name": "x.jpg"});
+        let intake = v["intake"].as_object_mut().unwrap();
+        intake.remove("photos");
+        intake.insert("photo".into(), photo.clone());
+        let commit = v["commit"].as_object_mut().unwrap();
+        commit.remove("photo_version_ids");
+        commit.insert("photo_version_id".into(), "068000000000001AAA".into());
+        let p: Proposal = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(p.intake.photos.len(), 1);
+        assert_eq!(p.intake.photo(1).unwrap().key, "photos/x.jpg");
+        assert!(p.intake.photo(0).is_none() && p.intake.photo(2).is_none());
+        assert_eq!(p.commit.photo_version_ids, vec!["068000000000001AAA"]);
+        // `null` (no photo) reads as none; a list round-trips as itself.
+        v["intake"]["photo"] = serde_json::Value::Null;
+        v["commit"]["photo_version_id"] = serde_json::Value::Null;
+        let p: Proposal = serde_json::from_value(v).unwrap();
+        assert!(p.intake.photos.is_empty() && p.commit.photo_version_ids.is_empty());
+        let mut two = p.clone();
+        let one: PhotoRef = serde_json::from_value(photo).unwrap();
+        two.intake.photos = vec![one.clone(), one];
+        let text = serde_json::to_string(&two).unwrap();
+        assert!(text.contains("\"photos\":[") && !text.contains("\"photo\":"));
+        assert_eq!(serde_json::from_str::<Proposal>(&text).unwrap(), two);
+        assert_eq!(
+            two.intake.photos().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(photo_title(two.id, 1), format!("fieldgate-{}", two.id));
+        assert_eq!(photo_title(two.id, 2), format!("fieldgate-{}-2", two.id));
     }
 
     #[test]

@@ -48,6 +48,8 @@ fn value_line(text: &str, value: &str) -> Option<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
+    /// Known only to be refused with the reason when a workflow is loaded:
+    /// without an external id a retry cannot find what it created.
     Create,
     Upsert,
     /// Changes an existing record, found by its id, in only the declared
@@ -108,6 +110,23 @@ pub struct FieldSpec {
     /// Words (any language) that point at a picklist value, for the rules
     /// structurer: value → words.
     pub vocabulary: BTreeMap<String, Vec<String>>,
+    /// A picklist whose values name records of another object: the field
+    /// is a lookup (e.g. `WorkTypeId`), written with the id of the record
+    /// whose `by` field is the chosen value (found in the org at commit).
+    pub lookup: Option<Lookup>,
+}
+
+/// Where a lookup field's values are found: `object` records by `by`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    pub object: String,
+    #[serde(default = "default_lookup_by")]
+    pub by: String,
+}
+
+fn default_lookup_by() -> String {
+    "Name".into()
 }
 
 /// The file form of a field: flat, so unknown keys (typos) are refused.
@@ -132,6 +151,8 @@ struct RawField {
     default: Option<String>,
     #[serde(default)]
     vocabulary: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    lookup: Option<Lookup>,
 }
 
 impl TryFrom<RawField> for FieldSpec {
@@ -160,6 +181,22 @@ impl TryFrom<RawField> for FieldSpec {
                 ));
             }
         };
+        if let Some(l) = &r.lookup {
+            if !matches!(
+                kind,
+                FieldKind::Picklist {
+                    restricted: true,
+                    ..
+                }
+            ) {
+                return Err(format!(
+                    "field {n}: a lookup is a restricted picklist of the names it may point at (type = \"picklist\", values = [...])"
+                ));
+            }
+            if !is_api_name(&l.object) || !is_api_name(&l.by) {
+                return Err(format!("field {n}: lookup object and by must be API names"));
+            }
+        }
         Ok(FieldSpec {
             name: r.name,
             label: r.label,
@@ -168,6 +205,7 @@ impl TryFrom<RawField> for FieldSpec {
             help: r.help,
             default: r.default,
             vocabulary: r.vocabulary,
+            lookup: r.lookup,
         })
     }
 }
@@ -203,7 +241,10 @@ pub struct PhotoPolicy {
     pub max_bytes: u64,
     #[serde(default = "default_photo_types")]
     pub content_types: Vec<String>,
-    /// May the structurer (a model) see the photo?
+    /// How many photos one report may carry (each up to `max_bytes`).
+    #[serde(default = "default_photo_count")]
+    pub max_count: usize,
+    /// May the structurer (a model) see the photos?
     #[serde(default)]
     pub send_to_structurer: bool,
 }
@@ -211,6 +252,12 @@ pub struct PhotoPolicy {
 fn default_photo_bytes() -> u64 {
     4 * 1024 * 1024
 }
+fn default_photo_count() -> usize {
+    5
+}
+/// The most photos a workflow may allow: each is one upload to Salesforce
+/// and one audit event in the commit's last write.
+pub const MAX_PHOTO_COUNT: usize = 10;
 fn default_photo_types() -> Vec<String> {
     vec!["image/jpeg".into(), "image/png".into(), "image/webp".into()]
 }
@@ -221,6 +268,7 @@ impl Default for PhotoPolicy {
             allowed: true,
             max_bytes: default_photo_bytes(),
             content_types: default_photo_types(),
+            max_count: default_photo_count(),
             send_to_structurer: false,
         }
     }
@@ -344,6 +392,12 @@ impl Workflow {
             ));
         }
         let ext = match (raw.operation, raw.external_id_field) {
+            (Operation::Create, _) => {
+                return Err(key(
+                    "operation",
+                    "operation = \"create\" is not supported: a retry after a crash could not tell whether the record was already created, so it could be written twice. Use operation = \"upsert\" with external_id_field: it creates the record the first time and finds it on every retry".into(),
+                ));
+            }
             (Operation::Upsert, None) => {
                 return Err(key(
                     "operation",
@@ -405,6 +459,14 @@ impl Workflow {
                         .into(),
                 ));
             }
+        }
+        if raw.photo.allowed && !(1..=MAX_PHOTO_COUNT).contains(&raw.photo.max_count) {
+            return Err(key(
+                "max_count",
+                format!(
+                    "[photo] max_count must be between 1 and {MAX_PHOTO_COUNT} (set allowed = false for no photos)"
+                ),
+            ));
         }
         if raw.reviewers.is_empty() {
             return Err(key(
@@ -594,6 +656,15 @@ impl Workflow {
 
     /// The Salesforce record: approved values, constants, asset bindings.
     /// The external id goes in the URL of an upsert, not the body.
+    /// The lookup fields: (field, lookup), for the commit to resolve.
+    pub fn lookups(&self) -> impl Iterator<Item = (&FieldSpec, &Lookup)> {
+        self.fields
+            .iter()
+            .filter_map(|f| f.lookup.as_ref().map(|l| (f, l)))
+    }
+
+    /// The record as approved. A lookup field holds the name chosen; the
+    /// commit puts the id it names in its place.
     pub fn record(
         &self,
         values: &BTreeMap<String, Value>,
@@ -817,6 +888,26 @@ mod tests {
         assert!(Workflow::from_toml("x", &bad).is_err());
         let bad = FIELD_SERVICE_CASE.replace("[constants]", "[constants]\nSubject = \"x\"");
         assert!(Workflow::from_toml("x", &bad).is_err());
+    }
+
+    #[test]
+    fn create_is_refused_with_the_reason_and_photo_counts_are_checked() {
+        let create = FIELD_SERVICE_CASE.replace("operation = \"upsert\"", "operation = \"create\"");
+        let e = Workflow::from_toml("x.toml", &create)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported") && e.contains("upsert"), "{e}");
+        assert!(e.starts_with("x.toml:"), "points at the line: {e}");
+        assert_eq!(wf().photo.max_count, 5, "the default");
+        for (n, ok) in [("0", false), ("1", true), ("10", true), ("11", false)] {
+            let t = FIELD_SERVICE_CASE.replace("max_count = 5 ", &format!("max_count = {n} "));
+            assert_ne!(t, FIELD_SERVICE_CASE);
+            let r = Workflow::from_toml("x", &t);
+            assert_eq!(r.is_ok(), ok, "max_count = {n}: {:?}", r.err());
+            if let Err(e) = r {
+                assert!(e.to_string().contains("max_count must be between 1 and 10"));
+            }
+        }
     }
 
     #[test]

@@ -281,6 +281,26 @@ impl RecordWriter for SalesforceClient {
         Ok(self.lookup_attachment(record_id, title).await?)
     }
 
+    async fn find_ids(
+        &self,
+        object: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<String>, WriteError> {
+        let soql = format!(
+            "SELECT Id FROM {} WHERE {} = {} LIMIT 2",
+            api_name(object)?,
+            api_name(field)?,
+            soql_quote(value)
+        );
+        Ok(self
+            .query(&soql)
+            .await?
+            .iter()
+            .filter_map(|r| r["Id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     fn record_url(&self, object: &str, id: &str) -> String {
         // The instance URL is known once a token was fetched, which every
         // write does first; fall back to the login URL otherwise.

@@ -105,7 +105,8 @@ pub struct ReviewPage<'a> {
     pub assistant: Option<&'a str>,
     pub received_at: String,
     pub notes: Vec<NoteSpan>,
-    pub photo_url: Option<String>,
+    /// One per photo, in the technician's order.
+    pub photo_urls: Vec<String>,
     pub fields: Vec<FieldView>,
     /// How many fields need a second look (flagged or refused).
     pub flagged: usize,

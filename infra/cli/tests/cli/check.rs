@@ -131,6 +131,77 @@ fn the_shipped_update_workflow_fits_the_dev_org() {
 }
 
 #[test]
+fn the_shipped_work_order_workflow_fits_the_dev_org() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../workflows/field-service-work-order.toml");
+    let check_file = |given: Option<&str>| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = match given {
+            Some(t) => {
+                let f = dir.path().join("wo.toml");
+                std::fs::write(&f, t).unwrap();
+                f
+            }
+            None => path.clone(),
+        };
+        let out = fieldgate()
+            .args(["check", "--workflow"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out))
+    };
+    let (code, t) = check_file(None);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains("workflow field-service-work-order → WorkOrder"),
+        "{t}"
+    );
+    for f in [
+        "ok       Subject",
+        "ok       Priority",
+        "ok       WorkTypeId → WorkType by Name (lookup)",
+        "ok       WorkTypeId values are WorkType records the org has",
+        "ok       Status = \"New\" (constant)",
+        "ok       AssetId ← Asset (binding)",
+        "ok       AccountId ← Account (binding)",
+        "ok       Fieldgate_Proposal_Id__c (external id, unique)",
+        "ok       ContentVersion (photos)",
+    ] {
+        assert!(t.contains(f), "{f:?} not reported: {t}");
+    }
+    assert!(!t.contains("PROBLEM"), "{t}");
+
+    // A work type the org does not have is named; so is a priority the
+    // org's restricted picklist lacks.
+    let shipped = std::fs::read_to_string(&path).unwrap();
+    let bad = shipped
+        .replace(
+            "\"Installation\"]",
+            "\"Installation\", \"Decommissioning\"]",
+        )
+        .replace(
+            "[\"Critical\", \"High\"",
+            "[\"Critical\", \"Urgent\", \"High\"",
+        );
+    let (code, t) = check_file(Some(&bad));
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("PROBLEM  WorkTypeId: the org has no WorkType with Name \"Decommissioning\""),
+        "{t}"
+    );
+    assert!(t.contains("PROBLEM  Priority: \"Urgent\""), "{t}");
+
+    // operation = "create" is refused when the workflow is loaded, with
+    // the reason, before anything is asked of the org.
+    let create = shipped.replacen("operation = \"upsert\"", "operation = \"create\"", 1);
+    let (code, t) = check_file(Some(&create));
+    assert_ne!(code, Some(0), "{t}");
+    assert!(t.contains("operation = \"create\" is not supported"), "{t}");
+    assert!(t.contains("upsert"), "{t}");
+}
+
+#[test]
 fn a_broken_workflow_fails_with_each_problem_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.toml");

@@ -619,7 +619,7 @@ fn qr_without_keys_says_so_and_makes_none() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("no workflow \"nope\" (known: field-service-case)"),
+        err.contains("no workflow \"nope\" (known: field-service-case, field-service-work-order)"),
         "{err}"
     );
 }
