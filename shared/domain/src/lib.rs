@@ -3,16 +3,19 @@
 //! clock and randomness come in as arguments.
 
 pub mod assistant;
+pub mod attention;
 pub mod audit;
 pub mod ids;
 pub mod proposal;
 pub mod rate;
 pub mod revision;
 pub mod status;
+pub mod timeline;
 pub mod tokens;
 pub mod workflow;
 
 pub use assistant::{AssistantLimits, AssistantProposal, AssistantToken, CredentialKind};
+pub use attention::{Attention, needs_eyes, quote_at};
 pub use audit::{
     Actor, AuditBreak, AuditEvent, AuditHead, BoundRevision, ChainError, ExportLine, export_lines,
     stored_revisions, verify_chain, verify_export, verify_record,
@@ -26,10 +29,11 @@ pub use proposal::{
 pub use rate::{RetryAfter, SlidingLimit, TokenBucket, WindowCount, window_end};
 pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;
+pub use timeline::{TimelineEntry, timeline};
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
-    AssetBinding, FieldKind, FieldSpec, Operation, PhotoPolicy, StructurerKind, UpdatePolicy,
-    Workflow, WorkflowError, Workflows,
+    AssetBinding, FieldKind, FieldSpec, NotifyPolicy, Operation, PhotoPolicy, StructurerKind,
+    UpdatePolicy, Workflow, WorkflowError, Workflows, looks_like_email, record_number_field,
 };
 
 pub mod fixtures;

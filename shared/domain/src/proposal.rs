@@ -4,6 +4,7 @@
 use super::assistant::AssistantProposal;
 use super::audit::{Actor, AuditEvent, GENESIS};
 use super::revision::{Fields, Revision};
+use super::workflow::{NotifyPolicy, looks_like_email};
 use super::{AssetId, ProposalId, Status, Timestamp, WorkflowId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -77,6 +78,13 @@ pub struct ReviewRound {
     pub mailed: bool,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub expires_at: Option<Timestamp>,
+    /// When this round's links were mailed (absent on older items).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub mailed_at: Option<Timestamp>,
+    /// When the first round was mailed: the technician's "sent to the
+    /// reviewers" (later rounds are Salesforce's business, not theirs).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub first_mailed_at: Option<Timestamp>,
 }
 
 impl ReviewRound {
@@ -128,6 +136,16 @@ pub struct CommitProgress {
     /// `photo_version_id` looks in Salesforce before uploading again.
     pub photo_started: bool,
     pub photo_version_id: Option<String>,
+    /// The number Salesforce gave the record (`CaseNumber`, ...), read back
+    /// after the write; `None` for objects without one.
+    #[serde(default)]
+    pub record_number: Option<String>,
+    /// When the record was read back and the proposal marked COMMITTED.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub committed_at: Option<Timestamp>,
+    /// When the handoff was published.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub handed_off_at: Option<Timestamp>,
     #[serde(default)]
     pub readback_mismatches: Vec<String>,
     pub handoff_published: bool,
@@ -214,6 +232,10 @@ pub struct Proposal {
     pub decision: Option<Decision>,
     #[serde(default)]
     pub commit: CommitProgress,
+    /// When the reporter was mailed the outcome (written or rejected):
+    /// set once, by the conditional write that records the mail.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub reporter_mailed_at: Option<Timestamp>,
     /// Audit chain head, so the next event can link to it without a read.
     pub event_count: u32,
     pub last_event_hash: String,
@@ -278,6 +300,7 @@ impl Proposal {
             review: ReviewRound::default(),
             decision: None,
             commit: CommitProgress::default(),
+            reporter_mailed_at: None,
             event_count: 0,
             last_event_hash: GENESIS.to_owned(),
             expires_at: 0,
@@ -326,6 +349,7 @@ impl Proposal {
         p.review = ReviewRound::default();
         p.decision = None;
         p.commit = CommitProgress::default();
+        p.reporter_mailed_at = None;
         if let Some(u) = &mut p.update {
             u.changed = None;
         }
@@ -398,6 +422,38 @@ impl Proposal {
         let hash = rev.hash.clone();
         self.revisions.push(rev);
         hash
+    }
+
+    /// The address to tell the outcome to, when that mail is due: the
+    /// report is written (COMMITTED) or rejected, the reporter typed an
+    /// email address (not just a name; an assistant's proposal has none),
+    /// the workflow says to, and it was not sent yet.
+    pub fn reporter_mail_due(&self, notify: &NotifyPolicy) -> Option<&str> {
+        if !notify.reporter || self.reporter_mailed_at.is_some() {
+            return None;
+        }
+        if !matches!(self.status, Status::Committed | Status::Rejected) {
+            return None;
+        }
+        self.intake
+            .reporter
+            .as_deref()
+            .filter(|r| looks_like_email(r))
+    }
+
+    /// Whether `token_hash` is the link that decided this proposal and may
+    /// still open what it showed (the photo, the outcome) at `now`: until
+    /// the round's links would have expired, and only once no reviewer is
+    /// asked again (a new round has new links).
+    pub fn decided_by_link(&self, token_hash: &str, now: Timestamp) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(d) = &self.decision else {
+            return false;
+        };
+        bool::from(d.token_hash.as_bytes().ct_eq(token_hash.as_bytes()))
+            && !self.status.awaits_reviewer()
+            && self.review.replaced.iter().any(|h| h == token_hash)
+            && self.review.expires_at.is_some_and(|t| now <= t)
     }
 
     /// The grant whose hash matches, in constant time per comparison.

@@ -108,6 +108,9 @@ pub struct FieldSpec {
     /// Words (any language) that point at a picklist value, for the rules
     /// structurer: value → words.
     pub vocabulary: BTreeMap<String, Vec<String>>,
+    /// `review = "confirm"`: the reviewer must tick this field before the
+    /// approval counts, however sure structuring was.
+    pub confirm: bool,
 }
 
 /// The file form of a field: flat, so unknown keys (typos) are refused.
@@ -132,6 +135,8 @@ struct RawField {
     default: Option<String>,
     #[serde(default)]
     vocabulary: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    review: Option<String>,
 }
 
 impl TryFrom<RawField> for FieldSpec {
@@ -160,7 +165,17 @@ impl TryFrom<RawField> for FieldSpec {
                 ));
             }
         };
+        let confirm = match r.review.as_deref() {
+            None => false,
+            Some("confirm") => true,
+            Some(other) => {
+                return Err(format!(
+                    "field {n}: review = {other:?} is not known; the one value is \"confirm\" (the reviewer must tick the field)"
+                ));
+            }
+        };
         Ok(FieldSpec {
+            confirm,
             name: r.name,
             label: r.label,
             kind,
@@ -234,6 +249,39 @@ pub struct HandoffPolicy {
     pub priority_field: Option<String>,
 }
 
+/// What the technician is told (`[notify]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyPolicy {
+    /// Mail a reporter who gave an email address once, when the report is
+    /// written to Salesforce or rejected.
+    #[serde(default = "yes")]
+    pub reporter: bool,
+    /// Show the reviewer's reason for a rejection on the status page and
+    /// in that mail (off: "rejected" only, e.g. when reasons name people).
+    #[serde(default = "yes")]
+    pub reject_reason: bool,
+}
+
+impl Default for NotifyPolicy {
+    fn default() -> Self {
+        Self {
+            reporter: true,
+            reject_reason: true,
+        }
+    }
+}
+
+/// The field Salesforce numbers a record of `object` by (an auto-number
+/// people quote on the phone), for the objects that have one.
+pub fn record_number_field(object: &str) -> Option<&'static str> {
+    match object {
+        "Case" => Some("CaseNumber"),
+        "WorkOrder" => Some("WorkOrderNumber"),
+        _ => None,
+    }
+}
+
 /// How an `update` workflow finds and shows the record it changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,6 +321,8 @@ struct WorkflowFile {
     fields: Vec<FieldSpec>,
     #[serde(default)]
     update: Option<UpdatePolicy>,
+    #[serde(default)]
+    notify: NotifyPolicy,
 }
 
 fn default_review_hours() -> u32 {
@@ -298,6 +348,7 @@ pub struct Workflow {
     pub fields: Vec<FieldSpec>,
     /// Set exactly when `operation` is `update`.
     pub update: Option<UpdatePolicy>,
+    pub notify: NotifyPolicy,
     schema: Value,
     validator: Arc<jsonschema::Validator>,
 }
@@ -530,6 +581,7 @@ impl Workflow {
             handoff: raw.handoff,
             fields: raw.fields,
             update: raw.update,
+            notify: raw.notify,
             schema,
             validator: Arc::new(validator),
         })
@@ -642,12 +694,17 @@ fn describe_violation(spec: &FieldSpec, raw: &str) -> String {
     }
 }
 
-fn looks_like_email(s: &str) -> bool {
+/// A plausible mail address (one `@`, a dotted domain, no spaces or
+/// angle brackets): what intake accepts as the reporter's address.
+pub fn looks_like_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
     !local.is_empty()
         && domain.contains('.')
+        && !domain.contains('@')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
         && !s.chars().any(|c| c.is_whitespace() || c == '<' || c == '>')
 }
 
