@@ -864,6 +864,48 @@ mod tests {
     }
 
     #[test]
+    fn review_confirm_and_notify_are_read_and_their_mistakes_named() {
+        let w = wf();
+        assert_eq!(w.notify, NotifyPolicy::default());
+        assert!(w.notify.reporter && w.notify.reject_reason, "on by default");
+        assert!(w.fields.iter().all(|f| !f.confirm));
+        let confirm = FIELD_SERVICE_CASE.replacen(
+            "name = \"Priority\"",
+            "name = \"Priority\"\nreview = \"confirm\"",
+            1,
+        );
+        let w = Workflow::from_toml("x", &confirm).unwrap();
+        assert!(w.field("Priority").unwrap().confirm);
+        let bad = confirm.replace("review = \"confirm\"", "review = \"always\"");
+        let e = Workflow::from_toml("x.toml", &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("review = \"always\"") && e.contains("\"confirm\""),
+            "{e}"
+        );
+        let quiet = FIELD_SERVICE_CASE.replacen("reporter = true", "reporter = false", 1);
+        let w = Workflow::from_toml("x", &quiet).unwrap();
+        assert!(!w.notify.reporter && w.notify.reject_reason);
+        let typo = FIELD_SERVICE_CASE.replacen("reporter = true", "reporters = false", 1);
+        let e = Workflow::from_toml("x.toml", &typo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reporters") && e.starts_with("x.toml:"), "{e}");
+        assert_eq!(record_number_field("Case"), Some("CaseNumber"));
+        assert_eq!(record_number_field("WorkOrder"), Some("WorkOrderNumber"));
+        assert_eq!(record_number_field("Asset"), None);
+        assert!(looks_like_email("tech@example.com"));
+        for bad in [
+            "tech@",
+            "tech@example",
+            "a@b@c.com",
+            "tech @example.com",
+            "x@.com",
+        ] {
+            assert!(!looks_like_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn governance_mistakes_are_refused() {
         let bad = FIELD_SERVICE_CASE.replace("operation = \"upsert\"", "operation = \"delete\"");
         assert!(Workflow::from_toml("x", &bad).is_err());
