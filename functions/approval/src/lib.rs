@@ -502,6 +502,12 @@ async fn decide(
             // First decision wins: every link of the round is spent.
             next.review.retire_grants();
             next.commit.last_error = None;
+            // A decision starts the next phase: the claim a commit driver
+            // took to mail this round (NEEDS_ATTENTION) is over, so the
+            // outcome's work (the commit, the reporter's mail) starts now
+            // instead of when that lease runs out.
+            next.commit.lease_owner = None;
+            next.commit.lease_until = None;
         })
     };
     let mut t = decide(p)?;
