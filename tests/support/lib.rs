@@ -265,6 +265,16 @@ pub fn reference(page: &str) -> String {
 }
 
 /// A hidden input's value.
+/// The review page's "needs your eyes" tick boxes, all ticked: what a
+/// reviewer who checked each sends with an approval.
+pub fn ticks(page: &str) -> Vec<(String, String)> {
+    Regex::new(r#"name="(confirm:[A-Za-z0-9_]+)""#)
+        .unwrap()
+        .captures_iter(page)
+        .map(|c| (c[1].to_owned(), "yes".to_owned()))
+        .collect()
+}
+
 pub fn hidden(page: &str, name: &str) -> String {
     let re = Regex::new(&format!(r#"name="{name}" value="([^"]*)""#)).unwrap();
     re.captures(page)

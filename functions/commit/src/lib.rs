@@ -135,9 +135,7 @@ fn reporter_due(deps: &Commit, status: Status, p: &Proposal) -> bool {
     let Some(wf) = deps.workflows.get(&p.workflow) else {
         return false;
     };
-    let mut probe = p.clone();
-    probe.status = status;
-    probe.reporter_mail_due(&wf.notify).is_some()
+    p.reporter_mail_due_in(status, &wf.notify).is_some()
 }
 
 /// Whether a driver other than the lease owner may claim `p` at `now`.

@@ -429,10 +429,16 @@ impl Proposal {
     /// email address (not just a name; an assistant's proposal has none),
     /// the workflow says to, and it was not sent yet.
     pub fn reporter_mail_due(&self, notify: &NotifyPolicy) -> Option<&str> {
+        self.reporter_mail_due_in(self.status, notify)
+    }
+
+    /// [`Self::reporter_mail_due`] once in `status` (a step deciding about
+    /// the write it is making).
+    pub fn reporter_mail_due_in(&self, status: Status, notify: &NotifyPolicy) -> Option<&str> {
         if !notify.reporter || self.reporter_mailed_at.is_some() {
             return None;
         }
-        if !matches!(self.status, Status::Committed | Status::Rejected) {
+        if !matches!(status, Status::Committed | Status::Rejected) {
             return None;
         }
         self.intake
