@@ -506,15 +506,20 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         Status::PendingReview,
         "GET changes nothing"
     );
-    let form = serde_urlencoded::to_string(&[
-        ("decision".to_owned(), "approve".to_owned()),
-        ("csrf".to_owned(), hidden(&page, "csrf")),
-        ("revision".to_owned(), hidden(&page, "revision")),
-        ("Subject".to_owned(), "Compressor trips on high pressure".to_owned()),
-    ]
-    .into_iter()
-    .chain(ticks(&page))
-    .collect::<Vec<_>>())
+    let form = serde_urlencoded::to_string(
+        [
+            ("decision".to_owned(), "approve".to_owned()),
+            ("csrf".to_owned(), hidden(&page, "csrf")),
+            ("revision".to_owned(), hidden(&page, "revision")),
+            (
+                "Subject".to_owned(),
+                "Compressor trips on high pressure".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .chain(ticks(&page))
+        .collect::<Vec<_>>(),
+    )
     .unwrap();
     let (status, decided) = send(
         &approval,
@@ -962,15 +967,20 @@ async fn a_compromised_public_function_cannot_get_a_record_written() {
     let link = review_link(&marker).await;
     let (status, page) = send(&approval, get(&link)).await;
     assert_eq!(status, 200, "{page}");
-    let form = serde_urlencoded::to_string(&[
-        ("decision".to_owned(), "approve".to_owned()),
-        ("csrf".to_owned(), hidden(&page, "csrf")),
-        ("revision".to_owned(), hidden(&page, "revision")),
-        ("Subject".to_owned(), "Compressor trips on high pressure".to_owned()),
-    ]
-    .into_iter()
-    .chain(ticks(&page))
-    .collect::<Vec<_>>())
+    let form = serde_urlencoded::to_string(
+        [
+            ("decision".to_owned(), "approve".to_owned()),
+            ("csrf".to_owned(), hidden(&page, "csrf")),
+            ("revision".to_owned(), hidden(&page, "revision")),
+            (
+                "Subject".to_owned(),
+                "Compressor trips on high pressure".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .chain(ticks(&page))
+        .collect::<Vec<_>>(),
+    )
     .unwrap();
     let (status, decided) = send(
         &approval,

@@ -141,7 +141,10 @@ async fn scan_structure_review_approve_commit_handoff() {
     let told = h.reporter_mails("tech@example.com").await;
     assert_eq!(told.len(), 1, "{told:?}");
     let number = h.cases()[0]["CaseNumber"].as_str().unwrap().to_owned();
-    assert!(told[0]["subject"].as_str().unwrap().contains(&number), "{told:?}");
+    assert!(
+        told[0]["subject"].as_str().unwrap().contains(&number),
+        "{told:?}"
+    );
 
     // The audit trail is one unbroken chain naming the reviewer.
     let events = h.stack.store.events(p.id).await.unwrap();

@@ -494,7 +494,10 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
             ("decision".to_owned(), "approve".to_owned()),
             ("csrf".to_owned(), hidden(&page, "csrf")),
             ("revision".to_owned(), hidden(&page, "revision")),
-            ("Subject".to_owned(), "Compressor trips on high pressure".to_owned()),
+            (
+                "Subject".to_owned(),
+                "Compressor trips on high pressure".to_owned(),
+            ),
         ]
         .into_iter()
         .chain(ticks(&page))
