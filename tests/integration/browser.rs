@@ -679,6 +679,9 @@ async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
     b.c.goto(&first).await.unwrap();
     b.wait_text("main", "newer review link").await;
     b.shot("12-link-replaced").await;
+    // A link replaced by a newer round opens nothing, its photo neither.
+    let replaced = h.http.get(format!("{first}/photo")).send().await.unwrap();
+    assert_eq!(replaced.status(), 410);
 
     // The refused field stands out, with Salesforce's reason.
     b.c.goto(&second).await.unwrap();
