@@ -438,7 +438,15 @@ impl Proposal {
         if !notify.reporter || self.reporter_mailed_at.is_some() {
             return None;
         }
-        if !matches!(status, Status::Committed | Status::Rejected) {
+        // Only outcomes this version recorded: an item stored before it
+        // (no `committed_at`, no `first_mailed_at`) is never mailed, so an
+        // upgrade does not mail every old report's reporter at once.
+        let recorded = match status {
+            Status::Committed => self.commit.committed_at.is_some(),
+            Status::Rejected => self.review.first_mailed_at.is_some(),
+            _ => false,
+        };
+        if !recorded {
             return None;
         }
         self.intake
@@ -520,6 +528,34 @@ mod tests {
         };
         assert!(verify_chain(&[t0.event.clone(), tampered]).is_err());
         assert!(verify_chain(std::slice::from_ref(&t1.event)).is_err());
+    }
+
+    #[test]
+    fn the_reporter_is_mailed_once_and_only_for_outcomes_this_version_recorded() {
+        let mut p = sample(at(0)).proposal;
+        p.intake.reporter = Some("tech@example.com".into());
+        let notify = NotifyPolicy::default();
+        p.status = Status::Committed;
+        assert_eq!(p.reporter_mail_due(&notify), None, "an old item: no mail");
+        p.commit.committed_at = Some(at(1));
+        assert_eq!(p.reporter_mail_due(&notify), Some("tech@example.com"));
+        p.reporter_mailed_at = Some(at(2));
+        assert_eq!(p.reporter_mail_due(&notify), None, "once");
+        p.reporter_mailed_at = None;
+        p.intake.reporter = Some("Sam".into());
+        assert_eq!(p.reporter_mail_due(&notify), None, "a name is no address");
+        p.intake.reporter = Some("tech@example.com".into());
+        p.status = Status::Rejected;
+        assert_eq!(p.reporter_mail_due(&notify), None);
+        p.review.first_mailed_at = Some(at(1));
+        assert_eq!(p.reporter_mail_due(&notify), Some("tech@example.com"));
+        let off = NotifyPolicy {
+            reporter: false,
+            ..notify
+        };
+        assert_eq!(p.reporter_mail_due(&off), None);
+        p.status = Status::Expired;
+        assert_eq!(p.reporter_mail_due(&NotifyPolicy::default()), None);
     }
 
     #[test]
