@@ -15,6 +15,7 @@ pub mod embedded;
 pub mod error;
 pub mod http;
 pub mod lambda;
+pub mod notice;
 pub mod ports;
 pub mod review;
 pub mod salesforce;

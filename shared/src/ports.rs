@@ -230,6 +230,11 @@ pub struct ReviewMail {
     pub review_url: String,
     pub text: String,
     pub html: String,
+    /// Stable for every send of the same mail: the SMTP mailer makes it the
+    /// `Message-ID`, both mailers send it as `X-Fieldgate-Dedupe`, so a
+    /// repeat after a crash between sending and recording is recognisable.
+    #[serde(default)]
+    pub dedupe_key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use crate::domain::{
 };
 use crate::error::AppError;
 use crate::ports::{ProposalStore, ReviewMail, ReviewNotifier};
-use crate::web::{ReviewMailHtml, human_time};
+use crate::web::{MailRow, ReviewMailHtml, human_time};
 use serde_json::json;
 
 /// `{id}.{tag}` after `/s/`: the tag makes status pages unguessable from
@@ -124,6 +124,27 @@ pub async fn mail_round(
         .and_then(|f| f.text())
         .unwrap_or("(no summary)")
         .to_owned();
+    // The compact table: every proposed field with a value, so a reviewer
+    // can triage from the inbox; the ones the page will ask to tick marked.
+    let eyes = crate::domain::needs_eyes(workflow, &issued);
+    let rows: Vec<MailRow> = workflow
+        .fields
+        .iter()
+        .filter_map(|f| {
+            let v = issued.current()?.fields.get(&f.name)?.text()?;
+            Some(MailRow {
+                label: f.label.clone(),
+                value: clip(v, 140),
+                check: eyes.contains_key(&f.name),
+            })
+        })
+        .collect();
+    let priority = workflow
+        .handoff
+        .priority_field
+        .as_deref()
+        .and_then(|f| issued.current()?.fields.get(f)?.text().map(str::to_owned));
+    let to_check = eyes.len();
     for (reviewer, token) in &tokens {
         let url = format!("{}/r/{token}", public_url.trim_end_matches('/'));
         let expires = human_time(expires_at);
@@ -132,24 +153,47 @@ pub async fn mail_round(
             asset: &a.name,
             serial: a.serial_number.as_deref(),
             account: a.account_name.as_deref(),
+            priority: priority.as_deref(),
             summary: &summary,
+            rows: &rows,
+            to_check,
             url: &url,
             expires_at: &expires,
         }
         .to_html();
+        let mut table = String::new();
+        if let Some(pr) = &priority {
+            table.push_str(&format!("Priority: {pr}\n"));
+        }
+        for r in &rows {
+            let mark = if r.check { " [check]" } else { "" };
+            table.push_str(&format!(
+                "{}: {}{mark}\n",
+                r.label,
+                r.value.replace('\n', " ")
+            ));
+        }
+        let check_line = match to_check {
+            0 => String::new(),
+            1 => "1 field needs your eyes.\n\n".to_owned(),
+            n => format!("{n} fields need your eyes.\n\n"),
+        };
         let text = format!(
-            "A field report needs your review before it is written to Salesforce.\n\n{}{}\n{}\n\nReview it: {url}\n\nThis link is yours alone and works until {expires}. Opening it changes nothing.\n",
+            "A field report needs your review before it is written to Salesforce.\n\n{}{}\n\n{table}\n{check_line}Review it: {url}\n\nThis link is yours alone and works until {expires}. Opening it changes nothing.\n",
             a.name,
             a.serial_number
                 .as_deref()
                 .map(|s| format!(" · {s}"))
                 .unwrap_or_default(),
-            summary,
         );
+        let tag = priority
+            .as_deref()
+            .map(|p| format!("[{p}] "))
+            .unwrap_or_default();
         let subject = if issued.commit.last_error.is_some() {
             format!("Salesforce refused: {} — {}", a.name, clip(&summary, 60))
         } else {
-            format!("Review: {} — {}", a.name, clip(&summary, 60))
+            format!("Review: {tag}{} — {}", a.name, clip(&summary, 60))
         };
         notifier
             .send(&ReviewMail {
@@ -158,6 +202,7 @@ pub async fn mail_round(
                 review_url: url,
                 text,
                 html,
+                dedupe_key: None,
             })
             .await?;
     }
@@ -167,7 +212,11 @@ pub async fn mail_round(
         "review_mail_sent",
         json!({"round": issued.review.round, "count": tokens.len()}),
         now,
-        |p| p.review.mailed = true,
+        |p| {
+            p.review.mailed = true;
+            p.review.mailed_at = Some(now);
+            p.review.first_mailed_at.get_or_insert(now);
+        },
     )?;
     store.apply(&mark).await?;
     Ok(mark.proposal)

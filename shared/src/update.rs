@@ -17,6 +17,8 @@ pub fn read_fields(wf: &Workflow) -> Vec<String> {
         out.push(u.asset_field.clone());
     }
     out.push(LAST_MODIFIED.to_owned());
+    // The number people quote (the status page shows it once written).
+    out.extend(crate::domain::record_number_field(&wf.object).map(str::to_owned));
     let mut seen = std::collections::BTreeSet::new();
     out.retain(|f| seen.insert(f.to_ascii_lowercase()));
     out

@@ -101,6 +101,28 @@ pub fn message(status: u16, title: &str, text: &str) -> Response {
     html(status, render(&Message { title, text, tone }))
 }
 
+/// A reviewer's decision, as its link shows it: taken just now (200), or
+/// spent (409, to the link that decided). A rejection is neutral: no green
+/// tick for "nothing was written".
+#[derive(Template)]
+#[template(path = "decided.html")]
+pub struct DecidedPage<'a> {
+    pub status: u16,
+    pub title: &'a str,
+    pub neutral: bool,
+    pub text: String,
+    /// ("Case 00001001", its Salesforce URL), once written.
+    pub record: Option<(String, String)>,
+    /// Where to look again while the report is on its way.
+    pub follow_url: Option<String>,
+}
+
+impl DecidedPage<'_> {
+    pub fn page(&self) -> Response {
+        html(self.status, render(self))
+    }
+}
+
 /// The page for a user's mistake; says what happened, reveals nothing more.
 pub fn user_error(e: &UserError) -> Response {
     let (title, text) = match e {
@@ -250,13 +272,29 @@ pub struct StatusPage<'a> {
     pub asset: &'a str,
     pub tone: &'static str,
     pub steps: Vec<Step>,
+    /// Once written: "Case 00001001" (the number people quote), or the
+    /// object alone when it has no number.
+    pub record: Option<String>,
+    /// A rejection's reason, unless the workflow hides it.
+    pub reason: Option<String>,
+    /// (what happened, when), oldest first.
+    pub timeline: Vec<(&'static str, String)>,
+    /// Nothing more will happen: no "reload to see changes".
+    pub settled: bool,
 }
 
 impl<'a> StatusPage<'a> {
-    /// The technician sees where the report stands and nothing more: no
-    /// reviewer, no reason, no record id.
-    pub fn new(reference: &'a str, status: crate::domain::Status, asset: &'a str) -> Self {
+    /// The technician sees where the report stands, when each step
+    /// happened, the record's number once written and a rejection's reason
+    /// (unless `[notify] reject_reason = false`); never who reviewed it, a
+    /// Salesforce refusal, or a record id: whoever holds the link sees it.
+    pub fn new(
+        reference: &'a str,
+        p: &'a crate::domain::Proposal,
+        workflow: Option<&crate::domain::Workflow>,
+    ) -> Self {
         use crate::domain::Status as S;
+        let status = p.status;
         let (label, tone, reviewed, written) = match status {
             S::Received | S::PendingReview => ("Waiting for review", "info", "now", "todo"),
             S::Approved | S::Committing | S::NeedsAttention => ("Approved", "ok", "done", "now"),
@@ -270,10 +308,22 @@ impl<'a> StatusPage<'a> {
             S::Received | S::PendingReview => "Review",
             _ => "Approved",
         };
+        let object = workflow.map_or("record", |w| w.object.as_str());
+        let record = (status == S::Committed).then(|| match &p.commit.record_number {
+            Some(n) => format!("{object} {n}"),
+            None => object.to_owned(),
+        });
+        let reason = (status == S::Rejected && workflow.is_some_and(|w| w.notify.reject_reason))
+            .then(|| p.decision.as_ref().and_then(|d| d.reason.clone()))
+            .flatten();
+        let timeline = crate::domain::timeline(p)
+            .into_iter()
+            .map(|e| (e.label, human_time(e.at)))
+            .collect();
         StatusPage {
             reference,
             label,
-            asset,
+            asset: &p.asset.name,
             tone,
             steps: vec![
                 Step {
@@ -289,6 +339,10 @@ impl<'a> StatusPage<'a> {
                     state: written,
                 },
             ],
+            record,
+            reason,
+            timeline,
+            settled: status.is_final(),
         }
     }
 
@@ -310,12 +364,41 @@ pub struct ReviewMailHtml<'a> {
     pub asset: &'a str,
     pub serial: Option<&'a str>,
     pub account: Option<&'a str>,
+    pub priority: Option<&'a str>,
     pub summary: &'a str,
+    /// The proposed fields with a value.
+    pub rows: &'a [MailRow],
+    /// How many fields the page asks the reviewer to tick.
+    pub to_check: usize,
     pub url: &'a str,
     pub expires_at: &'a str,
 }
 
+/// One proposed field in the review mail's table.
+pub struct MailRow {
+    pub label: String,
+    pub value: String,
+    /// The review page lists it under "needs your eyes".
+    pub check: bool,
+}
+
 impl ReviewMailHtml<'_> {
+    pub fn to_html(&self) -> String {
+        render(self)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "reporter_mail.html")]
+pub struct ReporterMailHtml<'a> {
+    pub headline: &'a str,
+    pub asset: &'a str,
+    pub reported: &'a str,
+    pub reason: Option<&'a str>,
+    pub status_url: &'a str,
+}
+
+impl ReporterMailHtml<'_> {
     pub fn to_html(&self) -> String {
         render(self)
     }
@@ -325,21 +408,64 @@ impl ReviewMailHtml<'_> {
 mod tests {
     use super::*;
 
+    fn proposal(status: crate::domain::Status) -> crate::domain::Proposal {
+        use crate::domain::fixtures::{SeededRng, at};
+        let mut p = crate::domain::fixtures::received(
+            crate::domain::ProposalId::generate(at(0), &mut SeededRng(5)),
+            at(0),
+        )
+        .proposal;
+        p.asset.name = "Pump <7>".into();
+        p.status = status;
+        p
+    }
+
     #[test]
-    fn status_page_tells_only_the_stage() {
-        use crate::domain::Status;
-        let p = StatusPage::new("01ABC", Status::Committed, "Pump <7>");
+    fn status_page_tells_the_stage_the_number_and_the_reason() {
+        use crate::domain::{Decision, DecisionKind, Status, fixtures::at};
+        let all = crate::workflows::builtin();
+        let wf = all.iter().next().unwrap();
+        let mut c = proposal(Status::Committed);
+        c.commit.record_number = Some("00001001".into());
+        c.commit.committed_at = Some(at(30));
+        let p = StatusPage::new("01ABC", &c, Some(wf));
         let html = render(&p);
         assert!(html.contains("Written to Salesforce"));
         assert!(html.contains("Pump &#60;7&#62;") || html.contains("Pump &lt;7&gt;"));
         assert_eq!(p.steps.iter().filter(|s| s.state == "done").count(), 3);
-        let r = StatusPage::new("01ABC", Status::Rejected, "Pump");
-        assert_eq!(r.label, "Rejected");
-        assert_eq!(r.steps[1].state, "bad");
-        let w = StatusPage::new("01ABC", Status::NeedsAttention, "Pump");
+        assert_eq!(p.record.as_deref(), Some("Case 00001001"));
+        assert!(html.contains("00001001"), "{html}");
+        assert!(!html.contains("Reload this page"), "settled: {html}");
+
+        let mut r = proposal(Status::Rejected);
+        r.decision = Some(Decision {
+            kind: DecisionKind::Reject,
+            by: "desk@example.com".into(),
+            at: at(40),
+            revision_hash: String::new(),
+            reason: Some("Duplicate of <b>1000</b>".into()),
+            token_hash: String::new(),
+        });
+        let page = StatusPage::new("01ABC", &r, Some(wf));
+        assert_eq!(page.label, "Rejected");
+        assert_eq!(page.steps[1].state, "bad");
+        let html = render(&page);
+        assert!(
+            html.contains("Duplicate of &#60;b&#62;1000")
+                || html.contains("Duplicate of &lt;b&gt;1000"),
+            "{html}"
+        );
+        assert!(!html.contains("desk@example.com"), "no reviewer: {html}");
+        let mut hidden = (**wf).clone();
+        hidden.notify.reject_reason = false;
+        assert_eq!(StatusPage::new("01ABC", &r, Some(&hidden)).reason, None);
+
+        let waiting = proposal(Status::NeedsAttention);
+        let w = StatusPage::new("01ABC", &waiting, Some(wf));
         assert_eq!(
             w.label, "Approved",
             "Salesforce trouble is not the technician's business"
         );
+        assert!(render(&w).contains("Reload this page"));
     }
 }

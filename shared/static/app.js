@@ -1,7 +1,8 @@
 // Progressive enhancement only: every page works without this file.
 // Field form: photos shrunk + previewed (several, up to the workflow's limit), upload progress, and an offline
 // outbox (IndexedDB) that sends saved reports when the signal returns.
-// Review page: length counters, what-you-changed summary, reject reason.
+// Review page: length counters, what-you-changed summary, reject reason,
+// the approve button held until every "needs your eyes" field is ticked.
 "use strict";
 (function () {
   var MAX_SIDE = 1600;
@@ -360,13 +361,14 @@
     function update() {
       var changed = [];
       fields.forEach(function (f) {
-        var input = f.querySelector("input, select, textarea");
+        var input = f.querySelector("input:not(.confirm), select, textarea");
         var was = f.getAttribute("data-proposed");
         var is = norm(input.value) !== norm(was);
         f.classList.toggle("changed", is);
         f.querySelector(".was").hidden = !is;
         if (is) changed.push({ label: f.getAttribute("data-label"), was: was, now: input.value });
       });
+      ticks(changed);
       summary.hidden = false;
       summary.textContent = "";
       summary.classList.toggle("none", changed.length === 0);
@@ -387,6 +389,25 @@
       });
       summary.appendChild(ul);
       approve.textContent = "Approve with " + changed.length + (changed.length === 1 ? " change" : " changes");
+    }
+    // The server refuses an approval without every tick (a changed field
+    // counts as checked); holding the button says so before the round trip.
+    var boxes = Array.prototype.slice.call(form.querySelectorAll("input.confirm"));
+    var tickHint = el("p", "fine hint");
+    tickHint.id = "tick-hint";
+    tickHint.hidden = true;
+    approve.insertAdjacentElement("beforebegin", tickHint);
+    function ticks(changed) {
+      var labels = changed.map(function (c) { return c.label; });
+      var open = boxes.filter(function (b) {
+        var f = b.closest(".field");
+        return !b.checked && labels.indexOf(f.getAttribute("data-label")) < 0;
+      });
+      approve.disabled = open.length > 0;
+      tickHint.hidden = open.length === 0;
+      tickHint.textContent = open.length === 1
+        ? "Tick the field under \u201cNeeds your eyes\u201d to approve."
+        : "Tick the " + open.length + " fields under \u201cNeeds your eyes\u201d to approve.";
     }
     form.addEventListener("input", update);
     form.addEventListener("change", update);

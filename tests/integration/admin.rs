@@ -55,11 +55,16 @@ async fn approve(h: &Harness, link: &str) {
     let r = h
         .http
         .post(link)
-        .form(&[
-            ("decision", "approve"),
-            ("csrf", hidden(&page, "csrf").as_str()),
-            ("revision", hidden(&page, "revision").as_str()),
-        ])
+        .form(
+            &[
+                ("decision".to_owned(), "approve".to_owned()),
+                ("csrf".to_owned(), hidden(&page, "csrf")),
+                ("revision".to_owned(), hidden(&page, "revision")),
+            ]
+            .into_iter()
+            .chain(ticks(&page))
+            .collect::<Vec<_>>(),
+        )
         .send()
         .await
         .unwrap();

@@ -189,6 +189,30 @@ impl Browser {
             .unwrap();
     }
 
+    /// Ticks every "needs your eyes" box still unticked; returns how many.
+    async fn tick_all(&self) -> u64 {
+        let boxes = self
+            .c
+            .find_all(Locator::Css("input.confirm:not(:checked)"))
+            .await
+            .unwrap();
+        for b in &boxes {
+            b.click().await.unwrap();
+        }
+        boxes.len() as u64
+    }
+
+    /// Opens the collapsed "looks right" group, as a reviewer taps it.
+    async fn open_looks_right(&self) {
+        if self
+            .js_u64("return document.querySelectorAll('#looks-right:not([open])').length")
+            .await
+            > 0
+        {
+            self.click("#looks-right > summary").await;
+        }
+    }
+
     /// axe-core's WCAG 2.1 A/AA rules (contrast, labels, names, landmarks).
     async fn axe(&self) {
         let path = std::env::var("AXE_CORE_JS").unwrap_or_else(|_| {
@@ -431,6 +455,7 @@ async fn scan_fill_photo_submit_review_edit_approve() {
     check_headers(&h, &review).await;
 
     // Edit one field: the page shows what changed against the proposal.
+    b.open_looks_right().await;
     let edited = "Rear seal leaking oil on compressor";
     b.fill("#f-Subject", edited).await;
     let changes = b.wait_text("#changes", "You changed 1 field").await;
@@ -444,7 +469,8 @@ async fn scan_fill_photo_submit_review_edit_approve() {
     let png = b.c.screenshot().await.unwrap();
     std::fs::write(b.shots.join("06-review-edited.png"), png).unwrap();
 
-    // Approve: the Case holds the edit.
+    // Approve: the Case holds the edit (whatever needs a look is ticked).
+    b.tick_all().await;
     b.click("#approve").await;
     b.wait_text("main h1", "Approved").await;
     b.shot("07-approved").await;
@@ -453,16 +479,83 @@ async fn scan_fill_photo_submit_review_edit_approve() {
     assert_eq!(cases.len(), 1);
     assert_eq!(cases[0]["Subject"], edited);
     assert_eq!(cases[0]["Fieldgate_Proposal_Id__c"], id.as_str());
+    let number = cases[0]["CaseNumber"].as_str().unwrap().to_owned();
 
-    // The link is spent: it says who decided and when.
-    b.c.goto(&review).await.unwrap();
+    // The approved page's link is the decider's window on the outcome:
+    // once written, it names the Case and links to it in Salesforce.
+    b.click("#follow").await;
     let decided = b.wait_text("main", "already approved by").await;
     assert!(decided.contains("service-desk@example.com") && decided.contains("UTC"));
+    let link = b.wait_text("#record-link", &number).await;
+    assert!(link.contains(&format!("Case {number}")), "{link}");
+    let href =
+        b.c.find(Locator::Css("#record-link"))
+            .await
+            .unwrap()
+            .attr("href")
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(
+        href.contains(cases[0]["Id"].as_str().unwrap()),
+        "links to the Case: {href}"
+    );
+    b.check_page().await;
     b.shot("08-already-decided").await;
+    b.shot("people-review-after-approve").await;
+    // Its photo still opens for the link that decided.
+    let after = h.http.get(format!("{review}/photo")).send().await.unwrap();
+    assert_eq!(after.status(), 200, "the decider's photo link still works");
 
+    // The technician's status page: the number, when each step happened,
+    // no reviewer, no "reload" once settled.
     b.c.goto(&status_url).await.unwrap();
     b.wait_text("main h1", "Written to Salesforce").await;
+    let shown = b.wait_text("#record-number", &number).await;
+    assert_eq!(shown, format!("Case {number}"));
+    b.wait_text("#timeline", "Passed on to the team").await;
+    let timeline = b.text("#timeline").await;
+    for step in [
+        "Received",
+        "Prepared for review",
+        "Sent to the reviewers",
+        "Approved",
+        "Written to Salesforce",
+    ] {
+        assert!(timeline.contains(step), "{step} missing: {timeline}");
+    }
+    let page = b.c.source().await.unwrap();
+    assert!(
+        !page.contains("Reload this page"),
+        "settled: no reload hint"
+    );
+    assert!(
+        !page.contains("service-desk@example.com"),
+        "no reviewer shown"
+    );
+    b.check_page().await;
     b.shot("09-status-written").await;
+    b.shot("people-status-written").await;
+
+    // The technician gave an address: one mail with the number and the
+    // status link only.
+    let mails = wait_for(|| async {
+        let m = h.reporter_mails("tech@example.com").await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    h.stack.settled().await;
+    assert_eq!(
+        h.reporter_mails("tech@example.com").await.len(),
+        1,
+        "{mails:?}"
+    );
+    let text = mails[0]["text"].as_str().unwrap();
+    assert!(text.contains(&number) && text.contains("/s/"), "{text}");
+    assert!(
+        !text.contains("/r/") && !text.contains("service-desk"),
+        "{text}"
+    );
     b.c.close().await.unwrap();
     eprintln!("browser happy path took {:?}", t0.elapsed());
 }
@@ -732,6 +825,7 @@ async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
     // Approved as proposed; Salesforce refuses; a new link goes out.
     let first = h.review_url(1).await;
     b.c.goto(&first).await.unwrap();
+    b.tick_all().await;
     b.click("#approve").await;
     b.wait_text("main h1", "Approved").await;
     wait_status(&h, &id, Status::NeedsAttention).await;
@@ -741,6 +835,9 @@ async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
     b.c.goto(&first).await.unwrap();
     b.wait_text("main", "newer review link").await;
     b.shot("12-link-replaced").await;
+    // A link replaced by a newer round opens nothing, its photo neither.
+    let replaced = h.http.get(format!("{first}/photo")).send().await.unwrap();
+    assert_eq!(replaced.status(), 410);
 
     // The refused field stands out, with Salesforce's reason.
     b.c.goto(&second).await.unwrap();
@@ -776,6 +873,11 @@ async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
     b.fill("#reason", "Duplicate of yesterday's call").await;
     b.click("#reject").await;
     b.wait_text("main h1", "Rejected").await;
+    assert_eq!(
+        b.text(".hero .icon").await,
+        "–",
+        "no green tick for a rejection"
+    );
     b.shot("14-rejected").await;
     let p = h
         .stack
@@ -790,5 +892,147 @@ async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
         Some("Duplicate of yesterday's call")
     );
     assert!(h.cases().is_empty());
+
+    // The technician's status page: rejected, the reason, settled.
+    let status_url = regex::Regex::new(r#"href="(/s/[^"]+)""#)
+        .unwrap()
+        .captures(&page)
+        .map(|c| format!("{}{}", h.stack.base_url, &c[1]))
+        .expect("a status link on the confirmation");
+    b.c.goto(&status_url).await.unwrap();
+    b.wait_text("main h1", "Rejected").await;
+    let reason = b.text("#reject-reason").await;
+    assert!(reason.contains("Duplicate of yesterday's call"), "{reason}");
+    let timeline = b.text("#timeline").await;
+    assert!(timeline.contains("Rejected"), "{timeline}");
+    let src = b.c.source().await.unwrap();
+    assert!(!src.contains("Reload this page"), "settled");
+    assert!(!src.contains("service-desk@example.com"), "no reviewer");
+    assert!(!src.contains("record-number"), "nothing was written");
+    b.check_page().await;
+    b.shot("people-status-rejected").await;
+    // One outcome mail to the technician, with the reason.
+    let mails = wait_for(|| async {
+        let m = h.reporter_mails("tech@example.com").await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert!(
+        mails[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Duplicate of yesterday's call"),
+        "{mails:?}"
+    );
+    h.stack.settled().await;
+    assert_eq!(h.reporter_mails("tech@example.com").await.len(), 1);
+    b.c.close().await.unwrap();
+}
+
+/// Fields that need a look are on top, each with a tick box; the rest are
+/// collapsed under "looks right". The approve button waits for every tick
+/// (the script), and the server refuses an approval that lacks one (even
+/// with the script's hold removed), re-showing the page with the
+/// reviewer's edits and ticks.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_fields_are_grouped_and_each_that_needs_eyes_must_be_ticked() {
+    let h = Harness::start().await;
+    // Quiet notes: the rules structurer falls back on defaults it flags.
+    let (status, page) = h.submit("Unit making a noise near the door", None).await;
+    assert_eq!(status, 201, "{page}");
+    let id = reference(&page);
+    let review = h.review_url(1).await;
+    let b = Browser::start().await;
+    b.c.goto(&review).await.unwrap();
+    b.wait_text("#eyes legend", "Needs your eyes").await;
+    let eyes = b
+        .js_u64("return document.querySelectorAll('#eyes .field').length")
+        .await;
+    let boxes = b
+        .js_u64("return document.querySelectorAll('#eyes input.confirm').length")
+        .await;
+    assert!(eyes >= 1, "something to check ({eyes})");
+    assert_eq!(eyes, boxes, "each has its tick box");
+    assert_eq!(
+        b.js("return document.getElementById('looks-right').open")
+            .await,
+        json!(false),
+        "looks right is collapsed"
+    );
+    let summary = b.text("#looks-right > summary").await;
+    assert!(summary.starts_with("Looks right ("), "{summary}");
+    assert_eq!(
+        b.js("return document.getElementById('approve').disabled")
+            .await,
+        json!(true),
+        "approve waits for the ticks"
+    );
+    b.check_page().await;
+    b.shot("people-review-grouped").await;
+
+    // All but one ticked: still held. The last one: free.
+    let all =
+        b.c.find_all(Locator::Css("#eyes input.confirm"))
+            .await
+            .unwrap();
+    for t in &all[1..] {
+        t.click().await.unwrap();
+    }
+    assert_eq!(
+        b.js("return document.getElementById('approve').disabled")
+            .await,
+        json!(true)
+    );
+    b.wait_text("#tick-hint", "Tick the field").await;
+
+    // The hold removed (as with scripts off or a forged form): the server
+    // refuses, and shows the page again with the edit and the ticks kept.
+    b.open_looks_right().await;
+    let desc = "Noise from the door hinge, left side";
+    b.fill("#f-Description", desc).await;
+    // (Blur first: the edit's change event would hold the button again.)
+    b.js("document.activeElement.blur(); document.getElementById('approve').disabled = false")
+        .await;
+    b.click("#approve").await;
+    b.wait_text("[role=alert]", "Tick each field").await;
+    let kept =
+        b.c.find(Locator::Css("#f-Description"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+    assert_eq!(kept, desc, "the edit is kept");
+    let ticked = b
+        .js_u64("return document.querySelectorAll('input.confirm:checked').length")
+        .await;
+    assert!(
+        ticked >= all.len() as u64 - 1,
+        "the ticks are kept ({ticked})"
+    );
+    h.stack.settled().await;
+    let p = h
+        .stack
+        .store
+        .get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.status, Status::PendingReview, "nothing decided");
+    assert!(p.decision.is_none());
+
+    // Every tick: approved and written.
+    b.tick_all().await;
+    assert_eq!(
+        b.js("return document.getElementById('approve').disabled")
+            .await,
+        json!(false)
+    );
+    b.shot("people-review-ticked").await;
+    b.click("#approve").await;
+    b.wait_text("main h1", "Approved").await;
+    wait_status(&h, &id, Status::Committed).await;
+    assert_eq!(h.cases()[0]["Description"], desc);
     b.c.close().await.unwrap();
 }

@@ -38,6 +38,8 @@ async fn approve(h: &Harness, url: &str, page: &str, edits: &[(&str, &str)]) -> 
         ("revision", rev.as_str()),
     ];
     form.extend_from_slice(edits);
+    let ticked = ticks(page);
+    form.extend(ticked.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     post_decision(h, url, &form).await
 }
 
@@ -134,6 +136,16 @@ async fn scan_structure_review_approve_commit_handoff() {
     assert_eq!(m["schema"], "fieldgate.handoff/v1");
     assert!(m["salesforce_url"].as_str().unwrap().contains(case_id));
 
+    // The technician gave an address: told once, with the Case number.
+    h.stack.settled().await;
+    let told = h.reporter_mails("tech@example.com").await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    let number = h.cases()[0]["CaseNumber"].as_str().unwrap().to_owned();
+    assert!(
+        told[0]["subject"].as_str().unwrap().contains(&number),
+        "{told:?}"
+    );
+
     // The audit trail is one unbroken chain naming the reviewer.
     let events = h.stack.store.events(p.id).await.unwrap();
     verify_chain(&events).unwrap();
@@ -150,7 +162,8 @@ async fn scan_structure_review_approve_commit_handoff() {
             "record_written",
             "photo_attached",
             "committed",
-            "handoff_published"
+            "handoff_published",
+            "reporter_mail_sent"
         ]
     );
     assert_eq!(

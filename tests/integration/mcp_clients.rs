@@ -312,7 +312,10 @@ async fn governed_flow(sdk: Sdk) {
         ("revision", hidden(&page, "revision").as_str()),
         ("Subject", "Compressor leaking oil at the shaft seal"),
     ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into_iter()
+    .chain(ticks(&page))
+    .collect::<Vec<_>>();
     let r = h.http.post(&url).form(&form).send().await.unwrap();
     assert_eq!(r.status(), 200);
     h.stack.settled().await;
@@ -464,7 +467,10 @@ async fn approve_newest(h: &Harness, mails_before: usize) -> String {
         ("csrf", hidden(&page, "csrf").as_str()),
         ("revision", hidden(&page, "revision").as_str()),
     ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into_iter()
+    .chain(ticks(&page))
+    .collect::<Vec<_>>();
     let r = h.http.post(&url).form(&form).send().await.unwrap();
     assert_eq!(r.status(), 200);
     page

@@ -171,10 +171,19 @@ impl Harness {
     /// Waits for the n-th review mail and returns its link, once the
     /// proposal also records the mail as sent (that write lands just after
     /// the mail: a test that compares states must not race it).
+    /// Only review mails count: a reporter's outcome mail (its link is the
+    /// status page's) is not one.
     pub async fn review_url(&self, n: usize) -> String {
         let mails = wait_for(|| async {
             let m = self.json("/dev/outbox").await;
-            (m.as_array().map_or(0, Vec::len) >= n).then_some(m)
+            let review: Vec<Value> = m
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["review_url"].as_str().is_some_and(|u| u.contains("/r/")))
+                .cloned()
+                .collect();
+            (review.len() >= n).then_some(review)
         })
         .await;
         let url = mails[n - 1]["review_url"].as_str().unwrap().to_owned();
@@ -200,6 +209,20 @@ impl Harness {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The outcome mails sent to the reporter `to`.
+    pub async fn reporter_mails(&self, to: &str) -> Vec<Value> {
+        self.json("/dev/outbox")
+            .await
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                m["to"] == to && m["review_url"].as_str().is_some_and(|u| u.contains("/s/"))
+            })
+            .cloned()
+            .collect()
     }
 
     pub fn cases(&self) -> Vec<Value> {
@@ -242,6 +265,16 @@ pub fn reference(page: &str) -> String {
 }
 
 /// A hidden input's value.
+/// The review page's "needs your eyes" tick boxes, all ticked: what a
+/// reviewer who checked each sends with an approval.
+pub fn ticks(page: &str) -> Vec<(String, String)> {
+    Regex::new(r#"name="(confirm:[A-Za-z0-9_]+)""#)
+        .unwrap()
+        .captures_iter(page)
+        .map(|c| (c[1].to_owned(), "yes".to_owned()))
+        .collect()
+}
+
 pub fn hidden(page: &str, name: &str) -> String {
     let re = Regex::new(&format!(r#"name="{name}" value="([^"]*)""#)).unwrap();
     re.captures(page)

@@ -16,7 +16,7 @@ use fieldgate::domain::{
 };
 use fieldgate::http::{BodyBytes, MAX_BODY, Segment, urlencoded};
 use fieldgate::ports::{MediaStore, ProposalStore, StoreError};
-use fieldgate::web::review::{ReviewPage, field_views, highlight};
+use fieldgate::web::review::{ReviewPage, field_views, group, highlight};
 use fieldgate::web::{self, human_time};
 use fieldgate::{AppError, UserError};
 use http::HeaderMap;
@@ -164,11 +164,57 @@ async fn resolve(deps: &ApprovalDeps, raw: &str) -> Result<Link, AppError> {
     })
 }
 
+/// The proposal a spent link decided, for that link's holder until the
+/// link would have expired ([`Proposal::decided_by_link`]): what it shows
+/// after the decision (the outcome, the photo). Other spent links, and
+/// links replaced by a newer round, get nothing of it.
+async fn decided_by(deps: &ApprovalDeps, raw: &str) -> Result<Option<Proposal>, AppError> {
+    let Ok(token) = raw.parse::<ReviewToken>() else {
+        return Ok(None);
+    };
+    let Some(p) = deps.store.get(token.proposal).await? else {
+        return Ok(None);
+    };
+    Ok(p.decided_by_link(&token.hash(), deps.clock.now())
+        .then_some(p))
+}
+
+/// The decider's page once the link is spent: who decided when, where
+/// the report stands and, once written, the record in Salesforce.
+fn decided_page(deps: &ApprovalDeps, p: &Proposal, raw: &str) -> Response {
+    let object = deps
+        .workflows
+        .get(&p.workflow)
+        .map(|w| w.object.clone())
+        .unwrap_or_else(|| "record".into());
+    let record = match (p.status, &p.commit.record_url) {
+        (Status::Committed, Some(url)) => Some((
+            match &p.commit.record_number {
+                Some(n) => format!("{object} {n}"),
+                None => object,
+            },
+            url.clone(),
+        )),
+        _ => None,
+    };
+    let rejected = matches!(&p.decision, Some(d) if d.kind == DecisionKind::Reject);
+    web::DecidedPage {
+        status: 409,
+        title: "Already decided",
+        neutral: rejected,
+        text: decided_text(p),
+        record,
+        follow_url: (!p.status.is_final()).then(|| format!("/r/{raw}")),
+    }
+    .page()
+}
+
 fn page(
     deps: &ApprovalDeps,
     link: &Link,
     raw_token: &str,
     overrides: Option<&BTreeMap<String, String>>,
+    confirmed: &std::collections::BTreeSet<String>,
     errors: Vec<String>,
     status: u16,
 ) -> Response {
@@ -186,8 +232,9 @@ fn page(
             )
         })
         .collect();
-    let mut fields = field_views(wf, p, overrides);
+    let mut fields = field_views(wf, p, overrides, confirmed);
     let notes = highlight(&p.intake.notes, &mut fields);
+    let (eyes, fine, fine_preview) = group(fields);
     ReviewPage {
         workflow_name: &wf.name,
         object: &wf.object,
@@ -202,8 +249,10 @@ fn page(
             .photos()
             .map(|(n, _)| format!("/r/{raw_token}/photo/{n}"))
             .collect(),
-        flagged: fields.iter().filter(|f| f.flag.is_some()).count(),
-        fields,
+        flagged: eyes.len(),
+        eyes,
+        fine,
+        fine_preview,
         fixed,
         csrf: deps.csrf.token_for(&link.grant.token_hash),
         revision: p.current_hash().unwrap_or(""),
@@ -220,8 +269,24 @@ fn page(
 }
 
 async fn show(State(deps): Deps, Segment(raw): Segment) -> Result<Response, AppError> {
-    let link = resolve(&deps, &raw).await?;
-    Ok(page(&deps, &link, &raw, None, vec![], 200))
+    let link = match resolve(&deps, &raw).await {
+        Ok(link) => link,
+        Err(e) => {
+            return match decided_by(&deps, &raw).await? {
+                Some(p) => Ok(decided_page(&deps, &p, &raw)),
+                None => Err(e),
+            };
+        }
+    };
+    Ok(page(
+        &deps,
+        &link,
+        &raw,
+        None,
+        &Default::default(),
+        vec![],
+        200,
+    ))
 }
 
 /// The first photo (the address it had before there could be several).
@@ -246,9 +311,14 @@ async fn photo_n(
     photo_bytes(&deps, &raw, n).await
 }
 
+/// A photo, for a live link, and for the link that decided until it
+/// would have expired (the reviewer may look again at what they judged).
 async fn photo_bytes(deps: &ApprovalDeps, raw: &str, n: usize) -> Result<Response, AppError> {
-    let link = resolve(deps, raw).await?;
-    let ph = link.proposal.intake.photo(n).ok_or(UserError::NotFound)?;
+    let p = match resolve(deps, raw).await {
+        Ok(link) => link.proposal,
+        Err(e) => decided_by(deps, raw).await?.ok_or(e)?,
+    };
+    let ph = p.intake.photo(n).ok_or(UserError::NotFound)?;
     let data = deps.media.get(&ph.key).await?.ok_or(UserError::NotFound)?;
     Ok(web::bytes(200, &ph.content_type, data))
 }
@@ -264,6 +334,8 @@ pub(crate) struct DecisionForm {
     reason: Option<String>,
     /// The remaining names: the workflow's fields, as edited.
     pub edits: BTreeMap<String, String>,
+    /// The fields ticked under "needs your eyes" (`confirm:{field}`).
+    pub confirmed: std::collections::BTreeSet<String>,
 }
 
 impl DecisionForm {
@@ -273,7 +345,19 @@ impl DecisionForm {
         body: &[u8],
     ) -> Result<Self, UserError> {
         let mut form: BTreeMap<String, String> = BTreeMap::new();
+        let mut confirmed = std::collections::BTreeSet::new();
         for (k, v) in urlencoded(headers, body)? {
+            if let Some(field) = k.strip_prefix("confirm:") {
+                if workflow.field(field).is_none() {
+                    return Err(UserError::BadRequest(format!(
+                        "{k:?} is not a field of this form"
+                    )));
+                }
+                if !confirmed.insert(field.to_owned()) {
+                    return Err(UserError::BadRequest(format!("{k:?} was sent twice")));
+                }
+                continue;
+            }
             let known = matches!(k.as_str(), "decision" | "reason" | "csrf" | "revision")
                 || workflow.field(&k).is_some();
             if !known {
@@ -291,6 +375,7 @@ impl DecisionForm {
             decision: form.remove("decision"),
             reason: form.remove("reason"),
             edits: form,
+            confirmed,
         })
     }
 
@@ -347,6 +432,7 @@ async fn decide(
     }
     let kind = form.kind()?;
     let reason = form.reason()?;
+    let confirmed = std::mem::take(&mut form.confirmed);
     let form = std::mem::take(&mut form.edits);
     // What remains in `form` are the edited fields.
     let reviewer = Actor::Reviewer {
@@ -380,12 +466,38 @@ async fn decide(
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
         let issues = link.workflow.check(&values);
-        if !issues.is_empty() {
-            let errors = issues
-                .iter()
-                .map(|i| format!("{}: {}", label(&link.workflow, &i.field), i.message))
-                .collect();
-            return Ok(page(&deps, &link, &raw, Some(&form), errors, 422));
+        let mut errors: Vec<String> = issues
+            .iter()
+            .map(|i| format!("{}: {}", label(&link.workflow, &i.field), i.message))
+            .collect();
+        // Every "needs your eyes" field must be ticked (or changed, which is
+        // looking at it): the server decides, whatever the page's script did.
+        let unticked: Vec<String> = fieldgate::domain::needs_eyes(&link.workflow, p)
+            .into_keys()
+            .filter(|f| !confirmed.contains(f) && !changed.contains(f))
+            .map(|f| label(&link.workflow, &f))
+            .collect();
+        if !unticked.is_empty() {
+            errors.push(format!(
+                "Tick each field under \u{201c}Needs your eyes\u{201d} once you have checked it: {}.",
+                unticked.join(", ")
+            ));
+        }
+        if !errors.is_empty() {
+            tracing::info!(
+                invalid = issues.len(),
+                unticked = unticked.len(),
+                "approval refused; the form is shown again"
+            );
+            return Ok(page(
+                &deps,
+                &link,
+                &raw,
+                Some(&form),
+                &confirmed,
+                errors,
+                422,
+            ));
         }
     }
     let now = deps.clock.now();
@@ -414,6 +526,12 @@ async fn decide(
             // First decision wins: every link of the round is spent.
             next.review.retire_grants();
             next.commit.last_error = None;
+            // A decision starts the next phase: the claim a commit driver
+            // took to mail this round (NEEDS_ATTENTION) is over, so the
+            // outcome's work (the commit, the reporter's mail) starts now
+            // instead of when that lease runs out.
+            next.commit.lease_owner = None;
+            next.commit.lease_until = None;
         })
     };
     let mut t = decide(p)?;
@@ -443,17 +561,27 @@ async fn decide(
         }
     }
     tracing::info!(decision = action, edited = changed.len(), "review decided");
+    // The link stays the decider's window on the outcome: it shows the
+    // record in Salesforce once written (see `decided_page`).
     Ok(match kind {
-        DecisionKind::Approve => web::message(
-            200,
-            "Approved",
-            "Thank you. The record is being written to Salesforce; the team is told when it is there.",
-        ),
-        DecisionKind::Reject => web::message(
-            200,
-            "Rejected",
-            "Thank you. Nothing was written to Salesforce.",
-        ),
+        DecisionKind::Approve => web::DecidedPage {
+            status: 200,
+            title: "Approved",
+            neutral: false,
+            text: "Thank you. The record is being written to Salesforce; the team is told when it is there.".into(),
+            record: None,
+            follow_url: Some(format!("/r/{raw}")),
+        }
+        .page(),
+        DecisionKind::Reject => web::DecidedPage {
+            status: 200,
+            title: "Rejected",
+            neutral: true,
+            text: "Thank you. Nothing was written to Salesforce.".into(),
+            record: None,
+            follow_url: None,
+        }
+        .page(),
     })
 }
 

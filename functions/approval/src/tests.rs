@@ -125,6 +125,13 @@ fn post_form(uri: &str, form: String) -> Request {
         .unwrap()
 }
 
+/// The names of the page's "needs your eyes" tick boxes.
+fn tick_names(page: &str) -> Vec<String> {
+    page.match_indices("name=\"confirm:")
+        .map(|(i, _)| page[i + 6..].split('"').next().unwrap().to_owned())
+        .collect()
+}
+
 fn hidden(page: &str, name: &str) -> String {
     let start = page.find(&format!("name=\"{name}\" value=\"")).unwrap() + name.len() + 15;
     page[start..].split('"').next().unwrap().to_owned()
@@ -149,13 +156,15 @@ async fn get_shows_escaped_notes_and_changes_nothing() {
 async fn approve_binds_to_the_revision_and_spends_the_link() {
     let f = fx().await;
     let page = send(&f.app, request("GET", &f.url_path)).await.body;
-    let form = serde_urlencoded::to_string([
-        ("decision", "approve"),
-        ("csrf", hidden(&page, "csrf").as_str()),
-        ("revision", hidden(&page, "revision").as_str()),
-        ("Subject", "Boiler pressure low"),
-    ])
-    .unwrap();
+    let (csrf, revision) = (hidden(&page, "csrf"), hidden(&page, "revision"));
+    let mut fields = vec![
+        ("decision".to_owned(), "approve".to_owned()),
+        ("csrf".to_owned(), csrf),
+        ("revision".to_owned(), revision),
+        ("Subject".to_owned(), "Boiler pressure low".to_owned()),
+    ];
+    fields.extend(tick_names(&page).into_iter().map(|n| (n, "yes".to_owned())));
+    let form = serde_urlencoded::to_string(&fields).unwrap();
     let post = || post_form(&f.url_path, form.clone());
     let r = send(&f.app, post()).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -169,6 +178,82 @@ async fn approve_binds_to_the_revision_and_spends_the_link() {
     assert_eq!(d.by, "service-desk@example.com");
     assert_eq!(d.revision_hash, p.revisions.last().unwrap().hash);
     assert_eq!(send(&f.app, post()).await.status, 409, "the link is spent");
+}
+
+#[tokio::test]
+async fn an_approval_without_every_tick_is_refused_with_the_edits_kept() {
+    let f = fx().await;
+    let page = send(&f.app, request("GET", &f.url_path)).await.body;
+    let ticks = tick_names(&page);
+    assert!(
+        !ticks.is_empty(),
+        "the rules structurer leaves something to check: {page}"
+    );
+    assert!(page.contains("Needs your eyes"), "{page}");
+    let before = f.store.get(f.id).await.unwrap();
+    let base = [
+        ("decision".to_owned(), "approve".to_owned()),
+        ("csrf".to_owned(), hidden(&page, "csrf")),
+        ("revision".to_owned(), hidden(&page, "revision")),
+        ("Description".to_owned(), "Edited <b>by hand</b>".to_owned()),
+    ];
+    // All but one tick: refused, the page again with the edit and the
+    // ticks given, nothing stored.
+    let mut partial = base.to_vec();
+    partial.extend(
+        ticks
+            .iter()
+            .filter(|t| *t != "confirm:Description")
+            .skip(1)
+            .map(|t| (t.clone(), "yes".to_owned())),
+    );
+    let r = send(
+        &f.app,
+        post_form(&f.url_path, serde_urlencoded::to_string(&partial).unwrap()),
+    )
+    .await;
+    if ticks.iter().filter(|t| *t != "confirm:Description").count() > 0 {
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert!(r.body.contains("Tick each field"), "{}", r.body);
+        assert!(
+            r.body.contains("Edited &#60;b&#62;by hand")
+                || r.body.contains("Edited &lt;b&gt;by hand"),
+            "the edit is kept"
+        );
+        assert_eq!(f.store.get(f.id).await.unwrap(), before, "nothing stored");
+    }
+    // A tick for something that is not a field: a clear 400.
+    let mut bogus = base.to_vec();
+    bogus.push(("confirm:OwnerId".to_owned(), "yes".to_owned()));
+    let r = send(
+        &f.app,
+        post_form(&f.url_path, serde_urlencoded::to_string(&bogus).unwrap()),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Every tick (the edited field counts as checked): approved.
+    let mut all = base.to_vec();
+    all.extend(
+        ticks
+            .iter()
+            .filter(|t| *t != "confirm:Description")
+            .map(|t| (t.clone(), "yes".to_owned())),
+    );
+    let r = send(
+        &f.app,
+        post_form(&f.url_path, serde_urlencoded::to_string(&all).unwrap()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        f.store.get(f.id).await.unwrap().unwrap().status,
+        Status::Approved
+    );
+    // The deciding link keeps its window on the outcome; a rejection
+    // elsewhere would say "already decided".
+    let r = send(&f.app, request("GET", &f.url_path)).await;
+    assert_eq!(r.status, 409);
+    assert!(r.body.contains("See when it is written"), "{}", r.body);
 }
 
 #[tokio::test]
@@ -186,9 +271,12 @@ async fn each_reviewer_has_a_link_and_the_first_decision_wins() {
         ("revision", hidden(&ana_page, "revision").as_str()),
     ])
     .unwrap();
-    assert_eq!(
-        send(&f.app, post_form(&f.url_path, reject)).await.status,
-        200
+    let rejected = send(&f.app, post_form(&f.url_path, reject)).await;
+    assert_eq!(rejected.status, 200);
+    assert!(
+        rejected.body.contains("Rejected") && !rejected.body.contains('✓'),
+        "a rejection is not shown with a green tick: {}",
+        rejected.body
     );
     // Ben's link now says who decided, and his approval changes nothing.
     let r = send(&f.app, request("GET", ben)).await;

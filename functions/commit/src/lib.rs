@@ -29,6 +29,8 @@ pub struct Commit {
     pub notifier: Arc<dyn ReviewNotifier>,
     pub workflows: Arc<Workflows>,
     pub public_url: String,
+    /// Signs the status link in the reporter's mail.
+    pub links: Arc<fieldgate::domain::CsrfKey>,
     pub clock: Arc<dyn Clock>,
     /// How long commits wait after the org's API limit ([`LIMIT_PAUSE`];
     /// `fieldgate serve --limit-pause` sets it).
@@ -49,6 +51,7 @@ impl Commit {
             notifier: c.notifier().await?,
             workflows: c.workflows().await?,
             public_url: c.public_url()?,
+            links: c.links().await?,
             clock: c.clock(),
             limit_pause: LIMIT_PAUSE,
             lookups: Default::default(),
@@ -57,11 +60,14 @@ impl Commit {
 }
 
 /// The statuses this step acts on (mirrors the template's filter).
-pub const STATUSES: [Status; 4] = [
+/// REJECTED is here for the reporter's mail: this stream-driven function
+/// already sends mail (SES), so the outcome mail needs no new permission.
+pub const STATUSES: [Status; 5] = [
     Status::Approved,
     Status::Committing,
     Status::Committed,
     Status::NeedsAttention,
+    Status::Rejected,
 ];
 
 pub const HANDOFF_SCHEMA: &str = "fieldgate.handoff/v1";
@@ -110,19 +116,30 @@ impl Driver<'_> {
 }
 
 /// Whether this step has work left on `p` (which a lease protects).
-fn has_work(p: &Proposal) -> bool {
-    has_work_in(p.status, p)
+fn has_work(deps: &Commit, p: &Proposal) -> bool {
+    has_work_in(deps, p.status, p)
 }
 
 /// [`has_work`] for `p` once in `status` (a transition's closure sees the
 /// proposal before its status changes).
-fn has_work_in(status: Status, p: &Proposal) -> bool {
+fn has_work_in(deps: &Commit, status: Status, p: &Proposal) -> bool {
     match status {
         Status::Approved | Status::Committing => true,
-        Status::Committed => !p.commit.handoff_published,
+        Status::Committed => !p.commit.handoff_published || reporter_due(deps, status, p),
         Status::NeedsAttention => !p.review.mailed,
+        Status::Rejected => reporter_due(deps, status, p),
         _ => false,
     }
+}
+
+/// Whether the reporter's outcome mail is still to be sent for `p` once
+/// in `status` (the workflow's `[notify] reporter` decides; an unknown
+/// workflow sends none).
+fn reporter_due(deps: &Commit, status: Status, p: &Proposal) -> bool {
+    let Some(wf) = deps.workflows.get(&p.workflow) else {
+        return false;
+    };
+    p.reporter_mail_due_in(status, &wf.notify).is_some()
 }
 
 /// Whether a driver other than the lease owner may claim `p` at `now`.
@@ -217,7 +234,7 @@ async fn process_at(
                 None => return Ok(()),
             },
         };
-        if !has_work(&p) {
+        if !has_work(deps, &p) {
             return Ok(());
         }
         let wf = deps
@@ -246,7 +263,8 @@ async fn process_at(
                 wrote_record_here = !had_record;
                 r
             }
-            Status::Committed => publish(&d, &wf, &p).await,
+            Status::Committed if !p.commit.handoff_published => publish(&d, &wf, &p).await,
+            Status::Committed | Status::Rejected => mail_reporter(&d, &wf, &p).await,
             Status::NeedsAttention => review::send_round(
                 deps.store.as_ref(),
                 deps.notifier.as_ref(),
@@ -309,6 +327,7 @@ pub async fn release_dead_leases(deps: &Commit) -> Result<usize, CommitError> {
         Status::Committing,
         Status::Committed,
         Status::NeedsAttention,
+        Status::Rejected,
     ] {
         for p in deps.store.list_by_status(status, 1000).await? {
             if p.commit.lease_until.is_none_or(|until| until <= now) {
@@ -402,7 +421,7 @@ fn mark(
         d.deps.clock.now(),
         |n| {
             change(n);
-            if to != Status::Approved && has_work_in(to, n) {
+            if to != Status::Approved && has_work_in(d.deps, to, n) {
                 n.commit.lease_owner = Some(owner);
                 n.commit.lease_until = Some(until);
             } else {
@@ -442,7 +461,7 @@ pub async fn sweep(deps: &Commit, now: fieldgate::domain::Timestamp) -> Result<S
                 .list_by_status(status, SWEEP_BATCH)
                 .await?
                 .into_iter()
-                .filter(has_work),
+                .filter(|p| has_work(deps, p)),
         );
     }
     candidates.sort_by_key(|p| p.updated_at);
@@ -475,7 +494,7 @@ pub async fn sweep(deps: &Commit, now: fieldgate::domain::Timestamp) -> Result<S
                 out.waiting += 1;
             }
             // Another driver holds it (its lease is live): not ours to count.
-            Some(after) if has_work(&after) => out.waiting += 1,
+            Some(after) if has_work(deps, &after) => out.waiting += 1,
             _ => out.redriven += 1,
         }
     }
@@ -694,8 +713,11 @@ async fn read_back(
     mut before: Vec<fieldgate::domain::Transition>,
 ) -> Result<Option<Proposal>, CommitError> {
     let deps = d.deps;
-    // Read back and compare every approved field with what Salesforce holds.
-    let names: Vec<String> = record.keys().cloned().collect();
+    // Read back and compare every approved field with what Salesforce
+    // holds; the same read brings the number Salesforce gave the record.
+    let number_field = fieldgate::domain::record_number_field(&wf.object);
+    let mut names: Vec<String> = record.keys().cloned().collect();
+    names.extend(number_field.map(str::to_owned));
     let stored = deps
         .writer
         .read(&wf.object, record_id, &names)
@@ -717,20 +739,35 @@ async fn read_back(
             "Salesforce holds other values than were approved"
         );
     }
+    let number = record_number(number_field, &stored);
     let from = before.last().map_or(p, |t| &t.proposal);
+    let at = deps.clock.now();
     let committed = mark(
         d,
         from,
         Status::Committed,
         "committed",
-        json!({"salesforce_id": record_id, "mismatches": mismatches}),
+        json!({"salesforce_id": record_id, "record_number": number, "mismatches": mismatches}),
         |n| {
             n.commit.readback_mismatches = mismatches.clone();
+            n.commit.record_number = number.clone();
+            n.commit.committed_at = Some(at);
         },
     )?;
     before.push(committed);
     deps.store.apply_all(&before).await?;
     Ok(before.pop().map(|t| t.proposal))
+}
+
+/// The record's number as Salesforce holds it (a string auto-number),
+/// when the object has one and the read brought it.
+fn record_number(field: Option<&str>, stored: &serde_json::Map<String, Value>) -> Option<String> {
+    let v = stored.get(field?)?;
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// The error code of a record changed in Salesforce after the proposal.
@@ -797,15 +834,19 @@ async fn update_step(
         }
     };
     let fields: Vec<&String> = record.keys().collect();
+    let number = record_number(fieldgate::domain::record_number_field(&wf.object), &rec);
+    let at = deps.clock.now();
     let saved = save(
         d,
         p,
         Status::Committed,
         "committed",
-        json!({"salesforce_id": target.record_id, "updated_fields": fields, "written": written}),
+        json!({"salesforce_id": target.record_id, "record_number": number, "updated_fields": fields, "written": written}),
         |n| {
             n.commit.record_id = Some(target.record_id.clone());
             n.commit.record_url = Some(url.clone());
+            n.commit.record_number = number.clone();
+            n.commit.committed_at = Some(at);
         },
     )
     .await?;
@@ -932,6 +973,7 @@ async fn publish(
         committed_at: p.updated_at,
     };
     d.deps.handoff.publish(&msg).await?;
+    let at = d.deps.clock.now();
     let saved = save(
         d,
         p,
@@ -940,6 +982,42 @@ async fn publish(
         json!({"dedupe_key": msg.dedupe_key}),
         |n| {
             n.commit.handoff_published = true;
+            n.commit.handed_off_at = Some(at);
+        },
+    )
+    .await?;
+    Ok(Some(saved))
+}
+
+/// Tells the reporter the outcome, once: the mail, then its record (a
+/// conditional write, so of two drivers only one records it; the lease
+/// keeps a second from sending meanwhile). A crash between the two sends
+/// it again on the retry, with the same `Message-ID`, so a mail client
+/// (and a person) sees the repeat for what it is.
+async fn mail_reporter(
+    d: &Driver<'_>,
+    wf: &Workflow,
+    p: &Proposal,
+) -> Result<Option<Proposal>, CommitError> {
+    let Some(to) = p.reporter_mail_due(&wf.notify) else {
+        return Ok(None);
+    };
+    let status_url = format!(
+        "{}/s/{}",
+        d.deps.public_url.trim_end_matches('/'),
+        fieldgate::review::status_ref(&d.deps.links, p.id)
+    );
+    let mail = fieldgate::notice::reporter_mail(wf, p, to, &status_url);
+    d.deps.notifier.send(&mail).await?;
+    let at = d.deps.clock.now();
+    let saved = save(
+        d,
+        p,
+        p.status,
+        "reporter_mail_sent",
+        json!({"outcome": p.status}),
+        |n| {
+            n.reporter_mailed_at = Some(at);
         },
     )
     .await?;

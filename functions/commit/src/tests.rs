@@ -85,7 +85,35 @@ async fn approved_with_photos(f: &Fx, notes: &str, data: &[&[u8]]) -> Proposal {
     approved_with(f, notes, photos).await
 }
 
-async fn approved_with(f: &Fx, notes: &str, photos: Vec<fieldgate::domain::PhotoRef>) -> Proposal {
+async fn approved_with(
+    f: &Fx,
+    notes: &str,
+    photos: Vec<fieldgate::domain::PhotoRef>,
+) -> Proposal {
+    let p = reviewable(f, notes, photos, None).await;
+    let a = p
+        .transition(
+            Status::Approved,
+            Actor::Reviewer {
+                email: "r@example.com".into(),
+            },
+            "approved",
+            json!({}),
+            f.clock.now(),
+            |n| n.review.grants.clear(),
+        )
+        .unwrap();
+    f.store.apply(&a).await.unwrap();
+    a.proposal
+}
+
+/// A structured proposal waiting for review, reported by `reporter`.
+async fn reviewable(
+    f: &Fx,
+    notes: &str,
+    photos: Vec<fieldgate::domain::PhotoRef>,
+    reporter: Option<&str>,
+) -> Proposal {
     let asset = &f.emulator.demo_assets()[0];
     // Each report a second after the last: the sweep takes the oldest first.
     f.clock.advance(time::Duration::seconds(1));
@@ -103,7 +131,7 @@ async fn approved_with(f: &Fx, notes: &str, photos: Vec<fieldgate::domain::Photo
         },
         Intake {
             notes: notes.into(),
-            reporter: None,
+            reporter: reporter.map(str::to_owned),
             photos,
             received_at: now,
             assistant: None,
@@ -117,21 +145,179 @@ async fn approved_with(f: &Fx, notes: &str, photos: Vec<fieldgate::domain::Photo
     fieldgate_structure::process(&s, t.proposal.id)
         .await
         .unwrap();
-    let p = f.store.get(t.proposal.id).await.unwrap().unwrap();
-    let a = p
+    f.store.get(t.proposal.id).await.unwrap().unwrap()
+}
+
+/// A reviewer's decision on `p`, as the approval step records it.
+async fn decide(
+    f: &Fx,
+    p: &Proposal,
+    kind: fieldgate::domain::DecisionKind,
+    reason: Option<&str>,
+) -> Proposal {
+    let to = match kind {
+        fieldgate::domain::DecisionKind::Approve => Status::Approved,
+        fieldgate::domain::DecisionKind::Reject => Status::Rejected,
+    };
+    let now = f.clock.now();
+    let token_hash = p.review.grants[0].token_hash.clone();
+    let t = p
         .transition(
-            Status::Approved,
+            to,
             Actor::Reviewer {
-                email: "r@example.com".into(),
+                email: "desk@example.com".into(),
             },
-            "approved",
+            "decided",
             json!({}),
-            f.clock.now(),
-            |n| n.review.grants.clear(),
+            now,
+            |n| {
+                n.decision = Some(fieldgate::domain::Decision {
+                    kind,
+                    by: "desk@example.com".into(),
+                    at: now,
+                    revision_hash: n.current_hash().unwrap().to_owned(),
+                    reason: reason.map(str::to_owned),
+                    token_hash,
+                });
+                n.review.retire_grants();
+            },
         )
         .unwrap();
-    f.store.apply(&a).await.unwrap();
-    a.proposal
+    f.store.apply(&t).await.unwrap();
+    t.proposal
+}
+
+fn mails_to(f: &Fx, to: &str) -> Vec<fieldgate::ports::ReviewMail> {
+    f.outbox
+        .mails()
+        .into_iter()
+        .filter(|m| m.to == to)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_record_number_rides_on_the_read_back_and_the_reporter_is_mailed_once() {
+    let f = fx().await;
+    let tech = "tech@example.com";
+    let p = reviewable(&f, "Generator fails to start, urgent", vec![], Some(tech)).await;
+    let p = decide(&f, &p, fieldgate::domain::DecisionKind::Approve, None).await;
+    let before = f.emulator.api_calls();
+    for _ in 0..2 {
+        // The second delivery is a redelivery: nothing more is sent.
+        assert!(
+            handle_stream(&f.deps, event(&p))
+                .await
+                .batch_item_failures
+                .is_empty()
+        );
+    }
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Committed);
+    let case = &f.emulator.records("Case")[0];
+    assert_eq!(
+        done.commit.record_number.as_deref(),
+        case["CaseNumber"].as_str(),
+        "the number Salesforce gave"
+    );
+    assert!(done.commit.record_number.is_some());
+    assert_eq!(
+        f.emulator.api_calls() - before,
+        3,
+        "token + upsert + read-back: no extra call for the number"
+    );
+    assert!(done.commit.committed_at.is_some() && done.commit.handed_off_at.is_some());
+    assert!(done.reporter_mailed_at.is_some());
+    let mails = mails_to(&f, tech);
+    assert_eq!(mails.len(), 1, "one outcome mail");
+    let m = &mails[0];
+    let number = done.commit.record_number.clone().unwrap();
+    assert!(m.subject.contains(&number), "{}", m.subject);
+    assert!(
+        m.text.contains(&number) && m.text.contains("/s/"),
+        "{}",
+        m.text
+    );
+    assert!(
+        !m.text.contains("/r/") && !m.html.contains("/r/"),
+        "no review link"
+    );
+    assert!(
+        !m.text.contains("desk@example.com") && !m.html.contains("desk@example.com"),
+        "no reviewer"
+    );
+    assert_eq!(
+        m.dedupe_key.as_deref(),
+        Some(format!("{}.committed", p.id).as_str())
+    );
+    // The sweep finds nothing left to do.
+    let sweep = sweep(&f.deps, f.clock.now()).await.unwrap();
+    assert_eq!(sweep, Sweep::default());
+    assert_eq!(mails_to(&f, tech).len(), 1);
+}
+
+#[tokio::test]
+async fn a_rejection_mails_the_reporter_the_reason_once_unless_the_workflow_says_not_to() {
+    let f = fx().await;
+    let tech = "tech@example.com";
+    let p = reviewable(&f, "Door squeaks", vec![], Some(tech)).await;
+    let p = decide(
+        &f,
+        &p,
+        fieldgate::domain::DecisionKind::Reject,
+        Some("Duplicate of 00001000"),
+    )
+    .await;
+    for _ in 0..2 {
+        assert!(
+            handle_stream(&f.deps, event(&p))
+                .await
+                .batch_item_failures
+                .is_empty()
+        );
+    }
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::Rejected);
+    assert!(done.reporter_mailed_at.is_some());
+    assert!(done.commit.lease_owner.is_none(), "no lease left behind");
+    let mails = mails_to(&f, tech);
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].text.contains("Duplicate of 00001000"),
+        "{}",
+        mails[0].text
+    );
+    assert!(f.emulator.records("Case").is_empty(), "nothing written");
+
+    // A name is not an address: no mail, and nothing left to do.
+    let named = reviewable(&f, "Door squeaks again", vec![], Some("Sam")).await;
+    let named = decide(&f, &named, fieldgate::domain::DecisionKind::Reject, None).await;
+    handle_stream(&f.deps, event(&named)).await;
+    assert!(
+        f.store
+            .get(named.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .reporter_mailed_at
+            .is_none()
+    );
+
+    // `[notify] reporter = false`: no mail; `reject_reason = false`: no reason.
+    let mut wf = (*f.deps.workflows.get(&p.workflow).unwrap()).clone();
+    wf.notify.reporter = false;
+    let quiet = Commit {
+        workflows: Arc::new(Workflows::from_workflows(vec![wf.clone()])),
+        ..Commit::build(&f.parts).await.unwrap()
+    };
+    let other = "other@example.com";
+    let q = reviewable(&f, "Door squeaks once more", vec![], Some(other)).await;
+    let q = decide(&f, &q, fieldgate::domain::DecisionKind::Reject, Some("No")).await;
+    handle_stream(&quiet, event(&q)).await;
+    assert!(mails_to(&f, other).is_empty());
+    wf.notify.reporter = true;
+    wf.notify.reject_reason = false;
+    let hidden = fieldgate::notice::reporter_mail(&wf, &done, tech, "https://fg.example/s/x");
+    assert!(!hidden.text.contains("Duplicate"), "{}", hidden.text);
 }
 
 fn event(p: &Proposal) -> Event {
@@ -157,6 +343,10 @@ async fn approved_is_committed_once_and_handed_off() {
     assert_eq!(cases.len(), 1);
     assert_eq!(cases[0]["Fieldgate_Proposal_Id__c"], p.id.to_string());
     assert_eq!(f.handoff.messages().len(), 1);
+    assert_eq!(
+        done.commit.record_number.as_deref(),
+        cases[0]["CaseNumber"].as_str()
+    );
     // Redelivery of the same record: nothing more happens.
     assert!(
         handle_stream(&f.deps, event(&p))

@@ -726,11 +726,10 @@ fn report(p: &Proposal, status_url: String) -> Value {
             "reason": d.reason,
         })
     });
-    let salesforce = p
-        .commit
-        .record_id
-        .as_ref()
-        .map(|id| json!({"id": id, "url": p.commit.record_url}));
+    let salesforce =
+        p.commit.record_id.as_ref().map(
+            |id| json!({"id": id, "url": p.commit.record_url, "number": p.commit.record_number}),
+        );
     let problem = (p.status == Status::NeedsAttention)
         .then_some(p.commit.last_error.as_ref())
         .flatten()

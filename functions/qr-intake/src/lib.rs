@@ -307,6 +307,13 @@ fn parse_submission(
                         "the name or email is too long".into(),
                     ));
                 }
+                // An address gets the outcome mail: one that cannot be
+                // delivered is the technician's typo, said now, not lost.
+                if r.contains('@') && !fieldgate::domain::looks_like_email(&r) {
+                    return Err(UserError::BadRequest(
+                        "the email address does not look complete (name@example.com); correct it, or give just your name".into(),
+                    ));
+                }
                 s.reporter = (!r.is_empty()).then_some(r);
             }
             "idem" => {
@@ -648,7 +655,8 @@ async fn status(State(deps): Deps, Segment(reference): Segment) -> Result<Respon
     let id = fieldgate::review::parse_status_ref(&deps.links, &reference)
         .map_err(|_| UserError::NotFound)?;
     let p = deps.store.get(id).await?.ok_or(UserError::NotFound)?;
-    Ok(StatusPage::new(&id.to_string(), p.status, &p.asset.name).page())
+    let wf = deps.workflows.get(&p.workflow);
+    Ok(StatusPage::new(&id.to_string(), &p, wf.as_deref()).page())
 }
 
 /// On Lambda: the client address API Gateway saw.

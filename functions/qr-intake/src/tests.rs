@@ -304,6 +304,24 @@ async fn bad_input_is_a_clear_4xx_and_stores_nothing() {
             400,
             post_multipart(&path, &[("notes", None, b"x"), ("notes", None, b"y")]),
         ),
+        // An address that cannot get the outcome mail (a name is fine).
+        (
+            400,
+            post_multipart(
+                &path,
+                &[("notes", None, b"x"), ("reporter", None, b"ana@example")],
+            ),
+        ),
+        (
+            400,
+            post_multipart(
+                &path,
+                &[
+                    ("notes", None, b"x"),
+                    ("reporter", None, b"ana@@example.com"),
+                ],
+            ),
+        ),
         (
             415,
             http::Request::builder()

@@ -159,10 +159,12 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         | grants(["s3:GetObject"], [PHOTOS])
         # The handoff message.
         | grants(["sns:Publish"], ["${HandoffTopic}"])
-        # Mail (e.g. expiry / needs-attention notices), only from MailFrom.
+        # Mail (needs-attention review rounds, the reporter's outcome), only
+        # from MailFrom.
         | grants(["ses:SendEmail"], [SES_IDENTITIES, SES_CONFIG_SET], FROM_MAIL_FROM)
-        # Salesforce credentials.
-        | grants(["secretsmanager:GetSecretValue"], ["${SalesforceSecret}"])
+        # Salesforce credentials; the link key signs the status link in the
+        # reporter's outcome mail.
+        | grants(["secretsmanager:GetSecretValue"], ["${SalesforceSecret}", "${KeysSecret}"])
         # Failed records to the failure queue.
         | grants(["sqs:SendMessage"], ["${StreamFailures.Arn}"])
         # This table's stream only; ListStreams: "*" (see StructureFunction).

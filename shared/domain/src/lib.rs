@@ -3,6 +3,7 @@
 //! clock and randomness come in as arguments.
 
 pub mod assistant;
+pub mod attention;
 pub mod audit;
 pub mod ids;
 pub mod proposal;
@@ -10,10 +11,12 @@ pub mod rate;
 pub mod revision;
 pub mod status;
 pub mod sticker;
+pub mod timeline;
 pub mod tokens;
 pub mod workflow;
 
 pub use assistant::{AssistantLimits, AssistantProposal, AssistantToken, CredentialKind};
+pub use attention::{Attention, needs_eyes, quote_at};
 pub use audit::{
     Actor, AuditBreak, AuditEvent, AuditHead, BoundRevision, ChainError, ExportLine, export_lines,
     stored_revisions, verify_chain, verify_export, verify_record,
@@ -28,10 +31,12 @@ pub use rate::{RetryAfter, SlidingLimit, TokenBucket, WindowCount, window_end};
 pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;
 pub use sticker::{Sticker, StickerRef, StickerRefError};
+pub use timeline::{TimelineEntry, timeline};
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
-    AssetBinding, FieldKind, FieldSpec, Lookup, Operation, PhotoPolicy, StructurerKind,
-    UpdatePolicy, Workflow, WorkflowError, Workflows,
+    AssetBinding, FieldKind, FieldSpec, Lookup, NotifyPolicy, Operation, PhotoPolicy,
+    StructurerKind, UpdatePolicy, Workflow, WorkflowError, Workflows, looks_like_email,
+    record_number_field,
 };
 
 pub mod fixtures;

@@ -4,6 +4,7 @@
 use super::assistant::AssistantProposal;
 use super::audit::{Actor, AuditEvent, GENESIS};
 use super::revision::{Fields, Revision};
+use super::workflow::{NotifyPolicy, looks_like_email};
 use super::{AssetId, ProposalId, Status, Timestamp, WorkflowId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -100,6 +101,13 @@ pub struct ReviewRound {
     pub mailed: bool,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub expires_at: Option<Timestamp>,
+    /// When this round's links were mailed (absent on older items).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub mailed_at: Option<Timestamp>,
+    /// When the first round was mailed: the technician's "sent to the
+    /// reviewers" (later rounds are Salesforce's business, not theirs).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub first_mailed_at: Option<Timestamp>,
 }
 
 impl ReviewRound {
@@ -156,6 +164,16 @@ pub struct CommitProgress {
     /// (Earlier versions kept one `photo_version_id`: read as a list.)
     #[serde(default, alias = "photo_version_id", deserialize_with = "one_or_many")]
     pub photo_version_ids: Vec<String>,
+    /// The number Salesforce gave the record (`CaseNumber`, ...), read back
+    /// after the write; `None` for objects without one.
+    #[serde(default)]
+    pub record_number: Option<String>,
+    /// When the record was read back and the proposal marked COMMITTED.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub committed_at: Option<Timestamp>,
+    /// When the handoff was published.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub handed_off_at: Option<Timestamp>,
     #[serde(default)]
     pub readback_mismatches: Vec<String>,
     pub handoff_published: bool,
@@ -242,6 +260,10 @@ pub struct Proposal {
     pub decision: Option<Decision>,
     #[serde(default)]
     pub commit: CommitProgress,
+    /// When the reporter was mailed the outcome (written or rejected):
+    /// set once, by the conditional write that records the mail.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub reporter_mailed_at: Option<Timestamp>,
     /// Audit chain head, so the next event can link to it without a read.
     pub event_count: u32,
     pub last_event_hash: String,
@@ -330,6 +352,7 @@ impl Proposal {
             review: ReviewRound::default(),
             decision: None,
             commit: CommitProgress::default(),
+            reporter_mailed_at: None,
             event_count: 0,
             last_event_hash: GENESIS.to_owned(),
             expires_at: 0,
@@ -378,6 +401,7 @@ impl Proposal {
         p.review = ReviewRound::default();
         p.decision = None;
         p.commit = CommitProgress::default();
+        p.reporter_mailed_at = None;
         if let Some(u) = &mut p.update {
             u.changed = None;
         }
@@ -450,6 +474,52 @@ impl Proposal {
         let hash = rev.hash.clone();
         self.revisions.push(rev);
         hash
+    }
+
+    /// The address to tell the outcome to, when that mail is due: the
+    /// report is written (COMMITTED) or rejected, the reporter typed an
+    /// email address (not just a name; an assistant's proposal has none),
+    /// the workflow says to, and it was not sent yet.
+    pub fn reporter_mail_due(&self, notify: &NotifyPolicy) -> Option<&str> {
+        self.reporter_mail_due_in(self.status, notify)
+    }
+
+    /// [`Self::reporter_mail_due`] once in `status` (a step deciding about
+    /// the write it is making).
+    pub fn reporter_mail_due_in(&self, status: Status, notify: &NotifyPolicy) -> Option<&str> {
+        if !notify.reporter || self.reporter_mailed_at.is_some() {
+            return None;
+        }
+        // Only outcomes this version recorded: an item stored before it
+        // (no `committed_at`, no `first_mailed_at`) is never mailed, so an
+        // upgrade does not mail every old report's reporter at once.
+        let recorded = match status {
+            Status::Committed => self.commit.committed_at.is_some(),
+            Status::Rejected => self.review.first_mailed_at.is_some(),
+            _ => false,
+        };
+        if !recorded {
+            return None;
+        }
+        self.intake
+            .reporter
+            .as_deref()
+            .filter(|r| looks_like_email(r))
+    }
+
+    /// Whether `token_hash` is the link that decided this proposal and may
+    /// still open what it showed (the photo, the outcome) at `now`: until
+    /// the round's links would have expired, and only once no reviewer is
+    /// asked again (a new round has new links).
+    pub fn decided_by_link(&self, token_hash: &str, now: Timestamp) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(d) = &self.decision else {
+            return false;
+        };
+        bool::from(d.token_hash.as_bytes().ct_eq(token_hash.as_bytes()))
+            && !self.status.awaits_reviewer()
+            && self.review.replaced.iter().any(|h| h == token_hash)
+            && self.review.expires_at.is_some_and(|t| now <= t)
     }
 
     /// The grant whose hash matches, in constant time per comparison.
@@ -545,6 +615,34 @@ mod tests {
         );
         assert_eq!(photo_title(two.id, 1), format!("fieldgate-{}", two.id));
         assert_eq!(photo_title(two.id, 2), format!("fieldgate-{}-2", two.id));
+    }
+
+    #[test]
+    fn the_reporter_is_mailed_once_and_only_for_outcomes_this_version_recorded() {
+        let mut p = sample(at(0)).proposal;
+        p.intake.reporter = Some("tech@example.com".into());
+        let notify = NotifyPolicy::default();
+        p.status = Status::Committed;
+        assert_eq!(p.reporter_mail_due(&notify), None, "an old item: no mail");
+        p.commit.committed_at = Some(at(1));
+        assert_eq!(p.reporter_mail_due(&notify), Some("tech@example.com"));
+        p.reporter_mailed_at = Some(at(2));
+        assert_eq!(p.reporter_mail_due(&notify), None, "once");
+        p.reporter_mailed_at = None;
+        p.intake.reporter = Some("Sam".into());
+        assert_eq!(p.reporter_mail_due(&notify), None, "a name is no address");
+        p.intake.reporter = Some("tech@example.com".into());
+        p.status = Status::Rejected;
+        assert_eq!(p.reporter_mail_due(&notify), None);
+        p.review.first_mailed_at = Some(at(1));
+        assert_eq!(p.reporter_mail_due(&notify), Some("tech@example.com"));
+        let off = NotifyPolicy {
+            reporter: false,
+            ..notify
+        };
+        assert_eq!(p.reporter_mail_due(&off), None);
+        p.status = Status::Expired;
+        assert_eq!(p.reporter_mail_due(&NotifyPolicy::default()), None);
     }
 
     #[test]

@@ -62,8 +62,10 @@ impl Status {
                     | (NeedsAttention, Rejected)
                     | (NeedsAttention, Expired)
             )
-            // The handoff is recorded on a committed proposal.
+            // The handoff and the reporter's mail are recorded on a
+            // committed proposal; the reporter's mail on a rejected one.
             || (self == Committed && to == Committed)
+            || (self == Rejected && to == Rejected)
     }
 
     /// No further decision can be taken.
@@ -121,7 +123,12 @@ mod tests {
         );
         assert!(!Rejected.can_move_to(Approved));
         assert!(!Committed.can_move_to(Approved));
-        assert!(!Rejected.can_move_to(Rejected));
+        assert!(
+            Rejected.can_move_to(Rejected),
+            "the reporter's mail is recorded"
+        );
+        assert!(!Rejected.can_move_to(PendingReview));
+        assert!(!Expired.can_move_to(Expired));
         assert!(Committed.can_move_to(Committed));
         assert!(NeedsAttention.can_move_to(Approved));
         assert!(

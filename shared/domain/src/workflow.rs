@@ -114,6 +114,9 @@ pub struct FieldSpec {
     /// is a lookup (e.g. `WorkTypeId`), written with the id of the record
     /// whose `by` field is the chosen value (found in the org at commit).
     pub lookup: Option<Lookup>,
+    /// `review = "confirm"`: the reviewer must tick this field before the
+    /// approval counts, however sure structuring was.
+    pub confirm: bool,
 }
 
 /// Where a lookup field's values are found: `object` records by `by`.
@@ -153,6 +156,7 @@ struct RawField {
     vocabulary: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     lookup: Option<Lookup>,
+    review: Option<String>,
 }
 
 impl TryFrom<RawField> for FieldSpec {
@@ -197,7 +201,17 @@ impl TryFrom<RawField> for FieldSpec {
                 return Err(format!("field {n}: lookup object and by must be API names"));
             }
         }
+        let confirm = match r.review.as_deref() {
+            None => false,
+            Some("confirm") => true,
+            Some(other) => {
+                return Err(format!(
+                    "field {n}: review = {other:?} is not known; the one value is \"confirm\" (the reviewer must tick the field)"
+                ));
+            }
+        };
         Ok(FieldSpec {
+            confirm,
             name: r.name,
             label: r.label,
             kind,
@@ -282,6 +296,39 @@ pub struct HandoffPolicy {
     pub priority_field: Option<String>,
 }
 
+/// What the technician is told (`[notify]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyPolicy {
+    /// Mail a reporter who gave an email address once, when the report is
+    /// written to Salesforce or rejected.
+    #[serde(default = "yes")]
+    pub reporter: bool,
+    /// Show the reviewer's reason for a rejection on the status page and
+    /// in that mail (off: "rejected" only, e.g. when reasons name people).
+    #[serde(default = "yes")]
+    pub reject_reason: bool,
+}
+
+impl Default for NotifyPolicy {
+    fn default() -> Self {
+        Self {
+            reporter: true,
+            reject_reason: true,
+        }
+    }
+}
+
+/// The field Salesforce numbers a record of `object` by (an auto-number
+/// people quote on the phone), for the objects that have one.
+pub fn record_number_field(object: &str) -> Option<&'static str> {
+    match object {
+        "Case" => Some("CaseNumber"),
+        "WorkOrder" => Some("WorkOrderNumber"),
+        _ => None,
+    }
+}
+
 /// How an `update` workflow finds and shows the record it changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -321,6 +368,8 @@ struct WorkflowFile {
     fields: Vec<FieldSpec>,
     #[serde(default)]
     update: Option<UpdatePolicy>,
+    #[serde(default)]
+    notify: NotifyPolicy,
 }
 
 fn default_review_hours() -> u32 {
@@ -346,6 +395,7 @@ pub struct Workflow {
     pub fields: Vec<FieldSpec>,
     /// Set exactly when `operation` is `update`.
     pub update: Option<UpdatePolicy>,
+    pub notify: NotifyPolicy,
     schema: Value,
     validator: Arc<jsonschema::Validator>,
 }
@@ -592,6 +642,7 @@ impl Workflow {
             handoff: raw.handoff,
             fields: raw.fields,
             update: raw.update,
+            notify: raw.notify,
             schema,
             validator: Arc::new(validator),
         })
@@ -713,12 +764,17 @@ fn describe_violation(spec: &FieldSpec, raw: &str) -> String {
     }
 }
 
-fn looks_like_email(s: &str) -> bool {
+/// A plausible mail address (one `@`, a dotted domain, no spaces or
+/// angle brackets): what intake accepts as the reporter's address.
+pub fn looks_like_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
     !local.is_empty()
         && domain.contains('.')
+        && !domain.contains('@')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
         && !s.chars().any(|c| c.is_whitespace() || c == '<' || c == '>')
 }
 
@@ -875,6 +931,48 @@ mod tests {
         assert!(w.check(&v).is_empty(), "{:?}", w.check(&v));
         v.insert("Subject".into(), json!("  "));
         assert_eq!(w.check(&v)[0].message, "is required");
+    }
+
+    #[test]
+    fn review_confirm_and_notify_are_read_and_their_mistakes_named() {
+        let w = wf();
+        assert_eq!(w.notify, NotifyPolicy::default());
+        assert!(w.notify.reporter && w.notify.reject_reason, "on by default");
+        assert!(w.fields.iter().all(|f| !f.confirm));
+        let confirm = FIELD_SERVICE_CASE.replacen(
+            "name = \"Priority\"",
+            "name = \"Priority\"\nreview = \"confirm\"",
+            1,
+        );
+        let w = Workflow::from_toml("x", &confirm).unwrap();
+        assert!(w.field("Priority").unwrap().confirm);
+        let bad = confirm.replace("review = \"confirm\"", "review = \"always\"");
+        let e = Workflow::from_toml("x.toml", &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("review = \"always\"") && e.contains("\"confirm\""),
+            "{e}"
+        );
+        let quiet = FIELD_SERVICE_CASE.replacen("reporter = true", "reporter = false", 1);
+        let w = Workflow::from_toml("x", &quiet).unwrap();
+        assert!(!w.notify.reporter && w.notify.reject_reason);
+        let typo = FIELD_SERVICE_CASE.replacen("reporter = true", "reporters = false", 1);
+        let e = Workflow::from_toml("x.toml", &typo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reporters") && e.starts_with("x.toml:"), "{e}");
+        assert_eq!(record_number_field("Case"), Some("CaseNumber"));
+        assert_eq!(record_number_field("WorkOrder"), Some("WorkOrderNumber"));
+        assert_eq!(record_number_field("Asset"), None);
+        assert!(looks_like_email("tech@example.com"));
+        for bad in [
+            "tech@",
+            "tech@example",
+            "a@b@c.com",
+            "tech @example.com",
+            "x@.com",
+        ] {
+            assert!(!looks_like_email(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -48,6 +48,8 @@ impl StreamFilter {
                 Status::Committing,
                 Status::Committed,
                 Status::NeedsAttention,
+                // The reporter's outcome mail.
+                Status::Rejected,
             ],
             pk_prefix: Some("P#"),
         }

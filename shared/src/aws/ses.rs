@@ -47,15 +47,23 @@ fn content(s: &str) -> Result<Content, NotifyError> {
 #[async_trait]
 impl ReviewNotifier for SesNotifier {
     async fn send(&self, mail: &ReviewMail) -> Result<(), NotifyError> {
-        let message = Message::builder()
-            .subject(content(&mail.subject)?)
-            .body(
-                Body::builder()
-                    .text(content(&mail.text)?)
-                    .html(content(&mail.html)?)
-                    .build(),
-            )
-            .build();
+        let mut message = Message::builder().subject(content(&mail.subject)?).body(
+            Body::builder()
+                .text(content(&mail.text)?)
+                .html(content(&mail.html)?)
+                .build(),
+        );
+        if let Some(key) = &mail.dedupe_key {
+            // SES sets its own Message-ID; the key goes in a header of ours.
+            message = message.headers(
+                aws_sdk_sesv2::types::MessageHeader::builder()
+                    .name("X-Fieldgate-Dedupe")
+                    .value(key)
+                    .build()
+                    .map_err(|e| NotifyError::failed("mail header", e))?,
+            );
+        }
+        let message = message.build();
         self.client
             .get()
             .send_email()

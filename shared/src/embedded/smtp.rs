@@ -85,15 +85,37 @@ pub fn message(from: &Mailbox, mail: &ReviewMail) -> Result<Message, NotifyError
         .to
         .parse()
         .map_err(|e| NotifyError::failed("the reviewer's address", e))?;
-    Message::builder()
+    let mut b = Message::builder()
         .from(from.clone())
         .to(to)
-        .subject(&mail.subject)
-        .multipart(MultiPart::alternative_plain_html(
-            mail.text.clone(),
-            mail.html.clone(),
-        ))
-        .map_err(|e| NotifyError::failed("building the mail", e))
+        .subject(&mail.subject);
+    if let Some(key) = &mail.dedupe_key {
+        // Same key, same Message-ID: a client shows a repeat as one mail.
+        b = b
+            .message_id(Some(format!("<{key}@{}>", from.email.domain())))
+            .header(DedupeHeader(key.clone()));
+    }
+    b.multipart(MultiPart::alternative_plain_html(
+        mail.text.clone(),
+        mail.html.clone(),
+    ))
+    .map_err(|e| NotifyError::failed("building the mail", e))
+}
+
+/// `X-Fieldgate-Dedupe`: see [`ReviewMail::dedupe_key`].
+#[derive(Clone)]
+struct DedupeHeader(String);
+
+impl lettre::message::header::Header for DedupeHeader {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("X-Fieldgate-Dedupe")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
+    }
 }
 
 #[async_trait]
@@ -129,6 +151,7 @@ mod tests {
             review_url: "https://fg.example.com/r/abc".into(),
             text: "Open https://fg.example.com/r/abc".into(),
             html: "<p><a href=\"https://fg.example.com/r/abc\">Review</a></p>".into(),
+            dedupe_key: None,
         };
         let from: Mailbox = "fieldgate@example.com".parse().unwrap();
         let raw = String::from_utf8(message(&from, &mail).unwrap().formatted()).unwrap();
@@ -137,5 +160,16 @@ mod tests {
         assert!(raw.contains("text/html"), "{raw}");
         assert!(raw.contains("Subject: Review: pump leaking"), "{raw}");
         assert!(raw.contains("To: desk@example.com"), "{raw}");
+        assert!(!raw.contains("X-Fieldgate-Dedupe"), "{raw}");
+        let keyed = ReviewMail {
+            dedupe_key: Some("01ABC.committed".into()),
+            ..mail
+        };
+        let raw = String::from_utf8(message(&from, &keyed).unwrap().formatted()).unwrap();
+        assert!(
+            raw.contains("Message-ID: <01ABC.committed@example.com>"),
+            "{raw}"
+        );
+        assert!(raw.contains("X-Fieldgate-Dedupe: 01ABC.committed"), "{raw}");
     }
 }

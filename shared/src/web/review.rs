@@ -32,6 +32,11 @@ pub struct FieldView {
     /// For an update: Salesforce's value changed since the proposal; the
     /// value before.
     pub changed_in_salesforce: Option<String>,
+    /// Why the field is under "needs your eyes" (then it has a tick box);
+    /// `None`: under "looks right".
+    pub attention: Option<&'static str>,
+    /// The tick box is ticked (a re-shown form keeps the reviewer's ticks).
+    pub confirmed: bool,
 }
 
 /// A run of the original notes: inside `level` highlights (0 = plain),
@@ -49,7 +54,6 @@ pub struct NoteSpan {
 /// (a description often quotes everything); each keeps its own numbered
 /// start. The page escapes every run, so notes never become markup.
 pub fn highlight(notes: &str, fields: &mut [FieldView]) -> Vec<NoteSpan> {
-    let lower = notes.to_ascii_lowercase();
     let mut ranges: Vec<(usize, usize, usize, String)> = Vec::new();
     for f in fields.iter_mut() {
         let Some(ev) = f
@@ -60,10 +64,8 @@ pub fn highlight(notes: &str, fields: &mut [FieldView]) -> Vec<NoteSpan> {
         else {
             continue;
         };
-        // ASCII lowercasing keeps byte offsets, so `at` indexes `notes` too.
-        let at = notes
-            .find(ev)
-            .or_else(|| lower.find(&ev.to_ascii_lowercase()));
+        // The same matching decides "quote not found" for the approval.
+        let at = crate::domain::quote_at(notes, ev);
         if let Some(start) = at {
             f.evidence_at = Some(f.num);
             ranges.push((start, start + ev.len(), f.num, f.label.clone()));
@@ -107,8 +109,13 @@ pub struct ReviewPage<'a> {
     pub notes: Vec<NoteSpan>,
     /// One per photo, in the technician's order.
     pub photo_urls: Vec<String>,
-    pub fields: Vec<FieldView>,
-    /// How many fields need a second look (flagged or refused).
+    /// The fields to check and tick ([`crate::domain::needs_eyes`]).
+    pub eyes: Vec<FieldView>,
+    /// The rest, collapsed under "looks right".
+    pub fine: Vec<FieldView>,
+    /// The "looks right" values in one line, for its collapsed summary.
+    pub fine_preview: String,
+    /// How many fields need a second look (`eyes.len()`).
     pub flagged: usize,
     pub fixed: Vec<(String, String)>,
     pub csrf: String,
@@ -118,6 +125,26 @@ pub struct ReviewPage<'a> {
     /// For an update workflow: the record it changes.
     pub record: Option<&'a crate::domain::UpdateTarget>,
     pub errors: Vec<String>,
+}
+
+/// Splits the fields into "needs your eyes" and "looks right", with the
+/// latter's one-line preview.
+pub fn group(fields: Vec<FieldView>) -> (Vec<FieldView>, Vec<FieldView>, String) {
+    let (eyes, fine): (Vec<_>, Vec<_>) = fields.into_iter().partition(|f| f.attention.is_some());
+    let preview = fine
+        .iter()
+        .filter(|f| !f.value.trim().is_empty())
+        .map(|f| {
+            let v = f.value.trim().replace('\n', " ");
+            if v.chars().count() > 40 {
+                format!("{}…", v.chars().take(40).collect::<String>())
+            } else {
+                v
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" · ");
+    (eyes, fine, preview)
 }
 
 impl ReviewPage<'_> {
@@ -132,8 +159,10 @@ pub fn field_views(
     wf: &Workflow,
     p: &Proposal,
     overrides: Option<&std::collections::BTreeMap<String, String>>,
+    confirmed: &std::collections::BTreeSet<String>,
 ) -> Vec<FieldView> {
     let current = p.current();
+    let eyes = crate::domain::needs_eyes(wf, p);
     let problem = p.commit.last_error.as_ref();
     let refused: Vec<&str> = problem
         .iter()
@@ -175,6 +204,8 @@ pub fn field_views(
             FieldView {
                 in_salesforce,
                 changed_in_salesforce,
+                attention: eyes.get(&spec.name).map(|a| a.reason()),
+                confirmed: confirmed.contains(&spec.name),
                 num: i + 1,
                 name: spec.name.clone(),
                 label: spec.label.clone(),
@@ -231,6 +262,8 @@ mod tests {
             changed: false,
             in_salesforce: None,
             changed_in_salesforce: None,
+            attention: None,
+            confirmed: false,
         }
     }
 

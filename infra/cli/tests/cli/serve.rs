@@ -666,6 +666,7 @@ async fn smtp_mail_goes_over_starttls_or_tls_with_a_login_and_refusals_are_clear
         review_url: "https://fg.example.com/r/x".into(),
         text: "Open https://fg.example.com/r/x".into(),
         html: "<p><a href=\"https://fg.example.com/r/x\">Review</a></p>".into(),
+        dedupe_key: None,
     };
     let server = |url: &str, ca: bool| SmtpServer {
         ca_file: ca.then(|| s.ca_file.clone()),
