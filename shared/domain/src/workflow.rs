@@ -264,6 +264,8 @@ struct WorkflowFile {
     #[serde(default = "default_review_hours")]
     review_link_hours: u32,
     #[serde(default)]
+    review: ReviewFile,
+    #[serde(default)]
     constants: BTreeMap<String, Value>,
     #[serde(default)]
     bindings: BTreeMap<String, AssetBinding>,
@@ -279,6 +281,38 @@ fn default_review_hours() -> u32 {
     72
 }
 
+/// `[review]`: what happens while nobody decides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewFile {
+    /// Hours after the links were mailed; 0 turns the reminder off.
+    #[serde(default)]
+    remind_after_hours: Option<u32>,
+    #[serde(default)]
+    escalate_after_hours: Option<u32>,
+    #[serde(default)]
+    escalate_to: Vec<String>,
+}
+
+/// When a workflow says nothing: a reminder a day after the links were
+/// mailed (if the links live longer than that), no escalation.
+pub const DEFAULT_REMIND_AFTER_HOURS: u32 = 24;
+
+/// What the sweep does for a review round nobody has decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReviewPolicy {
+    /// A reminder to the reviewers this long after the round was issued.
+    pub remind_after: Option<time::Duration>,
+    /// Links for a second list this long after the round was issued.
+    pub escalation: Option<Escalation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalation {
+    pub after: time::Duration,
+    pub to: Vec<String>,
+}
+
 /// A loaded, validated workflow.
 #[derive(Debug, Clone)]
 pub struct Workflow {
@@ -291,6 +325,8 @@ pub struct Workflow {
     pub structurer: StructurerKind,
     pub reviewers: Vec<String>,
     pub review_link_ttl: time::Duration,
+    /// Reminder and escalation (`[review]`).
+    pub review: ReviewPolicy,
     pub constants: BTreeMap<String, Value>,
     pub bindings: BTreeMap<String, AssetBinding>,
     pub photo: PhotoPolicy,
@@ -300,6 +336,128 @@ pub struct Workflow {
     pub update: Option<UpdatePolicy>,
     schema: Value,
     validator: Arc<jsonschema::Validator>,
+}
+
+/// `[review]` checked against the link lifetime and the reviewers; an error
+/// names the key it is about.
+fn review_policy(
+    raw: &ReviewFile,
+    reviewers: &[String],
+    link_hours: u32,
+) -> Result<ReviewPolicy, (&'static str, String)> {
+    let escalation = match (raw.escalate_after_hours, raw.escalate_to.is_empty()) {
+        (None, true) => None,
+        (Some(_), true) => {
+            return Err((
+                "escalate_after_hours",
+                "[review] escalate_after_hours needs escalate_to: the reviewers to escalate to"
+                    .into(),
+            ));
+        }
+        (None, false) => {
+            return Err((
+                "escalate_to",
+                "[review] escalate_to needs escalate_after_hours: when to escalate".into(),
+            ));
+        }
+        (Some(h), false) => {
+            if h == 0 || h >= link_hours {
+                return Err((
+                    "escalate_after_hours",
+                    format!(
+                        "[review] escalate_after_hours must be between 1 and {} (less than review_link_hours = {link_hours}: the links would have expired)",
+                        link_hours.saturating_sub(1)
+                    ),
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for r in &raw.escalate_to {
+                if !looks_like_email(r) {
+                    return Err((
+                        "escalate_to",
+                        format!("[review] escalate_to: {r:?} is not an email address"),
+                    ));
+                }
+                if reviewers.iter().any(|x| x.eq_ignore_ascii_case(r)) {
+                    return Err((
+                        "escalate_to",
+                        format!("[review] escalate_to: {r} is already one of the reviewers"),
+                    ));
+                }
+                if !seen.insert(r.to_ascii_lowercase()) {
+                    return Err((
+                        "escalate_to",
+                        format!("[review] escalate_to: {r} is listed twice"),
+                    ));
+                }
+            }
+            Some(Escalation {
+                after: time::Duration::hours(h.into()),
+                to: raw.escalate_to.clone(),
+            })
+        }
+    };
+    let remind_after = match raw.remind_after_hours {
+        Some(0) => None,
+        Some(h) => {
+            if h >= link_hours {
+                return Err((
+                    "remind_after_hours",
+                    format!(
+                        "[review] remind_after_hours = {h} must be less than review_link_hours = {link_hours}: the links would have expired (0 turns the reminder off)"
+                    ),
+                ));
+            }
+            if let Some(e) = &escalation
+                && i64::from(h) >= e.after.whole_hours()
+            {
+                return Err((
+                    "remind_after_hours",
+                    format!(
+                        "[review] remind_after_hours = {h} must come before escalate_after_hours = {}",
+                        e.after.whole_hours()
+                    ),
+                ));
+            }
+            Some(time::Duration::hours(h.into()))
+        }
+        // The default only where it fits: before the links expire and
+        // before an escalation.
+        None => {
+            let h = i64::from(DEFAULT_REMIND_AFTER_HOURS);
+            (h < i64::from(link_hours)
+                && escalation
+                    .as_ref()
+                    .is_none_or(|e| h < e.after.whole_hours()))
+            .then(|| time::Duration::hours(h))
+        }
+    };
+    Ok(ReviewPolicy {
+        remind_after,
+        escalation,
+    })
+}
+
+impl Workflow {
+    /// Who a reminder or an escalation is mailed to.
+    pub fn nudge_recipients(&self, kind: crate::NudgeKind) -> &[String] {
+        match kind {
+            crate::NudgeKind::Reminder => &self.reviewers,
+            crate::NudgeKind::Escalation => self
+                .review
+                .escalation
+                .as_ref()
+                .map_or(&[][..], |e| e.to.as_slice()),
+        }
+    }
+
+    /// How long after a round's links were issued the nudge is due.
+    pub fn nudge_after(&self, kind: crate::NudgeKind) -> Option<time::Duration> {
+        match kind {
+            crate::NudgeKind::Reminder => self.review.remind_after,
+            crate::NudgeKind::Escalation => self.review.escalation.as_ref().map(|e| e.after),
+        }
+    }
 }
 
 /// A problem with one field's value, for the structurer's repair round and
@@ -423,6 +581,8 @@ impl Workflow {
                 "review_link_hours must be between 1 and 720".into(),
             ));
         }
+        let review = review_policy(&raw.review, &raw.reviewers, raw.review_link_hours)
+            .map_err(|(k, m)| key(k, m))?;
         if raw.fields.is_empty() {
             return Err(invalid("fields: declare at least one field".into()));
         }
@@ -524,6 +684,7 @@ impl Workflow {
             structurer: raw.structurer,
             reviewers: raw.reviewers,
             review_link_ttl: time::Duration::hours(raw.review_link_hours.into()),
+            review,
             constants: raw.constants,
             bindings: raw.bindings,
             photo: raw.photo,
@@ -772,6 +933,82 @@ mod tests {
 
     fn wf() -> Workflow {
         Workflow::from_toml("x", FIELD_SERVICE_CASE).unwrap()
+    }
+
+    #[test]
+    fn review_reminders_and_escalation_load_with_clear_errors() {
+        let w = wf();
+        assert_eq!(w.review.remind_after, Some(time::Duration::hours(24)));
+        assert_eq!(w.review.escalation, None);
+        let with = |review: &str| {
+            let text = FIELD_SERVICE_CASE.replacen(
+                "\n[constants]",
+                &format!("\n[review]\n{review}\n\n[constants]"),
+                1,
+            );
+            Workflow::from_toml("x", &text).map_err(|e| e.to_string())
+        };
+        let ok = with(
+            "remind_after_hours = 8\nescalate_after_hours = 30\nescalate_to = [\"lead@example.com\"]",
+        )
+        .unwrap();
+        assert_eq!(ok.review.remind_after, Some(time::Duration::hours(8)));
+        let e = ok.review.escalation.as_ref().unwrap();
+        assert_eq!(
+            (e.after, e.to.as_slice()),
+            (
+                time::Duration::hours(30),
+                &["lead@example.com".to_string()][..]
+            )
+        );
+        assert_eq!(
+            ok.nudge_recipients(crate::NudgeKind::Escalation),
+            e.to.as_slice()
+        );
+        assert_eq!(
+            with("remind_after_hours = 0").unwrap().review.remind_after,
+            None
+        );
+        // The default reminder gives way to an earlier escalation.
+        let early = with("escalate_after_hours = 4\nescalate_to = [\"lead@example.com\"]").unwrap();
+        assert_eq!(early.review.remind_after, None);
+        for (review, says) in [
+            ("escalate_after_hours = 30", "needs escalate_to"),
+            (
+                "escalate_to = [\"lead@example.com\"]",
+                "needs escalate_after_hours",
+            ),
+            ("remind_after_hours = 72", "less than review_link_hours"),
+            (
+                "escalate_after_hours = 80\nescalate_to = [\"lead@example.com\"]",
+                "less than review_link_hours",
+            ),
+            (
+                "escalate_after_hours = 0\nescalate_to = [\"lead@example.com\"]",
+                "between 1 and 71",
+            ),
+            (
+                "remind_after_hours = 30\nescalate_after_hours = 30\nescalate_to = [\"lead@example.com\"]",
+                "must come before",
+            ),
+            (
+                "escalate_after_hours = 30\nescalate_to = [\"lead\"]",
+                "not an email",
+            ),
+            (
+                "escalate_after_hours = 30\nescalate_to = [\"Service-Desk@example.com\"]",
+                "already one of the reviewers",
+            ),
+            (
+                "escalate_after_hours = 30\nescalate_to = [\"a@example.com\", \"A@example.com\"]",
+                "listed twice",
+            ),
+            ("remind_after = 3", "unknown field"),
+        ] {
+            let err = with(review).unwrap_err();
+            assert!(err.contains(says), "{review}: {err}");
+            assert!(err.starts_with("x:"), "{err}");
+        }
     }
 
     #[test]
