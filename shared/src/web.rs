@@ -243,6 +243,9 @@ pub struct StatusPage<'a> {
     pub asset: &'a str,
     pub tone: &'static str,
     pub steps: Vec<Step>,
+    /// What happened while the report waited: reminder sent, passed to a
+    /// second reviewer, expired (with when). Never names a reviewer.
+    pub review_history: Vec<String>,
 }
 
 impl<'a> StatusPage<'a> {
@@ -282,7 +285,25 @@ impl<'a> StatusPage<'a> {
                     state: written,
                 },
             ],
+            review_history: vec![],
         }
+    }
+
+    /// Adds the review's milestones ([`crate::domain::ReviewMilestone`]).
+    pub fn with_review_history(mut self, p: &crate::domain::Proposal) -> Self {
+        use crate::domain::ReviewMilestone as M;
+        self.review_history = p
+            .review_milestones()
+            .into_iter()
+            .map(|m| match m {
+                M::Reminded(t) => format!("Reminder sent to the reviewers, {}", human_time(t)),
+                M::Escalated(t) => format!("Passed to a second reviewer, {}", human_time(t)),
+                M::Expired(t) => {
+                    format!("Not decided before the review expired, {}", human_time(t))
+                }
+            })
+            .collect();
+        self
     }
 
     pub fn page(&self) -> Response {
@@ -300,6 +321,8 @@ pub fn human_time(t: crate::domain::Timestamp) -> String {
 #[derive(Template)]
 #[template(path = "review_mail.html")]
 pub struct ReviewMailHtml<'a> {
+    /// The first line: why this mail (a review, a reminder, an escalation).
+    pub lead: &'a str,
     pub asset: &'a str,
     pub serial: Option<&'a str>,
     pub account: Option<&'a str>,

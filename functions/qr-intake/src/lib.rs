@@ -518,7 +518,9 @@ async fn status(State(deps): Deps, Segment(reference): Segment) -> Result<Respon
     let id = fieldgate::review::parse_status_ref(&deps.links, &reference)
         .map_err(|_| UserError::NotFound)?;
     let p = deps.store.get(id).await?.ok_or(UserError::NotFound)?;
-    Ok(StatusPage::new(&id.to_string(), p.status, &p.asset.name).page())
+    Ok(StatusPage::new(&id.to_string(), p.status, &p.asset.name)
+        .with_review_history(&p)
+        .page())
 }
 
 /// On Lambda: the client address API Gateway saw.

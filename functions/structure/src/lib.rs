@@ -196,26 +196,54 @@ pub struct Sweep {
     pub waiting: usize,
     /// Re-drives that failed (the next sweep tries again).
     pub failed: usize,
+    /// Reminders and escalations sent for reviews nobody decided.
+    pub reminded: usize,
+    pub escalated: usize,
+    /// Nudges that failed (taken over by a sweep after `MAIL_STUCK_AFTER`).
+    pub nudges_failed: usize,
 }
 
 /// Finishes this step's work that no stream delivery will: RECEIVED
 /// proposals left unstructured past [`STRUCTURE_STUCK_AFTER`] and
 /// PENDING_REVIEW proposals whose review mail is not recorded as sent past
-/// [`MAIL_STUCK_AFTER`]. Runs on a schedule (AWS: EventBridge rule → this
-/// function; dev: the stack's sweeper).
+/// [`MAIL_STUCK_AFTER`]; and sends the reminders and escalations due on
+/// mailed, undecided reviews (the workflow's `[review]`). Runs on a
+/// schedule (AWS: EventBridge rule → this function; dev: the stack's
+/// sweeper); `now` is the sweep's time, which tests move forward.
 pub async fn sweep(deps: &Structure, now: fieldgate::domain::Timestamp) -> Result<Sweep, AppError> {
     let mut out = Sweep::default();
     let received = deps
         .store
         .list_by_status(Status::Received, SWEEP_BATCH)
         .await?;
-    let pending = deps
+    let (unmailed, mut waiting): (Vec<Proposal>, Vec<Proposal>) = deps
         .store
         .list_by_status(Status::PendingReview, SWEEP_BATCH)
         .await?
         .into_iter()
-        .filter(|p| !p.review.mailed);
-    for p in received.into_iter().chain(pending) {
+        .partition(|p| !p.review.mailed);
+    waiting.extend(
+        deps.store
+            .list_by_status(Status::NeedsAttention, SWEEP_BATCH)
+            .await?
+            .into_iter()
+            .filter(|p| p.review.mailed),
+    );
+    let nudged = review::send_due_nudges(
+        deps.store.as_ref(),
+        deps.notifier.as_ref(),
+        &deps.workflows,
+        &deps.public_url,
+        waiting,
+        "sweep",
+        now,
+        MAIL_STUCK_AFTER,
+    )
+    .await;
+    out.reminded = nudged.reminded;
+    out.escalated = nudged.escalated;
+    out.nudges_failed = nudged.failed;
+    for p in received.into_iter().chain(unmailed) {
         let stuck_after = if p.status == Status::Received {
             STRUCTURE_STUCK_AFTER
         } else {
@@ -285,6 +313,8 @@ pub async fn handle_event(
         redriven = done.redriven,
         waiting = done.waiting,
         failed = done.failed,
+        reminded = done.reminded,
+        escalated = done.escalated,
         "scheduled structure sweep done"
     );
     serde_json::to_value(done).map_err(StructureEventError::Event)
