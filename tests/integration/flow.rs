@@ -725,3 +725,205 @@ async fn a_slow_commit_does_not_hold_up_the_next_review_mail() {
     wait_status(&h, &first, Status::Committed).await;
     assert_eq!(h.cases().len(), 1);
 }
+
+/// The shipped Case workflow with `[review]` set to `review`.
+fn case_with_review(review: &str) -> fieldgate::domain::Workflows {
+    let text = include_str!("../../infra/workflows/field-service-case.toml");
+    let (head, rest) = text.split_once("\n[review]\n").expect("a [review] table");
+    let tail = &rest[rest.find("\n[constants]").expect("a [constants] table")..];
+    let text = format!("{head}\n[review]\n{review}\n{tail}");
+    fieldgate::domain::Workflows::from_workflows(vec![
+        fieldgate::domain::Workflow::from_toml("case.toml", &text).unwrap(),
+    ])
+}
+
+fn status_path(done_page: &str) -> String {
+    regex::Regex::new(r#"href="(/s/[^"]+)""#)
+        .unwrap()
+        .captures(done_page)
+        .expect("a status link on the page")[1]
+        .to_owned()
+}
+
+async fn status_page(h: &Harness, path: &str) -> String {
+    let r = h
+        .http
+        .get(format!("{}{path}", h.stack.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// The review mails of one proposal, in the order sent.
+async fn mails_of(h: &Harness, id: &str) -> Vec<serde_json::Value> {
+    let all = h.json("/dev/outbox").await;
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["review_url"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/r/{id}"))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Two sweeps at once at the stack's (moved) time; waits until `id` has
+/// `n` mails and its nudges are recorded as mailed (the stack's own
+/// sweeper may be the one that sends them: the claim decides, not us).
+async fn sweep_twice(h: &Harness) -> (usize, usize) {
+    let now = h.stack.clock.now();
+    let s = &h.stack.structure;
+    let (a, b) = tokio::join!(
+        fieldgate_structure::sweep(s, now),
+        fieldgate_structure::sweep(s, now)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.nudges_failed + b.nudges_failed, 0, "{a:?} {b:?}");
+    (a.reminded + b.reminded, a.escalated + b.escalated)
+}
+
+async fn wait_nudged(h: &Harness, id: &str, kind: fieldgate::domain::NudgeKind) {
+    wait_for(|| async {
+        let p = proposal(h, id).await;
+        p.review.nudge(kind).is_some_and(|n| n.mailed).then_some(())
+    })
+    .await;
+}
+
+/// Issue 13: a report nobody decides gets a reminder to the reviewers
+/// after 24 h and goes to a second list, with links of its own, after
+/// 48 h; after the links' 72 h it expires. The sweep is given the later
+/// time; two sweeps at once send each mail once. The technician's status
+/// page says what happened; the second list's link decides.
+#[tokio::test]
+async fn an_undecided_report_is_reminded_then_escalated_then_expires() {
+    use fieldgate::domain::NudgeKind;
+    let h = Harness::build()
+        .workflows(case_with_review(
+            "remind_after_hours = 24\nescalate_after_hours = 48\nescalate_to = [\"duty-manager@example.com\"]",
+        ))
+        .start()
+        .await;
+    let (_, done_a) = h
+        .submit("Chiller compressor short cycling, breaker tripped", None)
+        .await;
+    let (_, done_b) = h.submit("Door seal on cold room torn", None).await;
+    let (a, b) = (reference(&done_a), reference(&done_b));
+    let (status_a, status_b) = (status_path(&done_a), status_path(&done_b));
+    let first_a = h.review_url(1).await;
+    h.review_url(2).await;
+    h.stack.settled().await;
+    let page = status_page(&h, &status_b).await;
+    assert!(!page.contains("Reminder sent"), "{page}");
+
+    h.clock.advance(time::Duration::hours(24));
+    let (reminded, escalated) = sweep_twice(&h).await;
+    assert!(reminded <= 2 && escalated == 0, "{reminded} {escalated}");
+    for id in [&a, &b] {
+        wait_nudged(&h, id, NudgeKind::Reminder).await;
+        let mails = mails_of(&h, id).await;
+        assert_eq!(
+            mails.len(),
+            2,
+            "the review mail and one reminder: {mails:?}"
+        );
+        assert_eq!(mails[1]["to"], "service-desk@example.com");
+        assert!(
+            mails[1]["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Reminder")
+        );
+    }
+    let page = status_page(&h, &status_b).await;
+    assert!(page.contains("Reminder sent to the reviewers"), "{page}");
+    assert!(!page.contains("second reviewer"));
+
+    h.clock.advance(time::Duration::hours(24));
+    let (reminded, escalated) = sweep_twice(&h).await;
+    assert!(reminded == 0 && escalated <= 2, "{reminded} {escalated}");
+    for id in [&a, &b] {
+        wait_nudged(&h, id, NudgeKind::Escalation).await;
+        let mails = mails_of(&h, id).await;
+        assert_eq!(mails.len(), 3, "plus one escalation: {mails:?}");
+        assert_eq!(mails[2]["to"], "duty-manager@example.com");
+        assert!(
+            mails[2]["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Escalated")
+        );
+    }
+    let page = status_page(&h, &status_b).await;
+    assert!(page.contains("Passed to a second reviewer"), "{page}");
+    assert!(
+        !page.contains("duty-manager"),
+        "no reviewer named to the technician"
+    );
+    // Nothing more to send however often the sweep runs.
+    assert_eq!(sweep_twice(&h).await, (0, 0));
+
+    // The first list's link still works; the second list's decides.
+    open_review(&h, &first_a).await;
+    let escalation_a = mails_of(&h, &a).await[2]["review_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = open_review(&h, &escalation_a).await;
+    let (s, body) = approve(&h, &escalation_a, &page, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let p = wait_status(&h, &a, Status::Committed).await;
+    assert_eq!(p.decision.unwrap().by, "duty-manager@example.com");
+    assert_eq!(h.cases().len(), 1);
+    let page = status_page(&h, &status_a).await;
+    assert!(
+        page.contains("Written to Salesforce") && page.contains("Passed to a second reviewer"),
+        "{page}"
+    );
+
+    // B is still undecided when its links run out.
+    h.clock
+        .advance(time::Duration::hours(24) + time::Duration::minutes(1));
+    let n = fieldgate::review::expire_due(h.stack.store.as_ref(), h.stack.clock.now(), 100)
+        .await
+        .unwrap();
+    assert!(n <= 1, "only B (the stack's sweeper may have been first)");
+    wait_status(&h, &b, Status::Expired).await;
+    let page = status_page(&h, &status_b).await;
+    for line in [
+        "Reminder sent to the reviewers",
+        "Passed to a second reviewer",
+        "Not decided before the review expired",
+    ] {
+        assert!(page.contains(line), "{line}: {page}");
+    }
+    assert_eq!(
+        sweep_twice(&h).await,
+        (0, 0),
+        "nothing for an expired report"
+    );
+    assert_eq!(mails_of(&h, &b).await.len(), 3);
+
+    // The audit trail says each step once, in an intact chain.
+    let events = h.stack.store.events(b.parse().unwrap()).await.unwrap();
+    verify_chain(&events).unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    for act in [
+        "reminder_links_issued",
+        "reminder_sent",
+        "escalation_links_issued",
+        "escalated",
+        "expired",
+    ] {
+        assert_eq!(
+            actions.iter().filter(|x| **x == act).count(),
+            1,
+            "{act}: {actions:?}"
+        );
+    }
+}

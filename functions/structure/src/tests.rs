@@ -21,11 +21,9 @@ async fn fx() -> Fx {
 /// The shipped Case workflow with `[review]` set to `review`.
 fn case_workflow_with(review: &str) -> fieldgate::domain::Workflows {
     let text = include_str!("../../../infra/workflows/field-service-case.toml");
-    let text = text.replacen(
-        "\n[constants]",
-        &format!("\n[review]\n{review}\n\n[constants]"),
-        1,
-    );
+    let (head, rest) = text.split_once("\n[review]\n").unwrap();
+    let tail = &rest[rest.find("\n[constants]").unwrap()..];
+    let text = format!("{head}\n[review]\n{review}\n{tail}");
     fieldgate::domain::Workflows::from_workflows(vec![
         fieldgate::domain::Workflow::from_toml("case.toml", &text).unwrap(),
     ])

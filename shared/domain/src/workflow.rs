@@ -941,11 +941,9 @@ mod tests {
         assert_eq!(w.review.remind_after, Some(time::Duration::hours(24)));
         assert_eq!(w.review.escalation, None);
         let with = |review: &str| {
-            let text = FIELD_SERVICE_CASE.replacen(
-                "\n[constants]",
-                &format!("\n[review]\n{review}\n\n[constants]"),
-                1,
-            );
+            let (head, rest) = FIELD_SERVICE_CASE.split_once("\n[review]\n").unwrap();
+            let tail = &rest[rest.find("\n[constants]").unwrap()..];
+            let text = format!("{head}\n[review]\n{review}\n{tail}");
             Workflow::from_toml("x", &text).map_err(|e| e.to_string())
         };
         let ok = with(
