@@ -352,6 +352,32 @@ mod tests {
         let r = StatusPage::new("01ABC", Status::Rejected, "Pump");
         assert_eq!(r.label, "Rejected");
         assert_eq!(r.steps[1].state, "bad");
+        let mut expired = crate::domain::fixtures::received(
+            crate::domain::ProposalId::generate(
+                crate::domain::fixtures::at(0),
+                &mut crate::domain::fixtures::SeededRng(5),
+            ),
+            crate::domain::fixtures::at(0),
+        )
+        .proposal;
+        expired.status = Status::Expired;
+        expired.review.expires_at = Some(crate::domain::fixtures::at(3600));
+        expired.review.nudges.push(crate::domain::Nudge {
+            kind: crate::domain::NudgeKind::Reminder,
+            to: vec!["desk@example.com".into()],
+            claimed_at: crate::domain::fixtures::at(60),
+            grant_hashes: vec![],
+            mailed: true,
+            mailed_at: Some(crate::domain::fixtures::at(60)),
+        });
+        let e = StatusPage::new("01ABC", Status::Expired, "Pump").with_review_history(&expired);
+        let html = render(&e);
+        assert!(
+            html.contains("Reminder sent to the reviewers, 2026-01-01 00:01 UTC"),
+            "{html}"
+        );
+        assert!(html.contains("Not decided before the review expired, 2026-01-01 01:00 UTC"));
+        assert!(!html.contains("desk@example.com"), "no reviewer named");
         let w = StatusPage::new("01ABC", Status::NeedsAttention, "Pump");
         assert_eq!(
             w.label, "Approved",

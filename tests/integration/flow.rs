@@ -927,3 +927,235 @@ async fn an_undecided_report_is_reminded_then_escalated_then_expires() {
         );
     }
 }
+
+/// An open and a closed Case on the first demo asset, made in Salesforce
+/// (the emulator) before the report: (open id, closed id).
+async fn open_and_closed_case(h: &Harness) -> (String, String) {
+    use fieldgate::ports::RecordWriter;
+    let (asset, _) = h.first_asset();
+    let mut ids = Vec::new();
+    for (subject, status) in [("Compressor rattling", "Working"), ("Old leak", "Closed")] {
+        let rec =
+            serde_json::json!({"Subject": subject, "Status": status, "AssetId": asset.as_str()});
+        ids.push(
+            h.stack
+                .salesforce
+                .create("Case", rec.as_object().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    (ids.remove(0), ids.remove(0))
+}
+
+fn comments_on(h: &Harness, case_id: &str) -> Vec<serde_json::Value> {
+    h.stack
+        .emulator
+        .records("CaseComment")
+        .into_iter()
+        .filter(|c| c["ParentId"] == case_id)
+        .collect()
+}
+
+/// Issue 13, "nothing filed twice": the review page lists the asset's open
+/// Case (not the closed one) and the reviewer adds the report to it; the
+/// commit, crashed after each Salesforce call and after each store write
+/// in turn, still makes exactly one CaseComment and one attached photo on
+/// that Case, no new Case, and says which record it updated and why.
+async fn add_to_open_case_with_a_crash(crash: &str, at: usize) {
+    let h = Harness::build().pause_commit().start().await;
+    let (open_id, closed_id) = open_and_closed_case(&h).await;
+    let (_, done) = h
+        .submit(
+            "Compressor still rattling at start-up, louder than last week",
+            Some(("rattle.jpg", jpeg())),
+        )
+        .await;
+    let id = reference(&done);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    assert!(page.contains("Already reported?"), "{crash} #{at}");
+    assert!(page.contains(&format!("value=\"add_to:{open_id}\"")));
+    assert!(page.contains("Compressor rattling"));
+    assert!(!page.contains(&closed_id), "a closed Case is not offered");
+    let p = proposal(&h, &id).await;
+    let dup = p.duplicates.as_ref().unwrap();
+    assert_eq!(
+        (dup.open_records.len(), dup.failed.len()),
+        (1, 0),
+        "{dup:?}"
+    );
+
+    // Only a listed record: another id is refused and nothing is stored.
+    let before = proposal(&h, &id).await;
+    let (csrf, rev) = (hidden(&page, "csrf"), hidden(&page, "revision"));
+    let decide = |d: String| {
+        vec![
+            ("decision", d),
+            ("csrf", csrf.clone()),
+            ("revision", rev.clone()),
+        ]
+    };
+    let r = h
+        .http
+        .post(&url)
+        .form(&decide(format!("add_to:{closed_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("not one of the open records")
+    );
+    assert_eq!(
+        proposal(&h, &id).await,
+        before,
+        "a refused decision changed state"
+    );
+    let r = h
+        .http
+        .post(&url)
+        .form(&decide(format!("add_to:{open_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("added to the open Case"));
+    let p = wait_status(&h, &id, Status::Approved).await;
+    assert_eq!(p.decision.unwrap().add_to.unwrap().id, open_id);
+
+    let c = &h.stack.commit;
+    let parts = h
+        .parts()
+        .with_store(match crash {
+            "store" => Arc::new(CrashAfterApply {
+                inner: c.store.clone(),
+                at,
+                seen: AtomicUsize::new(0),
+            }),
+            _ => c.store.clone(),
+        })
+        .with_writer(match crash {
+            "salesforce" => Arc::new(CrashAfterCall {
+                inner: c.writer.clone(),
+                at,
+                seen: AtomicUsize::new(0),
+            }),
+            _ => c.writer.clone(),
+        });
+    let faulty = fieldgate_commit::Commit::build(&parts).await.unwrap();
+    let pid: ProposalId = id.parse().unwrap();
+    let first = fieldgate_commit::process(&faulty, pid).await;
+    assert!(first.is_err(), "{crash} #{at}: the injected crash happened");
+    fieldgate_commit::process(c, pid)
+        .await
+        .expect("the retry completes");
+    let p = proposal(&h, &id).await;
+    assert_eq!(p.status, Status::Committed, "{crash} #{at}");
+    assert!(p.commit.handoff_published);
+    assert_eq!(p.commit.record_id.as_deref(), Some(open_id.as_str()));
+
+    assert_eq!(h.cases().len(), 2, "{crash} #{at}: no new Case");
+    let comments = comments_on(&h, &open_id);
+    assert_eq!(
+        comments.len(),
+        1,
+        "{crash} #{at}: one comment: {comments:?}"
+    );
+    let body = comments[0]["CommentBody"].as_str().unwrap();
+    assert!(
+        body.contains(&p.comment_marker()) && body.contains("rattling"),
+        "{body}"
+    );
+    assert_eq!(comments[0]["IsPublished"], false);
+    assert_eq!(p.commit.comment_id.as_deref(), comments[0]["Id"].as_str());
+    let files = h.stack.emulator.content_versions_linked_to(&open_id);
+    assert_eq!(files.len(), 1, "{crash} #{at}: one photo on the open Case");
+
+    let handoffs = h.handoffs().await;
+    assert!(!handoffs.is_empty());
+    for m in &handoffs {
+        assert_eq!(m["event"], "added_to_existing");
+        assert_eq!(m["salesforce_id"], open_id.as_str());
+        assert_eq!(m["dedupe_key"], format!("{id}:added_to_existing"));
+    }
+    let events = h.stack.store.events(pid).await.unwrap();
+    verify_chain(&events).unwrap();
+    let commented: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "case_commented")
+        .collect();
+    assert_eq!(commented.len(), 1, "{crash} #{at}");
+    assert_eq!(commented[0].detail["salesforce_id"], open_id.as_str());
+    assert!(
+        commented[0].detail["why"]
+            .as_str()
+            .unwrap()
+            .contains("open Case")
+    );
+}
+
+#[tokio::test]
+async fn a_report_added_to_an_open_case_survives_a_crash_after_any_salesforce_call() {
+    // the Case's IsClosed read, the comment, the photo
+    for at in 0..3 {
+        add_to_open_case_with_a_crash("salesforce", at).await;
+    }
+}
+
+#[tokio::test]
+async fn a_report_added_to_an_open_case_survives_a_crash_after_any_store_write() {
+    // commit_started, comment_started, case_commented, photo_attached,
+    // committed, handoff_published
+    for at in 0..6 {
+        add_to_open_case_with_a_crash("store", at).await;
+    }
+}
+
+/// The chosen Case closes between the review and the commit: nothing is
+/// written, the report goes back to the reviewer with the reason and the
+/// Case no longer offered; approving it as a new Case then works.
+#[tokio::test]
+async fn a_case_closed_before_the_commit_sends_the_report_back() {
+    use fieldgate::ports::RecordWriter;
+    let h = Harness::start().await;
+    let (open_id, _) = open_and_closed_case(&h).await;
+    let (_, done) = h.submit("Compressor rattling again", None).await;
+    let id = reference(&done);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    assert!(page.contains(&format!("add_to:{open_id}")));
+    // Someone closes it in Salesforce first.
+    let close = serde_json::json!({"Status": "Closed"});
+    h.stack
+        .salesforce
+        .update("Case", &open_id, close.as_object().unwrap(), None)
+        .await
+        .unwrap();
+    let form = [
+        ("decision", format!("add_to:{open_id}")),
+        ("csrf", hidden(&page, "csrf")),
+        ("revision", hidden(&page, "revision")),
+    ];
+    assert_eq!(
+        h.http.post(&url).form(&form).send().await.unwrap().status(),
+        200
+    );
+    let p = wait_status(&h, &id, Status::NeedsAttention).await;
+    assert_eq!(p.commit.last_error.as_ref().unwrap().code, "CASE_CLOSED");
+    assert!(comments_on(&h, &open_id).is_empty(), "nothing written");
+    let url2 = h.review_url(2).await;
+    let page2 = open_review(&h, &url2).await;
+    assert!(page2.contains("no longer open"), "{page2}");
+    assert!(
+        !page2.contains(&format!("add_to:{open_id}")),
+        "not offered again"
+    );
+    let (s, body) = approve(&h, &url2, &page2, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    wait_status(&h, &id, Status::Committed).await;
+    assert_eq!(h.cases().len(), 3, "a new Case beside the two");
+}

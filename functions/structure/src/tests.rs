@@ -280,6 +280,7 @@ async fn an_intake_record_carrying_later_state_is_structured_from_its_notes_only
         revision_hash: hash,
         reason: None,
         token_hash: token.hash(),
+        add_to: None,
     });
     f.store.create(&t, None).await.unwrap();
     process(&f.deps, id).await.unwrap();
@@ -467,5 +468,67 @@ async fn a_reminder_whose_sender_died_is_taken_over_once() {
     assert!(
         done.grant_for(&token_hash_of(&f.outbox.mails()[1].review_url))
             .is_some()
+    );
+}
+
+/// A Salesforce that answers every lookup with an outage.
+struct Unwell;
+
+#[async_trait::async_trait]
+impl RecordFinder for Unwell {
+    async fn open_cases(
+        &self,
+        _: &fieldgate::domain::AssetId,
+        _: fieldgate::domain::Timestamp,
+        _: usize,
+    ) -> Result<Vec<fieldgate::domain::OpenRecord>, fieldgate::ports::WriteError> {
+        Err(fieldgate::ports::WriteError::Transient(
+            "503 from the org".into(),
+        ))
+    }
+}
+
+/// The duplicate lookup lists the other report of the asset still waiting;
+/// a Salesforce that fails the lookup does not hold up the review: the
+/// failure is recorded (and audited) and the mail goes out.
+#[tokio::test]
+async fn a_failed_duplicate_lookup_is_recorded_and_the_review_goes_on() {
+    let mut f = fx().await;
+    let first = received(&f, "field-service-case", "Pump 7 seal leaking").await;
+    handle_stream(&f.deps, event(&first, 1)).await;
+    // Without Salesforce configured the lookup says so.
+    let p = f.store.get(first.id).await.unwrap().unwrap();
+    let d = p.duplicates.unwrap();
+    assert_eq!(d.window_days, 30);
+    assert!(d.failed[0].contains("not configured"), "{:?}", d.failed);
+    assert!(d.pending.is_empty());
+
+    f.deps.finder = Some(Arc::new(Unwell));
+    let second = received(&f, "field-service-case", "Pump 7 seal leaking worse now").await;
+    handle_stream(&f.deps, event(&second, 2)).await;
+    let p = f.store.get(second.id).await.unwrap().unwrap();
+    assert_eq!(p.status, Status::PendingReview);
+    assert!(p.review.mailed, "the review was not held up");
+    assert_eq!(f.outbox.mails().len(), 2);
+    let d = p.duplicates.as_ref().unwrap();
+    assert!(
+        d.failed[0].starts_with("Salesforce: ") && d.failed[0].contains("503"),
+        "{:?}",
+        d.failed
+    );
+    assert_eq!(d.pending.len(), 1, "the first report of the asset");
+    assert_eq!(d.pending[0].id, first.id);
+    assert!(d.pending[0].summary.is_some());
+    let events = f.store.events(second.id).await.unwrap();
+    let structured = events.iter().find(|e| e.action == "structured").unwrap();
+    assert_eq!(
+        structured.detail["duplicates"]["pending"][0],
+        first.id.to_string()
+    );
+    assert!(
+        structured.detail["duplicates"]["failed"][0]
+            .as_str()
+            .unwrap()
+            .contains("503")
     );
 }

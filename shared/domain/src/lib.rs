@@ -19,17 +19,18 @@ pub use audit::{
 };
 pub use ids::{AssetId, IdError, ProposalId, WorkflowId};
 pub use proposal::{
-    AssetContext, CommitProgress, Decision, DecisionKind, DomainError, Intake, Nudge, NudgeKind,
-    PhotoRef, Proposal, RecordChange, ReviewGrant, ReviewMilestone, ReviewRound, SalesforceProblem,
-    StructuringInfo, Transition, UpdateTarget,
+    AssetContext, CommitProgress, Decision, DecisionKind, DomainError, DuplicateCheck, Intake,
+    Nudge, NudgeKind, OpenRecord, PendingReport, PhotoRef, Proposal, RecordChange, ReviewGrant,
+    ReviewMilestone, ReviewRound, SalesforceProblem, StructuringInfo, Transition, UpdateTarget,
 };
 pub use rate::{RetryAfter, SlidingLimit, TokenBucket, WindowCount, window_end};
 pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
-    AssetBinding, DEFAULT_REMIND_AFTER_HOURS, Escalation, FieldKind, FieldSpec, Operation,
-    PhotoPolicy, ReviewPolicy, StructurerKind, UpdatePolicy, Workflow, WorkflowError, Workflows,
+    AssetBinding, DEFAULT_REMIND_AFTER_HOURS, DuplicatePolicy, Escalation, FieldKind, FieldSpec,
+    Operation, PhotoPolicy, ReviewPolicy, StructurerKind, UpdatePolicy, Workflow, WorkflowError,
+    Workflows,
 };
 
 pub mod fixtures;

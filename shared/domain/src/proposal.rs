@@ -170,6 +170,72 @@ pub struct Decision {
     pub reason: Option<String>,
     /// Which link decided (hash), so that link is consumed.
     pub token_hash: String,
+    /// "Add to this open Case": the approval goes onto this existing
+    /// record (one the duplicate lookup listed) instead of a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_to: Option<OpenRecord>,
+}
+
+/// An open record of the workflow's object for the same asset, as the
+/// duplicate lookup found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenRecord {
+    pub id: String,
+    /// The Case number (what people say on the phone).
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `CreatedDate` as Salesforce wrote it.
+    #[serde(default)]
+    pub created: Option<String>,
+}
+
+impl OpenRecord {
+    /// What the review page and the audit call it.
+    pub fn label(&self) -> String {
+        match (&self.number, &self.subject) {
+            (Some(n), Some(s)) => format!("{n} — {s}"),
+            (Some(n), None) => n.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => self.id.clone(),
+        }
+    }
+}
+
+/// Another report on the same asset still waiting for review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReport {
+    pub id: ProposalId,
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: Timestamp,
+}
+
+/// What the structure step found before the review mail: records that
+/// may already cover this report. A lookup that failed does not hold up
+/// the review; it is named in `failed` and the page says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DuplicateCheck {
+    pub window_days: u32,
+    #[serde(default)]
+    pub open_records: Vec<OpenRecord>,
+    #[serde(default)]
+    pub pending: Vec<PendingReport>,
+    /// One line per lookup that failed ("Salesforce: unavailable").
+    #[serde(default)]
+    pub failed: Vec<String>,
+}
+
+impl DuplicateCheck {
+    /// The listed open record with this id, if any (the only ones a
+    /// reviewer may add to).
+    pub fn candidate(&self, id: &str) -> Option<&OpenRecord> {
+        self.open_records.iter().find(|r| r.id == id)
+    }
 }
 
 /// Salesforce's answer when it refused the record, shown to the reviewer.
@@ -192,6 +258,13 @@ pub struct CommitProgress {
     /// `photo_version_id` looks in Salesforce before uploading again.
     pub photo_started: bool,
     pub photo_version_id: Option<String>,
+    /// "Add to this open Case": set before the comment is created, so a
+    /// retry that finds it set but no `comment_id` looks for the comment
+    /// (by the marker in its body) before creating another.
+    #[serde(default)]
+    pub comment_started: bool,
+    #[serde(default)]
+    pub comment_id: Option<String>,
     #[serde(default)]
     pub readback_mismatches: Vec<String>,
     pub handoff_published: bool,
@@ -275,6 +348,10 @@ pub struct Proposal {
     pub structuring: Option<StructuringInfo>,
     #[serde(default)]
     pub review: ReviewRound,
+    /// Open records and pending reports for the same asset (`None`: the
+    /// workflow does not look, or the proposal predates the lookup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<DuplicateCheck>,
     pub decision: Option<Decision>,
     #[serde(default)]
     pub commit: CommitProgress,
@@ -340,6 +417,7 @@ impl Proposal {
             revisions: vec![],
             structuring: None,
             review: ReviewRound::default(),
+            duplicates: None,
             decision: None,
             commit: CommitProgress::default(),
             event_count: 0,
@@ -388,6 +466,7 @@ impl Proposal {
         p.revisions = vec![];
         p.structuring = None;
         p.review = ReviewRound::default();
+        p.duplicates = None;
         p.decision = None;
         p.commit = CommitProgress::default();
         if let Some(u) = &mut p.update {
@@ -587,6 +666,12 @@ impl Proposal {
             out.push(ReviewMilestone::Expired(e));
         }
         out
+    }
+
+    /// The marker the comment of an "add to this open Case" carries: found
+    /// by it on a retry, so the comment is made once.
+    pub fn comment_marker(&self) -> String {
+        format!("[fieldgate {}]", self.id)
     }
 
     /// The grant whose hash matches, in constant time per comparison.

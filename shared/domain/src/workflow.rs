@@ -266,6 +266,8 @@ struct WorkflowFile {
     #[serde(default)]
     review: ReviewFile,
     #[serde(default)]
+    duplicates: DuplicatesFile,
+    #[serde(default)]
     constants: BTreeMap<String, Value>,
     #[serde(default)]
     bindings: BTreeMap<String, AssetBinding>,
@@ -292,6 +294,27 @@ struct ReviewFile {
     escalate_after_hours: Option<u32>,
     #[serde(default)]
     escalate_to: Vec<String>,
+}
+
+/// `[duplicates]`: look for what may already cover a report.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DuplicatesFile {
+    /// Default: on for workflows that make Cases.
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    window_days: Option<u32>,
+}
+
+/// How far back the duplicate lookup looks when a workflow does not say.
+pub const DEFAULT_DUPLICATE_WINDOW_DAYS: u32 = 30;
+
+/// Before the review mail: open records of the workflow's object for the
+/// same asset created within `window_days`, and pending reports of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicatePolicy {
+    pub window_days: u32,
 }
 
 /// When a workflow says nothing: a reminder a day after the links were
@@ -327,6 +350,8 @@ pub struct Workflow {
     pub review_link_ttl: time::Duration,
     /// Reminder and escalation (`[review]`).
     pub review: ReviewPolicy,
+    /// The duplicate lookup (`[duplicates]`); `None`: off.
+    pub duplicates: Option<DuplicatePolicy>,
     pub constants: BTreeMap<String, Value>,
     pub bindings: BTreeMap<String, AssetBinding>,
     pub photo: PhotoPolicy,
@@ -438,7 +463,49 @@ fn review_policy(
     })
 }
 
+/// CaseComment.CommentBody's length (the contract: 4,000).
+pub const COMMENT_MAX_CHARS: usize = 4000;
+
 impl Workflow {
+    /// The comment an "add to this open Case" writes: the approved values
+    /// (labelled, the summary first), who reported and who approved, and
+    /// the proposal's marker last -- kept even when the text is cut to
+    /// [`COMMENT_MAX_CHARS`], since a retry finds the comment by it.
+    pub fn comment_body(&self, p: &crate::Proposal) -> String {
+        let values = p.current().map(|r| r.values()).unwrap_or_default();
+        let text = |v: &Value| match v {
+            Value::String(s) => s.trim().to_owned(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let mut out = String::new();
+        if let Some(s) = values.get(&self.handoff.summary_field).map(text) {
+            out.push_str(&s);
+            out.push_str("\n\n");
+        }
+        for f in &self.fields {
+            if f.name == self.handoff.summary_field {
+                continue;
+            }
+            let v = values.get(&f.name).map(text).unwrap_or_default();
+            if !v.is_empty() {
+                out.push_str(&format!("{}: {v}\n", f.label));
+            }
+        }
+        let by = p.decision.as_ref().map_or("a reviewer", |d| d.by.as_str());
+        let reporter = p.intake.reporter.as_deref().unwrap_or("a technician");
+        let footer = format!(
+            "\nField report on {} by {reporter}, added to this Case by {by} (fieldgate). {}",
+            p.asset.name,
+            p.comment_marker()
+        );
+        let room = COMMENT_MAX_CHARS.saturating_sub(footer.chars().count() + 1);
+        if out.chars().count() > room {
+            out = out.chars().take(room).collect::<String>() + "…";
+        }
+        out + &footer
+    }
+
     /// Who a reminder or an escalation is mailed to.
     pub fn nudge_recipients(&self, kind: crate::NudgeKind) -> &[String] {
         match kind {
@@ -583,6 +650,31 @@ impl Workflow {
         }
         let review = review_policy(&raw.review, &raw.reviewers, raw.review_link_hours)
             .map_err(|(k, m)| key(k, m))?;
+        // Open-record lookup knows a Case's `IsClosed`; an update proposal
+        // names its record already.
+        let makes_cases = raw.object == "Case" && raw.operation != Operation::Update;
+        let duplicates = match raw.duplicates.enabled.unwrap_or(makes_cases) {
+            false => None,
+            true if !makes_cases => {
+                return Err(key(
+                    "enabled",
+                    "[duplicates] looks up open Cases (IsClosed = false): only for workflows that create Cases (object = \"Case\", operation create or upsert)".into(),
+                ));
+            }
+            true => {
+                let days = raw
+                    .duplicates
+                    .window_days
+                    .unwrap_or(DEFAULT_DUPLICATE_WINDOW_DAYS);
+                if !(1..=365).contains(&days) {
+                    return Err(key(
+                        "window_days",
+                        "[duplicates] window_days must be between 1 and 365".into(),
+                    ));
+                }
+                Some(DuplicatePolicy { window_days: days })
+            }
+        };
         if raw.fields.is_empty() {
             return Err(invalid("fields: declare at least one field".into()));
         }
@@ -685,6 +777,7 @@ impl Workflow {
             reviewers: raw.reviewers,
             review_link_ttl: time::Duration::hours(raw.review_link_hours.into()),
             review,
+            duplicates,
             constants: raw.constants,
             bindings: raw.bindings,
             photo: raw.photo,
@@ -1007,6 +1100,90 @@ mod tests {
             assert!(err.contains(says), "{review}: {err}");
             assert!(err.starts_with("x:"), "{err}");
         }
+    }
+
+    #[test]
+    fn duplicate_lookup_is_on_for_case_workflows_and_checked() {
+        assert_eq!(wf().duplicates, Some(DuplicatePolicy { window_days: 30 }));
+        let update = Workflow::from_toml("x", CASE_PRIORITY_STATUS).unwrap();
+        assert_eq!(update.duplicates, None, "an update names its record");
+        let with = |t: &str| {
+            let text = FIELD_SERVICE_CASE.replacen(
+                "\n[constants]",
+                &format!("\n[duplicates]\n{t}\n\n[constants]"),
+                1,
+            );
+            Workflow::from_toml("x", &text).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            with("window_days = 7").unwrap().duplicates,
+            Some(DuplicatePolicy { window_days: 7 })
+        );
+        assert_eq!(with("enabled = false").unwrap().duplicates, None);
+        for (t, says) in [
+            ("window_days = 0", "between 1 and 365"),
+            ("window_days = 400", "between 1 and 365"),
+            ("days = 3", "unknown field"),
+        ] {
+            let err = with(t).unwrap_err();
+            assert!(err.contains(says), "{t}: {err}");
+        }
+        let wo = CASE_PRIORITY_STATUS.replacen(
+            "\n[update]",
+            "\n[duplicates]\nenabled = true\n\n[update]",
+            1,
+        );
+        let err = Workflow::from_toml("x", &wo).unwrap_err().to_string();
+        assert!(
+            err.contains("only for workflows that create Cases"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_comment_carries_the_approved_values_and_keeps_its_marker() {
+        let w = wf();
+        let mut p = crate::fixtures::received(
+            crate::ProposalId::generate(crate::fixtures::at(0), &mut crate::fixtures::SeededRng(3)),
+            crate::fixtures::at(0),
+        )
+        .proposal;
+        let mut f = crate::Fields::new();
+        for (k, v) in [
+            ("Subject", "Seal leaking again"),
+            ("Priority", "High"),
+            ("Description", "Oil under the pump."),
+        ] {
+            f.insert(
+                k.into(),
+                crate::FieldValue {
+                    value: json!(v),
+                    ..Default::default()
+                },
+            );
+        }
+        p.push_revision(f.clone(), crate::Actor::system("t"), crate::fixtures::at(0));
+        let body = w.comment_body(&p);
+        assert!(body.starts_with("Seal leaking again\n\n"), "{body}");
+        assert!(
+            body.contains("Priority: High") && body.contains("Description: Oil under the pump.")
+        );
+        assert!(body.ends_with(&p.comment_marker()), "{body}");
+        f.insert(
+            "Description".into(),
+            crate::FieldValue {
+                value: json!("x".repeat(9000)),
+                ..Default::default()
+            },
+        );
+        p.push_revision(f, crate::Actor::system("t"), crate::fixtures::at(0));
+        let long = w.comment_body(&p);
+        assert!(
+            long.chars().count() <= COMMENT_MAX_CHARS,
+            "{}",
+            long.chars().count()
+        );
+        assert!(long.ends_with(&p.comment_marker()));
     }
 
     #[test]
