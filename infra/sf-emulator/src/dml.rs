@@ -136,7 +136,7 @@ fn insert_checked(
 
 /// Fields the platform computes from others: a Case's `IsClosed` follows
 /// its Status (the demo org's one closed status is "Closed").
-fn derive_fields(obj: &ObjectDef, record: &mut Record) {
+pub(crate) fn derive_fields(obj: &ObjectDef, record: &mut Record) {
     if obj.name == "Case" {
         let closed = record
             .get("Status")
