@@ -634,6 +634,18 @@ impl Components {
             .cloned()
     }
 
+    /// The duplicate lookup's Salesforce reader: the Salesforce client when
+    /// one is configured (or given); `None` otherwise (then the lookup
+    /// says Salesforce was not asked).
+    pub async fn finder(&self) -> Result<Option<Arc<dyn crate::ports::RecordFinder>>, BuildError> {
+        if self.salesforce.get().is_none() && self.config.salesforce.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.salesforce().await? as Arc<dyn crate::ports::RecordFinder>,
+        ))
+    }
+
     pub async fn writer(&self) -> Result<Arc<dyn RecordWriter>, BuildError> {
         if let Some(w) = self.writer.get() {
             return Ok(w.clone());

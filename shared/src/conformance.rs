@@ -42,6 +42,61 @@ pub async fn run_all(store: Arc<dyn ProposalStore>) {
     chained_transitions(store.as_ref()).await;
     code_revocations(store.as_ref()).await;
     stickers(store.as_ref()).await;
+    pending_of_one_asset(store.as_ref()).await;
+}
+
+/// `pending_for_asset`: only PENDING_REVIEW proposals of that workflow and
+/// asset, newest first, at most `limit`.
+async fn pending_of_one_asset(s: &dyn ProposalStore) {
+    let asset: AssetId = format!("02i{}AAA", &new_proposal_id(now()).to_string()[14..26])
+        .parse()
+        .unwrap();
+    let other: AssetId = "02i000000000002AAA".parse().unwrap();
+    let mut pending = Vec::new();
+    for (on, to) in [
+        (&asset, Status::PendingReview),
+        (&asset, Status::PendingReview),
+        (&asset, Status::Rejected),
+        (&other, Status::PendingReview),
+        (&asset, Status::Received),
+    ] {
+        let mut t = received(now());
+        t.proposal.asset.id = on.clone();
+        s.create(&t, None).await.unwrap();
+        if to != Status::Received {
+            let e = step(&t.proposal, Status::PendingReview, "structured");
+            s.apply(&e).await.unwrap();
+            if to == Status::Rejected {
+                s.apply(&step(&e.proposal, Status::Rejected, "rejected"))
+                    .await
+                    .unwrap();
+            }
+        }
+        if on == &asset && to == Status::PendingReview {
+            pending.push(t.proposal.id);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    pending.reverse();
+    let wf: WorkflowId = "field-service-case".parse().unwrap();
+    let listed: Vec<ProposalId> = s
+        .pending_for_asset(&wf, &asset, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(
+        listed, pending,
+        "pending_of_one_asset: those two, newest first"
+    );
+    let one = s.pending_for_asset(&wf, &asset, 1).await.unwrap();
+    assert_eq!(one.len(), 1, "pending_of_one_asset: the limit");
+    let none = s
+        .pending_for_asset(&"other-workflow".parse().unwrap(), &asset, 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "pending_of_one_asset: another workflow's");
 }
 
 /// `apply_all`: transitions made one from the other land as the last one's

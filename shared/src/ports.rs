@@ -94,6 +94,15 @@ pub trait ProposalStore: Send + Sync {
         status: Status,
         limit: usize,
     ) -> Result<Vec<Proposal>, StoreError>;
+    /// Proposals of `workflow` about `asset` waiting for review
+    /// (PENDING_REVIEW), newest first, at most `limit`: what the duplicate
+    /// lookup lists beside a new report.
+    async fn pending_for_asset(
+        &self,
+        workflow: &WorkflowId,
+        asset: &AssetId,
+        limit: usize,
+    ) -> Result<Vec<Proposal>, StoreError>;
     async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError>;
     async fn cache_asset(&self, asset: &CachedAsset) -> Result<(), StoreError>;
     /// Adds one to the counter of `key` in the fixed window `now` falls in
@@ -292,6 +301,19 @@ pub enum WriteError {
     Config(String),
 }
 
+/// The duplicate lookup's read-only port on Salesforce.
+#[async_trait]
+pub trait RecordFinder: Send + Sync {
+    /// Open Cases (`IsClosed = false`) of `asset` created at or after
+    /// `since`, newest first, at most `limit`.
+    async fn open_cases(
+        &self,
+        asset: &AssetId,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<crate::domain::OpenRecord>, WriteError>;
+}
+
 #[async_trait]
 pub trait RecordWriter: Send + Sync {
     /// Create or update by external id; idempotent for the same value.
@@ -344,6 +366,18 @@ pub trait RecordWriter: Send + Sync {
         let _ = (object, field, value);
         Err(WriteError::Config(
             "this record writer cannot look records up".into(),
+        ))
+    }
+    /// The CaseComment on `case_id` whose body contains `marker` (crash
+    /// recovery: a comment has no external id).
+    async fn find_comment(
+        &self,
+        case_id: &str,
+        marker: &str,
+    ) -> Result<Option<String>, WriteError> {
+        let _ = (case_id, marker);
+        Err(WriteError::Config(
+            "this record writer cannot look up comments".into(),
         ))
     }
     /// Link for people to open the record.

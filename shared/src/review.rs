@@ -3,7 +3,8 @@
 //! (when Salesforce refuses and the reviewer must look again).
 
 use crate::domain::{
-    Actor, CsrfKey, Proposal, ProposalId, ReviewGrant, ReviewToken, Timestamp, Transition, Workflow,
+    Actor, CsrfKey, NudgeKind, Proposal, ProposalId, ReviewGrant, ReviewToken, Timestamp,
+    Transition, Workflow, Workflows,
 };
 use crate::error::AppError;
 use crate::ports::{ProposalStore, ReviewMail, ReviewNotifier};
@@ -91,6 +92,9 @@ pub fn issue_round(
             p.review.round += 1;
             p.review.mailed = false;
             p.review.expires_at = Some(expires_at);
+            // A new round waits afresh: its own reminder and escalation.
+            p.review.issued_at = Some(now);
+            p.review.nudges.clear();
             p.review.grants = tokens
                 .iter()
                 .map(|(r, t)| ReviewGrant {
@@ -116,95 +120,17 @@ pub async fn mail_round(
 ) -> Result<Proposal, AppError> {
     let Round { issue, tokens } = round;
     let issued = issue.proposal;
-    let expires_at = issued.review.expires_at.unwrap_or(now);
-
-    let summary = issued
-        .current()
-        .and_then(|r| r.fields.get(&workflow.handoff.summary_field))
-        .and_then(|f| f.text())
-        .unwrap_or("(no summary)")
-        .to_owned();
-    // The compact table: every proposed field with a value, so a reviewer
-    // can triage from the inbox; the ones the page will ask to tick marked.
-    let eyes = crate::domain::needs_eyes(workflow, &issued);
-    let rows: Vec<MailRow> = workflow
-        .fields
-        .iter()
-        .filter_map(|f| {
-            let v = issued.current()?.fields.get(&f.name)?.text()?;
-            Some(MailRow {
-                label: f.label.clone(),
-                value: clip(v, 140),
-                check: eyes.contains_key(&f.name),
-            })
-        })
-        .collect();
-    let priority = workflow
-        .handoff
-        .priority_field
-        .as_deref()
-        .and_then(|f| issued.current()?.fields.get(f)?.text().map(str::to_owned));
-    let to_check = eyes.len();
     for (reviewer, token) in &tokens {
-        let url = format!("{}/r/{token}", public_url.trim_end_matches('/'));
-        let expires = human_time(expires_at);
-        let a = &issued.asset;
-        let html = ReviewMailHtml {
-            asset: &a.name,
-            serial: a.serial_number.as_deref(),
-            account: a.account_name.as_deref(),
-            priority: priority.as_deref(),
-            summary: &summary,
-            rows: &rows,
-            to_check,
-            url: &url,
-            expires_at: &expires,
-        }
-        .to_html();
-        let mut table = String::new();
-        if let Some(pr) = &priority {
-            table.push_str(&format!("Priority: {pr}\n"));
-        }
-        for r in &rows {
-            let mark = if r.check { " [check]" } else { "" };
-            table.push_str(&format!(
-                "{}: {}{mark}\n",
-                r.label,
-                r.value.replace('\n', " ")
-            ));
-        }
-        let check_line = match to_check {
-            0 => String::new(),
-            1 => "1 field needs your eyes.\n\n".to_owned(),
-            n => format!("{n} fields need your eyes.\n\n"),
-        };
-        let text = format!(
-            "A field report needs your review before it is written to Salesforce.\n\n{}{}\n\n{table}\n{check_line}Review it: {url}\n\nThis link is yours alone and works until {expires}. Opening it changes nothing.\n",
-            a.name,
-            a.serial_number
-                .as_deref()
-                .map(|s| format!(" · {s}"))
-                .unwrap_or_default(),
+        let mail = compose(
+            &issued,
+            workflow,
+            public_url,
+            reviewer,
+            token,
+            Purpose::Review,
+            now,
         );
-        let tag = priority
-            .as_deref()
-            .map(|p| format!("[{p}] "))
-            .unwrap_or_default();
-        let subject = if issued.commit.last_error.is_some() {
-            format!("Salesforce refused: {} — {}", a.name, clip(&summary, 60))
-        } else {
-            format!("Review: {tag}{} — {}", a.name, clip(&summary, 60))
-        };
-        notifier
-            .send(&ReviewMail {
-                to: reviewer.clone(),
-                subject,
-                review_url: url,
-                text,
-                html,
-                dedupe_key: None,
-            })
-            .await?;
+        notifier.send(&mail).await?;
     }
     let mark = issued.transition(
         issued.status,
@@ -220,6 +146,262 @@ pub async fn mail_round(
     )?;
     store.apply(&mark).await?;
     Ok(mark.proposal)
+}
+
+/// Why a review mail is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A round's links (the first, or after Salesforce refused).
+    Review,
+    Nudge(NudgeKind),
+}
+
+/// One reviewer's mail with their link.
+fn compose(
+    p: &Proposal,
+    workflow: &Workflow,
+    public_url: &str,
+    reviewer: &str,
+    token: &ReviewToken,
+    purpose: Purpose,
+    now: Timestamp,
+) -> ReviewMail {
+    let expires_at = p.review.expires_at.unwrap_or(now);
+    let summary = p
+        .current()
+        .and_then(|r| r.fields.get(&workflow.handoff.summary_field))
+        .and_then(|f| f.text())
+        .unwrap_or("(no summary)");
+    let url = format!("{}/r/{token}", public_url.trim_end_matches('/'));
+    let expires = human_time(expires_at);
+    let waited = p
+        .review
+        .issued(workflow.review_link_ttl)
+        .map_or(0, |t| (now - t).whole_hours().max(0));
+    let lead = match purpose {
+        Purpose::Review => {
+            "A field report needs your review before it is written to Salesforce.".to_owned()
+        }
+        Purpose::Nudge(NudgeKind::Reminder) => format!(
+            "Reminder: this field report has waited {waited} hours for a review. Nothing is written to Salesforce until someone decides."
+        ),
+        Purpose::Nudge(NudgeKind::Escalation) => format!(
+            "This field report has waited {waited} hours without a decision, so it is passed to you as well. The first decision counts."
+        ),
+    };
+    // The compact table: every proposed field with a value, so a reviewer
+    // can triage from the inbox; the ones the page will ask to tick marked.
+    let eyes = crate::domain::needs_eyes(workflow, p);
+    let rows: Vec<MailRow> = workflow
+        .fields
+        .iter()
+        .filter_map(|f| {
+            let v = p.current()?.fields.get(&f.name)?.text()?;
+            Some(MailRow {
+                label: f.label.clone(),
+                value: clip(v, 140),
+                check: eyes.contains_key(&f.name),
+            })
+        })
+        .collect();
+    let priority = workflow
+        .handoff
+        .priority_field
+        .as_deref()
+        .and_then(|f| p.current()?.fields.get(f)?.text().map(str::to_owned));
+    let to_check = eyes.len();
+    let a = &p.asset;
+    let html = ReviewMailHtml {
+        lead: &lead,
+        asset: &a.name,
+        serial: a.serial_number.as_deref(),
+        account: a.account_name.as_deref(),
+        priority: priority.as_deref(),
+        summary,
+        rows: &rows,
+        to_check,
+        url: &url,
+        expires_at: &expires,
+    }
+    .to_html();
+    let mut table = String::new();
+    if let Some(pr) = &priority {
+        table.push_str(&format!("Priority: {pr}\n"));
+    }
+    for r in &rows {
+        let mark = if r.check { " [check]" } else { "" };
+        table.push_str(&format!(
+            "{}: {}{mark}\n",
+            r.label,
+            r.value.replace('\n', " ")
+        ));
+    }
+    let check_line = match to_check {
+        0 => String::new(),
+        1 => "1 field needs your eyes.\n\n".to_owned(),
+        n => format!("{n} fields need your eyes.\n\n"),
+    };
+    let text = format!(
+        "{lead}\n\n{}{}\n\n{table}\n{check_line}Review it: {url}\n\nThis link is yours alone and works until {expires}. Opening it changes nothing.\n",
+        a.name,
+        a.serial_number
+            .as_deref()
+            .map(|s| format!(" · {s}"))
+            .unwrap_or_default(),
+    );
+    let tag = priority
+        .as_deref()
+        .map(|p| format!("[{p}] "))
+        .unwrap_or_default();
+    let plain = format!("{} — {}", a.name, clip(summary, 60));
+    let what = format!("{tag}{plain}");
+    let subject = match purpose {
+        Purpose::Nudge(NudgeKind::Reminder) => format!("Reminder, review waiting: {what}"),
+        Purpose::Nudge(NudgeKind::Escalation) => {
+            format!("Escalated, no decision for {waited} h: {what}")
+        }
+        Purpose::Review if p.commit.last_error.is_some() => format!("Salesforce refused: {plain}"),
+        Purpose::Review => format!("Review: {what}"),
+    };
+    ReviewMail {
+        to: reviewer.to_owned(),
+        subject,
+        review_url: url,
+        text,
+        html,
+        dedupe_key: None,
+    }
+}
+
+/// What one pass of [`send_due_nudges`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Nudged {
+    pub reminded: usize,
+    pub escalated: usize,
+    /// Claimed by another sweep first (it sends them).
+    pub lost: usize,
+    /// Failed (the claim stays; a sweep after `stuck_after` takes it over).
+    pub failed: usize,
+}
+
+/// Sends the reminders and escalations due among `candidates` (undecided
+/// proposals, as listed by the caller). Each is claimed with a conditional
+/// write that also stores the recipients' fresh links, then mailed, then
+/// recorded as mailed -- the order the review round itself uses. Of two
+/// sweeps at once one claim wins; the other's write conflicts and it sends
+/// nothing. A claim whose sender died before recording the mail is taken
+/// over once `stuck_after` has passed, with new links.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_due_nudges(
+    store: &dyn ProposalStore,
+    notifier: &dyn ReviewNotifier,
+    workflows: &Workflows,
+    public_url: &str,
+    candidates: Vec<Proposal>,
+    step: &str,
+    now: Timestamp,
+    stuck_after: time::Duration,
+) -> Nudged {
+    let mut out = Nudged::default();
+    for mut p in candidates {
+        let Some(wf) = workflows.get(&p.workflow) else {
+            continue;
+        };
+        // A late sweep may owe both: the reminder, then the escalation.
+        while let Some(kind) =
+            p.nudge_due(|k| wf.nudge_after(k), wf.review_link_ttl, now, stuck_after)
+        {
+            match send_nudge(store, notifier, &wf, public_url, &p, kind, step, now).await {
+                Ok(next) => {
+                    match kind {
+                        NudgeKind::Reminder => out.reminded += 1,
+                        NudgeKind::Escalation => out.escalated += 1,
+                    }
+                    p = next;
+                }
+                Err(e) if e.is_conflict() => {
+                    out.lost += 1;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(proposal = %p.id, kind = kind.as_str(), error = %crate::Chain(&e), "sending a review {} failed; a later sweep retries", kind.as_str());
+                    out.failed += 1;
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Claims, mails and records one reminder or escalation of `p`.
+#[allow(clippy::too_many_arguments)]
+async fn send_nudge(
+    store: &dyn ProposalStore,
+    notifier: &dyn ReviewNotifier,
+    workflow: &Workflow,
+    public_url: &str,
+    p: &Proposal,
+    kind: NudgeKind,
+    step: &str,
+    now: Timestamp,
+) -> Result<Proposal, AppError> {
+    let tokens: Vec<(String, ReviewToken)> = workflow
+        .nudge_recipients(kind)
+        .iter()
+        .map(|r| (r.clone(), ReviewToken::generate(p.id, &mut rand::rng())))
+        .collect();
+    let grants = tokens
+        .iter()
+        .map(|(r, t)| ReviewGrant {
+            reviewer: r.clone(),
+            token_hash: t.hash(),
+        })
+        .collect();
+    let claim = p.claim_nudge(kind, grants, step, now)?;
+    // The claim: conditional on the version read, so one sweep sends.
+    store.apply(&claim).await?;
+    let claimed = claim.proposal;
+    tracing::info!(proposal = %p.id, kind = kind.as_str(), recipients = tokens.len(), "review {} claimed; mailing", kind.as_str());
+    for (reviewer, token) in &tokens {
+        let mail = compose(
+            &claimed,
+            workflow,
+            public_url,
+            reviewer,
+            token,
+            Purpose::Nudge(kind),
+            now,
+        );
+        notifier.send(&mail).await?;
+    }
+    let hashes = claimed.review.nudge(kind).map(|n| n.grant_hashes.clone());
+    let mut current = claimed;
+    // Recording the mail may race a decision (or the reviewer opening a
+    // new round): record it on the newest state if the claim is still
+    // there; once the proposal has moved on there is nothing to record.
+    for _ in 0..3 {
+        let mark = current.nudge_mailed(kind, step, now)?;
+        match store.apply(&mark).await {
+            Ok(()) => return Ok(mark.proposal),
+            Err(crate::ports::StoreError::Conflict) => {
+                let Some(fresh) = store.get(p.id).await? else {
+                    return Err(AppError::Vanished(p.id));
+                };
+                let same = fresh.status.awaits_reviewer()
+                    && fresh
+                        .review
+                        .nudge(kind)
+                        .is_some_and(|n| !n.mailed && Some(&n.grant_hashes) == hashes.as_ref());
+                if !same {
+                    return Ok(fresh);
+                }
+                current = fresh;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(crate::ports::StoreError::Conflict.into())
 }
 
 fn clip(s: &str, n: usize) -> String {

@@ -361,6 +361,8 @@ pub fn human_time(t: crate::domain::Timestamp) -> String {
 #[derive(Template)]
 #[template(path = "review_mail.html")]
 pub struct ReviewMailHtml<'a> {
+    /// The first line: why this mail (a review, a reminder, an escalation).
+    pub lead: &'a str,
     pub asset: &'a str,
     pub serial: Option<&'a str>,
     pub account: Option<&'a str>,
@@ -445,6 +447,7 @@ mod tests {
             revision_hash: String::new(),
             reason: Some("Duplicate of <b>1000</b>".into()),
             token_hash: String::new(),
+            add_to: None,
         });
         let page = StatusPage::new("01ABC", &r, Some(wf));
         assert_eq!(page.label, "Rejected");

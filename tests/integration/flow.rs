@@ -738,3 +738,437 @@ async fn a_slow_commit_does_not_hold_up_the_next_review_mail() {
     wait_status(&h, &first, Status::Committed).await;
     assert_eq!(h.cases().len(), 1);
 }
+
+/// The shipped Case workflow with `[review]` set to `review`.
+fn case_with_review(review: &str) -> fieldgate::domain::Workflows {
+    let text = include_str!("../../infra/workflows/field-service-case.toml");
+    let (head, rest) = text.split_once("\n[review]\n").expect("a [review] table");
+    let tail = &rest[rest.find("\n[constants]").expect("a [constants] table")..];
+    let text = format!("{head}\n[review]\n{review}\n{tail}");
+    fieldgate::domain::Workflows::from_workflows(vec![
+        fieldgate::domain::Workflow::from_toml("case.toml", &text).unwrap(),
+    ])
+}
+
+fn status_path(done_page: &str) -> String {
+    regex::Regex::new(r#"href="(/s/[^"]+)""#)
+        .unwrap()
+        .captures(done_page)
+        .expect("a status link on the page")[1]
+        .to_owned()
+}
+
+async fn status_page(h: &Harness, path: &str) -> String {
+    let r = h
+        .http
+        .get(format!("{}{path}", h.stack.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// The review mails of one proposal, in the order sent.
+async fn mails_of(h: &Harness, id: &str) -> Vec<serde_json::Value> {
+    let all = h.json("/dev/outbox").await;
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["review_url"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/r/{id}"))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Two sweeps at once at the stack's (moved) time; waits until `id` has
+/// `n` mails and its nudges are recorded as mailed (the stack's own
+/// sweeper may be the one that sends them: the claim decides, not us).
+async fn sweep_twice(h: &Harness) -> (usize, usize) {
+    let now = h.stack.clock.now();
+    let s = &h.stack.structure;
+    let (a, b) = tokio::join!(
+        fieldgate_structure::sweep(s, now),
+        fieldgate_structure::sweep(s, now)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.nudges_failed + b.nudges_failed, 0, "{a:?} {b:?}");
+    (a.reminded + b.reminded, a.escalated + b.escalated)
+}
+
+async fn wait_nudged(h: &Harness, id: &str, kind: fieldgate::domain::NudgeKind) {
+    wait_for(|| async {
+        let p = proposal(h, id).await;
+        p.review.nudge(kind).is_some_and(|n| n.mailed).then_some(())
+    })
+    .await;
+}
+
+/// Issue 13: a report nobody decides gets a reminder to the reviewers
+/// after 24 h and goes to a second list, with links of its own, after
+/// 48 h; after the links' 72 h it expires. The sweep is given the later
+/// time; two sweeps at once send each mail once. The technician's status
+/// page says what happened; the second list's link decides.
+#[tokio::test]
+async fn an_undecided_report_is_reminded_then_escalated_then_expires() {
+    use fieldgate::domain::NudgeKind;
+    let h = Harness::build()
+        .workflows(case_with_review(
+            "remind_after_hours = 24\nescalate_after_hours = 48\nescalate_to = [\"duty-manager@example.com\"]",
+        ))
+        .start()
+        .await;
+    let (_, done_a) = h
+        .submit("Chiller compressor short cycling, breaker tripped", None)
+        .await;
+    let (_, done_b) = h.submit("Door seal on cold room torn", None).await;
+    let (a, b) = (reference(&done_a), reference(&done_b));
+    let (status_a, status_b) = (status_path(&done_a), status_path(&done_b));
+    let first_a = h.review_url(1).await;
+    h.review_url(2).await;
+    h.stack.settled().await;
+    let page = status_page(&h, &status_b).await;
+    assert!(!page.contains("Reminder sent"), "{page}");
+
+    h.clock.advance(time::Duration::hours(24));
+    let (reminded, escalated) = sweep_twice(&h).await;
+    assert!(reminded <= 2 && escalated == 0, "{reminded} {escalated}");
+    for id in [&a, &b] {
+        wait_nudged(&h, id, NudgeKind::Reminder).await;
+        let mails = mails_of(&h, id).await;
+        assert_eq!(
+            mails.len(),
+            2,
+            "the review mail and one reminder: {mails:?}"
+        );
+        assert_eq!(mails[1]["to"], "service-desk@example.com");
+        assert!(
+            mails[1]["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Reminder")
+        );
+    }
+    let page = status_page(&h, &status_b).await;
+    assert!(page.contains("Reminder sent to the reviewers"), "{page}");
+    assert!(!page.contains("second reviewer"));
+
+    h.clock.advance(time::Duration::hours(24));
+    let (reminded, escalated) = sweep_twice(&h).await;
+    assert!(reminded == 0 && escalated <= 2, "{reminded} {escalated}");
+    for id in [&a, &b] {
+        wait_nudged(&h, id, NudgeKind::Escalation).await;
+        let mails = mails_of(&h, id).await;
+        assert_eq!(mails.len(), 3, "plus one escalation: {mails:?}");
+        assert_eq!(mails[2]["to"], "duty-manager@example.com");
+        assert!(
+            mails[2]["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Escalated")
+        );
+    }
+    let page = status_page(&h, &status_b).await;
+    assert!(page.contains("Passed to a second reviewer"), "{page}");
+    assert!(
+        !page.contains("duty-manager"),
+        "no reviewer named to the technician"
+    );
+    // Nothing more to send however often the sweep runs.
+    assert_eq!(sweep_twice(&h).await, (0, 0));
+
+    // The first list's link still works; the second list's decides.
+    open_review(&h, &first_a).await;
+    let escalation_a = mails_of(&h, &a).await[2]["review_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = open_review(&h, &escalation_a).await;
+    let (s, body) = approve(&h, &escalation_a, &page, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let p = wait_status(&h, &a, Status::Committed).await;
+    assert_eq!(p.decision.unwrap().by, "duty-manager@example.com");
+    assert_eq!(h.cases().len(), 1);
+    let page = status_page(&h, &status_a).await;
+    assert!(
+        page.contains("Written to Salesforce") && page.contains("Passed to a second reviewer"),
+        "{page}"
+    );
+
+    // B is still undecided when its links run out.
+    h.clock
+        .advance(time::Duration::hours(24) + time::Duration::minutes(1));
+    let n = fieldgate::review::expire_due(h.stack.store.as_ref(), h.stack.clock.now(), 100)
+        .await
+        .unwrap();
+    assert!(n <= 1, "only B (the stack's sweeper may have been first)");
+    wait_status(&h, &b, Status::Expired).await;
+    let page = status_page(&h, &status_b).await;
+    for line in [
+        "Reminder sent to the reviewers",
+        "Passed to a second reviewer",
+        "Not decided before the review expired",
+    ] {
+        assert!(page.contains(line), "{line}: {page}");
+    }
+    assert_eq!(
+        sweep_twice(&h).await,
+        (0, 0),
+        "nothing for an expired report"
+    );
+    assert_eq!(mails_of(&h, &b).await.len(), 3);
+
+    // The audit trail says each step once, in an intact chain.
+    let events = h.stack.store.events(b.parse().unwrap()).await.unwrap();
+    verify_chain(&events).unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    for act in [
+        "reminder_links_issued",
+        "reminder_sent",
+        "escalation_links_issued",
+        "escalated",
+        "expired",
+    ] {
+        assert_eq!(
+            actions.iter().filter(|x| **x == act).count(),
+            1,
+            "{act}: {actions:?}"
+        );
+    }
+}
+
+/// An open and a closed Case on the first demo asset, made in Salesforce
+/// (the emulator) before the report: (open id, closed id).
+async fn open_and_closed_case(h: &Harness) -> (String, String) {
+    use fieldgate::ports::RecordWriter;
+    let (asset, _) = h.first_asset();
+    let mut ids = Vec::new();
+    for (subject, status) in [("Compressor rattling", "Working"), ("Old leak", "Closed")] {
+        let rec =
+            serde_json::json!({"Subject": subject, "Status": status, "AssetId": asset.as_str()});
+        ids.push(
+            h.stack
+                .salesforce
+                .create("Case", rec.as_object().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    (ids.remove(0), ids.remove(0))
+}
+
+fn comments_on(h: &Harness, case_id: &str) -> Vec<serde_json::Value> {
+    h.stack
+        .emulator
+        .records("CaseComment")
+        .into_iter()
+        .filter(|c| c["ParentId"] == case_id)
+        .collect()
+}
+
+/// Issue 13, "nothing filed twice": the review page lists the asset's open
+/// Case (not the closed one) and the reviewer adds the report to it; the
+/// commit, crashed after each Salesforce call and after each store write
+/// in turn, still makes exactly one CaseComment and one attached photo on
+/// that Case, no new Case, and says which record it updated and why.
+async fn add_to_open_case_with_a_crash(crash: &str, at: usize) {
+    let h = Harness::build().pause_commit().start().await;
+    let (open_id, closed_id) = open_and_closed_case(&h).await;
+    let (_, done) = h
+        .submit(
+            "Compressor still rattling at start-up, louder than last week",
+            Some(("rattle.jpg", jpeg())),
+        )
+        .await;
+    let id = reference(&done);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    assert!(page.contains("Already reported?"), "{crash} #{at}");
+    assert!(page.contains(&format!("value=\"add_to:{open_id}\"")));
+    assert!(page.contains("Compressor rattling"));
+    assert!(!page.contains(&closed_id), "a closed Case is not offered");
+    let p = proposal(&h, &id).await;
+    let dup = p.duplicates.as_ref().unwrap();
+    assert_eq!(
+        (dup.open_records.len(), dup.failed.len()),
+        (1, 0),
+        "{dup:?}"
+    );
+
+    // Only a listed record: another id is refused and nothing is stored.
+    let before = proposal(&h, &id).await;
+    let (csrf, rev) = (hidden(&page, "csrf"), hidden(&page, "revision"));
+    let decide = |d: String| {
+        vec![
+            ("decision", d),
+            ("csrf", csrf.clone()),
+            ("revision", rev.clone()),
+        ]
+    };
+    let r = h
+        .http
+        .post(&url)
+        .form(&decide(format!("add_to:{closed_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("not one of the open records")
+    );
+    assert_eq!(
+        proposal(&h, &id).await,
+        before,
+        "a refused decision changed state"
+    );
+    let r = h
+        .http
+        .post(&url)
+        .form(&decide(format!("add_to:{open_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("added to the open Case"));
+    let p = wait_status(&h, &id, Status::Approved).await;
+    assert_eq!(p.decision.unwrap().add_to.unwrap().id, open_id);
+
+    let c = &h.stack.commit;
+    let parts = h
+        .parts()
+        .with_store(match crash {
+            "store" => Arc::new(CrashAfterApply {
+                inner: c.store.clone(),
+                at,
+                seen: AtomicUsize::new(0),
+            }),
+            _ => c.store.clone(),
+        })
+        .with_writer(match crash {
+            "salesforce" => Arc::new(CrashAfterCall {
+                inner: c.writer.clone(),
+                at,
+                seen: AtomicUsize::new(0),
+            }),
+            _ => c.writer.clone(),
+        });
+    let faulty = fieldgate_commit::Commit::build(&parts).await.unwrap();
+    let pid: ProposalId = id.parse().unwrap();
+    let first = fieldgate_commit::process(&faulty, pid).await;
+    assert!(first.is_err(), "{crash} #{at}: the injected crash happened");
+    fieldgate_commit::process(c, pid)
+        .await
+        .expect("the retry completes");
+    let p = proposal(&h, &id).await;
+    assert_eq!(p.status, Status::Committed, "{crash} #{at}");
+    assert!(p.commit.handoff_published);
+    assert_eq!(p.commit.record_id.as_deref(), Some(open_id.as_str()));
+
+    assert_eq!(h.cases().len(), 2, "{crash} #{at}: no new Case");
+    let comments = comments_on(&h, &open_id);
+    assert_eq!(
+        comments.len(),
+        1,
+        "{crash} #{at}: one comment: {comments:?}"
+    );
+    let body = comments[0]["CommentBody"].as_str().unwrap();
+    assert!(
+        body.contains(&p.comment_marker()) && body.contains("rattling"),
+        "{body}"
+    );
+    assert_eq!(comments[0]["IsPublished"], false);
+    assert_eq!(p.commit.comment_id.as_deref(), comments[0]["Id"].as_str());
+    let files = h.stack.emulator.content_versions_linked_to(&open_id);
+    assert_eq!(files.len(), 1, "{crash} #{at}: one photo on the open Case");
+
+    let handoffs = h.handoffs().await;
+    assert!(!handoffs.is_empty());
+    for m in &handoffs {
+        assert_eq!(m["event"], "added_to_existing");
+        assert_eq!(m["salesforce_id"], open_id.as_str());
+        assert_eq!(m["dedupe_key"], format!("{id}:added_to_existing"));
+    }
+    let events = h.stack.store.events(pid).await.unwrap();
+    verify_chain(&events).unwrap();
+    let commented: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "case_commented")
+        .collect();
+    assert_eq!(commented.len(), 1, "{crash} #{at}");
+    assert_eq!(commented[0].detail["salesforce_id"], open_id.as_str());
+    assert!(
+        commented[0].detail["why"]
+            .as_str()
+            .unwrap()
+            .contains("open Case")
+    );
+}
+
+#[tokio::test]
+async fn a_report_added_to_an_open_case_survives_a_crash_after_any_salesforce_call() {
+    // the Case's IsClosed read, the comment, the photo
+    for at in 0..3 {
+        add_to_open_case_with_a_crash("salesforce", at).await;
+    }
+}
+
+#[tokio::test]
+async fn a_report_added_to_an_open_case_survives_a_crash_after_any_store_write() {
+    // commit_started, comment_started, case_commented, photo_attached,
+    // committed, handoff_published
+    for at in 0..6 {
+        add_to_open_case_with_a_crash("store", at).await;
+    }
+}
+
+/// The chosen Case closes between the review and the commit: nothing is
+/// written, the report goes back to the reviewer with the reason and the
+/// Case no longer offered; approving it as a new Case then works.
+#[tokio::test]
+async fn a_case_closed_before_the_commit_sends_the_report_back() {
+    use fieldgate::ports::RecordWriter;
+    let h = Harness::start().await;
+    let (open_id, _) = open_and_closed_case(&h).await;
+    let (_, done) = h.submit("Compressor rattling again", None).await;
+    let id = reference(&done);
+    let url = h.review_url(1).await;
+    let page = open_review(&h, &url).await;
+    assert!(page.contains(&format!("add_to:{open_id}")));
+    // Someone closes it in Salesforce first.
+    let close = serde_json::json!({"Status": "Closed"});
+    h.stack
+        .salesforce
+        .update("Case", &open_id, close.as_object().unwrap(), None)
+        .await
+        .unwrap();
+    let form = [
+        ("decision", format!("add_to:{open_id}")),
+        ("csrf", hidden(&page, "csrf")),
+        ("revision", hidden(&page, "revision")),
+    ];
+    assert_eq!(
+        h.http.post(&url).form(&form).send().await.unwrap().status(),
+        200
+    );
+    let p = wait_status(&h, &id, Status::NeedsAttention).await;
+    assert_eq!(p.commit.last_error.as_ref().unwrap().code, "CASE_CLOSED");
+    assert!(comments_on(&h, &open_id).is_empty(), "nothing written");
+    let url2 = h.review_url(2).await;
+    let page2 = open_review(&h, &url2).await;
+    assert!(page2.contains("no longer open"), "{page2}");
+    assert!(
+        !page2.contains(&format!("add_to:{open_id}")),
+        "not offered again"
+    );
+    let (s, body) = approve(&h, &url2, &page2, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    wait_status(&h, &id, Status::Committed).await;
+    assert_eq!(h.cases().len(), 3, "a new Case beside the two");
+}

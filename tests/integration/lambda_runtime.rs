@@ -557,7 +557,10 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
         .invoke(&scheduled_event("fieldgate-StructureSweep"))
         .await
         .json();
-    assert_eq!(swept, json!({"redriven": 0, "waiting": 1, "failed": 0}));
+    assert_eq!(
+        swept,
+        json!({"redriven": 0, "waiting": 1, "failed": 0, "reminded": 0, "escalated": 0, "nudges_failed": 0})
+    );
     let swept = commit
         .invoke(&scheduled_event("fieldgate-CommitSweep"))
         .await

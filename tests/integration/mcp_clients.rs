@@ -290,8 +290,13 @@ async fn governed_flow(sdk: Sdk) {
 
     // The review page says who proposed it and shows the user's words.
     let mut review = None;
+    // By the proposal's id: another report of the asset lists this one's
+    // summary under "Already reported?".
     for m in mails {
         let url = m["review_url"].as_str().unwrap().to_owned();
+        if !url.contains(&format!("/r/{}", p.id)) {
+            continue;
+        }
         let page = h.http.get(&url).send().await.unwrap().text().await.unwrap();
         if page.contains("Compressor leaking oil at the seal") {
             review = Some((url, page));

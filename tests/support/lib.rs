@@ -344,6 +344,14 @@ pub mod faults {
         async fn list_by_status(&self, s: Status, l: usize) -> Result<Vec<Proposal>, StoreError> {
             self.inner.list_by_status(s, l).await
         }
+        async fn pending_for_asset(
+            &self,
+            w: &fieldgate::domain::WorkflowId,
+            a: &AssetId,
+            l: usize,
+        ) -> Result<Vec<Proposal>, StoreError> {
+            self.inner.pending_for_asset(w, a, l).await
+        }
         async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError> {
             self.inner.cached_asset(id).await
         }
@@ -439,6 +447,9 @@ pub mod faults {
         }
         async fn find_ids(&self, o: &str, f: &str, v: &str) -> Result<Vec<String>, WriteError> {
             self.tick(self.inner.find_ids(o, f, v).await)
+        }
+        async fn find_comment(&self, id: &str, m: &str) -> Result<Option<String>, WriteError> {
+            self.tick(self.inner.find_comment(id, m).await)
         }
         fn record_url(&self, o: &str, id: &str) -> String {
             self.inner.record_url(o, id)

@@ -263,6 +263,7 @@ fn page(
             None
         },
         record: p.update.as_ref(),
+        duplicates: p.duplicates.as_ref(),
         errors,
     }
     .page(status)
@@ -382,8 +383,24 @@ impl DecisionForm {
     pub(crate) fn kind(&self) -> Result<DecisionKind, UserError> {
         match self.decision.as_deref() {
             Some("approve") => Ok(DecisionKind::Approve),
+            Some(d) if d.starts_with("add_to:") => Ok(DecisionKind::Approve),
             Some("reject") => Ok(DecisionKind::Reject),
             _ => Err(UserError::BadRequest("Choose approve or reject.".into())),
+        }
+    }
+
+    /// "Add to this open Case" (`decision=add_to:{record id}`, the
+    /// button beside each listed record): the record chosen.
+    pub(crate) fn add_to(&self) -> Result<Option<&str>, UserError> {
+        match self
+            .decision
+            .as_deref()
+            .and_then(|d| d.strip_prefix("add_to:"))
+        {
+            Some("") => Err(UserError::BadRequest(
+                "Choose the open Case to add this report to.".into(),
+            )),
+            other => Ok(other),
         }
     }
 
@@ -433,7 +450,29 @@ async fn decide(
     let kind = form.kind()?;
     let reason = form.reason()?;
     let confirmed = std::mem::take(&mut form.confirmed);
+    let add_to = form.add_to()?.map(str::to_owned);
     let form = std::mem::take(&mut form.edits);
+    // Only a record the lookup listed for this report (the page offers no
+    // other); the commit checks again that it is still open.
+    let add_to = match add_to {
+        None => None,
+        Some(id) => match p.duplicates.as_ref().and_then(|d| d.candidate(&id)) {
+            Some(r) => Some(r.clone()),
+            None => {
+                return Ok(page(
+                    &deps,
+                    &link,
+                    &raw,
+                    Some(&form),
+                    &confirmed,
+                    vec![format!(
+                        "{id} is not one of the open records listed for this report; choose one of those, or approve a new one."
+                    )],
+                    422,
+                ));
+            }
+        },
+    };
     // What remains in `form` are the edited fields.
     let reviewer = Actor::Reviewer {
         email: link.grant.reviewer.clone(),
@@ -472,8 +511,10 @@ async fn decide(
             .collect();
         // Every "needs your eyes" field must be ticked (or changed, which is
         // looking at it): the server decides, whatever the page's script did.
+        // Not when the report goes onto an open Case: no field is written.
         let unticked: Vec<String> = fieldgate::domain::needs_eyes(&link.workflow, p)
             .into_keys()
+            .filter(|_| add_to.is_none())
             .filter(|f| !confirmed.contains(f) && !changed.contains(f))
             .map(|f| label(&link.workflow, &f))
             .collect();
@@ -509,7 +550,12 @@ async fn decide(
         DecisionKind::Approve => "approved",
         DecisionKind::Reject => "rejected",
     };
-    let detail = json!({"edited": changed, "reason": reason, "round": p.review.round});
+    let detail = json!({
+        "edited": changed,
+        "reason": reason,
+        "round": p.review.round,
+        "add_to": add_to.as_ref().map(|r| json!({"salesforce_id": r.id, "label": r.label()})),
+    });
     let decide = |on: &Proposal| {
         on.transition(to, reviewer.clone(), action, detail.clone(), now, |next| {
             if !changed.is_empty() {
@@ -522,6 +568,7 @@ async fn decide(
                 revision_hash: next.current_hash().unwrap_or_default().to_owned(),
                 reason: reason.clone(),
                 token_hash: link.grant.token_hash.clone(),
+                add_to: add_to.clone(),
             });
             // First decision wins: every link of the round is spent.
             next.review.retire_grants();
@@ -564,6 +611,15 @@ async fn decide(
     // The link stays the decider's window on the outcome: it shows the
     // record in Salesforce once written (see `decided_page`).
     Ok(match kind {
+        DecisionKind::Approve if add_to.is_some() => web::DecidedPage {
+            status: 200,
+            title: "Approved",
+            neutral: false,
+            text: "Thank you. The report is being added to the open Case as a comment (photos attached); no new Case is made.".into(),
+            record: None,
+            follow_url: Some(format!("/r/{raw}")),
+        }
+        .page(),
         DecisionKind::Approve => web::DecidedPage {
             status: 200,
             title: "Approved",

@@ -9,8 +9,8 @@ use aws_lambda_events::streams::DynamoDbEventResponse;
 use fieldgate::clock::Clock;
 use fieldgate::compose::{BuildError, Components};
 use fieldgate::domain::{
-    Actor, Operation, Proposal, ProposalId, RecordChange, SalesforceProblem, Status, UpdateTarget,
-    Workflow, Workflows,
+    Actor, OpenRecord, Operation, Proposal, ProposalId, RecordChange, SalesforceProblem, Status,
+    UpdateTarget, Workflow, Workflows,
 };
 use fieldgate::ports::{
     Attachment, HandoffMessage, HandoffPublisher, MediaStore, ProposalStore, RecordWriter,
@@ -565,6 +565,9 @@ async fn commit_step(
         Err(e) => return refused(d, p, e).await,
     };
     let Some(record_id) = p.commit.record_id.clone() else {
+        if let Some(target) = adding_to(p) {
+            return comment_step(d, wf, p, target).await;
+        }
         let ext_field = wf
             .external_id_field
             .as_deref()
@@ -646,9 +649,181 @@ async fn commit_step(
             from = attached.proposal.clone();
             marks.push(attached);
         }
-        return read_back(d, wf, p, &record, &record_id, marks).await;
+        return finish(d, wf, p, &record, &record_id, marks).await;
     }
-    read_back(d, wf, p, &record, &record_id, Vec::new()).await
+    finish(d, wf, p, &record, &record_id, Vec::new()).await
+}
+
+/// The open record the reviewer chose to add this report to, if any.
+fn adding_to(p: &Proposal) -> Option<&OpenRecord> {
+    p.decision.as_ref().and_then(|d| d.add_to.as_ref())
+}
+
+/// After the record (and photo): a new record is read back and compared;
+/// a comment on an existing one is done (its fields are not ours).
+async fn finish(
+    d: &Driver<'_>,
+    wf: &Workflow,
+    p: &Proposal,
+    record: &serde_json::Map<String, Value>,
+    record_id: &str,
+    mut before: Vec<fieldgate::domain::Transition>,
+) -> Result<Option<Proposal>, CommitError> {
+    let Some(target) = adding_to(p) else {
+        return read_back(d, wf, p, record, record_id, before).await;
+    };
+    let from = before.last().map_or(p, |t| &t.proposal);
+    let at = d.deps.clock.now();
+    let number = target.number.clone();
+    let committed = mark(
+        d,
+        from,
+        Status::Committed,
+        "committed",
+        json!({
+            "salesforce_id": record_id,
+            "added_to": target.label(),
+            "comment_id": p.commit.comment_id,
+        }),
+        |n| {
+            // The status page and the outcome mail name the open Case the
+            // report went onto.
+            n.commit.record_number = number.clone();
+            n.commit.committed_at = Some(at);
+        },
+    )?;
+    before.push(committed);
+    d.deps.store.apply_all(&before).await?;
+    Ok(before.pop().map(|t| t.proposal))
+}
+
+/// The error code of an open record that closed (or went) before the
+/// comment could be added.
+pub const CASE_CLOSED: &str = "CASE_CLOSED";
+
+/// "Add to this open Case", first step: the comment, exactly once. The
+/// Case must still be open (checked before every attempt to create); the
+/// claim (`comment_started`) is recorded before the create, and a retry
+/// that finds a claim without a recorded comment looks for the comment by
+/// the proposal's marker before creating one. The photo then goes to the
+/// Case through the same steps as for a new record.
+async fn comment_step(
+    d: &Driver<'_>,
+    wf: &Workflow,
+    p: &Proposal,
+    target: &OpenRecord,
+) -> Result<Option<Proposal>, CommitError> {
+    let deps = d.deps;
+    let marker = p.comment_marker();
+    let found = if p.commit.comment_started {
+        deps.writer
+            .find_comment(&target.id, &marker)
+            .await
+            .map_err(CommitError::Salesforce)?
+    } else {
+        None
+    };
+    let (comment_id, from) = match found {
+        Some(id) => (id, p.clone()),
+        None => {
+            match deps
+                .writer
+                .read(&wf.object, &target.id, &["IsClosed".to_owned()])
+                .await
+            {
+                Ok(rec) if rec.get("IsClosed") == Some(&Value::Bool(false)) => {}
+                Ok(_) => return case_closed(d, p, target, "was closed").await,
+                // A 404 is a configuration answer in general (an unknown
+                // object); here it means the Case is gone.
+                Err(WriteError::Config(m)) if m.contains("NOT_FOUND") => {
+                    return case_closed(d, p, target, "no longer exists").await;
+                }
+                Err(e) => return refused(d, p, e).await,
+            }
+            let claimed = if p.commit.comment_started {
+                p.clone()
+            } else {
+                save(
+                    d,
+                    p,
+                    Status::Committing,
+                    "comment_started",
+                    json!({"salesforce_id": target.id}),
+                    |n| n.commit.comment_started = true,
+                )
+                .await?
+            };
+            let mut comment = serde_json::Map::new();
+            comment.insert("ParentId".into(), json!(target.id));
+            comment.insert("CommentBody".into(), json!(wf.comment_body(&claimed)));
+            comment.insert("IsPublished".into(), json!(false));
+            match deps.writer.create("CaseComment", &comment).await {
+                Ok(id) => (id, claimed),
+                Err(e) => return refused(d, &claimed, e).await,
+            }
+        }
+    };
+    let url = deps.writer.record_url(&wf.object, &target.id);
+    let by = p.decision.as_ref().map(|x| x.by.clone());
+    let saved = save(
+        d,
+        &from,
+        Status::Committing,
+        "case_commented",
+        json!({
+            "salesforce_id": target.id,
+            "case": target.label(),
+            "comment_id": comment_id,
+            "by": by,
+            "why": "the reviewer added this report to an open Case the duplicate lookup listed for the asset, instead of opening a new one",
+        }),
+        |n| {
+            n.commit.comment_id = Some(comment_id.clone());
+            n.commit.record_id = Some(target.id.clone());
+            n.commit.record_url = Some(url);
+            n.commit.photo_started = !n.intake.photos.is_empty();
+        },
+    )
+    .await?;
+    Ok(Some(saved))
+}
+
+/// The chosen Case closed (or was deleted) after the lookup listed it:
+/// nothing was written; the reviewer gets the report back, the Case no
+/// longer offered, to approve as a new Case, add to another, or reject.
+async fn case_closed(
+    d: &Driver<'_>,
+    p: &Proposal,
+    target: &OpenRecord,
+    what: &str,
+) -> Result<Option<Proposal>, CommitError> {
+    let problem = SalesforceProblem {
+        code: CASE_CLOSED.into(),
+        message: format!(
+            "Case {} {what} in Salesforce after it was listed for this report. Nothing was written: approve it as a new Case, add it to another open one, or reject it.",
+            target.label()
+        ),
+        fields: vec![],
+    };
+    tracing::warn!(case = %target.id, "the chosen open Case {what}; back to the reviewer");
+    let saved = save(
+        d,
+        p,
+        Status::NeedsAttention,
+        "salesforce_refused",
+        json!({"error": problem, "salesforce_id": target.id}),
+        |n| {
+            n.commit.last_error = Some(problem.clone());
+            n.commit.comment_started = false;
+            if let Some(dup) = &mut n.duplicates {
+                dup.open_records.retain(|r| r.id != target.id);
+            }
+            n.review.mailed = false;
+            n.review.retire_grants();
+        },
+    )
+    .await?;
+    Ok(Some(saved))
 }
 
 /// The error code of a lookup value the org has no record for.
@@ -956,10 +1131,17 @@ async fn publish(
 ) -> Result<Option<Proposal>, CommitError> {
     let values = approved_values(p);
     let text = |f: &str| values.get(f).and_then(Value::as_str).map(str::to_owned);
+    // A report added to an open Case says so: subscribers see which
+    // record was updated rather than a new one.
+    let event = if adding_to(p).is_some() {
+        "added_to_existing"
+    } else {
+        "committed"
+    };
     let msg = HandoffMessage {
         schema: HANDOFF_SCHEMA.into(),
-        event: "committed".into(),
-        dedupe_key: format!("{}:committed", p.id),
+        event: event.into(),
+        dedupe_key: format!("{}:{event}", p.id),
         proposal_id: p.id,
         workflow: wf.id.to_string(),
         object: wf.object.clone(),

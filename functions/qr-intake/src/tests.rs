@@ -481,6 +481,14 @@ impl ProposalStore for CreateFails {
     ) -> Result<Vec<fieldgate::domain::Proposal>, fieldgate::ports::StoreError> {
         self.0.list_by_status(status, limit).await
     }
+    async fn pending_for_asset(
+        &self,
+        workflow: &fieldgate::domain::WorkflowId,
+        asset: &AssetId,
+        limit: usize,
+    ) -> Result<Vec<fieldgate::domain::Proposal>, fieldgate::ports::StoreError> {
+        self.0.pending_for_asset(workflow, asset, limit).await
+    }
     async fn cached_asset(
         &self,
         id: &AssetId,

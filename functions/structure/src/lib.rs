@@ -7,10 +7,12 @@ use aws_lambda_events::streams::DynamoDbEventResponse;
 use fieldgate::clock::Clock;
 use fieldgate::compose::{BuildError, Components};
 use fieldgate::domain::{
-    Actor, Fields, Proposal, ProposalId, Status, StructurerKind, StructuringInfo, Workflow,
-    Workflows,
+    Actor, DuplicateCheck, Fields, PendingReport, Proposal, ProposalId, Status, StructurerKind,
+    StructuringInfo, Workflow, Workflows,
 };
-use fieldgate::ports::{MediaStore, ProposalStore, ReviewNotifier, Structurer, StructuringInput};
+use fieldgate::ports::{
+    MediaStore, ProposalStore, RecordFinder, ReviewNotifier, Structurer, StructuringInput,
+};
 use fieldgate::stream::drive;
 use fieldgate::structuring::{self, RulesStructurer};
 use fieldgate::{AppError, review};
@@ -30,6 +32,9 @@ pub struct Structure {
     /// Base of the review links in the mail.
     pub public_url: String,
     pub clock: Arc<dyn Clock>,
+    /// Reads open records for the duplicate lookup (`None`: Salesforce is
+    /// not configured for this step; the lookup records that).
+    pub finder: Option<Arc<dyn RecordFinder>>,
 }
 
 impl Structure {
@@ -44,6 +49,13 @@ impl Structure {
             rules: RulesStructurer,
             public_url: c.public_url()?,
             clock: c.clock(),
+            // The lookup must not keep reviews from going out: without its
+            // credential the step runs, and each lookup says Salesforce
+            // was not asked.
+            finder: c.finder().await.unwrap_or_else(|e| {
+                tracing::error!(error = %fieldgate::Chain(&e), "duplicate lookup: Salesforce client not built; reviews go out without it");
+                None
+            }),
         })
     }
 }
@@ -115,7 +127,22 @@ async fn process_as(deps: &Structure, id: ProposalId, taken_over: bool) -> Resul
             .filter(|(_, f)| f.flag.is_some())
             .map(|(k, _)| k)
             .collect();
-        let detail = json!({"structurer": info.structurer, "fallback": info.fallback_reason, "flagged": flagged});
+        let duplicates = match wf.duplicates {
+            Some(policy) => {
+                Some(look_for_duplicates(deps, &wf, &p, policy, deps.clock.now()).await)
+            }
+            None => None,
+        };
+        let detail = json!({
+            "structurer": info.structurer,
+            "fallback": info.fallback_reason,
+            "flagged": flagged,
+            "duplicates": duplicates.as_ref().map(|d| json!({
+                "open_records": d.open_records.iter().map(|r| &r.id).collect::<Vec<_>>(),
+                "pending": d.pending.iter().map(|r| r.id.to_string()).collect::<Vec<_>>(),
+                "failed": d.failed,
+            })),
+        });
         let now = deps.clock.now();
         let t = p.transition(
             Status::PendingReview,
@@ -126,6 +153,7 @@ async fn process_as(deps: &Structure, id: ProposalId, taken_over: bool) -> Resul
             |next| {
                 next.push_revision(fields.clone(), author.clone(), now);
                 next.structuring = Some(info.clone());
+                next.duplicates = duplicates.clone();
             },
         )?;
         // The first round's links go in the same write: one transaction,
@@ -196,26 +224,54 @@ pub struct Sweep {
     pub waiting: usize,
     /// Re-drives that failed (the next sweep tries again).
     pub failed: usize,
+    /// Reminders and escalations sent for reviews nobody decided.
+    pub reminded: usize,
+    pub escalated: usize,
+    /// Nudges that failed (taken over by a sweep after `MAIL_STUCK_AFTER`).
+    pub nudges_failed: usize,
 }
 
 /// Finishes this step's work that no stream delivery will: RECEIVED
 /// proposals left unstructured past [`STRUCTURE_STUCK_AFTER`] and
 /// PENDING_REVIEW proposals whose review mail is not recorded as sent past
-/// [`MAIL_STUCK_AFTER`]. Runs on a schedule (AWS: EventBridge rule → this
-/// function; dev: the stack's sweeper).
+/// [`MAIL_STUCK_AFTER`]; and sends the reminders and escalations due on
+/// mailed, undecided reviews (the workflow's `[review]`). Runs on a
+/// schedule (AWS: EventBridge rule → this function; dev: the stack's
+/// sweeper); `now` is the sweep's time, which tests move forward.
 pub async fn sweep(deps: &Structure, now: fieldgate::domain::Timestamp) -> Result<Sweep, AppError> {
     let mut out = Sweep::default();
     let received = deps
         .store
         .list_by_status(Status::Received, SWEEP_BATCH)
         .await?;
-    let pending = deps
+    let (unmailed, mut waiting): (Vec<Proposal>, Vec<Proposal>) = deps
         .store
         .list_by_status(Status::PendingReview, SWEEP_BATCH)
         .await?
         .into_iter()
-        .filter(|p| !p.review.mailed);
-    for p in received.into_iter().chain(pending) {
+        .partition(|p| !p.review.mailed);
+    waiting.extend(
+        deps.store
+            .list_by_status(Status::NeedsAttention, SWEEP_BATCH)
+            .await?
+            .into_iter()
+            .filter(|p| p.review.mailed),
+    );
+    let nudged = review::send_due_nudges(
+        deps.store.as_ref(),
+        deps.notifier.as_ref(),
+        &deps.workflows,
+        &deps.public_url,
+        waiting,
+        "sweep",
+        now,
+        MAIL_STUCK_AFTER,
+    )
+    .await;
+    out.reminded = nudged.reminded;
+    out.escalated = nudged.escalated;
+    out.nudges_failed = nudged.failed;
+    for p in received.into_iter().chain(unmailed) {
         let stuck_after = if p.status == Status::Received {
             STRUCTURE_STUCK_AFTER
         } else {
@@ -285,6 +341,8 @@ pub async fn handle_event(
         redriven = done.redriven,
         waiting = done.waiting,
         failed = done.failed,
+        reminded = done.reminded,
+        escalated = done.escalated,
         "scheduled structure sweep done"
     );
     serde_json::to_value(done).map_err(StructureEventError::Event)
@@ -296,6 +354,69 @@ pub enum StructureEventError {
     Event(#[source] serde_json::Error),
     #[error(transparent)]
     App(#[from] AppError),
+}
+
+/// Most open records / pending reports listed beside a report.
+const DUPLICATES_SHOWN: usize = 5;
+
+/// Before the review mail: open Cases of the asset created within the
+/// workflow's window (Salesforce, read-only) and other reports of it still
+/// waiting for review (the store). A lookup that fails is recorded and the
+/// review goes on without it: a slow or unwell Salesforce must not hold
+/// up the report.
+async fn look_for_duplicates(
+    deps: &Structure,
+    wf: &Workflow,
+    p: &Proposal,
+    policy: fieldgate::domain::DuplicatePolicy,
+    now: fieldgate::domain::Timestamp,
+) -> DuplicateCheck {
+    let mut check = DuplicateCheck {
+        window_days: policy.window_days,
+        ..DuplicateCheck::default()
+    };
+    let since = now - time::Duration::days(policy.window_days.into());
+    match &deps.finder {
+        Some(f) => match f.open_cases(&p.asset.id, since, DUPLICATES_SHOWN).await {
+            Ok(found) => check.open_records = found,
+            Err(e) => {
+                tracing::warn!(error = %fieldgate::Chain(&e), "duplicate lookup in Salesforce failed; reviewing without it");
+                check.failed.push(format!("Salesforce: {e}"));
+            }
+        },
+        None => check
+            .failed
+            .push("Salesforce: not configured for this step".into()),
+    }
+    match deps
+        .store
+        .pending_for_asset(&p.workflow, &p.asset.id, DUPLICATES_SHOWN + 1)
+        .await
+    {
+        Ok(found) => {
+            check.pending = found
+                .into_iter()
+                .filter(|o| o.id != p.id)
+                .take(DUPLICATES_SHOWN)
+                .map(|o| PendingReport {
+                    id: o.id,
+                    summary: o
+                        .current()
+                        .and_then(|r| r.fields.get(&wf.handoff.summary_field))
+                        .and_then(|f| f.text())
+                        .map(str::to_owned),
+                    received_at: o.intake.received_at,
+                })
+                .collect();
+        }
+        Err(e) => {
+            tracing::warn!(error = %fieldgate::Chain(&e), "looking up pending reports of the asset failed; reviewing without it");
+            check
+                .failed
+                .push("pending reports: the store did not answer".into());
+        }
+    }
+    check
 }
 
 /// A report's notes (and its first photo, if the workflow allows: the

@@ -15,6 +15,21 @@ struct Fx {
 }
 
 async fn fx() -> Fx {
+    fx_with(None).await
+}
+
+/// The shipped Case workflow with `[review]` set to `review`.
+fn case_workflow_with(review: &str) -> fieldgate::domain::Workflows {
+    let text = include_str!("../../../infra/workflows/field-service-case.toml");
+    let (head, rest) = text.split_once("\n[review]\n").unwrap();
+    let tail = &rest[rest.find("\n[constants]").unwrap()..];
+    let text = format!("{head}\n[review]\n{review}\n{tail}");
+    fieldgate::domain::Workflows::from_workflows(vec![
+        fieldgate::domain::Workflow::from_toml("case.toml", &text).unwrap(),
+    ])
+}
+
+async fn fx_with(workflows: Option<fieldgate::domain::Workflows>) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::in_memory());
     let outbox = Arc::new(Outbox::open(None).unwrap());
@@ -26,6 +41,10 @@ async fn fx() -> Fx {
     .with_clock(clock.clone())
     .with_store(store.clone())
     .with_notifier(outbox.clone());
+    let parts = match workflows {
+        Some(w) => parts.with_workflows(Arc::new(w)),
+        None => parts,
+    };
     let deps = Structure::build(&parts).await.unwrap();
     Fx {
         deps,
@@ -261,6 +280,7 @@ async fn an_intake_record_carrying_later_state_is_structured_from_its_notes_only
         revision_hash: hash,
         reason: None,
         token_hash: token.hash(),
+        add_to: None,
     });
     f.store.create(&t, None).await.unwrap();
     process(&f.deps, id).await.unwrap();
@@ -289,4 +309,226 @@ async fn an_intake_record_carrying_later_state_is_structured_from_its_notes_only
     process(&f.deps, late.proposal.id).await.unwrap();
     let still = f.store.get(late.proposal.id).await.unwrap().unwrap();
     assert_eq!((still.status, still.version), (Status::Received, 3));
+}
+
+fn token_hash_of(url: &str) -> String {
+    let token: fieldgate::domain::ReviewToken = url.rsplit('/').next().unwrap().parse().unwrap();
+    token.hash()
+}
+
+/// Reminder after 24 h, escalation after 48 h, expiry after 72 h: each
+/// sent once even by two sweeps at once, each with its audit events; the
+/// first links keep working beside the new ones.
+#[tokio::test]
+async fn an_undecided_review_is_reminded_then_escalated_once_each() {
+    let f = fx_with(Some(case_workflow_with(
+        "remind_after_hours = 24\nescalate_after_hours = 48\nescalate_to = [\"lead@example.com\", \"night@example.com\"]",
+    )))
+    .await;
+    let p = received(&f, "field-service-case", "Pump 7 seal leaking badly").await;
+    let start = f.clock.now();
+    assert!(
+        handle_stream(&f.deps, event(&p, 1))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(f.outbox.mails().len(), 1);
+    let first_link = f.outbox.mails()[0].review_url.clone();
+
+    let at = |h: i64| start + time::Duration::hours(h);
+    let s = sweep(&f.deps, at(23)).await.unwrap();
+    assert_eq!((s.reminded, s.escalated), (0, 0));
+    assert_eq!(f.outbox.mails().len(), 1);
+
+    let (a, b) = tokio::join!(sweep(&f.deps, at(24)), sweep(&f.deps, at(24)));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.reminded + b.reminded, 1, "{a:?} {b:?}");
+    assert_eq!(a.escalated + b.escalated, 0);
+    let mails = f.outbox.mails();
+    assert_eq!(mails.len(), 2, "one reminder");
+    assert_eq!(mails[1].to, "service-desk@example.com");
+    assert!(
+        mails[1].subject.starts_with("Reminder"),
+        "{}",
+        mails[1].subject
+    );
+    assert!(
+        mails[1].text.contains("waited 24 hours"),
+        "{}",
+        mails[1].text
+    );
+    assert_ne!(mails[1].review_url, first_link, "a fresh link");
+    assert_eq!(sweep(&f.deps, at(30)).await.unwrap().reminded, 0, "once");
+
+    let (a, b) = tokio::join!(sweep(&f.deps, at(48)), sweep(&f.deps, at(48)));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.escalated + b.escalated, 1, "{a:?} {b:?}");
+    let mails = f.outbox.mails();
+    assert_eq!(
+        mails.len(),
+        4,
+        "one escalation mail per escalation reviewer"
+    );
+    let to: Vec<&str> = mails[2..].iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(to, ["lead@example.com", "night@example.com"]);
+    assert!(
+        mails[2].subject.starts_with("Escalated"),
+        "{}",
+        mails[2].subject
+    );
+    assert_ne!(
+        mails[2].review_url, mails[3].review_url,
+        "links of their own"
+    );
+    assert_eq!(sweep(&f.deps, at(60)).await.unwrap(), Sweep::default());
+
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(done.status, Status::PendingReview);
+    for m in &mails {
+        assert!(
+            done.grant_for(&token_hash_of(&m.review_url)).is_some(),
+            "{} works",
+            m.to
+        );
+    }
+    let actions: Vec<String> = f
+        .store
+        .events(p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for a in [
+        "reminder_links_issued",
+        "reminder_sent",
+        "escalation_links_issued",
+        "escalated",
+    ] {
+        assert_eq!(
+            actions.iter().filter(|x| *x == a).count(),
+            1,
+            "{a}: {actions:?}"
+        );
+    }
+    fieldgate::domain::verify_chain(&f.store.events(p.id).await.unwrap()).unwrap();
+
+    // Past the links' lifetime: expired, nothing more is sent.
+    assert_eq!(
+        fieldgate::review::expire_due(f.store.as_ref(), at(73), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(sweep(&f.deps, at(74)).await.unwrap(), Sweep::default());
+    let expired = f.store.get(p.id).await.unwrap().unwrap();
+    assert_eq!(expired.review_milestones().len(), 3);
+}
+
+/// A sweep that claimed a reminder and died before mailing it: the claim
+/// holds the reminder back from other sweeps until MAIL_STUCK_AFTER, then
+/// one sweep takes it over with a new link and the dead one's is retired.
+#[tokio::test]
+async fn a_reminder_whose_sender_died_is_taken_over_once() {
+    let f = fx_with(Some(case_workflow_with("remind_after_hours = 24"))).await;
+    let p = received(&f, "field-service-case", "Fan bearing noisy").await;
+    let start = f.clock.now();
+    handle_stream(&f.deps, event(&p, 1)).await;
+    let mailed = f.store.get(p.id).await.unwrap().unwrap();
+    assert!(mailed.review.mailed);
+    let at24 = start + time::Duration::hours(24);
+    let claim = mailed
+        .claim_nudge(
+            fieldgate::domain::NudgeKind::Reminder,
+            vec![fieldgate::domain::ReviewGrant {
+                reviewer: "service-desk@example.com".into(),
+                token_hash: "dead-sweeps-link".into(),
+            }],
+            "sweep",
+            at24,
+        )
+        .unwrap();
+    f.store.apply(&claim).await.unwrap();
+    assert_eq!(
+        sweep(&f.deps, at24 + time::Duration::minutes(1))
+            .await
+            .unwrap()
+            .reminded,
+        0
+    );
+    assert_eq!(f.outbox.mails().len(), 1);
+    let later = at24 + MAIL_STUCK_AFTER;
+    let (a, b) = tokio::join!(sweep(&f.deps, later), sweep(&f.deps, later));
+    assert_eq!(a.unwrap().reminded + b.unwrap().reminded, 1);
+    assert_eq!(f.outbox.mails().len(), 2);
+    let done = f.store.get(p.id).await.unwrap().unwrap();
+    assert!(done.grant_for("dead-sweeps-link").is_none());
+    assert!(done.review.nudges[0].mailed);
+    assert!(
+        done.grant_for(&token_hash_of(&f.outbox.mails()[1].review_url))
+            .is_some()
+    );
+}
+
+/// A Salesforce that answers every lookup with an outage.
+struct Unwell;
+
+#[async_trait::async_trait]
+impl RecordFinder for Unwell {
+    async fn open_cases(
+        &self,
+        _: &fieldgate::domain::AssetId,
+        _: fieldgate::domain::Timestamp,
+        _: usize,
+    ) -> Result<Vec<fieldgate::domain::OpenRecord>, fieldgate::ports::WriteError> {
+        Err(fieldgate::ports::WriteError::Transient(
+            "503 from the org".into(),
+        ))
+    }
+}
+
+/// The duplicate lookup lists the other report of the asset still waiting;
+/// a Salesforce that fails the lookup does not hold up the review: the
+/// failure is recorded (and audited) and the mail goes out.
+#[tokio::test]
+async fn a_failed_duplicate_lookup_is_recorded_and_the_review_goes_on() {
+    let mut f = fx().await;
+    let first = received(&f, "field-service-case", "Pump 7 seal leaking").await;
+    handle_stream(&f.deps, event(&first, 1)).await;
+    // Without Salesforce configured the lookup says so.
+    let p = f.store.get(first.id).await.unwrap().unwrap();
+    let d = p.duplicates.unwrap();
+    assert_eq!(d.window_days, 30);
+    assert!(d.failed[0].contains("not configured"), "{:?}", d.failed);
+    assert!(d.pending.is_empty());
+
+    f.deps.finder = Some(Arc::new(Unwell));
+    let second = received(&f, "field-service-case", "Pump 7 seal leaking worse now").await;
+    handle_stream(&f.deps, event(&second, 2)).await;
+    let p = f.store.get(second.id).await.unwrap().unwrap();
+    assert_eq!(p.status, Status::PendingReview);
+    assert!(p.review.mailed, "the review was not held up");
+    assert_eq!(f.outbox.mails().len(), 2);
+    let d = p.duplicates.as_ref().unwrap();
+    assert!(
+        d.failed[0].starts_with("Salesforce: ") && d.failed[0].contains("503"),
+        "{:?}",
+        d.failed
+    );
+    assert_eq!(d.pending.len(), 1, "the first report of the asset");
+    assert_eq!(d.pending[0].id, first.id);
+    assert!(d.pending[0].summary.is_some());
+    let events = f.store.events(second.id).await.unwrap();
+    let structured = events.iter().find(|e| e.action == "structured").unwrap();
+    assert_eq!(
+        structured.detail["duplicates"]["pending"][0],
+        first.id.to_string()
+    );
+    assert!(
+        structured.detail["duplicates"]["failed"][0]
+            .as_str()
+            .unwrap()
+            .contains("503")
+    );
 }

@@ -108,8 +108,11 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         # item, which it marks moved in the same transaction (R#).
         | grants(["dynamodb:PutItem"], [TABLE], leading_keys("P#*"))
         | grants(["dynamodb:UpdateItem"], [TABLE], leading_keys("R#*"))
-        # Its 5-minute sweep finds stuck RECEIVED / unmailed ones by status.
+        # Its 5-minute sweep finds stuck RECEIVED / unmailed / undecided
+        # ones by status; the duplicate lookup, pending reports of an asset.
         | grants(["dynamodb:Query"], ["${Table.Arn}/index/by_status"])
+        # The read-only Salesforce credential (duplicate lookup: open Cases).
+        | grants(["secretsmanager:GetSecretValue"], ["${SalesforceReadSecret}"])
         # The photo, attached to the review mail / structuring.
         | grants(["s3:GetObject"], [PHOTOS])
         # The review mail, only from MailFrom (identity and, when set, the

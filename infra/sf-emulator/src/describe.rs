@@ -18,6 +18,7 @@ pub enum FieldType {
     Phone,
     Int,
     Base64,
+    Boolean,
 }
 
 impl FieldType {
@@ -33,6 +34,7 @@ impl FieldType {
             FieldType::Phone => "phone",
             FieldType::Int => "int",
             FieldType::Base64 => "base64",
+            FieldType::Boolean => "boolean",
         }
     }
 
@@ -413,6 +415,13 @@ static SCHEMA: LazyLock<Vec<ObjectDef>> = LazyLock::new(|| {
                 FieldDef::new("AssetId", "Asset ID", T::Reference).refs(&["Asset"], "Asset"),
                 FieldDef::new("AccountId", "Account ID", T::Reference)
                     .refs(&["Account"], "Account"),
+                // Derived from Status by the platform (a closed status).
+                {
+                    let mut f = FieldDef::new("IsClosed", "Closed", T::Boolean).read_only();
+                    f.nillable = false;
+                    f.defaulted_on_create = true;
+                    f
+                },
                 FieldDef::new(
                     "Fieldgate_Proposal_Id__c",
                     "Fieldgate Proposal Id",
@@ -489,6 +498,27 @@ static SCHEMA: LazyLock<Vec<ObjectDef>> = LazyLock::new(|| {
                     .values(&["Hours", "Minutes"])
                     .default("Hours")
                     .restricted(),
+            ]),
+        },
+        ObjectDef {
+            name: "CaseComment",
+            label: "Case Comment",
+            label_plural: "Case Comments",
+            key_prefix: "00a",
+            createable: true,
+            updateable: true,
+            fields: system_fields(vec![
+                FieldDef::new("ParentId", "Parent ID", T::Reference)
+                    .refs(&["Case"], "Parent")
+                    .required()
+                    .create_only(),
+                FieldDef::new("CommentBody", "Body", T::Textarea).len(4000),
+                {
+                    let mut f =
+                        FieldDef::new("IsPublished", "Published", T::Boolean).default("false");
+                    f.nillable = false;
+                    f
+                },
             ]),
         },
         ObjectDef {
@@ -606,6 +636,23 @@ mod tests {
             .map(|f| f.name)
             .collect();
         assert_eq!(required, vec!["Subject"]);
+        let closed = case.field("isclosed").unwrap();
+        assert!(!closed.createable && !closed.updateable);
+        assert_eq!(closed.to_json()["type"], "boolean");
+        let comment = object("CaseComment").unwrap();
+        assert_eq!(comment.key_prefix, "00a");
+        let required: Vec<&str> = comment
+            .fields
+            .iter()
+            .filter(|f| f.createable && !f.nillable && !f.defaulted_on_create)
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(required, vec!["ParentId"]);
+        assert_eq!(comment.field("CommentBody").unwrap().length, 4000);
+        assert_eq!(
+            comment.field("ParentId").unwrap().reference_to,
+            vec!["Case"]
+        );
         let ext = case.field("fieldgate_proposal_id__c").unwrap();
         assert!(ext.external_id && ext.unique && ext.custom && ext.nillable);
         assert_eq!(ext.length, 26);

@@ -82,9 +82,14 @@ fn insert_checked(
     }
     for f in &obj.fields {
         if let (Some(default), false) = (f.default_value, record.contains_key(f.name)) {
-            record.insert(f.name.to_string(), json!(default));
+            let v = match f.ftype {
+                FieldType::Boolean => json!(default == "true"),
+                _ => json!(default),
+            };
+            record.insert(f.name.to_string(), v);
         }
     }
+    derive_fields(obj, &mut record);
     if obj.name == "ContentVersion" {
         derive_file_fields(&mut record, changes.blob.as_deref());
     }
@@ -137,6 +142,18 @@ fn insert_checked(
     }
     store.insert(obj.name, record);
     Ok(id)
+}
+
+/// Fields the platform computes from others: a Case's `IsClosed` follows
+/// its Status (the demo org's one closed status is "Closed").
+pub(crate) fn derive_fields(obj: &ObjectDef, record: &mut Record) {
+    if obj.name == "Case" {
+        let closed = record
+            .get("Status")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s == "Closed");
+        record.insert("IsClosed".into(), json!(closed));
+    }
 }
 
 pub fn update(
@@ -196,6 +213,7 @@ fn update_checked(
         record.insert(f.name.to_string(), v.clone());
     }
     check_values(store, obj, &changes.values, &record, Some(&id), ctx)?;
+    derive_fields(obj, &mut record);
     record.insert("LastModifiedDate".into(), json!(ctx.now));
     record.insert("SystemModstamp".into(), json!(ctx.now));
     store.insert(obj.name, record);
@@ -426,6 +444,12 @@ fn coerce(f: &FieldDef, v: Value) -> Result<Value, ApiError> {
             _ => Err(parser_error(f, &v)),
         },
         FieldType::Base64 => Err(parser_error(f, &v)),
+        FieldType::Boolean => match &v {
+            Value::Bool(_) => Ok(v),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(json!(true)),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(json!(false)),
+            _ => Err(parser_error(f, &v)),
+        },
     }
 }
 
@@ -629,6 +653,90 @@ mod tests {
 
     fn body(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn case_comments_follow_the_contract_and_is_closed_follows_status() {
+        let mut s = Store::new();
+        let case = describe::object("Case").unwrap();
+        let comment = describe::object("CaseComment").unwrap();
+        let id = create(&mut s, case, body(json!({"Subject": "Leak"})), None, &ctx()).unwrap();
+        assert_eq!(s.get("Case", &id).unwrap()["IsClosed"], false);
+        let c = create(
+            &mut s,
+            comment,
+            body(json!({"ParentId": id, "CommentBody": "Seen again [fieldgate X]", "IsPublished": false})),
+            None,
+            &ctx(),
+        )
+        .unwrap();
+        assert!(c.starts_with("00a") && c.len() == 18);
+        let r = s.get("CaseComment", &c).unwrap();
+        assert_eq!(
+            (r["ParentId"].as_str(), &r["IsPublished"]),
+            (Some(id.as_str()), &json!(false))
+        );
+        // IsPublished defaults to false, as a boolean.
+        let d = create(&mut s, comment, body(json!({"ParentId": id})), None, &ctx()).unwrap();
+        assert_eq!(
+            s.get("CaseComment", &d).unwrap()["IsPublished"],
+            json!(false)
+        );
+        // Required ParentId, a ParentId that is no Case, a malformed one.
+        let e = create(
+            &mut s,
+            comment,
+            body(json!({"CommentBody": "x"})),
+            None,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.fields.clone()),
+            ("REQUIRED_FIELD_MISSING", Some(vec!["ParentId".to_string()]))
+        );
+        let account = s.mint("001");
+        let e = create(
+            &mut s,
+            comment,
+            body(json!({"ParentId": account})),
+            None,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "INVALID_CROSS_REFERENCE_KEY", "{e:?}");
+        let e = create(
+            &mut s,
+            comment,
+            body(json!({"ParentId": "nope"})),
+            None,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "MALFORMED_ID");
+        let e = create(
+            &mut s,
+            comment,
+            body(json!({"ParentId": id, "CommentBody": "x".repeat(4001)})),
+            None,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "STRING_TOO_LONG");
+        let e = create(
+            &mut s,
+            comment,
+            body(json!({"ParentId": id, "IsPublished": "maybe"})),
+            None,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "JSON_PARSER_ERROR", "{e:?}");
+        // IsClosed is the platform's: derived, never written.
+        let e = update(&mut s, case, &id, body(json!({"IsClosed": true})), &ctx()).unwrap_err();
+        assert_eq!(e.code, "INVALID_FIELD_FOR_INSERT_UPDATE");
+        update(&mut s, case, &id, body(json!({"Status": "Closed"})), &ctx()).unwrap();
+        assert_eq!(s.get("Case", &id).unwrap()["IsClosed"], true);
     }
 
     #[test]

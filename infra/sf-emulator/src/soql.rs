@@ -893,6 +893,76 @@ mod tests {
     }
 
     #[test]
+    fn open_cases_and_comments_are_queryable() {
+        let mut s = store();
+        let ctx = crate::dml::WriteCtx {
+            rules: &[],
+            now: "2026-01-05T09:00:00.000+0000",
+        };
+        let case = describe::object("Case").unwrap();
+        let asset = s.table("Asset").next().unwrap()["Id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let body = |v: Value| v.as_object().unwrap().clone();
+        let open = crate::dml::create(
+            &mut s,
+            case,
+            body(json!({"Subject": "Open", "AssetId": asset})),
+            None,
+            &ctx,
+        )
+        .unwrap();
+        let shut = crate::dml::create(
+            &mut s,
+            case,
+            body(json!({"Subject": "Shut", "AssetId": asset, "Status": "Closed"})),
+            None,
+            &ctx,
+        )
+        .unwrap();
+        let q = format!(
+            "SELECT Id, IsClosed FROM Case WHERE AssetId = '{asset}' AND IsClosed = false AND CreatedDate >= 2026-01-01T00:00:00Z ORDER BY CreatedDate DESC LIMIT 5"
+        );
+        let r = run(&s, &q, "66.0").unwrap();
+        let ids: Vec<&str> = r
+            .records
+            .iter()
+            .map(|r| r["Id"].as_str().unwrap())
+            .collect();
+        assert!(
+            ids.contains(&open.as_str()) && !ids.contains(&shut.as_str()),
+            "{ids:?}"
+        );
+        assert_eq!(r.records[0]["IsClosed"], false);
+        let q = format!(
+            "SELECT Id FROM Case WHERE AssetId = '{asset}' AND CreatedDate >= 2027-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            run(&s, &q, "66.0").unwrap().records.len(),
+            0,
+            "outside the window"
+        );
+        let comment = describe::object("CaseComment").unwrap();
+        let c = crate::dml::create(
+            &mut s,
+            comment,
+            body(json!({"ParentId": open, "CommentBody": "again [fieldgate 01X]"})),
+            None,
+            &ctx,
+        )
+        .unwrap();
+        let q = format!(
+            "SELECT Id, CommentBody FROM CaseComment WHERE ParentId = '{}'",
+            &open[..15]
+        );
+        let r = run(&s, &q, "66.0").unwrap();
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.records[0]["Id"], c.as_str());
+        assert_eq!(r.records[0]["CommentBody"], "again [fieldgate 01X]");
+    }
+
+    #[test]
     fn parse_errors_are_framed_like_the_platform() {
         let e = run(&store(), "SELECT Id FRM Account", "66.0")
             .err()

@@ -124,8 +124,18 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let store: Store = serde_json::from_slice(&bytes)
+        let mut store: Store = serde_json::from_slice(&bytes)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        // Files written before Case.IsClosed was emulated: derive it, as
+        // the platform always has it (a query on it must find them).
+        if let (Some(case), Some(rows)) = (
+            crate::describe::object("Case"),
+            store.objects.get_mut("Case"),
+        ) {
+            for r in rows.values_mut().filter(|r| !r.contains_key("IsClosed")) {
+                crate::dml::derive_fields(case, r);
+            }
+        }
         Ok(Some(store))
     }
 
@@ -197,6 +207,32 @@ mod blobs {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cases_of_older_state_files_get_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut s = Store::new();
+        for (id, status) in [
+            ("500000000000001AAA", "New"),
+            ("500000000000002AAA", "Closed"),
+        ] {
+            let mut r = Record::new();
+            r.insert("Id".into(), serde_json::json!(id));
+            r.insert("Status".into(), serde_json::json!(status));
+            s.insert("Case", r);
+        }
+        s.save(&path).unwrap();
+        let back = Store::load(&path).unwrap().unwrap();
+        assert_eq!(
+            back.get("Case", "500000000000001AAA").unwrap()["IsClosed"],
+            false
+        );
+        assert_eq!(
+            back.get("Case", "500000000000002AAA").unwrap()["IsClosed"],
+            true
+        );
+    }
 
     #[test]
     fn save_and_load_round_trip_including_blobs() {

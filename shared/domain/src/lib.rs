@@ -23,9 +23,10 @@ pub use audit::{
 };
 pub use ids::{AssetId, IdError, ProposalId, WorkflowId};
 pub use proposal::{
-    AssetContext, CommitProgress, Decision, DecisionKind, DomainError, Intake, PhotoRef, Proposal,
-    RecordChange, ReviewGrant, ReviewRound, SalesforceProblem, StructuringInfo, Transition,
-    UpdateTarget, photo_title,
+    AssetContext, CommitProgress, Decision, DecisionKind, DomainError, DuplicateCheck, Intake,
+    Nudge, NudgeKind, OpenRecord, PendingReport, PhotoRef, Proposal, RecordChange, ReviewGrant,
+    ReviewMilestone, ReviewRound, SalesforceProblem, StructuringInfo, Transition, UpdateTarget,
+    photo_title,
 };
 pub use rate::{RetryAfter, SlidingLimit, TokenBucket, WindowCount, window_end};
 pub use revision::{FieldValue, Fields, Revision};
@@ -34,9 +35,9 @@ pub use sticker::{Sticker, StickerRef, StickerRefError};
 pub use timeline::{TimelineEntry, timeline};
 pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
-    AssetBinding, FieldKind, FieldSpec, Lookup, NotifyPolicy, Operation, PhotoPolicy,
-    StructurerKind, UpdatePolicy, Workflow, WorkflowError, Workflows, looks_like_email,
-    record_number_field,
+    AssetBinding, DEFAULT_REMIND_AFTER_HOURS, DuplicatePolicy, Escalation, FieldKind, FieldSpec,
+    Lookup, NotifyPolicy, Operation, PhotoPolicy, ReviewPolicy, StructurerKind, UpdatePolicy,
+    Workflow, WorkflowError, Workflows, looks_like_email, record_number_field,
 };
 
 pub mod fixtures;

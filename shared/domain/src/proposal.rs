@@ -108,6 +108,61 @@ pub struct ReviewRound {
     /// reviewers" (later rounds are Salesforce's business, not theirs).
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub first_mailed_at: Option<Timestamp>,
+    /// When the round's links were issued: reminders and escalation count
+    /// from here. Absent on rounds stored before it was recorded (then
+    /// `expires_at` minus the link lifetime).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub issued_at: Option<Timestamp>,
+    /// The reminder and the escalation of this round, each claimed once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nudges: Vec<Nudge>,
+}
+
+/// A mail the sweep sends while a round waits for a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NudgeKind {
+    /// The reviewers again, with fresh links (their first ones still work).
+    Reminder,
+    /// The workflow's second list, with links of their own.
+    Escalation,
+}
+
+impl NudgeKind {
+    pub const ALL: [NudgeKind; 2] = [NudgeKind::Reminder, NudgeKind::Escalation];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NudgeKind::Reminder => "reminder",
+            NudgeKind::Escalation => "escalation",
+        }
+    }
+}
+
+/// One claimed reminder or escalation. The claim (a conditional write) is
+/// what makes it happen once; `mailed` is recorded after the mail, so a
+/// claim whose driver died before mailing is taken over after a while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nudge {
+    pub kind: NudgeKind,
+    pub to: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub claimed_at: Timestamp,
+    /// The links this nudge issued (hashes of `grants`), so a take-over
+    /// replaces exactly those.
+    pub grant_hashes: Vec<String>,
+    #[serde(default)]
+    pub mailed: bool,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub mailed_at: Option<Timestamp>,
+}
+
+/// What the technician's status page says happened during review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewMilestone {
+    Reminded(Timestamp),
+    Escalated(Timestamp),
+    Expired(Timestamp),
 }
 
 impl ReviewRound {
@@ -117,6 +172,15 @@ impl ReviewRound {
     pub fn retire_grants(&mut self) {
         let old = self.grants.drain(..).map(|g| g.token_hash);
         self.replaced.extend(old);
+    }
+
+    pub fn nudge(&self, kind: NudgeKind) -> Option<&Nudge> {
+        self.nudges.iter().find(|n| n.kind == kind)
+    }
+
+    /// When this round's links were issued (see `issued_at`).
+    pub fn issued(&self, link_ttl: time::Duration) -> Option<Timestamp> {
+        self.issued_at.or(self.expires_at.map(|e| e - link_ttl))
     }
 }
 
@@ -137,6 +201,72 @@ pub struct Decision {
     pub reason: Option<String>,
     /// Which link decided (hash), so that link is consumed.
     pub token_hash: String,
+    /// "Add to this open Case": the approval goes onto this existing
+    /// record (one the duplicate lookup listed) instead of a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_to: Option<OpenRecord>,
+}
+
+/// An open record of the workflow's object for the same asset, as the
+/// duplicate lookup found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenRecord {
+    pub id: String,
+    /// The Case number (what people say on the phone).
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `CreatedDate` as Salesforce wrote it.
+    #[serde(default)]
+    pub created: Option<String>,
+}
+
+impl OpenRecord {
+    /// What the review page and the audit call it.
+    pub fn label(&self) -> String {
+        match (&self.number, &self.subject) {
+            (Some(n), Some(s)) => format!("{n} — {s}"),
+            (Some(n), None) => n.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => self.id.clone(),
+        }
+    }
+}
+
+/// Another report on the same asset still waiting for review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReport {
+    pub id: ProposalId,
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: Timestamp,
+}
+
+/// What the structure step found before the review mail: records that
+/// may already cover this report. A lookup that failed does not hold up
+/// the review; it is named in `failed` and the page says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DuplicateCheck {
+    pub window_days: u32,
+    #[serde(default)]
+    pub open_records: Vec<OpenRecord>,
+    #[serde(default)]
+    pub pending: Vec<PendingReport>,
+    /// One line per lookup that failed ("Salesforce: unavailable").
+    #[serde(default)]
+    pub failed: Vec<String>,
+}
+
+impl DuplicateCheck {
+    /// The listed open record with this id, if any (the only ones a
+    /// reviewer may add to).
+    pub fn candidate(&self, id: &str) -> Option<&OpenRecord> {
+        self.open_records.iter().find(|r| r.id == id)
+    }
 }
 
 /// Salesforce's answer when it refused the record, shown to the reviewer.
@@ -174,6 +304,13 @@ pub struct CommitProgress {
     /// When the handoff was published.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub handed_off_at: Option<Timestamp>,
+    /// "Add to this open Case": set before the comment is created, so a
+    /// retry that finds it set but no `comment_id` looks for the comment
+    /// (by the marker in its body) before creating another.
+    #[serde(default)]
+    pub comment_started: bool,
+    #[serde(default)]
+    pub comment_id: Option<String>,
     #[serde(default)]
     pub readback_mismatches: Vec<String>,
     pub handoff_published: bool,
@@ -257,6 +394,10 @@ pub struct Proposal {
     pub structuring: Option<StructuringInfo>,
     #[serde(default)]
     pub review: ReviewRound,
+    /// Open records and pending reports for the same asset (`None`: the
+    /// workflow does not look, or the proposal predates the lookup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<DuplicateCheck>,
     pub decision: Option<Decision>,
     #[serde(default)]
     pub commit: CommitProgress,
@@ -350,6 +491,7 @@ impl Proposal {
             revisions: vec![],
             structuring: None,
             review: ReviewRound::default(),
+            duplicates: None,
             decision: None,
             commit: CommitProgress::default(),
             reporter_mailed_at: None,
@@ -399,6 +541,7 @@ impl Proposal {
         p.revisions = vec![];
         p.structuring = None;
         p.review = ReviewRound::default();
+        p.duplicates = None;
         p.decision = None;
         p.commit = CommitProgress::default();
         p.reporter_mailed_at = None;
@@ -522,6 +665,137 @@ impl Proposal {
             && self.review.expires_at.is_some_and(|t| now <= t)
     }
 
+    /// The reminder or escalation the sweep should send now, if any: the
+    /// round is mailed, undecided and its links live, the nudge's time has
+    /// come (`after` from the round's issue, per kind, `None`: never), and
+    /// it was not claimed yet -- or was claimed more than `stuck_after` ago
+    /// and never recorded as mailed (its driver died: taken over).
+    /// Reminder before escalation.
+    pub fn nudge_due(
+        &self,
+        after: impl Fn(NudgeKind) -> Option<time::Duration>,
+        link_ttl: time::Duration,
+        now: Timestamp,
+        stuck_after: time::Duration,
+    ) -> Option<NudgeKind> {
+        let r = &self.review;
+        if !self.status.awaits_reviewer() || !r.mailed || r.expires_at.is_none_or(|e| e <= now) {
+            return None;
+        }
+        let issued = r.issued(link_ttl)?;
+        for kind in NudgeKind::ALL {
+            let Some(wait) = after(kind) else { continue };
+            match r.nudge(kind) {
+                Some(n) if n.mailed => continue,
+                // Someone claimed it moments ago and is mailing.
+                Some(n) if now - n.claimed_at < stuck_after => return None,
+                Some(_) => return Some(kind),
+                None if now >= issued + wait => return Some(kind),
+                None => return None,
+            }
+        }
+        None
+    }
+
+    /// Claims a reminder or an escalation: fresh links (`grants`) for its
+    /// recipients, added beside the round's others (which keep working
+    /// until the round expires). A claim taken over from a dead driver
+    /// retires the links that driver issued and never mailed.
+    pub fn claim_nudge(
+        &self,
+        kind: NudgeKind,
+        grants: Vec<ReviewGrant>,
+        step: &str,
+        now: Timestamp,
+    ) -> Result<Transition, DomainError> {
+        let to: Vec<String> = grants.iter().map(|g| g.reviewer.clone()).collect();
+        let detail = serde_json::json!({
+            "round": self.review.round,
+            "to": to,
+            "taken_over": self.review.nudge(kind).is_some(),
+        });
+        self.transition(
+            self.status,
+            Actor::system(step),
+            &format!("{}_links_issued", kind.as_str()),
+            detail,
+            now,
+            |p| {
+                let r = &mut p.review;
+                if let Some(old) = r.nudge(kind) {
+                    let dead = old.grant_hashes.clone();
+                    r.grants.retain(|g| !dead.contains(&g.token_hash));
+                    r.replaced.extend(dead);
+                }
+                r.nudges.retain(|n| n.kind != kind);
+                r.nudges.push(Nudge {
+                    kind,
+                    to,
+                    claimed_at: now,
+                    grant_hashes: grants.iter().map(|g| g.token_hash.clone()).collect(),
+                    mailed: false,
+                    mailed_at: None,
+                });
+                r.grants.extend(grants);
+            },
+        )
+    }
+
+    /// Records a claimed nudge's mail as sent (the audit event says to
+    /// whom and why).
+    pub fn nudge_mailed(
+        &self,
+        kind: NudgeKind,
+        step: &str,
+        now: Timestamp,
+    ) -> Result<Transition, DomainError> {
+        let n = self.review.nudge(kind);
+        let detail = serde_json::json!({
+            "round": self.review.round,
+            "to": n.map(|n| n.to.clone()).unwrap_or_default(),
+            "waiting_since": self.review.issued_at.map(|t| t.unix_timestamp()),
+        });
+        let action = match kind {
+            NudgeKind::Reminder => "reminder_sent",
+            NudgeKind::Escalation => "escalated",
+        };
+        self.transition(self.status, Actor::system(step), action, detail, now, |p| {
+            if let Some(n) = p.review.nudges.iter_mut().find(|n| n.kind == kind) {
+                n.mailed = true;
+                n.mailed_at = Some(now);
+            }
+        })
+    }
+
+    /// Reminder sent, escalated, expired: in the order they happened.
+    pub fn review_milestones(&self) -> Vec<ReviewMilestone> {
+        let mut out: Vec<ReviewMilestone> = self
+            .review
+            .nudges
+            .iter()
+            .filter(|n| n.mailed)
+            .map(|n| {
+                let at = n.mailed_at.unwrap_or(n.claimed_at);
+                match n.kind {
+                    NudgeKind::Reminder => ReviewMilestone::Reminded(at),
+                    NudgeKind::Escalation => ReviewMilestone::Escalated(at),
+                }
+            })
+            .collect();
+        if self.status == Status::Expired
+            && let Some(e) = self.review.expires_at
+        {
+            out.push(ReviewMilestone::Expired(e));
+        }
+        out
+    }
+
+    /// The marker the comment of an "add to this open Case" carries: found
+    /// by it on a retry, so the comment is made once.
+    pub fn comment_marker(&self) -> String {
+        format!("[fieldgate {}]", self.id)
+    }
+
     /// The grant whose hash matches, in constant time per comparison.
     pub fn grant_for(&self, token_hash: &str) -> Option<&ReviewGrant> {
         use subtle::ConstantTimeEq;
@@ -580,6 +854,156 @@ mod tests {
         };
         assert!(verify_chain(&[t0.event.clone(), tampered]).is_err());
         assert!(verify_chain(std::slice::from_ref(&t1.event)).is_err());
+    }
+
+    /// A proposal waiting for review since `at(0)`, links for 72 h.
+    fn waiting() -> Proposal {
+        let mut p = sample(at(0)).proposal;
+        p.status = Status::PendingReview;
+        p.review = ReviewRound {
+            round: 1,
+            grants: vec![ReviewGrant {
+                reviewer: "desk@example.com".into(),
+                token_hash: "h1".into(),
+            }],
+            mailed: true,
+            expires_at: Some(at(72 * 3600)),
+            issued_at: Some(at(0)),
+            ..ReviewRound::default()
+        };
+        p
+    }
+
+    fn policy(k: NudgeKind) -> Option<time::Duration> {
+        Some(match k {
+            NudgeKind::Reminder => time::Duration::hours(24),
+            NudgeKind::Escalation => time::Duration::hours(48),
+        })
+    }
+
+    const TTL: time::Duration = time::Duration::hours(72);
+    const STUCK: time::Duration = time::Duration::minutes(5);
+
+    fn grant(who: &str, hash: &str) -> ReviewGrant {
+        ReviewGrant {
+            reviewer: who.into(),
+            token_hash: hash.into(),
+        }
+    }
+
+    #[test]
+    fn a_reminder_then_an_escalation_fall_due_once_each() {
+        let h = |n: i64| at(n * 3600);
+        let p = waiting();
+        assert_eq!(p.nudge_due(policy, TTL, h(23), STUCK), None);
+        assert_eq!(
+            p.nudge_due(policy, TTL, h(24), STUCK),
+            Some(NudgeKind::Reminder)
+        );
+        let t = p
+            .claim_nudge(
+                NudgeKind::Reminder,
+                vec![grant("desk@example.com", "r1")],
+                "sweep",
+                h(24),
+            )
+            .unwrap();
+        assert_eq!(t.event.action, "reminder_links_issued");
+        let claimed = t.proposal;
+        // Claimed, not mailed yet: nobody else sends it (nor the escalation).
+        assert_eq!(claimed.nudge_due(policy, TTL, h(24), STUCK), None);
+        assert_eq!(
+            claimed.review.grants.len(),
+            2,
+            "the first link keeps working"
+        );
+        let mailed = claimed
+            .nudge_mailed(NudgeKind::Reminder, "sweep", h(24))
+            .unwrap();
+        assert_eq!(mailed.event.action, "reminder_sent");
+        let m = mailed.proposal;
+        assert_eq!(m.nudge_due(policy, TTL, h(47), STUCK), None);
+        assert_eq!(
+            m.nudge_due(policy, TTL, h(48), STUCK),
+            Some(NudgeKind::Escalation)
+        );
+        let e = m
+            .claim_nudge(
+                NudgeKind::Escalation,
+                vec![grant("lead@example.com", "e1")],
+                "sweep",
+                h(48),
+            )
+            .unwrap()
+            .proposal
+            .nudge_mailed(NudgeKind::Escalation, "sweep", h(48))
+            .unwrap()
+            .proposal;
+        assert_eq!(e.nudge_due(policy, TTL, h(71), STUCK), None);
+        assert!(e.grant_for("h1").is_some() && e.grant_for("e1").is_some());
+        assert_eq!(
+            e.review_milestones(),
+            vec![
+                ReviewMilestone::Reminded(h(24)),
+                ReviewMilestone::Escalated(h(48))
+            ]
+        );
+        // Nothing once the links have expired, or without a policy.
+        assert_eq!(waiting().nudge_due(policy, TTL, h(72), STUCK), None);
+        assert_eq!(waiting().nudge_due(|_| None, TTL, h(50), STUCK), None);
+        // A sweep that comes late sends the reminder first.
+        assert_eq!(
+            waiting().nudge_due(policy, TTL, h(60), STUCK),
+            Some(NudgeKind::Reminder)
+        );
+    }
+
+    #[test]
+    fn a_claim_never_mailed_is_taken_over_and_its_links_replaced() {
+        let h = |n: i64| at(n * 3600);
+        let claimed = waiting()
+            .claim_nudge(
+                NudgeKind::Reminder,
+                vec![grant("desk@example.com", "r1")],
+                "sweep",
+                h(24),
+            )
+            .unwrap()
+            .proposal;
+        let later = h(24) + STUCK;
+        assert_eq!(
+            claimed.nudge_due(policy, TTL, later, STUCK),
+            Some(NudgeKind::Reminder)
+        );
+        let t = claimed
+            .claim_nudge(
+                NudgeKind::Reminder,
+                vec![grant("desk@example.com", "r2")],
+                "sweep",
+                later,
+            )
+            .unwrap();
+        assert_eq!(t.event.detail["taken_over"], true);
+        let p = t.proposal;
+        assert!(p.grant_for("r1").is_none() && p.review.replaced.contains(&"r1".to_string()));
+        assert!(p.grant_for("r2").is_some() && p.grant_for("h1").is_some());
+        assert_eq!(p.review.nudges.len(), 1);
+    }
+
+    #[test]
+    fn old_rounds_load_and_count_from_their_expiry() {
+        let mut p = waiting();
+        p.review.issued_at = None;
+        let json = serde_json::to_value(&p).unwrap();
+        let mut v = json.clone();
+        v["review"].as_object_mut().unwrap().remove("issued_at");
+        v["review"].as_object_mut().unwrap().remove("nudges");
+        let back: Proposal = serde_json::from_value(v).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(
+            back.nudge_due(policy, TTL, at(24 * 3600), STUCK),
+            Some(NudgeKind::Reminder)
+        );
     }
 
     #[test]

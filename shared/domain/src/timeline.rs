@@ -1,7 +1,7 @@
 //! What the technician sees happen to their report, step by step, with
 //! when: derived from what the proposal records, never from who did it.
 
-use super::proposal::{DecisionKind, Proposal};
+use super::proposal::{DecisionKind, Proposal, ReviewMilestone};
 use super::{Status, Timestamp};
 
 /// One thing that happened, for the technician's status page.
@@ -39,8 +39,16 @@ pub fn timeline(p: &Proposal) -> Vec<TimelineEntry> {
         };
         push(label, Some(d.at));
     }
-    if p.status == Status::Expired {
-        push("Not reviewed in time", Some(p.updated_at));
+    for m in p.review_milestones() {
+        match m {
+            ReviewMilestone::Reminded(t) => push("Reminder sent to the reviewers", Some(t)),
+            ReviewMilestone::Escalated(t) => push("Passed to a second reviewer", Some(t)),
+            ReviewMilestone::Expired(t) => push("Not decided before the review expired", Some(t)),
+        }
+    }
+    // An expired round whose expiry time was not kept still says so.
+    if p.status == Status::Expired && p.review.expires_at.is_none() {
+        push("Not decided before the review expired", Some(p.updated_at));
     }
     push("Written to Salesforce", p.commit.committed_at);
     push("Passed on to the team", p.commit.handed_off_at);
@@ -71,6 +79,7 @@ mod tests {
             revision_hash: String::new(),
             reason: None,
             token_hash: String::new(),
+            add_to: None,
         });
         p.reporter_mailed_at = Some(at(61));
         let labels: Vec<_> = timeline(&p).iter().map(|e| e.label).collect();
@@ -87,5 +96,45 @@ mod tests {
         // A later round's mail does not move "sent to the reviewers".
         p.review.mailed_at = Some(at(90));
         assert_eq!(timeline(&p)[2].at, at(6));
+    }
+
+    #[test]
+    fn reminders_escalation_and_expiry_are_on_the_timeline_without_names() {
+        let t = crate::fixtures::received(ProposalId::generate(at(0), &mut SeededRng(5)), at(0));
+        let mut p = t.proposal;
+        p.status = Status::Expired;
+        p.review.expires_at = Some(at(3600));
+        for (kind, when) in [
+            (crate::NudgeKind::Reminder, 60),
+            (crate::NudgeKind::Escalation, 120),
+        ] {
+            p.review.nudges.push(crate::Nudge {
+                kind,
+                to: vec!["desk@example.com".into()],
+                claimed_at: at(when),
+                grant_hashes: vec![],
+                mailed: true,
+                mailed_at: Some(at(when)),
+            });
+        }
+        // A claimed nudge never mailed did not happen, for the technician.
+        p.review.nudges.push(crate::Nudge {
+            kind: crate::NudgeKind::Reminder,
+            to: vec![],
+            claimed_at: at(200),
+            grant_hashes: vec![],
+            mailed: false,
+            mailed_at: None,
+        });
+        let got: Vec<_> = timeline(&p).iter().map(|e| (e.label, e.at)).collect();
+        assert_eq!(
+            got,
+            [
+                ("Received", at(0)),
+                ("Reminder sent to the reviewers", at(60)),
+                ("Passed to a second reviewer", at(120)),
+                ("Not decided before the review expired", at(3600)),
+            ]
+        );
     }
 }

@@ -359,6 +359,10 @@ struct WorkflowFile {
     #[serde(default = "default_review_hours")]
     review_link_hours: u32,
     #[serde(default)]
+    review: ReviewFile,
+    #[serde(default)]
+    duplicates: DuplicatesFile,
+    #[serde(default)]
     constants: BTreeMap<String, Value>,
     #[serde(default)]
     bindings: BTreeMap<String, AssetBinding>,
@@ -376,6 +380,59 @@ fn default_review_hours() -> u32 {
     72
 }
 
+/// `[review]`: what happens while nobody decides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewFile {
+    /// Hours after the links were mailed; 0 turns the reminder off.
+    #[serde(default)]
+    remind_after_hours: Option<u32>,
+    #[serde(default)]
+    escalate_after_hours: Option<u32>,
+    #[serde(default)]
+    escalate_to: Vec<String>,
+}
+
+/// `[duplicates]`: look for what may already cover a report.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DuplicatesFile {
+    /// Default: on for workflows that make Cases.
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    window_days: Option<u32>,
+}
+
+/// How far back the duplicate lookup looks when a workflow does not say.
+pub const DEFAULT_DUPLICATE_WINDOW_DAYS: u32 = 30;
+
+/// Before the review mail: open records of the workflow's object for the
+/// same asset created within `window_days`, and pending reports of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicatePolicy {
+    pub window_days: u32,
+}
+
+/// When a workflow says nothing: a reminder a day after the links were
+/// mailed (if the links live longer than that), no escalation.
+pub const DEFAULT_REMIND_AFTER_HOURS: u32 = 24;
+
+/// What the sweep does for a review round nobody has decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReviewPolicy {
+    /// A reminder to the reviewers this long after the round was issued.
+    pub remind_after: Option<time::Duration>,
+    /// Links for a second list this long after the round was issued.
+    pub escalation: Option<Escalation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalation {
+    pub after: time::Duration,
+    pub to: Vec<String>,
+}
+
 /// A loaded, validated workflow.
 #[derive(Debug, Clone)]
 pub struct Workflow {
@@ -388,6 +445,10 @@ pub struct Workflow {
     pub structurer: StructurerKind,
     pub reviewers: Vec<String>,
     pub review_link_ttl: time::Duration,
+    /// Reminder and escalation (`[review]`).
+    pub review: ReviewPolicy,
+    /// The duplicate lookup (`[duplicates]`); `None`: off.
+    pub duplicates: Option<DuplicatePolicy>,
     pub constants: BTreeMap<String, Value>,
     pub bindings: BTreeMap<String, AssetBinding>,
     pub photo: PhotoPolicy,
@@ -398,6 +459,170 @@ pub struct Workflow {
     pub notify: NotifyPolicy,
     schema: Value,
     validator: Arc<jsonschema::Validator>,
+}
+
+/// `[review]` checked against the link lifetime and the reviewers; an error
+/// names the key it is about.
+fn review_policy(
+    raw: &ReviewFile,
+    reviewers: &[String],
+    link_hours: u32,
+) -> Result<ReviewPolicy, (&'static str, String)> {
+    let escalation = match (raw.escalate_after_hours, raw.escalate_to.is_empty()) {
+        (None, true) => None,
+        (Some(_), true) => {
+            return Err((
+                "escalate_after_hours",
+                "[review] escalate_after_hours needs escalate_to: the reviewers to escalate to"
+                    .into(),
+            ));
+        }
+        (None, false) => {
+            return Err((
+                "escalate_to",
+                "[review] escalate_to needs escalate_after_hours: when to escalate".into(),
+            ));
+        }
+        (Some(h), false) => {
+            if h == 0 || h >= link_hours {
+                return Err((
+                    "escalate_after_hours",
+                    format!(
+                        "[review] escalate_after_hours must be between 1 and {} (less than review_link_hours = {link_hours}: the links would have expired)",
+                        link_hours.saturating_sub(1)
+                    ),
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for r in &raw.escalate_to {
+                if !looks_like_email(r) {
+                    return Err((
+                        "escalate_to",
+                        format!("[review] escalate_to: {r:?} is not an email address"),
+                    ));
+                }
+                if reviewers.iter().any(|x| x.eq_ignore_ascii_case(r)) {
+                    return Err((
+                        "escalate_to",
+                        format!("[review] escalate_to: {r} is already one of the reviewers"),
+                    ));
+                }
+                if !seen.insert(r.to_ascii_lowercase()) {
+                    return Err((
+                        "escalate_to",
+                        format!("[review] escalate_to: {r} is listed twice"),
+                    ));
+                }
+            }
+            Some(Escalation {
+                after: time::Duration::hours(h.into()),
+                to: raw.escalate_to.clone(),
+            })
+        }
+    };
+    let remind_after = match raw.remind_after_hours {
+        Some(0) => None,
+        Some(h) => {
+            if h >= link_hours {
+                return Err((
+                    "remind_after_hours",
+                    format!(
+                        "[review] remind_after_hours = {h} must be less than review_link_hours = {link_hours}: the links would have expired (0 turns the reminder off)"
+                    ),
+                ));
+            }
+            if let Some(e) = &escalation
+                && i64::from(h) >= e.after.whole_hours()
+            {
+                return Err((
+                    "remind_after_hours",
+                    format!(
+                        "[review] remind_after_hours = {h} must come before escalate_after_hours = {}",
+                        e.after.whole_hours()
+                    ),
+                ));
+            }
+            Some(time::Duration::hours(h.into()))
+        }
+        // The default only where it fits: before the links expire and
+        // before an escalation.
+        None => {
+            let h = i64::from(DEFAULT_REMIND_AFTER_HOURS);
+            (h < i64::from(link_hours)
+                && escalation
+                    .as_ref()
+                    .is_none_or(|e| h < e.after.whole_hours()))
+            .then(|| time::Duration::hours(h))
+        }
+    };
+    Ok(ReviewPolicy {
+        remind_after,
+        escalation,
+    })
+}
+
+/// CaseComment.CommentBody's length (the contract: 4,000).
+pub const COMMENT_MAX_CHARS: usize = 4000;
+
+impl Workflow {
+    /// The comment an "add to this open Case" writes: the approved values
+    /// (labelled, the summary first), who reported and who approved, and
+    /// the proposal's marker last -- kept even when the text is cut to
+    /// [`COMMENT_MAX_CHARS`], since a retry finds the comment by it.
+    pub fn comment_body(&self, p: &crate::Proposal) -> String {
+        let values = p.current().map(|r| r.values()).unwrap_or_default();
+        let text = |v: &Value| match v {
+            Value::String(s) => s.trim().to_owned(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let mut out = String::new();
+        if let Some(s) = values.get(&self.handoff.summary_field).map(text) {
+            out.push_str(&s);
+            out.push_str("\n\n");
+        }
+        for f in &self.fields {
+            if f.name == self.handoff.summary_field {
+                continue;
+            }
+            let v = values.get(&f.name).map(text).unwrap_or_default();
+            if !v.is_empty() {
+                out.push_str(&format!("{}: {v}\n", f.label));
+            }
+        }
+        let by = p.decision.as_ref().map_or("a reviewer", |d| d.by.as_str());
+        let reporter = p.intake.reporter.as_deref().unwrap_or("a technician");
+        let footer = format!(
+            "\nField report on {} by {reporter}, added to this Case by {by} (fieldgate). {}",
+            p.asset.name,
+            p.comment_marker()
+        );
+        let room = COMMENT_MAX_CHARS.saturating_sub(footer.chars().count() + 1);
+        if out.chars().count() > room {
+            out = out.chars().take(room).collect::<String>() + "…";
+        }
+        out + &footer
+    }
+
+    /// Who a reminder or an escalation is mailed to.
+    pub fn nudge_recipients(&self, kind: crate::NudgeKind) -> &[String] {
+        match kind {
+            crate::NudgeKind::Reminder => &self.reviewers,
+            crate::NudgeKind::Escalation => self
+                .review
+                .escalation
+                .as_ref()
+                .map_or(&[][..], |e| e.to.as_slice()),
+        }
+    }
+
+    /// How long after a round's links were issued the nudge is due.
+    pub fn nudge_after(&self, kind: crate::NudgeKind) -> Option<time::Duration> {
+        match kind {
+            crate::NudgeKind::Reminder => self.review.remind_after,
+            crate::NudgeKind::Escalation => self.review.escalation.as_ref().map(|e| e.after),
+        }
+    }
 }
 
 /// A problem with one field's value, for the structurer's repair round and
@@ -535,6 +760,33 @@ impl Workflow {
                 "review_link_hours must be between 1 and 720".into(),
             ));
         }
+        let review = review_policy(&raw.review, &raw.reviewers, raw.review_link_hours)
+            .map_err(|(k, m)| key(k, m))?;
+        // Open-record lookup knows a Case's `IsClosed`; an update proposal
+        // names its record already.
+        let makes_cases = raw.object == "Case" && raw.operation != Operation::Update;
+        let duplicates = match raw.duplicates.enabled.unwrap_or(makes_cases) {
+            false => None,
+            true if !makes_cases => {
+                return Err(key(
+                    "enabled",
+                    "[duplicates] looks up open Cases (IsClosed = false): only for workflows that create Cases (object = \"Case\", operation create or upsert)".into(),
+                ));
+            }
+            true => {
+                let days = raw
+                    .duplicates
+                    .window_days
+                    .unwrap_or(DEFAULT_DUPLICATE_WINDOW_DAYS);
+                if !(1..=365).contains(&days) {
+                    return Err(key(
+                        "window_days",
+                        "[duplicates] window_days must be between 1 and 365".into(),
+                    ));
+                }
+                Some(DuplicatePolicy { window_days: days })
+            }
+        };
         if raw.fields.is_empty() {
             return Err(invalid("fields: declare at least one field".into()));
         }
@@ -636,6 +888,8 @@ impl Workflow {
             structurer: raw.structurer,
             reviewers: raw.reviewers,
             review_link_ttl: time::Duration::hours(raw.review_link_hours.into()),
+            review,
+            duplicates,
             constants: raw.constants,
             bindings: raw.bindings,
             photo: raw.photo,
@@ -899,6 +1153,164 @@ mod tests {
 
     fn wf() -> Workflow {
         Workflow::from_toml("x", FIELD_SERVICE_CASE).unwrap()
+    }
+
+    #[test]
+    fn review_reminders_and_escalation_load_with_clear_errors() {
+        let w = wf();
+        assert_eq!(w.review.remind_after, Some(time::Duration::hours(24)));
+        assert_eq!(w.review.escalation, None);
+        let with = |review: &str| {
+            let (head, rest) = FIELD_SERVICE_CASE.split_once("\n[review]\n").unwrap();
+            let tail = &rest[rest.find("\n[constants]").unwrap()..];
+            let text = format!("{head}\n[review]\n{review}\n{tail}");
+            Workflow::from_toml("x", &text).map_err(|e| e.to_string())
+        };
+        let ok = with(
+            "remind_after_hours = 8\nescalate_after_hours = 30\nescalate_to = [\"lead@example.com\"]",
+        )
+        .unwrap();
+        assert_eq!(ok.review.remind_after, Some(time::Duration::hours(8)));
+        let e = ok.review.escalation.as_ref().unwrap();
+        assert_eq!(
+            (e.after, e.to.as_slice()),
+            (
+                time::Duration::hours(30),
+                &["lead@example.com".to_string()][..]
+            )
+        );
+        assert_eq!(
+            ok.nudge_recipients(crate::NudgeKind::Escalation),
+            e.to.as_slice()
+        );
+        assert_eq!(
+            with("remind_after_hours = 0").unwrap().review.remind_after,
+            None
+        );
+        // The default reminder gives way to an earlier escalation.
+        let early = with("escalate_after_hours = 4\nescalate_to = [\"lead@example.com\"]").unwrap();
+        assert_eq!(early.review.remind_after, None);
+        for (review, says) in [
+            ("escalate_after_hours = 30", "needs escalate_to"),
+            (
+                "escalate_to = [\"lead@example.com\"]",
+                "needs escalate_after_hours",
+            ),
+            ("remind_after_hours = 72", "less than review_link_hours"),
+            (
+                "escalate_after_hours = 80\nescalate_to = [\"lead@example.com\"]",
+                "less than review_link_hours",
+            ),
+            (
+                "escalate_after_hours = 0\nescalate_to = [\"lead@example.com\"]",
+                "between 1 and 71",
+            ),
+            (
+                "remind_after_hours = 30\nescalate_after_hours = 30\nescalate_to = [\"lead@example.com\"]",
+                "must come before",
+            ),
+            (
+                "escalate_after_hours = 30\nescalate_to = [\"lead\"]",
+                "not an email",
+            ),
+            (
+                "escalate_after_hours = 30\nescalate_to = [\"Service-Desk@example.com\"]",
+                "already one of the reviewers",
+            ),
+            (
+                "escalate_after_hours = 30\nescalate_to = [\"a@example.com\", \"A@example.com\"]",
+                "listed twice",
+            ),
+            ("remind_after = 3", "unknown field"),
+        ] {
+            let err = with(review).unwrap_err();
+            assert!(err.contains(says), "{review}: {err}");
+            assert!(err.starts_with("x:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_lookup_is_on_for_case_workflows_and_checked() {
+        assert_eq!(wf().duplicates, Some(DuplicatePolicy { window_days: 30 }));
+        let update = Workflow::from_toml("x", CASE_PRIORITY_STATUS).unwrap();
+        assert_eq!(update.duplicates, None, "an update names its record");
+        let with = |t: &str| {
+            let text = FIELD_SERVICE_CASE.replacen(
+                "\n[constants]",
+                &format!("\n[duplicates]\n{t}\n\n[constants]"),
+                1,
+            );
+            Workflow::from_toml("x", &text).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            with("window_days = 7").unwrap().duplicates,
+            Some(DuplicatePolicy { window_days: 7 })
+        );
+        assert_eq!(with("enabled = false").unwrap().duplicates, None);
+        for (t, says) in [
+            ("window_days = 0", "between 1 and 365"),
+            ("window_days = 400", "between 1 and 365"),
+            ("days = 3", "unknown field"),
+        ] {
+            let err = with(t).unwrap_err();
+            assert!(err.contains(says), "{t}: {err}");
+        }
+        let wo = CASE_PRIORITY_STATUS.replacen(
+            "\n[update]",
+            "\n[duplicates]\nenabled = true\n\n[update]",
+            1,
+        );
+        let err = Workflow::from_toml("x", &wo).unwrap_err().to_string();
+        assert!(
+            err.contains("only for workflows that create Cases"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_comment_carries_the_approved_values_and_keeps_its_marker() {
+        let w = wf();
+        let mut p = crate::fixtures::received(
+            crate::ProposalId::generate(crate::fixtures::at(0), &mut crate::fixtures::SeededRng(3)),
+            crate::fixtures::at(0),
+        )
+        .proposal;
+        let mut f = crate::Fields::new();
+        for (k, v) in [
+            ("Subject", "Seal leaking again"),
+            ("Priority", "High"),
+            ("Description", "Oil under the pump."),
+        ] {
+            f.insert(
+                k.into(),
+                crate::FieldValue {
+                    value: json!(v),
+                    ..Default::default()
+                },
+            );
+        }
+        p.push_revision(f.clone(), crate::Actor::system("t"), crate::fixtures::at(0));
+        let body = w.comment_body(&p);
+        assert!(body.starts_with("Seal leaking again\n\n"), "{body}");
+        assert!(
+            body.contains("Priority: High") && body.contains("Description: Oil under the pump.")
+        );
+        assert!(body.ends_with(&p.comment_marker()), "{body}");
+        f.insert(
+            "Description".into(),
+            crate::FieldValue {
+                value: json!("x".repeat(9000)),
+                ..Default::default()
+            },
+        );
+        p.push_revision(f, crate::Actor::system("t"), crate::fixtures::at(0));
+        let long = w.comment_body(&p);
+        assert!(
+            long.chars().count() <= COMMENT_MAX_CHARS,
+            "{}",
+            long.chars().count()
+        );
+        assert!(long.ends_with(&p.comment_marker()));
     }
 
     #[test]

@@ -545,6 +545,61 @@ impl ProposalStore for DynamoStore {
         Ok(out)
     }
 
+    /// One `Query` of the `by_status` index for PENDING_REVIEW, filtered
+    /// to the asset and workflow: no index of its own, because an index by
+    /// asset would copy every proposal write (about ten per lifecycle) to
+    /// serve one read per report, while the review backlog a filter reads
+    /// through is small. Pages until `limit` matches or the end.
+    async fn pending_for_asset(
+        &self,
+        workflow: &WorkflowId,
+        asset: &AssetId,
+        limit: usize,
+    ) -> Result<Vec<Proposal>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(STATUS_INDEX)
+                .key_condition_expression("gsi_status = :s")
+                .filter_expression("#wf = :w AND #asset.#id = :a")
+                .expression_attribute_names("#wf", "workflow")
+                .expression_attribute_names("#asset", "asset")
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_values(
+                    ":s",
+                    AttributeValue::S(Status::PendingReview.as_str().into()),
+                )
+                .expression_attribute_values(":w", AttributeValue::S(workflow.to_string()))
+                .expression_attribute_values(":a", AttributeValue::S(asset.to_string()))
+                .scan_index_forward(false)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)?;
+            for item in page.items.unwrap_or_default() {
+                let inbox =
+                    matches!(item.get("PK"), Some(AttributeValue::S(pk)) if pk.starts_with("R#"));
+                let p = proposal_from_item(item.into()).map_err(backend)?;
+                if inbox || p.status != Status::PendingReview || p.asset.id != *asset {
+                    continue;
+                }
+                out.push(p);
+                if out.len() == limit {
+                    break;
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError> {
         match self
             .get_item(Self::key(format!("A#{}", id.as_str())))

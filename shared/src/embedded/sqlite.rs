@@ -694,6 +694,32 @@ impl ProposalStore for SqliteStore {
         .await
     }
 
+    async fn pending_for_asset(
+        &self,
+        workflow: &WorkflowId,
+        asset: &AssetId,
+        limit: usize,
+    ) -> Result<Vec<Proposal>, StoreError> {
+        let (workflow, asset) = (workflow.to_string(), asset.to_string());
+        self.read(move |c| {
+            // The review backlog is small: a scan of one status's rows.
+            let mut st = c
+                .prepare_cached(
+                    "SELECT doc FROM proposals WHERE status = ?1 AND json_extract(doc, '$.workflow') = ?2 AND json_extract(doc, '$.asset.id') = ?3 ORDER BY id DESC LIMIT ?4",
+                )
+                .map_err(backend("listing pending proposals of an asset"))?;
+            let docs = st
+                .query_map(
+                    params![Status::PendingReview.as_str(), workflow, asset, limit as i64],
+                    |r| r.get::<_, String>(0),
+                )
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(backend("listing pending proposals of an asset"))?;
+            docs.iter().map(|d| from_json(d)).collect()
+        })
+        .await
+    }
+
     async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError> {
         let id = id.to_string();
         self.read(move |c| {

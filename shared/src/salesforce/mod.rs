@@ -6,6 +6,7 @@ mod assets;
 mod auth;
 mod client;
 mod config;
+mod duplicates;
 mod error;
 mod transport;
 mod writer;

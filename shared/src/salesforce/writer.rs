@@ -301,6 +301,29 @@ impl RecordWriter for SalesforceClient {
             .collect())
     }
 
+    async fn find_comment(
+        &self,
+        case_id: &str,
+        marker: &str,
+    ) -> Result<Option<String>, WriteError> {
+        // CommentBody is a long text field, which SOQL cannot filter on:
+        // the Case's comments are read and the marker looked for here.
+        let soql = format!(
+            "SELECT Id, CommentBody FROM CaseComment WHERE ParentId = {}",
+            soql_quote(api_name(case_id)?)
+        );
+        let recs = self.query(&soql).await?;
+        Ok(recs
+            .iter()
+            .find(|r| {
+                r["CommentBody"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(marker))
+            })
+            .and_then(|r| r["Id"].as_str())
+            .map(str::to_owned))
+    }
+
     fn record_url(&self, object: &str, id: &str) -> String {
         // The instance URL is known once a token was fetched, which every
         // write does first; fall back to the login URL otherwise.

@@ -124,6 +124,9 @@ pub struct ReviewPage<'a> {
     pub problem: Option<&'a crate::domain::SalesforceProblem>,
     /// For an update workflow: the record it changes.
     pub record: Option<&'a crate::domain::UpdateTarget>,
+    /// What the duplicate lookup found (open records to add to instead,
+    /// other pending reports, lookups that failed).
+    pub duplicates: Option<&'a crate::domain::DuplicateCheck>,
     pub errors: Vec<String>,
 }
 
