@@ -954,6 +954,30 @@ async fn the_form_opens_with_no_signal_and_its_report_is_sent_once() {
             .all(|(_, p)| p.starts_with("/q/") || p.starts_with("/static/")),
         "only forms and the shell are kept: {c:?}"
     );
+    // Network-first: online, a withdrawn code is honoured at once, and its
+    // kept copy is dropped (no form for it with no signal either).
+    use fieldgate::domain::Clock;
+    let (asset, _) = h.first_asset();
+    let wf = h
+        .stack
+        .workflows
+        .iter()
+        .find(|w| w.operation != fieldgate::domain::Operation::Update)
+        .unwrap()
+        .id
+        .clone();
+    h.stack
+        .store
+        .revoke_code(&asset, &wf, "test", h.clock.now())
+        .await
+        .unwrap();
+    b.c.goto(&form_url).await.unwrap();
+    b.wait_text("main h1", "Link no longer valid").await;
+    wait_for(|| async {
+        let c = cached(&b).await;
+        c.iter().all(|(_, p)| *p != form_path).then_some(())
+    })
+    .await;
     b.c.close().await.unwrap();
     eprintln!("browser no-signal test took {:?}", t0.elapsed());
 }
