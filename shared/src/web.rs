@@ -13,7 +13,9 @@ use tower::util::MapResponseLayer;
 pub mod review;
 pub mod sticker;
 
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// `worker-src`/`manifest-src`: the form's service worker and the
+/// home-screen manifest, both served from `/static/`.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; worker-src 'self'; manifest-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The headers every response carries; each function's router applies
 /// it. `if not present`, so a response may set its own (static assets
@@ -198,22 +200,89 @@ fn render<T: Template>(t: &T) -> String {
     })
 }
 
-/// `/static/{name}`: the stylesheet and the script, built in.
+const APP_CSS: &str = include_str!("../static/app.css");
+const APP_JS: &str = include_str!("../static/app.js");
+const SW_JS: &str = include_str!("../static/sw.js");
+const MANIFEST: &str = include_str!("../static/manifest.webmanifest");
+const ICON: &str = include_str!("../static/icon.svg");
+
+/// The content hash of the static files (and of the start page's
+/// template): the service worker's cache name, so a deploy that changes
+/// any of them replaces the cache on the phones.
+pub fn static_version() -> &'static str {
+    static V: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            APP_CSS,
+            APP_JS,
+            SW_JS,
+            MANIFEST,
+            ICON,
+            include_str!("../templates/intake_home.html"),
+            include_str!("../templates/base.html"),
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize()[..8])
+    });
+    &V
+}
+
+/// The worker script with its version filled in.
+fn service_worker() -> &'static str {
+    static S: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        SW_JS.replace("__FIELDGATE_STATIC_VERSION__", static_version())
+    });
+    &S
+}
+
+/// `/static/{name}`: the stylesheet, the script, the form's service worker,
+/// the home-screen manifest and its icon, built in.
 pub fn static_asset(name: &str) -> Option<Response> {
-    let (ct, body) = match name {
-        "app.css" => ("text/css; charset=utf-8", include_str!("../static/app.css")),
+    let (ct, body, cache) = match name {
+        "app.css" => ("text/css; charset=utf-8", APP_CSS, "public, max-age=300"),
         "app.js" => (
             "text/javascript; charset=utf-8",
-            include_str!("../static/app.js"),
+            APP_JS,
+            "public, max-age=300",
         ),
+        // Checked on every visit, so a deploy reaches the phones at once.
+        "sw.js" => (
+            "text/javascript; charset=utf-8",
+            service_worker(),
+            "no-cache",
+        ),
+        "manifest.webmanifest" => ("application/manifest+json", MANIFEST, "public, max-age=300"),
+        "icon.svg" => ("image/svg+xml", ICON, "public, max-age=86400"),
         _ => return None,
     };
     let mut r = respond(200, ct, Body::from(body));
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if name == "sw.js" {
+        // The script lives under /static/ but controls the form pages.
+        h.insert("service-worker-allowed", HeaderValue::from_static(SW_SCOPE));
+    }
     Some(r)
+}
+
+/// The service worker's scope: the form pages and the start page, nothing
+/// else (review links, status pages and admin stay out of it).
+pub const SW_SCOPE: &str = "/q/";
+
+/// `/q/home`: the home-screen app's start page. Static (no asset, no
+/// token), so the worker keeps it and it opens with no signal; the script
+/// lists the equipment opened before and the reports waiting to be sent.
+#[derive(Template)]
+#[template(path = "intake_home.html")]
+pub struct IntakeHome;
+
+impl IntakeHome {
+    pub fn page() -> Response {
+        html(200, render(&IntakeHome))
+    }
 }
 
 // ------------------------------------------------------------- intake pages

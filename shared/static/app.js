@@ -1,6 +1,9 @@
 // Progressive enhancement only: every page works without this file.
-// Field form: photos shrunk + previewed (several, up to the workflow's limit), upload progress, and an offline
-// outbox (IndexedDB) that sends saved reports when the signal returns.
+// Field form: photos shrunk + previewed (several, up to the workflow's
+// limit), upload progress, an offline outbox (IndexedDB) that sends saved
+// reports on every page load and when the signal returns (no Background
+// Sync: iOS has none), and the service worker (/static/sw.js) that keeps
+// the form pages so they open with no signal.
 // Review page: length counters, what-you-changed summary, reject reason,
 // the approve button held until every "needs your eyes" field is ticked.
 "use strict";
@@ -134,6 +137,11 @@
   }
 
   var flushing = false, timer = null, onSent = null;
+  // While a form shows its own "saved" notice, its report is not listed twice.
+  function currentIdem() {
+    var f = $("intake");
+    return f && f.hidden && f.elements.idem ? f.elements.idem.value : null;
+  }
   function schedule() {
     if (!timer) timer = setTimeout(function () { timer = null; flush(); }, RETRY_MS);
   }
@@ -152,7 +160,8 @@
           }, function () { schedule(); });
         });
       }, Promise.resolve());
-    }).then(function () { flushing = false; }, function () { flushing = false; schedule(); });
+    }).then(function () { flushing = false; }, function () { flushing = false; schedule(); })
+      .then(function () { return showWaiting(currentIdem()); });
   }
   function banner(cls) {
     var b = el("section", "card saved " + cls);
@@ -182,6 +191,88 @@
   }
   window.addEventListener("online", function () { flush(); });
 
+  // The reports still in the outbox, on the technician's pages (the one the
+  // current form just saved is shown by its own notice, `except`).
+  function showWaiting(except) {
+    var main = document.querySelector("main");
+    if (!main) return Promise.resolve();
+    return outbox.all().then(function (list) {
+      list = list.filter(function (r) { return r.idem !== except; });
+      var box = $("waiting");
+      if (!list.length) { if (box) box.remove(); return; }
+      if (!box) {
+        box = el("section", "card saved waiting");
+        box.id = "waiting";
+        box.setAttribute("role", "status");
+        var after = main.querySelector(".card");
+        if (after) after.insertAdjacentElement("afterend", box); else main.insertBefore(box, main.firstChild);
+      }
+      box.textContent = "";
+      box.appendChild(el("h2", "", list.length === 1 ? "1 report waiting to be sent" : list.length + " reports waiting to be sent"));
+      var ul = el("ul");
+      list.sort(function (a, b) { return a.savedAt - b.savedAt; }).forEach(function (r) {
+        var n = (r.notes || "").replace(/\s+/g, " ");
+        ul.appendChild(el("li", "", (r.asset || "Report") + ", saved " + when(r.savedAt) + ": " + (n.length > 60 ? n.slice(0, 60) + "…" : n)));
+      });
+      box.appendChild(ul);
+      box.appendChild(el("p", "fine", "Kept on this phone; sent automatically when there is a connection."));
+    });
+  }
+
+  // ------------------------------------------------------ no signal: the worker
+  // Registered from the technician's pages only (scope /q/: forms and the
+  // start page); a form page asks it to keep a copy of itself, since the
+  // first visit happens before the worker controls the page.
+  function worker(isForm) {
+    if (!("serviceWorker" in navigator) || location.pathname.indexOf("/q/") !== 0) return;
+    navigator.serviceWorker.register("/static/sw.js", { scope: "/q/" }).catch(function () { /* no worker: online only */ });
+    if (!isForm) return;
+    navigator.serviceWorker.ready.then(function (reg) {
+      if (reg.active) reg.active.postMessage({ type: "visited", path: location.pathname });
+    });
+  }
+  // A key of the browser's own (16-64 of [A-Za-z0-9_-], as the server wants).
+  function freshIdem() {
+    var c = window.crypto;
+    if (c && c.randomUUID) return c.randomUUID();
+    if (!c || !c.getRandomValues) return null;
+    var a = new Uint8Array(16);
+    c.getRandomValues(a);
+    return Array.prototype.map.call(a, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  }
+  // Equipment opened on this phone, for the start page (newest first).
+  var RECENT = "fieldgate.recent";
+  function recentList() {
+    try { return JSON.parse(localStorage.getItem(RECENT) || "[]"); } catch (e) { return []; }
+  }
+  function rememberVisit(asset) {
+    var list = recentList().filter(function (x) { return x.path !== location.pathname; });
+    list.unshift({ path: location.pathname, asset: asset, at: Date.now() });
+    try { localStorage.setItem(RECENT, JSON.stringify(list.slice(0, 12))); } catch (e) { /* blocked */ }
+  }
+  // The start page: the equipment whose form this phone still has.
+  function home() {
+    var box = $("recent"), ul = $("recent-list");
+    if (!box || !ul) return;
+    var list = recentList();
+    var kept = window.caches
+      ? Promise.all(list.map(function (x) { return caches.match(x.path).then(function (hit) { return hit ? x : null; }, function () { return x; }); }))
+      : Promise.resolve(list);
+    kept.then(function (items) {
+      items = items.filter(Boolean);
+      ul.textContent = "";
+      items.forEach(function (x) {
+        var li = el("li"), a = el("a");
+        a.href = x.path;
+        a.appendChild(el("span", "", x.asset || "Equipment"));
+        a.appendChild(el("span", "fine", "opened " + new Date(x.at).toLocaleDateString()));
+        li.appendChild(a);
+        ul.appendChild(li);
+      });
+      box.hidden = items.length === 0;
+    });
+  }
+
   // ------------------------------------------------------ field form
   function shrink(file) {
     if (!window.createImageBitmap) return Promise.reject(new Error("old browser"));
@@ -210,6 +301,14 @@
     // The photos as they will be sent, in the order they were added; each
     // is shrunk as it is added (`ready` settles when it is).
     var photos = [], busy = false;
+    // Each opening of the form gets its own key: the page may be the
+    // worker's copy, whose key an earlier report already used (the server
+    // would take a new report with it for that one). A resend of one report
+    // keeps its key (the outbox stores it).
+    function renew() { var k = freshIdem(); if (k) form.elements.idem.value = k; }
+    renew();
+    window.addEventListener("pageshow", function (e) { if (e.persisted && !busy) renew(); });
+    rememberVisit(asset);
     // The phone remembers who the technician is, so the next report is quicker.
     try {
       if (reporter && !reporter.value) reporter.value = localStorage.getItem("fieldgate.reporter") || "";
@@ -309,6 +408,7 @@
         saved.appendChild(again);
         saved.focus();
         schedule();
+        showWaiting(r.idem);
       });
     }
     onSent = function (r, html) {
@@ -437,7 +537,9 @@
   if (intake) intakeForm(intake);
   var review = $("review");
   if (review) reviewForm(review);
-  // Any technician's page sends what an earlier visit saved offline (the
-  // reviewer's page has nothing to send).
-  if (window.indexedDB && !review) flush();
+  worker(!!intake);
+  home();
+  // Any technician's page shows and sends what an earlier visit saved
+  // offline (the reviewer's page has nothing to send).
+  if (window.indexedDB && !review) showWaiting(null).then(flush, flush);
 })();

@@ -1036,3 +1036,348 @@ async fn review_fields_are_grouped_and_each_that_needs_eyes_must_be_ticked() {
     assert_eq!(h.cases()[0]["Description"], desc);
     b.c.close().await.unwrap();
 }
+
+/// A TCP forwarder in front of the dev stack that the test can cut: down,
+/// it closes every connection it is offered (and the ones it carries), so
+/// nothing reaches the server, whatever part of the browser asks (the
+/// page, or its service worker, which DevTools' page emulation may not
+/// cover). It counts the report posts it let through.
+struct Gate {
+    origin: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    posts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Gate {
+    async fn start(target: &str) -> Gate {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = url::Url::parse(target).unwrap();
+        let target = format!(
+            "{}:{}",
+            target.host_str().unwrap(),
+            target.port_or_known_default().unwrap()
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(AtomicBool::new(true));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let posts = Arc::new(AtomicUsize::new(0));
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let (up2, refused2, posts2) = (up.clone(), refused.clone(), posts.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    refused2.fetch_add(1, Ordering::SeqCst);
+                    continue; // dropped: the browser sees a network error
+                }
+                let (target, posts, mut cut) = (target.clone(), posts2.clone(), cut_rx.clone());
+                // Only a cut from now on ends this connection.
+                cut.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = cr.read(&mut buf).await?;
+                            if n == 0 {
+                                break;
+                            }
+                            let chunk = &buf[..n];
+                            let found = chunk.windows(8).filter(|w| w == b"POST /q/").count();
+                            posts.fetch_add(found, Ordering::SeqCst);
+                            sw.write_all(chunk).await?;
+                        }
+                        sw.shutdown().await
+                    };
+                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    tokio::select! {
+                        _ = async { tokio::join!(up, down) } => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Gate {
+            origin,
+            up,
+            refused,
+            posts,
+            cut,
+        }
+    }
+
+    /// `url` (of the dev stack) through the gate.
+    fn url(&self, url: &str) -> String {
+        let u = url::Url::parse(url).unwrap();
+        format!("{}{}", self.origin, &u[url::Position::BeforePath..])
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn posts(&self) -> usize {
+        self.posts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The outbox's reports in this browser: (idem, notes).
+async fn outbox(b: &Browser) -> Vec<(String, String)> {
+    let v = b
+        .c
+        .execute_async(
+            "const done = arguments[0];
+             const r = indexedDB.open('fieldgate');
+             r.onupgradeneeded = () => r.result.createObjectStore('outbox', { keyPath: 'idem' });
+             r.onsuccess = () => { const q = r.result.transaction('outbox').objectStore('outbox').getAll();
+               q.onsuccess = () => { r.result.close(); done(q.result.map(x => [x.idem, x.notes])); }; };",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// Every URL path in this origin's Cache Storage: (cache name, path).
+async fn cached(b: &Browser) -> Vec<(String, String)> {
+    let v = b
+        .c
+        .execute_async(
+            "const done = arguments[0];
+             (async () => {
+               const out = [];
+               for (const name of await caches.keys()) {
+                 for (const req of await (await caches.open(name)).keys()) out.push([name, new URL(req.url).pathname]);
+               }
+               return out;
+             })().then(done, e => done([['error', String(e)]]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_form_opens_with_no_signal_and_its_report_is_sent_once() {
+    let t0 = Instant::now();
+    let h = Harness::start().await;
+    let gate = Gate::start(&h.stack.base_url).await;
+    let b = Browser::start().await;
+    let (_, asset_name) = h.first_asset();
+    let form_url = gate.url(&h.scan_url());
+    let form_path = url::Url::parse(&form_url).unwrap().path().to_owned();
+
+    // Online: the form loads, the worker installs and keeps this page.
+    b.c.goto(&form_url).await.unwrap();
+    assert_eq!(b.text("main h1").await, asset_name);
+    assert_eq!(
+        b.js("return document.querySelector('link[rel=manifest]').getAttribute('href')")
+            .await,
+        json!("/static/manifest.webmanifest")
+    );
+    let version = fieldgate::web::static_version();
+    let shell = format!("fieldgate-shell-{version}");
+    wait_for(|| async {
+        let c = cached(&b).await;
+        let kept = c.iter().any(|(_, p)| *p == form_path);
+        let controlled = b
+            .js("return !!navigator.serviceWorker.controller")
+            .await
+            .as_bool()
+            .unwrap_or(false);
+        (kept && controlled).then_some(())
+    })
+    .await;
+    let scope =
+        b.c.execute_async(
+            "const done = arguments[0];
+             navigator.serviceWorker.getRegistration('/q/').then(r => done(r ? r.scope : null));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(scope, json!(format!("{}/q/", gate.origin)));
+    let c = cached(&b).await;
+    for p in [
+        "/q/home",
+        "/static/app.css",
+        "/static/app.js",
+        "/static/manifest.webmanifest",
+    ] {
+        assert!(
+            c.contains(&(shell.clone(), p.to_owned())),
+            "{p} in the versioned shell cache: {c:?}"
+        );
+    }
+
+    // No signal: DevTools cuts the page's network, and the gate in front
+    // of the server cuts everything else. The reload comes from the worker.
+    b.cdp("Network.enable", json!({})).await;
+    let offline = |off: bool| json!({"offline": off, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1});
+    b.cdp("Network.emulateNetworkConditions", offline(true))
+        .await;
+    gate.set(false);
+    let posts_before = gate.posts();
+    b.c.refresh().await.unwrap();
+    assert_eq!(
+        b.text("main h1").await,
+        asset_name,
+        "the form, from the phone"
+    );
+    assert_eq!(
+        b.js("return navigator.onLine").await,
+        json!(false),
+        "the page knows it has no signal"
+    );
+    let from_worker = b
+        .js("const n = performance.getEntriesByType('navigation')[0]; return n.workerStart > 0")
+        .await;
+    assert_eq!(from_worker, json!(true), "the worker answered the reload");
+    let cached_idem = b
+        .js("return document.querySelector('input[name=idem]').value")
+        .await;
+    b.check_page().await;
+    b.shot("30-offline-form").await;
+
+    let notes = "Condenser fan not spinning, unit alarming high head pressure. Fan motor hot.";
+    b.fill("#notes", notes).await;
+    b.click("#send").await;
+    let saved = b.wait_text("#saved", "saved on this phone").await;
+    assert!(saved.contains("sent automatically"), "{saved}");
+    b.shot("31-offline-saved-will-send").await;
+    let kept = outbox(&b).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].1, notes);
+    assert_eq!(
+        json!(kept[0].0),
+        cached_idem,
+        "the page's own key (not the cached one's from an earlier visit)"
+    );
+
+    // The home-screen app's start page, with no signal: the equipment
+    // scanned before and the report waiting.
+    b.c.goto(&gate.url(&format!("{}/q/home", h.stack.base_url)))
+        .await
+        .unwrap();
+    b.wait_text("#waiting", "1 report waiting to be sent").await;
+    assert!(b.text("#waiting").await.contains("Condenser fan"));
+    b.wait_text("#recent", &asset_name).await;
+    b.check_page().await;
+    b.shot("32-offline-home-waiting").await;
+    assert_eq!(gate.posts(), posts_before, "nothing reached the server");
+    // Refused connections: the worker's network-first tries, unless
+    // DevTools' emulation stopped them before they left the browser.
+    eprintln!("gate refused {} connections while down", gate.refused());
+    h.stack.settled().await;
+    assert!(
+        all_proposals(&h).await.is_empty(),
+        "nothing sent while offline"
+    );
+    // A copy of the waiting report, to send it a second time below.
+    b.c.execute_async(
+        "const done = arguments[0];
+         const r = indexedDB.open('fieldgate');
+         r.onsuccess = () => { const q = r.result.transaction('outbox').objectStore('outbox').getAll();
+           q.onsuccess = () => { window.copy = q.result[0]; r.result.close(); done(true); }; };",
+        vec![],
+    )
+    .await
+    .unwrap();
+
+    // Signal returns: the page sends it by itself.
+    gate.set(true);
+    b.cdp("Network.emulateNetworkConditions", offline(false))
+        .await;
+    b.wait_text(".saved.sent", "has been sent").await;
+    wait_for(|| async { outbox(&b).await.is_empty().then_some(()) }).await;
+    b.shot("33-back-online-sent").await;
+
+    // Sent again (another tab, a retry after a lost answer): the server's
+    // idempotency key makes it the same report, not a second one.
+    b.c.execute_async(
+        "const done = arguments[0];
+         const r = indexedDB.open('fieldgate');
+         r.onsuccess = () => { const t = r.result.transaction('outbox', 'readwrite');
+           t.objectStore('outbox').put(window.copy);
+           t.oncomplete = () => { r.result.close(); window.dispatchEvent(new Event('online')); done(true); }; };",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_for(|| async {
+        let n = b
+            .js_u64("return document.querySelectorAll('.saved.sent').length")
+            .await;
+        (n == 2 && outbox(&b).await.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(gate.posts() - posts_before, 2, "the report went out twice");
+    h.stack.settled().await;
+    let all = all_proposals(&h).await;
+    assert_eq!(all.len(), 1, "exactly one proposal");
+    assert_eq!(all[0].intake.notes, notes);
+    assert_eq!(
+        h.json("/dev/outbox").await.as_array().unwrap().len(),
+        1,
+        "one review mail"
+    );
+
+    // The reviewer's page is never kept, even opened in the same browser.
+    let review = gate.url(&h.review_url(1).await);
+    b.c.goto(&review).await.unwrap();
+    b.wait_text("main h1", "").await;
+    let review_path = url::Url::parse(&review).unwrap().path().to_owned();
+    let c = cached(&b).await;
+    assert!(
+        c.iter()
+            .all(|(_, p)| !p.starts_with("/r/") && *p != review_path),
+        "nothing of the review page in the cache: {c:?}"
+    );
+    assert!(
+        c.iter()
+            .all(|(_, p)| p.starts_with("/q/") || p.starts_with("/static/")),
+        "only forms and the shell are kept: {c:?}"
+    );
+    // Network-first: online, a withdrawn code is honoured at once, and its
+    // kept copy is dropped (no form for it with no signal either).
+    use fieldgate::domain::Clock;
+    let (asset, _) = h.first_asset();
+    let wf = h
+        .stack
+        .workflows
+        .iter()
+        .find(|w| w.operation != fieldgate::domain::Operation::Update)
+        .unwrap()
+        .id
+        .clone();
+    h.stack
+        .store
+        .revoke_code(&asset, &wf, "test", h.clock.now())
+        .await
+        .unwrap();
+    b.c.goto(&form_url).await.unwrap();
+    b.wait_text("main h1", "Link no longer valid").await;
+    wait_for(|| async {
+        let c = cached(&b).await;
+        c.iter().all(|(_, p)| *p != form_path).then_some(())
+    })
+    .await;
+    b.c.close().await.unwrap();
+    eprintln!("browser no-signal test took {:?}", t0.elapsed());
+}

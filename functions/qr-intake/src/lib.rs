@@ -141,6 +141,9 @@ type Deps = State<Arc<IntakeDeps>>;
 pub fn router(deps: Arc<IntakeDeps>) -> Router {
     let headers = web::security_headers_for(deps.hsts);
     Router::new()
+        // The home-screen app's start page; a static segment wins over
+        // `{code}` (no code is "home": codes carry a signature).
+        .route("/q/home", get(|| async { web::IntakeHome::page() }))
         .route("/q/{code}", get(form).post(submit))
         .route("/s/{reference}", get(status))
         .route("/k", get(sticker_code).post(sticker_lookup))

@@ -1184,3 +1184,62 @@ fn rand_core_rng() -> impl fieldgate::domain::RngCore {
     }
     Counter(3)
 }
+
+#[tokio::test]
+async fn the_service_worker_manifest_and_start_page_are_served_for_the_form_scope() {
+    let f = fixture().await;
+    let r = send(&f.app, get("/static/sw.js")).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    // Lives under /static/ but controls the forms, and only them.
+    assert_eq!(r.headers["service-worker-allowed"], "/q/");
+    // Revalidated on every visit, so a deploy reaches the phones.
+    assert_eq!(r.headers["cache-control"], "no-cache");
+    let version = fieldgate::web::static_version();
+    assert_eq!(version.len(), 16);
+    assert!(
+        r.body.contains(&format!("var VERSION = \"{version}\"")),
+        "version filled in"
+    );
+    assert!(!r.body.contains("__FIELDGATE_STATIC_VERSION__"));
+    // The worker never keeps reviewer pages nor answers to posts.
+    assert!(r.body.contains(r"/^\/(r|s|admin|dev|mcp)(\/|$)/"));
+    assert!(r.body.contains(r#"if (req.method !== "GET") return;"#));
+
+    let m = send(&f.app, get("/static/manifest.webmanifest")).await;
+    assert_eq!(m.status, 200);
+    assert_eq!(m.headers["content-type"], "application/manifest+json");
+    let manifest: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+    assert_eq!(manifest["start_url"], "/q/home");
+    assert_eq!(manifest["scope"], "/q/");
+    let icon = send(&f.app, get("/static/icon.svg")).await;
+    assert_eq!(
+        (icon.status, icon.headers["content-type"].to_str().unwrap()),
+        (200, "image/svg+xml")
+    );
+
+    // The start page: static, no token, the security headers, the manifest.
+    let home = send(&f.app, get("/q/home")).await;
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("Scan the QR code"));
+    assert!(
+        home.body
+            .contains(r#"<link rel="manifest" href="/static/manifest.webmanifest">"#)
+    );
+    assert_eq!(home.headers["cache-control"], "no-store");
+    let csp = home.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("worker-src 'self'") && csp.contains("manifest-src 'self'"),
+        "{csp}"
+    );
+    // GET only, like the form.
+    assert_eq!(send(&f.app, request("POST", "/q/home")).await.status, 405);
+    // The form links the manifest too.
+    let form = send(&f.app, get(&format!("/q/{}", f.code))).await;
+    assert!(form.body.contains(r#"rel="manifest""#));
+}

@@ -132,13 +132,46 @@ pub struct Report {
     pub total_ms: f64,
     pub model_ms: f64,
     pub misses: Vec<Miss>,
+    /// Picklist field → outcome counts: a wrong value costs a reviewer
+    /// more than an empty one, so the two misses are told apart.
+    pub picklists: BTreeMap<String, Outcomes>,
     /// The model prompt (system + notes + tool schema) for the note of
     /// median length: characters, and tokens estimated as characters / 4.
     pub prompt_chars: usize,
     pub prompt_tokens_estimate: usize,
 }
 
+/// How a picklist field came out over a corpus.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Outcomes {
+    pub right: usize,
+    /// Left empty where a value was expected.
+    pub empty: usize,
+    /// A value where another one (or none) was expected.
+    pub wrong: usize,
+}
+
+impl Outcomes {
+    fn add(&mut self, o: Outcomes) {
+        self.right += o.right;
+        self.empty += o.empty;
+        self.wrong += o.wrong;
+    }
+    fn total(&self) -> usize {
+        self.right + self.empty + self.wrong
+    }
+}
+
 impl Report {
+    /// All picklist fields together.
+    pub fn picklists_combined(&self) -> Outcomes {
+        let mut all = Outcomes::default();
+        for o in self.picklists.values() {
+            all.add(*o);
+        }
+        all
+    }
+
     pub fn accuracy(&self) -> f64 {
         if self.scored == 0 {
             0.0
@@ -180,6 +213,28 @@ impl Report {
             format!("{}/{}", self.right, self.scored),
             100.0 * self.accuracy()
         );
+        if !self.picklists.is_empty() {
+            println!(
+                "{:<14} {:>14} {:>14} {:>14}",
+                "picklist", "right", "empty", "wrong"
+            );
+            let pct =
+                |k: usize, n: usize| format!("{k} {:.1}%", 100.0 * k as f64 / n.max(1) as f64);
+            let all = self.picklists_combined();
+            for (name, o) in self
+                .picklists
+                .iter()
+                .chain([(&"combined".to_owned(), &all)])
+            {
+                let n = o.total();
+                println!(
+                    "{name:<14} {:>14} {:>14} {:>14}",
+                    pct(o.right, n),
+                    pct(o.empty, n),
+                    pct(o.wrong, n)
+                );
+            }
+        }
         let n = self.cases.max(1) as f64;
         println!(
             "tokens per intake: {:.0} in + {:.0} out",
@@ -240,6 +295,7 @@ pub async fn run(
         total_ms: 0.0,
         model_ms: 0.0,
         misses: vec![],
+        picklists: BTreeMap::new(),
         prompt_chars: 0,
         prompt_tokens_estimate: 0,
     };
@@ -268,6 +324,21 @@ pub async fn run(
             let Some(ok) = score(workflow, case, &spec.name, &s.fields) else {
                 continue;
             };
+            if let FieldKind::Picklist { .. } = &spec.kind {
+                let got = s
+                    .fields
+                    .get(&spec.name)
+                    .and_then(|f| f.text())
+                    .unwrap_or("");
+                let o = r.picklists.entry(spec.name.clone()).or_default();
+                if ok {
+                    o.right += 1;
+                } else if got.is_empty() {
+                    o.empty += 1;
+                } else {
+                    o.wrong += 1;
+                }
+            }
             let e = r.per_field.entry(spec.name.clone()).or_default();
             e.1 += 1;
             r.scored += 1;

@@ -7,6 +7,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod env;
 pub mod guard;
+pub mod lexicon;
 pub mod model;
 pub mod openai;
 pub mod rules;
