@@ -664,6 +664,7 @@ async fn several_photos_are_shrunk_listed_sent_shown_attached_and_counted() {
     b.shot("21-review-several-photos").await;
 
     // Approved: the Case carries the three, the handoff counts them.
+    b.tick_all().await;
     b.click("#approve").await;
     b.wait_text("main h1", "Approved").await;
     wait_status(&h, &id, Status::Committed).await;

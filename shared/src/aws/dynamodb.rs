@@ -795,16 +795,7 @@ impl ProposalStore for DynamoStore {
             .expression_attribute_values(":code", AttributeValue::S(sticker.code.clone()))
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(sdk(e)),
-        }
+        put_if(r)
     }
 
     async fn sticker(&self, reference: &StickerRef) -> Result<Option<Sticker>, StoreError> {
@@ -813,6 +804,26 @@ impl ProposalStore for DynamoStore {
             .map(serde_dynamo::from_item)
             .transpose()
             .map_err(backend)
+    }
+}
+
+/// A conditional `PutItem`'s outcome: its condition failing is a
+/// [`StoreError::Conflict`] (the key is taken by something else).
+fn put_if(
+    r: Result<
+        aws_sdk_dynamodb::operation::put_item::PutItemOutput,
+        aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError>,
+    >,
+) -> Result<(), StoreError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+        {
+            Err(StoreError::Conflict)
+        }
+        Err(e) => Err(sdk(e)),
     }
 }
 
@@ -831,16 +842,7 @@ impl AssistantTokens for DynamoStore {
             .condition_expression("attribute_not_exists(PK)")
             .send()
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(sdk(e)),
-        }
+        put_if(r)
     }
 
     async fn by_hash(&self, token_hash: &str) -> Result<Option<AssistantToken>, StoreError> {
