@@ -270,6 +270,45 @@ impl DynamoStore {
         self.transact(items).await
     }
 
+    /// Pages a `by_status` query (newest first) until `limit` proposals
+    /// pass `keep` (given the proposal and whether its item is an inbox
+    /// `R#` item) or the index ends. `cap_pages`: ask each page for no
+    /// more than still wanted (only without a filter, which applies after
+    /// the page's limit).
+    async fn status_query(
+        &self,
+        q: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        limit: usize,
+        cap_pages: bool,
+        keep: impl Fn(&Proposal, bool) -> bool,
+    ) -> Result<Vec<Proposal>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let mut page = q.clone().set_exclusive_start_key(start.take());
+            if cap_pages {
+                page = page.limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX));
+            }
+            let page = page.send().await.map_err(sdk)?;
+            for item in page.items.unwrap_or_default() {
+                let inbox =
+                    matches!(item.get("PK"), Some(AttributeValue::S(pk)) if pk.starts_with("R#"));
+                let p = proposal_from_item(item.into()).map_err(backend)?;
+                if keep(&p, inbox) {
+                    out.push(p);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     async fn get_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
         self.client
             .get_item()
@@ -509,40 +548,24 @@ impl ProposalStore for DynamoStore {
         status: Status,
         limit: usize,
     ) -> Result<Vec<Proposal>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        while out.len() < limit {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(STATUS_INDEX)
-                .key_condition_expression("gsi_status = :s")
-                .expression_attribute_values(":s", AttributeValue::S(status.as_str().into()))
-                .scan_index_forward(false)
-                .limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk)?;
-            for item in page.items.unwrap_or_default() {
-                let inbox =
-                    matches!(item.get("PK"), Some(AttributeValue::S(pk)) if pk.starts_with("R#"));
-                let p = proposal_from_item(item.into()).map_err(backend)?;
-                // The index holds what its items say: an inbox item counts
-                // only as RECEIVED, and an item only as the status it has.
-                if p.status != status || (inbox && status != Status::Received) {
-                    tracing::warn!(proposal = %p.id, listed = %status, "skipping an index entry that is not a proposal in this status");
-                    continue;
-                }
-                out.push(p);
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(STATUS_INDEX)
+            .key_condition_expression("gsi_status = :s")
+            .expression_attribute_values(":s", AttributeValue::S(status.as_str().into()))
+            .scan_index_forward(false);
+        self.status_query(q, limit, true, |p, inbox| {
+            // The index holds what its items say: an inbox item counts
+            // only as RECEIVED, and an item only as the status it has.
+            let ok = p.status == status && (!inbox || status == Status::Received);
+            if !ok {
+                tracing::warn!(proposal = %p.id, listed = %status, "skipping an index entry that is not a proposal in this status");
             }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        Ok(out)
+            ok
+        })
+        .await
     }
 
     /// One `Query` of the `by_status` index for PENDING_REVIEW, filtered
@@ -556,48 +579,28 @@ impl ProposalStore for DynamoStore {
         asset: &AssetId,
         limit: usize,
     ) -> Result<Vec<Proposal>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        while out.len() < limit {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(STATUS_INDEX)
-                .key_condition_expression("gsi_status = :s")
-                .filter_expression("#wf = :w AND #asset.#id = :a")
-                .expression_attribute_names("#wf", "workflow")
-                .expression_attribute_names("#asset", "asset")
-                .expression_attribute_names("#id", "id")
-                .expression_attribute_values(
-                    ":s",
-                    AttributeValue::S(Status::PendingReview.as_str().into()),
-                )
-                .expression_attribute_values(":w", AttributeValue::S(workflow.to_string()))
-                .expression_attribute_values(":a", AttributeValue::S(asset.to_string()))
-                .scan_index_forward(false)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk)?;
-            for item in page.items.unwrap_or_default() {
-                let inbox =
-                    matches!(item.get("PK"), Some(AttributeValue::S(pk)) if pk.starts_with("R#"));
-                let p = proposal_from_item(item.into()).map_err(backend)?;
-                if inbox || p.status != Status::PendingReview || p.asset.id != *asset {
-                    continue;
-                }
-                out.push(p);
-                if out.len() == limit {
-                    break;
-                }
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        Ok(out)
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(STATUS_INDEX)
+            .key_condition_expression("gsi_status = :s")
+            .filter_expression("#wf = :w AND #asset.#id = :a")
+            .expression_attribute_names("#wf", "workflow")
+            .expression_attribute_names("#asset", "asset")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_values(
+                ":s",
+                AttributeValue::S(Status::PendingReview.as_str().into()),
+            )
+            .expression_attribute_values(":w", AttributeValue::S(workflow.to_string()))
+            .expression_attribute_values(":a", AttributeValue::S(asset.to_string()))
+            .scan_index_forward(false);
+        // A filter applies after `Limit`: pages are not capped.
+        self.status_query(q, limit, false, |p, inbox| {
+            !inbox && p.status == Status::PendingReview && p.asset.id == *asset
+        })
+        .await
     }
 
     async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError> {
