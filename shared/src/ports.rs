@@ -210,6 +210,13 @@ pub struct Proposed {
     pub model_micros: Option<u64>,
     /// The first answer was invalid and a repair round was made.
     pub repaired: bool,
+    /// Fields the structurer looked at and could not settle (the notes
+    /// point two ways), with why: left empty for the reviewer, without the
+    /// field's default, and flagged.
+    pub undecided: std::collections::BTreeMap<String, String>,
+    /// Fields with a value the structurer asks the reviewer to check, with
+    /// why (flagged).
+    pub remarks: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -450,3 +450,356 @@ pub fn prompt_chars(workflow: &Workflow, notes: &str, asset: &AssetContext) -> u
         + TOOL_DESCRIPTION.len()
         + tool_schema(workflow).to_string().len()
 }
+
+// ------------------------------------------------------------ cross-validation
+
+/// One outcome of a picklist, as the eval scores it.
+fn outcome(pred: Option<usize>, gold: usize, none: usize) -> Outcomes {
+    let mut o = Outcomes::default();
+    match pred {
+        // Undecided: the field stays empty, which is right when nothing was expected.
+        None if gold == none => o.right += 1,
+        None => o.empty += 1,
+        Some(p) if p == gold => o.right += 1,
+        Some(p) if p == none => o.empty += 1,
+        Some(_) => o.wrong += 1,
+    }
+    o
+}
+
+/// A held-out note's picklist, with what the decision needs.
+struct Held {
+    case: usize,
+    concept: usize,
+    gold: usize,
+    model: Vec<f64>,
+    cues: Vec<f32>,
+    /// Cue scores from words the fold's model never saw.
+    unseen: Vec<f32>,
+    explicit: bool,
+    map: Vec<usize>,
+}
+
+impl Held {
+    /// The class proposed (None: undecided), as `rules::pick` decides.
+    fn decide(&self, d: &structuring::rules::Decision) -> Option<usize> {
+        use structuring::rules::{combined, leader};
+        if self.explicit {
+            // The cues alone: the best value with a lead of one plain cue.
+            let mut best: Vec<(usize, f32)> = self
+                .map
+                .iter()
+                .enumerate()
+                .map(|(c, &vi)| (c, self.cues[vi]))
+                .filter(|(_, s)| *s > 0.0)
+                .collect();
+            best.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let lead = best.first()?.1 - best.get(1).map_or(0.0, |b| b.1);
+            return (lead >= 1.0).then_some(best[0].0);
+        }
+        let s = combined(&self.model, &self.cues, &self.map, d.cue_weight);
+        let (top, second, lead) = leader(&s);
+        if lead >= d.margin {
+            return Some(top);
+        }
+        structuring::rules::tie_break(&self.unseen, &self.map, top, second)
+    }
+}
+
+/// Cue weight, margin, and the outcomes with them.
+pub type GridRow = (f64, f64, Outcomes);
+
+/// A picklist the model knows: field, values, concept, class → value.
+type ModelField<'a> = (
+    &'a fieldgate::domain::FieldSpec,
+    &'a Vec<String>,
+    usize,
+    Vec<usize>,
+);
+
+/// What `fieldgate eval --cv` reports.
+pub struct CvReport {
+    pub k: usize,
+    pub notes: usize,
+    /// Concept → outcomes at the shipped decisions.
+    pub at_shipped: Vec<(String, Outcomes)>,
+    /// Concept → (cue weight, margin, outcomes) over the grid.
+    pub grid: Vec<(String, Vec<GridRow>)>,
+}
+
+/// The workflow's picklists the model knows: field, values, concept, and
+/// the concept's class → value mapping.
+fn model_fields(workflow: &Workflow) -> Vec<ModelField<'_>> {
+    workflow
+        .fields
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FieldKind::Picklist { values, .. } => {
+                structuring::classifier::concept_for(values).map(|(ci, map)| (f, values, ci, map))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Corpus cases as the model's training examples.
+pub fn examples(workflow: &Workflow, cases: &[Case]) -> Vec<structuring::classifier::Example> {
+    use structuring::classifier::{CONCEPTS, Example};
+    let fields = model_fields(workflow);
+    cases
+        .iter()
+        .map(|c| {
+            let mut classes = vec![None; CONCEPTS.len()];
+            for (f, _, ci, _) in &fields {
+                if let Some(v) = c.picklists.get(&f.name) {
+                    classes[*ci] = if v.is_empty() {
+                        Some(CONCEPTS[*ci].none_class())
+                    } else {
+                        CONCEPTS[*ci].label_of(v)
+                    };
+                }
+            }
+            Example {
+                id: c.id.clone(),
+                notes: c.notes.clone(),
+                classes,
+            }
+        })
+        .collect()
+}
+
+/// The rules structurer with a model trained on other notes than the
+/// shipped ones (`fieldgate eval --train-on`): how it does on notes of
+/// another author.
+pub struct TrainedRules(
+    pub structuring::classifier::Classifier,
+    pub Vec<structuring::rules::Decision>,
+);
+
+#[async_trait::async_trait]
+impl Structurer for TrainedRules {
+    fn name(&self) -> &str {
+        "rules"
+    }
+
+    async fn structure(
+        &self,
+        workflow: &Workflow,
+        input: &StructuringInput<'_>,
+    ) -> Result<fieldgate::ports::Proposed, fieldgate::ports::StructureError> {
+        Ok(structuring::rules::structure_with(
+            workflow,
+            input.notes,
+            Some(&self.0),
+            &self.1,
+        ))
+    }
+}
+
+/// k-fold cross-validation of the rules structurer's model on labelled
+/// cases: fold i holds out every k-th case (from the i-th), a model is
+/// trained on the rest with `params`, and each held-out picklist is decided
+/// with the shipped decisions and with every (cue weight, margin) of the
+/// grid. Deterministic.
+pub fn cross_validate(
+    workflow: &Workflow,
+    cases: &[Case],
+    k: usize,
+    params: &structuring::classifier::Params,
+    cue_grid: &[f64],
+    margin_grid: &[f64],
+) -> CvReport {
+    use structuring::classifier::{self, CONCEPTS, Classifier, Example};
+    let fields = model_fields(workflow);
+    let examples = examples(workflow, cases);
+    // The cues do not depend on the model: once per note.
+    let cues: Vec<Vec<structuring::rules::CueScores>> = cases
+        .iter()
+        .map(|c| {
+            fields
+                .iter()
+                .map(|(f, values, _, _)| structuring::rules::cue_scores(f, values, &c.notes))
+                .collect()
+        })
+        .collect();
+    let mut held: Vec<Held> = Vec::new();
+    for fold in 0..k {
+        let train: Vec<Example> = examples
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % k != fold)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let clf = Classifier::train(&train, params.clone());
+        for (i, e) in examples.iter().enumerate().filter(|(i, _)| i % k == fold) {
+            let feats = classifier::features(e.notes.trim());
+            for (fi, (_, _, ci, map)) in fields.iter().enumerate() {
+                let Some(gold) = e.classes[*ci] else { continue };
+                let c = &cues[i][fi];
+                held.push(Held {
+                    case: i,
+                    concept: *ci,
+                    gold,
+                    model: clf.models[*ci].scores(&feats, &clf.params),
+                    cues: c.scores.clone(),
+                    unseen: c.unseen(&clf.models[*ci]),
+                    explicit: c.explicit,
+                    map: map.clone(),
+                });
+            }
+        }
+    }
+    let name = |ci: usize| CONCEPTS[ci].name.to_owned();
+    let concepts: Vec<usize> = {
+        let mut v: Vec<usize> = fields.iter().map(|f| f.2).collect();
+        v.dedup();
+        v
+    };
+    let sum = |ci: usize, d: &structuring::rules::Decision| {
+        let mut o = Outcomes::default();
+        for h in held.iter().filter(|h| h.concept == ci) {
+            o.add(outcome(h.decide(d), h.gold, h.map.len()));
+        }
+        o
+    };
+    let at_shipped = concepts
+        .iter()
+        .map(|&ci| (name(ci), sum(ci, &structuring::rules::DECISIONS[ci])))
+        .collect();
+    let grid = concepts
+        .iter()
+        .map(|&ci| {
+            let mut rows = Vec::new();
+            for &cue_weight in cue_grid {
+                for &margin in margin_grid {
+                    let d = structuring::rules::Decision { cue_weight, margin };
+                    rows.push((cue_weight, margin, sum(ci, &d)));
+                }
+            }
+            (name(ci), rows)
+        })
+        .collect();
+    if let Ok(path) = std::env::var("FIELDGATE_CV_DUMP") {
+        // Error analysis on the training folds: one line per held-out picklist.
+        let mut out = String::new();
+        for h in &held {
+            let d = &structuring::rules::DECISIONS[h.concept];
+            let s = structuring::rules::combined(&h.model, &h.cues, &h.map, d.cue_weight);
+            let (top, second, lead) = structuring::rules::leader(&s);
+            let label = |c: usize| {
+                CONCEPTS[h.concept]
+                    .labels
+                    .get(c)
+                    .map_or("-", |l| l[0])
+                    .to_owned()
+            };
+            out.push_str(&format!(
+                "{}\t{}\t{}\t{}\t{}\t{:.2}\t{}\n",
+                cases[h.case].id,
+                name(h.concept),
+                label(h.gold),
+                label(top),
+                label(second),
+                lead,
+                cases[h.case].notes.replace(['\n', '\t'], " ")
+            ));
+        }
+        let _ = std::fs::write(path, out);
+    }
+    CvReport {
+        k,
+        notes: cases.len(),
+        at_shipped,
+        grid,
+    }
+}
+
+impl CvReport {
+    pub fn print(&self, grid: bool) {
+        let pct = |k: usize, n: usize| 100.0 * k as f64 / n.max(1) as f64;
+        println!("{}-fold cross-validation over {} notes", self.k, self.notes);
+        println!(
+            "{:<10} {:>8} {:>8} {:>8}   (at the shipped decisions)",
+            "picklist", "right", "empty", "wrong"
+        );
+        let mut all = Outcomes::default();
+        for (name, o) in &self.at_shipped {
+            all.add(*o);
+            let n = o.total();
+            println!(
+                "{name:<10} {:>7.1}% {:>7.1}% {:>7.1}%",
+                pct(o.right, n),
+                pct(o.empty, n),
+                pct(o.wrong, n)
+            );
+        }
+        let n = all.total();
+        println!(
+            "{:<10} {:>7.1}% {:>7.1}% {:>7.1}%",
+            "combined",
+            pct(all.right, n),
+            pct(all.empty, n),
+            pct(all.wrong, n)
+        );
+        if grid {
+            for (name, rows) in &self.grid {
+                println!("{name}: cue weight, margin → right / empty / wrong %");
+                for (cw, m, o) in rows {
+                    let n = o.total();
+                    println!(
+                        "  {cw:>5.2} {m:>5.2}   {:>5.1} {:>5.1} {:>5.1}",
+                        pct(o.right, n),
+                        pct(o.empty, n),
+                        pct(o.wrong, n)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `--params`: the shipped model parameters with some replaced.
+pub fn parse_params(s: Option<&str>) -> anyhow::Result<structuring::classifier::Params> {
+    let mut p = structuring::classifier::Params::default();
+    for part in s.unwrap_or("").split(',').filter(|x| !x.trim().is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("{part:?}: want name=value"))?;
+        match k.trim() {
+            "alpha" => p.alpha = v.parse()?,
+            "min_df" => p.min_df = v.parse()?,
+            "len_norm" => p.len_norm = v.parse()?,
+            "logistic" => p.logistic = v.parse()?,
+            "l2" => p.l2 = v.parse()?,
+            "epochs" => p.epochs = v.parse()?,
+            "step" => p.step = v.parse()?,
+            "kinds" => {
+                let w: Vec<f64> = v.split(':').map(str::parse).collect::<Result<_, _>>()?;
+                anyhow::ensure!(
+                    w.len() == p.kind_weight.len(),
+                    "kinds: {} weights",
+                    p.kind_weight.len()
+                );
+                p.kind_weight.copy_from_slice(&w);
+            }
+            other => bail!("{other:?}: not a model parameter (alpha, min_df, len_norm, kinds)"),
+        }
+    }
+    Ok(p)
+}
+
+/// `--decisions`: per concept "cue_weight:margin", comma-separated.
+pub fn parse_decisions(s: Option<&str>) -> anyhow::Result<Vec<structuring::rules::Decision>> {
+    let Some(s) = s else {
+        return Ok(structuring::rules::DECISIONS.to_vec());
+    };
+    s.split(',')
+        .map(|d| {
+            let (c, m) = d.split_once(':').context("want cue_weight:margin")?;
+            Ok(structuring::rules::Decision {
+                cue_weight: c.trim().parse()?,
+                margin: m.trim().parse()?,
+            })
+        })
+        .collect()
+}

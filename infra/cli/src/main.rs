@@ -171,14 +171,35 @@ enum Cmd {
     Eval {
         #[arg(long)]
         workflow: Option<PathBuf>,
+        /// A corpus folder; give it more than once to score several as one.
         #[arg(long, default_value = "tests/corpus")]
-        corpus: PathBuf,
+        corpus: Vec<PathBuf>,
         /// Override the workflow's structurer: rules, claude, bedrock, openai.
         #[arg(long)]
         structurer: Option<String>,
         /// List every miss.
         #[arg(long)]
         verbose: bool,
+        /// Instead: K-fold cross-validation of the rules structurer's model
+        /// on the corpora (trained on the other folds each time).
+        #[arg(long, value_name = "K")]
+        cv: Option<usize>,
+        /// With --cv: also print right/empty/wrong over a grid of cue
+        /// weights and margins (how the shipped decisions were chosen).
+        #[arg(long, requires = "cv")]
+        grid: bool,
+        /// With --cv: model parameters to try instead of the shipped ones,
+        /// e.g. "alpha=0.5,kinds=1:0.5:0.25:0.5,min_df=2,len_norm=0.5".
+        #[arg(long)]
+        params: Option<String>,
+        /// Score the rules structurer with a model trained on these corpora
+        /// instead of the shipped ones (notes of another author).
+        #[arg(long, value_name = "DIR")]
+        train_on: Vec<PathBuf>,
+        /// With --train-on: per picklist "cue_weight:margin" instead of the
+        /// shipped decisions (priority, type, reason).
+        #[arg(long, requires = "train_on")]
+        decisions: Option<String>,
     },
     /// The MCP endpoint's assistants (their bearer tokens).
     Mcp {
@@ -843,10 +864,55 @@ async fn main() -> anyhow::Result<()> {
             corpus,
             structurer,
             verbose,
+            cv,
+            grid,
+            params,
+            train_on,
+            decisions,
         } => {
             let (wf, s) =
                 fieldgate_cli::eval::setup(workflow.as_deref(), structurer.as_deref()).await?;
-            let cases = fieldgate_cli::eval::load_corpus(&corpus, &wf)?;
+            let mut cases = Vec::new();
+            for dir in &corpus {
+                cases.extend(fieldgate_cli::eval::load_corpus(dir, &wf)?);
+            }
+            if let Some(k) = cv {
+                anyhow::ensure!(
+                    k >= 2 && k <= cases.len(),
+                    "--cv wants 2..={} folds",
+                    cases.len()
+                );
+                let params = fieldgate_cli::eval::parse_params(params.as_deref())?;
+                let cue_grid = [0.0, 0.5, 1.0, 2.0, 3.0, 4.0];
+                let margin_grid: Vec<f64> = (0..=16).map(|i| f64::from(i) * 0.25).collect();
+                fieldgate_cli::eval::cross_validate(
+                    &wf,
+                    &cases,
+                    k,
+                    &params,
+                    &cue_grid,
+                    &margin_grid,
+                )
+                .print(grid);
+                return Ok(());
+            }
+            if !train_on.is_empty() {
+                let mut train = Vec::new();
+                for dir in &train_on {
+                    train.extend(fieldgate_cli::eval::load_corpus(dir, &wf)?);
+                }
+                let params = fieldgate_cli::eval::parse_params(params.as_deref())?;
+                let clf = fieldgate::structuring::classifier::Classifier::train(
+                    &fieldgate_cli::eval::examples(&wf, &train),
+                    params,
+                );
+                let d = fieldgate_cli::eval::parse_decisions(decisions.as_deref())?;
+                let s = fieldgate_cli::eval::TrainedRules(clf, d);
+                fieldgate_cli::eval::run(&wf, &cases, &s)
+                    .await?
+                    .print(verbose);
+                return Ok(());
+            }
             fieldgate_cli::eval::run(&wf, &cases, s.as_ref())
                 .await?
                 .print(verbose);

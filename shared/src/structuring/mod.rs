@@ -5,6 +5,7 @@
 pub mod anthropic;
 #[cfg(feature = "bedrock")]
 pub mod bedrock;
+pub mod classifier;
 pub mod env;
 pub mod guard;
 pub mod lexicon;
@@ -206,6 +207,7 @@ pub fn validate_with(
                 }
                 Some(q) if evidence_in_input(q, notes, false) => {
                     fv.evidence = Some(q.trim().to_owned());
+                    fv.flag = proposed.remarks.get(&spec.name).cloned();
                 }
                 Some(q) if !q.trim().is_empty() => {
                     fv.flag =
@@ -221,6 +223,15 @@ pub fn validate_with(
                     }
                 }
             }
+        } else if let Some(why) = proposed.undecided.get(&spec.name)
+            && fv.flag.is_none()
+        {
+            // Not the default: the notes point two ways, the reviewer decides.
+            fv.flag = Some(if spec.required {
+                format!("{why}: please choose")
+            } else {
+                format!("{why}: left empty")
+            });
         } else if let Some(d) = &spec.default {
             fv.value = Value::String(d.clone());
             if fv.flag.is_none() {

@@ -1,0 +1,744 @@
+//! A small model for the picklists most workflows share (priority, kind of
+//! fault, reason): a multinomial naive Bayes over the words of the notes,
+//! their first letters (endings and languages), the letter groups inside
+//! them (typos) and word pairs (word order), with the words a negation
+//! governs marked as negated ("no leak" is not "leak").
+//!
+//! Trained deterministically, once per process on first use, from the
+//! labelled notes that ship in the repo (`tests/corpus-train`, the tuning
+//! corpus `tests/corpus`): counting, no randomness, a few milliseconds.
+//! The rules structurer combines its scores with the workflow's own
+//! vocabulary and the built-in cues ([`super::rules`]) and proposes a value
+//! only when the combined score leads the next by a margin chosen by
+//! cross-validation (`fieldgate eval --cv`); otherwise the field is left for
+//! the reviewer.
+//!
+//! A concept applies to a field only when the field's picklist values are
+//! exactly the concept's labels (aliases allowed, case and accents folded):
+//! a workflow with other values (a four-level priority, work types) gets
+//! the rules alone.
+
+use super::rules::{
+    LEXICON, Token, clause_break, find_phrase, fold, is_negator, negated, tokenize,
+};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+/// A picklist the model was trained for.
+#[derive(Debug)]
+pub struct Concept {
+    pub name: &'static str,
+    /// The key of its expected value in a corpus case (the shipped
+    /// workflow's field name).
+    pub corpus_key: &'static str,
+    /// Its values, each with the aliases a workflow may use for it (first:
+    /// the shipped workflow's spelling). The model adds one class, "no
+    /// value", after these.
+    pub labels: &'static [&'static [&'static str]],
+}
+
+pub const CONCEPTS: &[Concept] = &[
+    Concept {
+        name: "priority",
+        corpus_key: "Priority",
+        labels: &[
+            &["High", "Urgent"],
+            &["Medium", "Normal", "Moderate"],
+            &["Low", "Minor"],
+        ],
+    },
+    Concept {
+        name: "type",
+        corpus_key: "Type",
+        labels: &[
+            &["Mechanical"],
+            &["Electrical"],
+            &["Electronic", "Electronics"],
+            &["Structural"],
+            &["Other"],
+        ],
+    },
+    Concept {
+        name: "reason",
+        corpus_key: "Reason",
+        labels: &[
+            &["Installation"],
+            &["Equipment Complexity"],
+            &["Performance"],
+            &["Breakdown"],
+            &["Equipment Design"],
+            &["Feedback"],
+            &["Other"],
+        ],
+    },
+];
+
+impl Concept {
+    /// Number of classes: the labels and "no value".
+    pub fn classes(&self) -> usize {
+        self.labels.len() + 1
+    }
+
+    pub fn none_class(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The label a picklist value stands for.
+    pub fn label_of(&self, value: &str) -> Option<usize> {
+        let v = fold(value.trim());
+        self.labels
+            .iter()
+            .position(|aliases| aliases.iter().any(|a| fold(a) == v))
+    }
+
+    /// Field value index for each label, when the field's values are
+    /// exactly this concept's labels (one value per label).
+    pub fn mapping(&self, values: &[String]) -> Option<Vec<usize>> {
+        if values.len() != self.labels.len() {
+            return None;
+        }
+        let mut out = vec![usize::MAX; self.labels.len()];
+        for (vi, v) in values.iter().enumerate() {
+            let l = self.label_of(v)?;
+            if out[l] != usize::MAX {
+                return None;
+            }
+            out[l] = vi;
+        }
+        Some(out)
+    }
+}
+
+/// The concept whose labels are exactly these picklist values.
+pub fn concept_for(values: &[String]) -> Option<(usize, Vec<usize>)> {
+    CONCEPTS
+        .iter()
+        .enumerate()
+        .find_map(|(ci, c)| c.mapping(values).map(|m| (ci, m)))
+}
+
+// ------------------------------------------------------------ examples
+
+/// A labelled note: per concept, the class (the "no value" class for
+/// `""`), or `None` when the case does not say.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub id: String,
+    pub notes: String,
+    pub classes: Vec<Option<usize>>,
+}
+
+/// The `[[case]]` entries of a corpus file (tests/corpus/README.md).
+pub fn examples_from_toml(text: &str) -> Result<Vec<Example>, String> {
+    let doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let Some(cases) = doc.get("case").and_then(|c| c.as_array()) else {
+        return Ok(vec![]);
+    };
+    let mut out = Vec::new();
+    for c in cases {
+        let s = |k: &str| c.get(k).and_then(|v| v.as_str());
+        let Some(notes) = s("notes") else { continue };
+        let classes = CONCEPTS
+            .iter()
+            .map(|k| match s(k.corpus_key) {
+                Some("") => Some(k.none_class()),
+                Some(v) => k.label_of(v),
+                None => None,
+            })
+            .collect();
+        out.push(Example {
+            id: s("id").unwrap_or("").to_owned(),
+            notes: notes.to_owned(),
+            classes,
+        });
+    }
+    Ok(out)
+}
+
+/// The labelled notes the shipped model learns from.
+pub const TRAINING: &[(&str, &str)] = &[
+    (
+        "tests/corpus-train/notes.toml",
+        include_str!("../../../tests/corpus-train/notes.toml"),
+    ),
+    (
+        "tests/corpus/notes.toml",
+        include_str!("../../../tests/corpus/notes.toml"),
+    ),
+];
+
+pub fn shipped_examples() -> Vec<Example> {
+    TRAINING
+        .iter()
+        .flat_map(|(name, text)| examples_from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}")))
+        .collect()
+}
+
+// ------------------------------------------------------------ features
+
+/// Kinds of feature, each its own multinomial with its own weight.
+pub const KINDS: usize = 5;
+const WORD: u8 = 0;
+const PREFIX: u8 = 1;
+const GRAM: u8 = 2;
+const PAIR: u8 = 3;
+/// A built-in cue group ([`super::lexicon::GROUPS`]) matched, or matched
+/// negated: what generalises past the words the training notes use.
+const GROUP: u8 = 4;
+
+/// One feature of a note: its hash, kind, and the words it came from (for
+/// the evidence quote).
+#[derive(Debug, Clone, Copy)]
+pub struct Feature {
+    pub hash: u64,
+    pub kind: u8,
+    pub from: usize,
+    pub to: usize,
+}
+
+/// FNV-1a: stable across builds and platforms, so training is too.
+fn hash(kind: u8, parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(kind);
+    for p in parts {
+        for b in p.bytes() {
+            eat(b);
+        }
+        eat(0xff);
+    }
+    h
+}
+
+/// Is token `i` governed by a negation: a negator up to three words before
+/// it in the same clause ("no leak found", "has not tripped")?
+fn negated_at(text: &str, tokens: &[Token], i: usize) -> bool {
+    if is_negator(tokens, i) {
+        return false;
+    }
+    for j in (i.saturating_sub(3)..i).rev() {
+        if clause_break(text, tokens, j, j + 1) {
+            return false;
+        }
+        if is_negator(tokens, j) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The features of a note, each once (presence, not count).
+pub fn features(text: &str) -> Vec<Feature> {
+    let tokens = tokenize(text);
+    let words: Vec<String> = tokens
+        .iter()
+        .map(|t| {
+            t.folded
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '0' } else { c })
+                .collect()
+        })
+        .collect();
+    let mut out: Vec<Feature> = Vec::with_capacity(tokens.len() * 12);
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |out: &mut Vec<Feature>, kind: u8, parts: &[&str], from: usize, to: usize| {
+        let h = hash(kind, parts);
+        if seen.insert(h) {
+            out.push(Feature {
+                hash: h,
+                kind,
+                from,
+                to,
+            });
+        }
+    };
+    for (i, w) in words.iter().enumerate() {
+        if w.chars().count() < 2 && !is_negator(&tokens, i) {
+            continue;
+        }
+        let neg = if negated_at(text, &tokens, i) {
+            "!"
+        } else {
+            ""
+        };
+        push(&mut out, WORD, &[neg, w], i, i + 1);
+        let chars: Vec<char> = w.chars().collect();
+        if chars.len() >= 6 {
+            let p: String = chars[..5].iter().collect();
+            push(&mut out, PREFIX, &[neg, &p], i, i + 1);
+        }
+        if chars.len() >= 4 {
+            let padded: Vec<char> = std::iter::once('<')
+                .chain(chars.iter().copied())
+                .chain(std::iter::once('>'))
+                .collect();
+            for g in padded.windows(4) {
+                let g: String = g.iter().collect();
+                push(&mut out, GRAM, &[neg, &g], i, i + 1);
+            }
+        }
+        if i > 0 && !clause_break(text, &tokens, i - 1, i) {
+            push(&mut out, PAIR, &[&words[i - 1], w], i - 1, i + 1);
+        }
+    }
+    for (gi, phrases) in LEXICON.iter().enumerate() {
+        let g = gi.to_string();
+        for phrase in phrases {
+            for range in find_phrase(phrase, &tokens) {
+                let neg = if negated(text, &tokens, range) {
+                    "!"
+                } else {
+                    ""
+                };
+                push(&mut out, GROUP, &[neg, &g], range.0, range.1);
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------ model
+
+/// How the model is trained and read; chosen by cross-validation.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Additive smoothing.
+    pub alpha: f64,
+    /// Weight of each kind of feature (word, first letters, letter groups,
+    /// word pairs).
+    pub kind_weight: [f64; KINDS],
+    /// A feature seen in fewer training notes is ignored.
+    pub min_df: u32,
+    /// Scores are divided by (number of known features)^len_norm, so a long
+    /// note is not more certain only for being long.
+    pub len_norm: f64,
+    /// Logistic regression (true) or naive Bayes.
+    pub logistic: bool,
+    /// Logistic regression: L2 penalty, passes over the notes, step.
+    pub l2: f64,
+    pub epochs: usize,
+    pub step: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            alpha: 0.5,
+            kind_weight: [1.0, 0.5, 0.25, 0.5, 1.0],
+            min_df: 2,
+            len_norm: 0.5,
+            logistic: true,
+            l2: 1e-4,
+            epochs: 10,
+            step: 0.5,
+        }
+    }
+}
+
+/// Naive Bayes for one concept.
+#[derive(Debug, Clone)]
+pub struct Model {
+    classes: usize,
+    log_prior: Vec<f64>,
+    /// Feature → log P(feature | class) per class, its kind.
+    loglik: HashMap<u64, (u8, Vec<f32>)>,
+}
+
+impl Model {
+    pub fn train(examples: &[(&[Feature], usize)], classes: usize, p: &Params) -> Model {
+        if p.logistic {
+            Model::train_logistic(examples, classes, p)
+        } else {
+            Model::train_bayes(examples, classes, p)
+        }
+    }
+
+    /// Multinomial logistic regression: AdaGrad over the notes in a fixed
+    /// order (a seeded shuffle), L2 penalty on the rows each note touches.
+    /// The input of a note is the same as [`Model::scores`] reads: each
+    /// known feature weighted by its kind, the sum divided by
+    /// (count)^len_norm.
+    fn train_logistic(examples: &[(&[Feature], usize)], classes: usize, p: &Params) -> Model {
+        let mut df: HashMap<u64, (u8, u32)> = HashMap::new();
+        for (feats, _) in examples {
+            for f in *feats {
+                df.entry(f.hash).or_insert((f.kind, 0)).1 += 1;
+            }
+        }
+        df.retain(|_, (_, n)| *n >= p.min_df);
+        // Rows in a fixed order (by hash), so training is deterministic.
+        let mut keys: Vec<u64> = df.keys().copied().collect();
+        keys.sort_unstable();
+        let index: HashMap<u64, usize> = keys.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+        let docs: Vec<(Vec<(usize, f64)>, usize)> = examples
+            .iter()
+            .map(|(feats, class)| {
+                let known: Vec<(usize, u8)> = feats
+                    .iter()
+                    .filter_map(|f| index.get(&f.hash).map(|i| (*i, f.kind)))
+                    .collect();
+                let norm = (known.len().max(1) as f64).powf(p.len_norm);
+                let x = known
+                    .into_iter()
+                    .map(|(i, k)| (i, p.kind_weight[k as usize] / norm))
+                    .collect();
+                (x, *class)
+            })
+            .collect();
+        let mut w = vec![0f64; keys.len() * classes];
+        let mut g2 = vec![1e-8f64; keys.len() * classes];
+        let mut b = vec![0f64; classes];
+        let mut bg2 = vec![1e-8f64; classes];
+        let mut order: Vec<usize> = (0..docs.len()).collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut z = vec![0f64; classes];
+        for _ in 0..p.epochs {
+            // Fisher–Yates with a fixed linear congruential generator.
+            for i in (1..order.len()).rev() {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                order.swap(i, (seed >> 33) as usize % (i + 1));
+            }
+            for &d in &order {
+                let (x, y) = &docs[d];
+                z.copy_from_slice(&b);
+                for (i, v) in x {
+                    let row = &w[i * classes..(i + 1) * classes];
+                    for (zc, wc) in z.iter_mut().zip(row) {
+                        *zc += v * wc;
+                    }
+                }
+                let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mut sum = 0.0;
+                for zc in z.iter_mut() {
+                    *zc = (*zc - max).exp();
+                    sum += *zc;
+                }
+                for (c, zc) in z.iter_mut().enumerate() {
+                    *zc = *zc / sum - if c == *y { 1.0 } else { 0.0 };
+                }
+                for (i, v) in x {
+                    let rows = i * classes..(i + 1) * classes;
+                    for ((wk, gk), zc) in w[rows.clone()].iter_mut().zip(&mut g2[rows]).zip(&z) {
+                        let g = zc * v + p.l2 * *wk;
+                        *gk += g * g;
+                        *wk -= p.step * g / gk.sqrt();
+                    }
+                }
+                for c in 0..classes {
+                    let g = z[c];
+                    bg2[c] += g * g;
+                    b[c] -= p.step * g / bg2[c].sqrt();
+                }
+            }
+        }
+        let weights = keys
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let row = w[i * classes..(i + 1) * classes]
+                    .iter()
+                    .map(|x| *x as f32)
+                    .collect();
+                (*h, (df[h].0, row))
+            })
+            .collect();
+        Model {
+            classes,
+            log_prior: b,
+            loglik: weights,
+        }
+    }
+
+    fn train_bayes(examples: &[(&[Feature], usize)], classes: usize, p: &Params) -> Model {
+        let mut docs = vec![0u32; classes];
+        let mut df: HashMap<u64, (u8, Vec<u32>)> = HashMap::new();
+        for (feats, class) in examples {
+            docs[*class] += 1;
+            for f in *feats {
+                let e = df
+                    .entry(f.hash)
+                    .or_insert_with(|| (f.kind, vec![0; classes]));
+                e.1[*class] += 1;
+            }
+        }
+        df.retain(|_, (_, n)| n.iter().sum::<u32>() >= p.min_df);
+        let mut totals = [[0f64; 16]; KINDS];
+        let mut vocab = [0f64; KINDS];
+        for (kind, n) in df.values() {
+            vocab[*kind as usize] += 1.0;
+            for (c, k) in n.iter().enumerate() {
+                totals[*kind as usize][c] += f64::from(*k);
+            }
+        }
+        let n_docs: f64 = docs.iter().map(|d| f64::from(*d)).sum();
+        // A class with no note still gets a tiny prior, so it never wins.
+        let log_prior = docs
+            .iter()
+            .map(|d| ((f64::from(*d) + 0.1) / (n_docs + 0.1 * classes as f64)).ln())
+            .collect();
+        let loglik = df
+            .into_iter()
+            .map(|(h, (kind, n))| {
+                let k = kind as usize;
+                let l = n
+                    .iter()
+                    .enumerate()
+                    .map(|(c, x)| {
+                        ((f64::from(*x) + p.alpha) / (totals[k][c] + p.alpha * vocab[k])).ln()
+                            as f32
+                    })
+                    .collect();
+                (h, (kind, l))
+            })
+            .collect();
+        Model {
+            classes,
+            log_prior,
+            loglik,
+        }
+    }
+
+    /// Log scores per class (up to a constant): prior plus the weighted,
+    /// length-normalised evidence of the known features.
+    pub fn scores(&self, feats: &[Feature], p: &Params) -> Vec<f64> {
+        let mut ev = vec![0f64; self.classes];
+        let mut known = 0usize;
+        for f in feats {
+            if let Some((kind, l)) = self.loglik.get(&f.hash) {
+                known += 1;
+                let w = p.kind_weight[*kind as usize];
+                for (e, x) in ev.iter_mut().zip(l) {
+                    *e += w * f64::from(*x);
+                }
+            }
+        }
+        let norm = (known.max(1) as f64).powf(p.len_norm);
+        self.log_prior
+            .iter()
+            .zip(ev)
+            .map(|(pr, e)| pr + e / norm)
+            .collect()
+    }
+
+    /// Did the training notes have this word (folded, not negated)?
+    pub fn knows_word(&self, folded: &str) -> bool {
+        let w: String = folded
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '0' } else { c })
+            .collect();
+        self.loglik.contains_key(&hash(WORD, &["", &w]))
+    }
+
+    /// The words that most support class `a` over class `b`: token range
+    /// and how much (weighted log ratio), best first.
+    pub fn support(
+        &self,
+        feats: &[Feature],
+        p: &Params,
+        a: usize,
+        b: usize,
+    ) -> Vec<((usize, usize), f64)> {
+        let mut by_word: HashMap<(usize, usize), f64> = HashMap::new();
+        for f in feats {
+            if let Some((kind, l)) = self.loglik.get(&f.hash) {
+                let w = p.kind_weight[*kind as usize];
+                let d = w * f64::from(l[a] - l[b]);
+                // A word pair counts for the pair; the rest for the word.
+                *by_word.entry((f.from, f.to)).or_default() += d;
+            }
+        }
+        let mut out: Vec<_> = by_word.into_iter().collect();
+        out.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        out
+    }
+}
+
+/// One model per concept.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    pub params: Params,
+    pub models: Vec<Model>,
+}
+
+impl Classifier {
+    pub fn train(examples: &[Example], params: Params) -> Classifier {
+        let feats: Vec<Vec<Feature>> = examples.iter().map(|e| features(e.notes.trim())).collect();
+        let models = CONCEPTS
+            .iter()
+            .enumerate()
+            .map(|(ci, c)| {
+                let labelled: Vec<(&[Feature], usize)> = examples
+                    .iter()
+                    .zip(&feats)
+                    .filter_map(|(e, f)| e.classes[ci].map(|k| (f.as_slice(), k)))
+                    .collect();
+                Model::train(&labelled, c.classes(), &params)
+            })
+            .collect();
+        Classifier { params, models }
+    }
+}
+
+/// The model trained on the shipped corpora, once per process.
+pub static SHIPPED: LazyLock<Classifier> =
+    LazyLock::new(|| Classifier::train(&shipped_examples(), Params::default()));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Workflow;
+    use crate::structuring::rules::{DECISIONS, structure_text, structure_with};
+    use crate::structuring::validate;
+    use serde_json::Value;
+
+    fn wf() -> std::sync::Arc<Workflow> {
+        crate::workflows::builtin().iter().next().unwrap().clone()
+    }
+
+    fn field(w: &Workflow, notes: &str, name: &str) -> Option<String> {
+        structure_text(w, notes)
+            .fields
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn training_and_answers_are_deterministic() {
+        let examples = shipped_examples();
+        assert!(examples.len() >= 600, "{} notes", examples.len());
+        let a = Classifier::train(&examples, Params::default());
+        let b = Classifier::train(&examples, Params::default());
+        let feats = features("Compressor tripped twice, store losing stock, need someone today");
+        for (ma, mb) in a.models.iter().zip(&b.models) {
+            let (sa, sb) = (ma.scores(&feats, &a.params), mb.scores(&feats, &b.params));
+            assert_eq!(sa, sb, "bit for bit");
+        }
+        let w = wf();
+        let notes = "Breaker keeps tripping on the chiller, unit down";
+        assert_eq!(structure_text(&w, notes), structure_text(&w, notes));
+    }
+
+    #[test]
+    fn a_note_that_points_two_ways_is_left_to_the_reviewer() {
+        let w = wf();
+        let notes = "Checked the valve, no leak found. Breaker has not tripped.";
+        let p = structure_text(&w, notes);
+        assert!(p.undecided.contains_key("Priority"), "{p:?}");
+        let out = validate(&w, &p, notes);
+        // Required with a default, but not silently Medium: empty, flagged.
+        assert!(out["Priority"].value.is_null());
+        let flag = out["Priority"].flag.as_deref().unwrap();
+        assert!(
+            flag.contains("do not settle") && flag.contains("please choose"),
+            "{flag}"
+        );
+    }
+
+    #[test]
+    fn a_negated_word_is_another_feature_and_no_breakdown() {
+        let neg = features("no leak found");
+        let plain = features("leak found");
+        let word = |neg: &str| hash(WORD, &[neg, "leak"]);
+        assert!(neg.iter().any(|f| f.hash == word("!")));
+        assert!(!neg.iter().any(|f| f.hash == word("")));
+        assert!(plain.iter().any(|f| f.hash == word("")));
+        let w = wf();
+        for notes in [
+            "Checked the valve, no leak found, pump running normally.",
+            "Kein Leck gefunden, Pumpe läuft normal.",
+        ] {
+            assert_ne!(
+                field(&w, notes, "Reason").as_deref(),
+                Some("Breakdown"),
+                "{notes}"
+            );
+        }
+    }
+
+    #[test]
+    fn typos_still_find_the_value_with_a_quote() {
+        let w = wf();
+        let notes = "Compresser leakin oil all over the plant room floor, unit stopped";
+        let out = validate(&w, &structure_text(&w, notes), notes);
+        assert_eq!(out["Type"].text(), Some("Mechanical"));
+        assert_eq!(out["Type"].evidence.as_deref(), Some("Compresser"));
+        assert_eq!(out["Priority"].text(), Some("High"));
+    }
+
+    #[test]
+    fn every_value_has_a_quote_of_the_notes_or_a_flag() {
+        let w = wf();
+        for e in
+            examples_from_toml(include_str!("../../../tests/corpus-holdout/notes.toml")).unwrap()
+        {
+            let out = validate(&w, &structure_text(&w, &e.notes), &e.notes);
+            for name in ["Priority", "Type", "Reason"] {
+                let f = &out[name];
+                if f.value.is_null() {
+                    continue;
+                }
+                let quoted = f
+                    .evidence
+                    .as_deref()
+                    .is_some_and(|q| e.notes.to_lowercase().contains(&q.to_lowercase()));
+                assert!(quoted || f.flag.is_some(), "{}: {name} {f:?}", e.id);
+            }
+        }
+    }
+
+    #[test]
+    fn the_model_applies_only_to_fields_with_its_values() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            concept_for(&v(&["High", "Medium", "Low"])).map(|c| c.0),
+            Some(0)
+        );
+        assert_eq!(
+            concept_for(&v(&["low", "normal", "URGENT"])).map(|c| c.1),
+            Some(vec![2, 1, 0])
+        );
+        // A four-level priority, work types: the cues alone, as before.
+        assert!(concept_for(&v(&["Critical", "High", "Medium", "Low"])).is_none());
+        assert!(
+            concept_for(&v(&[
+                "Repair",
+                "Inspection",
+                "Preventive Maintenance",
+                "Installation"
+            ]))
+            .is_none()
+        );
+        let wo = crate::workflows::builtin()
+            .iter()
+            .find(|w| w.id.as_str() == "field-service-work-order")
+            .unwrap()
+            .clone();
+        let notes = "Gas leak in the plant room, area evacuated";
+        assert_eq!(
+            structure_text(&wo, notes),
+            structure_with(&wo, notes, None, &DECISIONS)
+        );
+    }
+
+    #[test]
+    fn a_word_an_admin_added_counts_where_the_model_hesitates() {
+        let w = wf();
+        let notes = "The frobnicator is acting up again";
+        assert_eq!(field(&w, notes, "Type"), None);
+        let mut own = (*w).clone();
+        let t = own.fields.iter_mut().find(|f| f.name == "Type").unwrap();
+        t.vocabulary
+            .entry("Electronic".into())
+            .or_default()
+            .push("frobnicator".into());
+        let out = validate(&own, &structure_text(&own, notes), notes);
+        assert_eq!(out["Type"].text(), Some("Electronic"));
+        assert_eq!(out["Type"].evidence.as_deref(), Some("frobnicator"));
+    }
+}
