@@ -191,6 +191,16 @@ impl Browser {
 
     /// Ticks every "needs your eyes" box still unticked; returns how many.
     async fn tick_all(&self) -> u64 {
+        // A required picklist the structurer left open: the reviewer picks
+        // (Medium where offered), as `fieldgate_tests::choices` does.
+        self.js(
+            "for (const s of document.querySelectorAll('#review select[required]')) {
+               if (s.value) continue;
+               const o = [...s.options].find(o => o.value === 'Medium') || [...s.options].find(o => o.value);
+               if (o) { s.value = o.value; s.dispatchEvent(new Event('change', {bubbles: true})); }
+             }",
+        )
+        .await;
         let boxes = self
             .c
             .find_all(Locator::Css("input.confirm:not(:checked)"))
@@ -938,8 +948,13 @@ async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn review_fields_are_grouped_and_each_that_needs_eyes_must_be_ticked() {
     let h = Harness::start().await;
-    // Quiet notes: the rules structurer falls back on defaults it flags.
-    let (status, page) = h.submit("Unit making a noise near the door", None).await;
+    // Notes that leave the kind of fault open: the rules structurer leaves
+    // Type empty and flags it. (Without "no rush" the Priority too is left
+    // for the reviewer to choose since issue 13's model: a required field
+    // the page will not submit empty.)
+    let (status, page) = h
+        .submit("Unit making a noise near the door, no rush", None)
+        .await;
     assert_eq!(status, 201, "{page}");
     let id = reference(&page);
     let review = h.review_url(1).await;

@@ -38,8 +38,14 @@ async fn approve(h: &Harness, url: &str, page: &str, edits: &[(&str, &str)]) -> 
         ("revision", rev.as_str()),
     ];
     form.extend_from_slice(edits);
+    // Ticks, and a choice for a required picklist left open unless edited.
     let ticked = ticks(page);
-    form.extend(ticked.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    form.extend(
+        ticked
+            .iter()
+            .filter(|(k, _)| !edits.iter().any(|(e, _)| e == k))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     post_decision(h, url, &form).await
 }
 

@@ -698,7 +698,9 @@ async fn eval_reports_the_rules_accuracy_over_the_corpus() {
     for f in ["Subject", "Description", "Priority", "Type", "Reason"] {
         assert!(r.field_accuracy(f).is_some(), "{f} is scored");
     }
-    // Deterministic, so a floor is a fair regression guard.
+    // Deterministic, so a floor is a fair regression guard. The tuning
+    // corpus is also training data of the rules structurer's model (issue
+    // 13), so this number is in-sample: BENCHMARKS.md has the honest ones.
     assert!(r.accuracy() >= 0.80, "overall {:.3}", r.accuracy());
     assert_eq!(r.fallbacks, 0);
     assert_eq!(r.input_tokens, 0, "rules use no model");
@@ -715,8 +717,9 @@ async fn eval_reports_the_rules_accuracy_over_the_corpus() {
     assert!(h.accuracy() >= 0.60, "held-out overall {:.3}", h.accuracy());
 
     // The second held-out set (issue 13), a regression guard only: never
-    // tuned on. Its picklists were 67.7 % right and 11.7 % wrong when
-    // first run (BENCHMARKS.md); fail if they fall back toward before.
+    // tuned on. With the model under the cues its picklists are 59.8 %
+    // right, 37.3 % empty, 2.9 % wrong (BENCHMARKS.md; were 67.7 / 20.6 /
+    // 11.7 with the cues alone): fail if wrong values come back.
     let holdout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus-holdout-2");
     let cases = fieldgate_cli::eval::load_corpus(&holdout, &wf).unwrap();
     assert!(cases.len() >= 150, "{} cases", cases.len());
@@ -728,11 +731,11 @@ async fn eval_reports_the_rules_accuracy_over_the_corpus() {
     let n = (p.right + p.empty + p.wrong) as f64;
     assert_eq!(n as usize, cases.len() * 3, "Priority, Type, Reason scored");
     assert!(
-        p.right as f64 / n >= 0.65,
+        p.right as f64 / n >= 0.57,
         "holdout-2 picklists right {p:?}"
     );
     assert!(
-        p.wrong as f64 / n <= 0.13,
+        p.wrong as f64 / n <= 0.05,
         "holdout-2 picklists wrong {p:?}"
     );
 }

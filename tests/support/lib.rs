@@ -268,10 +268,39 @@ pub fn reference(page: &str) -> String {
 /// The review page's "needs your eyes" tick boxes, all ticked: what a
 /// reviewer who checked each sends with an approval.
 pub fn ticks(page: &str) -> Vec<(String, String)> {
-    Regex::new(r#"name="(confirm:[A-Za-z0-9_]+)""#)
+    let mut out: Vec<(String, String)> = Regex::new(r#"name="(confirm:[A-Za-z0-9_]+)""#)
         .unwrap()
         .captures_iter(page)
         .map(|c| (c[1].to_owned(), "yes".to_owned()))
+        .collect();
+    out.extend(choices(page));
+    out
+}
+
+/// What a reviewer picks for a required picklist the structurer left open
+/// ("the notes do not settle it: please choose"; since issue 13 an
+/// undecided Priority is not the default): Medium where offered, else the
+/// first value.
+pub fn choices(page: &str) -> Vec<(String, String)> {
+    let select = Regex::new(
+        r#"(?s)<select id="f-[A-Za-z0-9_]+" name="([A-Za-z0-9_]+)" required[^>]*>\s*<option value="">\(none\)</option>(.*?)</select>"#,
+    )
+    .unwrap();
+    let option = Regex::new(r#"<option value="([^"]+)""#).unwrap();
+    select
+        .captures_iter(page)
+        .filter_map(|c| {
+            let values: Vec<String> = option
+                .captures_iter(&c[2])
+                .map(|o| o[1].to_owned())
+                .collect();
+            let pick = values
+                .iter()
+                .find(|v| *v == "Medium")
+                .or(values.first())?
+                .clone();
+            Some((c[1].to_owned(), pick))
+        })
         .collect()
 }
 

@@ -504,7 +504,13 @@ async fn decide(
             .iter()
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
-        let issues = link.workflow.check(&values);
+        let mut issues = link.workflow.check(&values);
+        // A report added to an open Case writes no field of its own: a
+        // required one left open (the structurer could not settle it) does
+        // not hold it up.
+        if add_to.is_some() {
+            issues.retain(|i| i.message != "is required");
+        }
         let mut errors: Vec<String> = issues
             .iter()
             .map(|i| format!("{}: {}", label(&link.workflow, &i.field), i.message))

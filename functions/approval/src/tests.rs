@@ -132,6 +132,39 @@ fn tick_names(page: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a reviewer picks for each required picklist left open (the
+/// structurer could not settle it): Medium where offered, else the first.
+fn choices(page: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, _) in page.match_indices("<select id=\"f-") {
+        let tag = &page[i..i + page[i..].find('>').unwrap()];
+        if !tag.contains(" required") {
+            continue;
+        }
+        let name = tag
+            .split("name=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let body = &page[i..i + page[i..].find("</select>").unwrap()];
+        if !body.contains("<option value=\"\">(none)</option>") {
+            continue;
+        }
+        let values: Vec<&str> = body
+            .split("<option value=\"")
+            .skip(1)
+            .filter_map(|o| o.split('"').next())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if let Some(v) = values.iter().find(|v| **v == "Medium").or(values.first()) {
+            out.push((name.to_owned(), (*v).to_owned()));
+        }
+    }
+    out
+}
+
 fn hidden(page: &str, name: &str) -> String {
     let start = page.find(&format!("name=\"{name}\" value=\"")).unwrap() + name.len() + 15;
     page[start..].split('"').next().unwrap().to_owned()
@@ -164,6 +197,9 @@ async fn approve_binds_to_the_revision_and_spends_the_link() {
         ("Subject".to_owned(), "Boiler pressure low".to_owned()),
     ];
     fields.extend(tick_names(&page).into_iter().map(|n| (n, "yes".to_owned())));
+    // The notes say nothing of urgency either way: the structurer leaves
+    // Priority for the reviewer to choose (required).
+    fields.extend(choices(&page));
     let form = serde_urlencoded::to_string(&fields).unwrap();
     let post = || post_form(&f.url_path, form.clone());
     let r = send(&f.app, post()).await;
@@ -239,6 +275,7 @@ async fn an_approval_without_every_tick_is_refused_with_the_edits_kept() {
             .filter(|t| *t != "confirm:Description")
             .map(|t| (t.clone(), "yes".to_owned())),
     );
+    all.extend(choices(&page));
     let r = send(
         &f.app,
         post_form(&f.url_path, serde_urlencoded::to_string(&all).unwrap()),

@@ -224,14 +224,13 @@ pub fn validate_with(
                 }
             }
         } else if let Some(why) = proposed.undecided.get(&spec.name)
+            && spec.required
             && fv.flag.is_none()
         {
-            // Not the default: the notes point two ways, the reviewer decides.
-            fv.flag = Some(if spec.required {
-                format!("{why}: please choose")
-            } else {
-                format!("{why}: left empty")
-            });
+            // Not the default: the notes point two ways, the reviewer
+            // chooses. (An optional field the structurer hesitated on is
+            // just left empty, as before: not one more tick.)
+            fv.flag = Some(format!("{why}: please choose"));
         } else if let Some(d) = &spec.default {
             fv.value = Value::String(d.clone());
             if fv.flag.is_none() {
