@@ -948,12 +948,15 @@ async fn a_refused_field_stands_out_and_rejecting_needs_a_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn review_fields_are_grouped_and_each_that_needs_eyes_must_be_ticked() {
     let h = Harness::start().await;
-    // Notes that leave the kind of fault open: the rules structurer leaves
-    // Type empty and flags it. (Without "no rush" the Priority too is left
-    // for the reviewer to choose since issue 13's model: a required field
-    // the page will not submit empty.)
+    // Notes whose kind of fault the structurer takes from similar reports,
+    // no cue word saying it: flagged for the reviewer. (Notes that say
+    // nothing of urgency leave the Priority to choose since issue 13's
+    // model: a required field the page will not submit empty.)
     let (status, page) = h
-        .submit("Unit making a noise near the door, no rush", None)
+        .submit(
+            "Cold room door not sealing properly, not urgent, can wait",
+            None,
+        )
         .await;
     assert_eq!(status, 201, "{page}");
     let id = reference(&page);
