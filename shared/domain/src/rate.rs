@@ -64,6 +64,38 @@ impl SlidingLimit {
     }
 }
 
+impl SlidingLimit {
+    /// The most events the window `now` falls in may hold, with `previous`
+    /// in the window before, for [`Self::check`] to pass: what a store
+    /// checks its count against in a conditional write (the count before
+    /// one more is added must be below it).
+    pub fn most_current(&self, previous: u64, now: Timestamp) -> u64 {
+        let fits = |n: u64| {
+            self.check(
+                WindowCount {
+                    current: n,
+                    previous,
+                },
+                now,
+            )
+            .is_ok()
+        };
+        if fits(self.limit) {
+            return self.limit;
+        }
+        // check is monotonic in the current count: the largest that fits.
+        let (mut lo, mut hi) = (0u64, self.limit);
+        if !fits(lo) {
+            return 0;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) { lo = mid } else { hi = mid }
+        }
+        lo
+    }
+}
+
 /// A token bucket: `capacity` events at once, refilled at `per_sec`.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -110,6 +142,30 @@ mod tests {
         limit: 10,
         window_secs: 600,
     };
+
+    #[test]
+    fn the_most_a_window_may_hold_is_what_check_lets_through() {
+        let start = at(1_800_000_000);
+        for previous in [0, 1, 5, 10, 30] {
+            for secs in [0, 59, 300, 599] {
+                let now = start + Duration::seconds(secs);
+                let most = L.most_current(previous, now);
+                let check = |current| L.check(WindowCount { current, previous }, now);
+                if most > 0 {
+                    assert!(check(most).is_ok(), "{previous} {secs}: {most} fits");
+                }
+                assert!(
+                    check(most + 1).is_err(),
+                    "{previous} {secs}: {most} + 1 does not"
+                );
+            }
+        }
+        let none = SlidingLimit {
+            limit: u64::MAX,
+            window_secs: 600,
+        };
+        assert_eq!(none.most_current(7, start), u64::MAX);
+    }
 
     #[test]
     fn under_the_limit_passes_and_over_it_says_when() {
