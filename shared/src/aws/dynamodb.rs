@@ -624,6 +624,13 @@ impl ProposalStore for DynamoStore {
                     previous: counts.previous,
                 };
                 if q.limit.check(with_this, now).is_err() {
+                    // A resend is answered by the report it repeats, never
+                    // refused (as in the embedded store, which looks first).
+                    if let Some(k) = idempotency_key
+                        && let Some(id) = self.idempotent(k).await?
+                    {
+                        return Ok(Counted::Stored(Created::Existing(id)));
+                    }
                     return Ok(Counted::Limited {
                         quota: i,
                         counts: with_this,
