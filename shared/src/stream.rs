@@ -208,14 +208,7 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::error::Error + 'static,
 {
-    drive_with(
-        event,
-        statuses,
-        step_name,
-        |rec, id, status| proposal_image(rec, id, status),
-        step,
-    )
-    .await
+    drive_with(event, statuses, step_name, proposal_image, step).await
 }
 
 /// [`drive_images`] with the image taken by `image` (the structure step

@@ -26,9 +26,10 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// How much intake takes. Only well-formed reports that are not resends
-/// count: junk cannot use up a sticker's budget, and an offline resend of
-/// a report already stored is answered without counting.
+/// How much intake takes. Only stored reports count (in the write that
+/// stores them, on the condition that they fit): junk, a refused report or
+/// a failed write cannot use up a sticker's budget, and an offline resend
+/// of a report already stored is answered without counting.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Longest notes accepted, in characters.
