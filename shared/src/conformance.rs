@@ -98,7 +98,7 @@ async fn counted_creates(s: &dyn ProposalStore) {
         Ok(Counted::Limited {
             quota: 0,
             counts: WindowCount {
-                current: 3,
+                current: 2,
                 previous: 0
             }
         }),
@@ -132,7 +132,7 @@ async fn counted_creates(s: &dyn ProposalStore) {
         Ok(Counted::Limited {
             quota: 1,
             counts: WindowCount {
-                current: 3,
+                current: 2,
                 previous: 0
             }
         }),

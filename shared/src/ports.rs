@@ -134,8 +134,8 @@ pub enum Counted {
     /// same idempotency key answers it (counted in none).
     Stored(Created),
     /// Quota `quota` would go over its limit: nothing was stored or
-    /// counted. `counts` include the refused report, for its
-    /// `SlidingLimit::check` (the `Retry-After`).
+    /// counted. `counts` are the quota's as stored (the refused report not
+    /// among them), for `SlidingLimit::retry_after`.
     Limited { quota: usize, counts: WindowCount },
 }
 

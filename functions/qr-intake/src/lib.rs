@@ -565,12 +565,7 @@ async fn submit(
                     // Another report took the last place meanwhile.
                     Counted::Limited { quota, counts } => {
                         let q = &quotas[quota];
-                        Err(q
-                            .limit
-                            .check(counts, now)
-                            .err()
-                            .map(|wait| refuse(scope_of(&q.key), wait))
-                            .unwrap_or(AppError::Internal("a quota refused within its limit")))
+                        Err(refuse(scope_of(&q.key), q.limit.retry_after(counts, now)))
                     }
                 }),
             Err(e) => Err(AppError::from(e)),
@@ -686,15 +681,14 @@ fn within_limits(
     for (i, (scope, mut q)) in quotas.into_iter().enumerate() {
         q.seen = view.counters.get(i).copied().flatten();
         let counts = Counter::at(q.seen.as_ref(), q.limit.window_secs, now);
-        q.limit
-            .check(
-                WindowCount {
-                    current: counts.current + 1,
-                    previous: counts.previous,
-                },
-                now,
-            )
-            .map_err(|w| refuse(scope, w))?;
+        let with_this = WindowCount {
+            current: counts.current + 1,
+            previous: counts.previous,
+        };
+        if q.limit.check(with_this, now).is_err() {
+            // Not counted: when one more fits beside what is stored.
+            return Err(refuse(scope, q.limit.retry_after(counts, now)));
+        }
         out.push(q);
     }
     Ok(out)

@@ -45,9 +45,19 @@ impl SlidingLimit {
         if estimate <= self.limit as f64 + 1e-9 {
             return Ok(());
         }
-        // When would one more event fit? Within this window, once the
-        // previous window's weight has shrunk enough; otherwise in the next
-        // one, where this window becomes "previous".
+        Err(self.retry_after(c, now))
+    }
+
+    /// When one more event would fit beside the `c` already counted: within
+    /// this window, once the previous window's weight has shrunk enough;
+    /// otherwise in the next one, where this window becomes "previous".
+    /// For a refused event that was not counted (a store that counts only
+    /// what it stores), `c` is the counts without it.
+    pub fn retry_after(&self, c: WindowCount, now: Timestamp) -> RetryAfter {
+        let size = self.window_secs.max(1) as f64;
+        let end = window_end(now, self.window_secs) as f64;
+        let now_s = now.unix_timestamp() as f64 + f64::from(now.millisecond()) / 1000.0;
+        let elapsed = ((now_s - (end - size)) / size).clamp(0.0, 1.0);
         let room = self.limit as f64 - 1.0;
         let wait = if (c.current as f64) <= room && c.previous > 0 {
             let f = 1.0 - (room - c.current as f64) / c.previous as f64;
@@ -60,7 +70,7 @@ impl SlidingLimit {
             };
             (1.0 - elapsed) * size + f * size
         };
-        Err(RetryAfter(wait.ceil().max(1.0) as u64))
+        RetryAfter(wait.ceil().max(1.0) as u64)
     }
 }
 

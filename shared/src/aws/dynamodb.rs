@@ -631,10 +631,7 @@ impl ProposalStore for DynamoStore {
                     {
                         return Ok(Counted::Stored(Created::Existing(id)));
                     }
-                    return Ok(Counted::Limited {
-                        quota: i,
-                        counts: with_this,
-                    });
+                    return Ok(Counted::Limited { quota: i, counts });
                 }
                 updates.push(self.quota_update(q, seen[i].as_ref(), counts, now)?);
             }

@@ -712,18 +712,16 @@ impl ProposalStore for SqliteStore {
             for (i, q) in quotas.iter().enumerate() {
                 let size = q.limit.window_secs.max(1);
                 let end = window_end(now, size);
-                let with_this = WindowCount {
-                    current: rate_count(c, &q.key, end)? + 1,
+                let counts = WindowCount {
+                    current: rate_count(c, &q.key, end)?,
                     previous: rate_count(c, &q.key, end - size)?,
                 };
+                let with_this = WindowCount {
+                    current: counts.current + 1,
+                    ..counts
+                };
                 if q.limit.check(with_this, now).is_err() {
-                    return Ok((
-                        Counted::Limited {
-                            quota: i,
-                            counts: with_this,
-                        },
-                        None,
-                    ));
+                    return Ok((Counted::Limited { quota: i, counts }, None));
                 }
             }
             let exists: bool = c
