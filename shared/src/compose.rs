@@ -22,7 +22,10 @@ use crate::ports::{
     AssetDirectory, AssistantTokens, HandoffMessage, HandoffPublisher, MediaStore, NotifyError,
     ProposalStore, PublishError, RecordWriter, ReviewMail, ReviewNotifier,
 };
-use crate::salesforce::{CachedDirectory, SalesforceAssets, SalesforceClient, SfError};
+#[cfg(feature = "salesforce")]
+use crate::salesforce::{
+    CachedDirectory, DeferredSalesforce, SalesforceAssets, SalesforceClient, SfError,
+};
 use crate::structuring::Structurers;
 use crate::workflows::LoadError;
 use async_trait::async_trait;
@@ -63,6 +66,7 @@ pub enum BuildError {
         #[source]
         source: crate::aws::secrets::SecretError,
     },
+    #[cfg(feature = "salesforce")]
     #[error("the Salesforce client")]
     Salesforce(#[source] SfError),
     /// A Lambda build (no `sqlite` feature) started without a table.
@@ -307,6 +311,33 @@ impl HandoffPublisher for Unconfigured {
     }
 }
 
+/// Reads the Salesforce credential named by `SALESFORCE_SECRET_ARN` and
+/// makes the client ([`DeferredSalesforce`]'s first call).
+#[cfg(all(feature = "salesforce", feature = "aws-secrets"))]
+async fn connect_with_secret(
+    sdk: aws_config::SdkConfig,
+    settings: crate::salesforce::SalesforceSettings,
+    id: String,
+    field: &'static str,
+) -> Result<SalesforceClient, crate::ports::WriteError> {
+    use crate::aws::secrets::{SecretError, read_secret};
+    use crate::ports::WriteError;
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    let value = read_secret(&client, &id, Some(field)).await.map_err(|e| {
+        let message = format!("SALESFORCE_SECRET_ARN: {}", crate::Chain(&e));
+        match e {
+            // Worth another try: the read itself failed.
+            SecretError::Read { .. } => WriteError::Transient(message),
+            SecretError::Unusable { .. } => WriteError::Config(message),
+        }
+    })?;
+    let config = settings
+        .with_secret(value.expose().to_owned())
+        .into_config()
+        .map_err(|e| WriteError::Config(format!("SALESFORCE_*: {}", crate::Chain(&e))))?;
+    SalesforceClient::new(config).map_err(WriteError::from)
+}
+
 /// Every adapter of a deployment, built on demand from its configuration.
 pub struct Components {
     config: Config,
@@ -318,7 +349,10 @@ pub struct Components {
     media: OnceCell<Arc<dyn MediaStore>>,
     notifier: OnceCell<Arc<dyn ReviewNotifier>>,
     handoff: OnceCell<Arc<dyn HandoffPublisher>>,
+    #[cfg(feature = "salesforce")]
     salesforce: OnceCell<Arc<SalesforceClient>>,
+    #[cfg(feature = "salesforce")]
+    deferred: OnceCell<Arc<DeferredSalesforce>>,
     writer: OnceCell<Arc<dyn RecordWriter>>,
     assets: OnceCell<Arc<dyn AssetDirectory>>,
     keys: OnceCell<Keys>,
@@ -350,7 +384,10 @@ impl Components {
             media: OnceCell::new(),
             notifier: OnceCell::new(),
             handoff: OnceCell::new(),
+            #[cfg(feature = "salesforce")]
             salesforce: OnceCell::new(),
+            #[cfg(feature = "salesforce")]
+            deferred: OnceCell::new(),
             writer: OnceCell::new(),
             assets: OnceCell::new(),
             keys: OnceCell::new(),
@@ -394,6 +431,7 @@ impl Components {
         self
     }
     /// The Salesforce client: record writer and asset directory both use it.
+    #[cfg(feature = "salesforce")]
     pub fn with_salesforce(self, client: Arc<SalesforceClient>) -> Self {
         preset(&self.salesforce, client);
         self
@@ -604,6 +642,7 @@ impl Components {
             .map_err(|source| BuildError::Secret { var, source })
     }
 
+    #[cfg(feature = "salesforce")]
     pub async fn salesforce(&self) -> Result<Arc<SalesforceClient>, BuildError> {
         self.salesforce
             .get_or_try_init(|| async {
@@ -637,24 +676,59 @@ impl Components {
     /// The duplicate lookup's Salesforce reader: the Salesforce client when
     /// one is configured (or given); `None` otherwise (then the lookup
     /// says Salesforce was not asked).
+    #[cfg(feature = "salesforce")]
     pub async fn finder(&self) -> Result<Option<Arc<dyn crate::ports::RecordFinder>>, BuildError> {
         if self.salesforce.get().is_none() && self.config.salesforce.is_none() {
             return Ok(None);
         }
         Ok(Some(
-            self.salesforce().await? as Arc<dyn crate::ports::RecordFinder>,
+            self.deferred_salesforce().await? as Arc<dyn crate::ports::RecordFinder>,
         ))
     }
 
+    /// The Salesforce client for the steps whose first event seldom needs
+    /// it (the commit and structure sweeps): its credential is read from
+    /// Secrets Manager, and the client made, on its first call rather than
+    /// at start-up (a round trip and a TLS setup off the cold start). An
+    /// unreadable secret then fails that call (retried), an unusable one
+    /// names `SALESFORCE_SECRET_ARN` in the proposal's error.
+    #[cfg(feature = "salesforce")]
+    async fn deferred_salesforce(&self) -> Result<Arc<DeferredSalesforce>, BuildError> {
+        self.deferred
+            .get_or_try_init(|| async {
+                #[cfg(feature = "aws-secrets")]
+                if self.salesforce.get().is_none()
+                    && let Some(settings) = self.config.salesforce.clone()
+                    && let Some((id, field)) = settings.secret_ref()
+                {
+                    let id = id.to_owned();
+                    let sdk = self.sdk().await.clone();
+                    let login_url = settings.login_url.clone();
+                    return Ok(Arc::new(DeferredSalesforce::new(&login_url, move || {
+                        let (sdk, settings, id) = (sdk.clone(), settings.clone(), id.clone());
+                        Box::pin(connect_with_secret(sdk, settings, id, field))
+                    })));
+                }
+                Ok(Arc::new(DeferredSalesforce::ready(
+                    self.salesforce().await?,
+                    "",
+                )))
+            })
+            .await
+            .cloned()
+    }
+
+    #[cfg(feature = "salesforce-write")]
     pub async fn writer(&self) -> Result<Arc<dyn RecordWriter>, BuildError> {
         if let Some(w) = self.writer.get() {
             return Ok(w.clone());
         }
-        let client: Arc<dyn RecordWriter> = self.salesforce().await?;
+        let client: Arc<dyn RecordWriter> = self.deferred_salesforce().await?;
         Ok(self.writer.get_or_init(|| async { client }).await.clone())
     }
 
     /// Asset context from Salesforce, cached in the store.
+    #[cfg(feature = "salesforce")]
     pub async fn assets(&self) -> Result<Arc<dyn AssetDirectory>, BuildError> {
         self.assets
             .get_or_try_init(|| async {
