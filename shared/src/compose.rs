@@ -315,14 +315,13 @@ impl HandoffPublisher for Unconfigured {
 /// makes the client ([`DeferredSalesforce`]'s first call).
 #[cfg(all(feature = "salesforce", feature = "aws-secrets"))]
 async fn connect_with_secret(
-    sdk: aws_config::SdkConfig,
+    client: aws_sdk_secretsmanager::Client,
     settings: crate::salesforce::SalesforceSettings,
     id: String,
     field: &'static str,
 ) -> Result<SalesforceClient, crate::ports::WriteError> {
     use crate::aws::secrets::{SecretError, read_secret};
     use crate::ports::WriteError;
-    let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let value = read_secret(&client, &id, Some(field)).await.map_err(|e| {
         let message = format!("SALESFORCE_SECRET_ARN: {}", crate::Chain(&e));
         match e {
@@ -344,6 +343,10 @@ pub struct Components {
     clock: Arc<dyn Clock>,
     #[cfg(feature = "aws-core")]
     sdk: OnceCell<aws_config::SdkConfig>,
+    /// One Secrets Manager client for every secret read (the keys, their
+    /// refresh, the Salesforce credential).
+    #[cfg(feature = "aws-secrets")]
+    secrets: OnceCell<aws_sdk_secretsmanager::Client>,
     store: OnceCell<Arc<dyn ProposalStore>>,
     assistants: OnceCell<Arc<dyn AssistantTokens>>,
     media: OnceCell<Arc<dyn MediaStore>>,
@@ -379,6 +382,8 @@ impl Components {
             clock: clock::system(),
             #[cfg(feature = "aws-core")]
             sdk: OnceCell::new(),
+            #[cfg(feature = "aws-secrets")]
+            secrets: OnceCell::new(),
             store: OnceCell::new(),
             assistants: OnceCell::new(),
             media: OnceCell::new(),
@@ -493,6 +498,13 @@ impl Components {
     #[cfg(feature = "aws-core")]
     async fn sdk(&self) -> &aws_config::SdkConfig {
         self.sdk.get_or_init(crate::aws::sdk_config).await
+    }
+
+    #[cfg(feature = "aws-secrets")]
+    async fn secrets_client(&self) -> &aws_sdk_secretsmanager::Client {
+        self.secrets
+            .get_or_init(|| async { aws_sdk_secretsmanager::Client::new(self.sdk().await) })
+            .await
     }
 
     fn io(&self, what: &str) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -636,8 +648,7 @@ impl Components {
         id: &str,
         field: Option<&str>,
     ) -> Result<crate::aws::secrets::SecretValue, BuildError> {
-        let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
-        crate::aws::secrets::read_secret(&client, id, field)
+        crate::aws::secrets::read_secret(self.secrets_client().await, id, field)
             .await
             .map_err(|source| BuildError::Secret { var, source })
     }
@@ -702,11 +713,12 @@ impl Components {
                     && let Some((id, field)) = settings.secret_ref()
                 {
                     let id = id.to_owned();
-                    let sdk = self.sdk().await.clone();
+                    let secrets = self.secrets_client().await.clone();
                     let login_url = settings.login_url.clone();
                     return Ok(Arc::new(DeferredSalesforce::new(&login_url, move || {
-                        let (sdk, settings, id) = (sdk.clone(), settings.clone(), id.clone());
-                        Box::pin(connect_with_secret(sdk, settings, id, field))
+                        let (secrets, settings, id) =
+                            (secrets.clone(), settings.clone(), id.clone());
+                        Box::pin(connect_with_secret(secrets, settings, id, field))
                     })));
                 }
                 Ok(Arc::new(DeferredSalesforce::ready(
@@ -786,7 +798,7 @@ impl Components {
                     KeysConfig::SecretsManager { secret_id } => QrKeys {
                         ring: std::sync::RwLock::new(Arc::new(ring)),
                         source: QrKeysSource::Secret {
-                            client: aws_sdk_secretsmanager::Client::new(self.sdk().await),
+                            client: self.secrets_client().await.clone(),
                             id: secret_id.clone(),
                             checked: std::sync::Mutex::new(std::time::Instant::now()),
                         },
