@@ -458,7 +458,6 @@ pub struct Workflow {
     pub update: Option<UpdatePolicy>,
     pub notify: NotifyPolicy,
     schema: Value,
-    validator: Arc<jsonschema::Validator>,
 }
 
 /// `[review]` checked against the link lifetime and the reviewers; an error
@@ -876,8 +875,6 @@ impl Workflow {
             ));
         }
         let schema = json_schema(&raw.fields);
-        let validator = jsonschema::validator_for(&schema)
-            .map_err(|e| invalid(format!("derived schema does not compile: {e}")))?;
         Ok(Workflow {
             id,
             name: raw.name,
@@ -898,7 +895,6 @@ impl Workflow {
             update: raw.update,
             notify: raw.notify,
             schema,
-            validator: Arc::new(validator),
         })
     }
 
@@ -936,24 +932,23 @@ impl Workflow {
                 });
             }
         }
-        // `required` is checked above; the schema checks the given values.
-        for err in self.validator.iter_errors(&Value::Object(given)) {
-            let path = err.instance_path().to_string();
-            let field = path
-                .trim_start_matches('/')
-                .split('/')
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            if field.is_empty() {
+        // `required` is checked above; here what the derived schema says of
+        // the given values (a string; a picklist's values; `maxLength` in
+        // code points), checked directly: the schema is this simple, and a
+        // JSON Schema engine would be compiled per workflow at every cold
+        // start and linked into every function for these three rules. A
+        // test checks the two agree (`check_agrees_with_the_json_schema`).
+        for (name, v) in &given {
+            let Some(spec) = self.field(name) else {
                 continue;
-            }
-            let message = match self.field(&field) {
-                Some(spec) => describe_violation(spec, &err.to_string()),
-                None => err.to_string(),
             };
-            if !issues.iter().any(|i| i.field == field) {
-                issues.push(FieldIssue { field, message });
+            if let Some(message) = violation(spec, v)
+                && !issues.iter().any(|i: &FieldIssue| &i.field == name)
+            {
+                issues.push(FieldIssue {
+                    field: name.clone(),
+                    message,
+                });
             }
         }
         issues
@@ -1005,16 +1000,19 @@ pub fn is_blank(v: &Value) -> bool {
     }
 }
 
-fn describe_violation(spec: &FieldSpec, raw: &str) -> String {
-    match &spec.kind {
-        FieldKind::Picklist { values, .. } => format!("must be one of: {}", values.join(", ")),
-        FieldKind::Text { max_length } | FieldKind::Textarea { max_length } => {
-            if raw.contains("longer") {
-                format!("is longer than {max_length} characters")
-            } else {
-                "must be text".into()
-            }
+/// What [`json_schema`] says of one given value, in the reviewer's words;
+/// `None`: the value is valid.
+fn violation(spec: &FieldSpec, v: &Value) -> Option<String> {
+    match (&spec.kind, v) {
+        (FieldKind::Picklist { values, .. }, Value::String(s)) if values.contains(s) => None,
+        (FieldKind::Picklist { values, .. }, _) => {
+            Some(format!("must be one of: {}", values.join(", ")))
         }
+        (FieldKind::Text { max_length } | FieldKind::Textarea { max_length }, Value::String(s)) => {
+            (s.chars().count() > *max_length)
+                .then(|| format!("is longer than {max_length} characters"))
+        }
+        (FieldKind::Text { .. } | FieldKind::Textarea { .. }, _) => Some("must be text".into()),
     }
 }
 
@@ -1323,6 +1321,61 @@ mod tests {
             w.schema()["properties"]["Priority"]["enum"],
             json!(["High", "Medium", "Low"])
         );
+    }
+
+    /// The hand-written check says of every value what a JSON Schema
+    /// engine says of it against the derived schema (per property: the
+    /// object-level keywords, `required` and `additionalProperties`, are
+    /// checked before it).
+    #[test]
+    fn check_agrees_with_the_json_schema() {
+        use proptest::prelude::*;
+        let w = wf();
+        let names: Vec<String> = w.fields.iter().map(|f| f.name.clone()).collect();
+        let validators: BTreeMap<String, jsonschema::Validator> = names
+            .iter()
+            .map(|n| {
+                let v = jsonschema::validator_for(&w.schema()["properties"][n]).unwrap();
+                (n.clone(), v)
+            })
+            .collect();
+        let picks: Vec<String> = w
+            .fields
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FieldKind::Picklist { values, .. } => Some(values.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let value = prop_oneof![
+            proptest::sample::select(picks).prop_map(Value::String),
+            // Around the length limits, in bytes and in code points.
+            (0usize..300, proptest::sample::select(vec!['a', 'é', '🙂']))
+                .prop_map(|(n, ch)| Value::String(std::iter::repeat_n(ch, n).collect())),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<bool>().prop_map(Value::Bool),
+            Just(json!(["High"])),
+            Just(json!({"a": 1})),
+        ];
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 2048,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&(proptest::sample::select(names), value), |(name, v)| {
+                let spec = w.field(&name).unwrap();
+                prop_assert_eq!(
+                    violation(spec, &v).is_none(),
+                    validators[&name].is_valid(&v),
+                    "{} = {}",
+                    name,
+                    v
+                );
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]
