@@ -22,7 +22,10 @@ use crate::ports::{
     AssetDirectory, AssistantTokens, HandoffMessage, HandoffPublisher, MediaStore, NotifyError,
     ProposalStore, PublishError, RecordWriter, ReviewMail, ReviewNotifier,
 };
-use crate::salesforce::{CachedDirectory, SalesforceAssets, SalesforceClient, SfError};
+#[cfg(feature = "salesforce")]
+use crate::salesforce::{
+    CachedDirectory, DeferredSalesforce, SalesforceAssets, SalesforceClient, SfError,
+};
 use crate::structuring::Structurers;
 use crate::workflows::LoadError;
 use async_trait::async_trait;
@@ -63,6 +66,7 @@ pub enum BuildError {
         #[source]
         source: crate::aws::secrets::SecretError,
     },
+    #[cfg(feature = "salesforce")]
     #[error("the Salesforce client")]
     Salesforce(#[source] SfError),
     /// A Lambda build (no `sqlite` feature) started without a table.
@@ -307,18 +311,51 @@ impl HandoffPublisher for Unconfigured {
     }
 }
 
+/// Reads the Salesforce credential named by `SALESFORCE_SECRET_ARN` and
+/// makes the client ([`DeferredSalesforce`]'s first call).
+#[cfg(all(feature = "salesforce", feature = "aws-secrets"))]
+async fn connect_with_secret(
+    client: aws_sdk_secretsmanager::Client,
+    settings: crate::salesforce::SalesforceSettings,
+    id: String,
+    field: &'static str,
+) -> Result<SalesforceClient, crate::ports::WriteError> {
+    use crate::aws::secrets::{SecretError, read_secret};
+    use crate::ports::WriteError;
+    let value = read_secret(&client, &id, Some(field)).await.map_err(|e| {
+        let message = format!("SALESFORCE_SECRET_ARN: {}", crate::Chain(&e));
+        match e {
+            // Worth another try: the read itself failed.
+            SecretError::Read { .. } => WriteError::Transient(message),
+            SecretError::Unusable { .. } => WriteError::Config(message),
+        }
+    })?;
+    let config = settings
+        .with_secret(value.expose().to_owned())
+        .into_config()
+        .map_err(|e| WriteError::Config(format!("SALESFORCE_*: {}", crate::Chain(&e))))?;
+    SalesforceClient::new(config).map_err(WriteError::from)
+}
+
 /// Every adapter of a deployment, built on demand from its configuration.
 pub struct Components {
     config: Config,
     clock: Arc<dyn Clock>,
     #[cfg(feature = "aws-core")]
     sdk: OnceCell<aws_config::SdkConfig>,
+    /// One Secrets Manager client for every secret read (the keys, their
+    /// refresh, the Salesforce credential).
+    #[cfg(feature = "aws-secrets")]
+    secrets: OnceCell<aws_sdk_secretsmanager::Client>,
     store: OnceCell<Arc<dyn ProposalStore>>,
     assistants: OnceCell<Arc<dyn AssistantTokens>>,
     media: OnceCell<Arc<dyn MediaStore>>,
     notifier: OnceCell<Arc<dyn ReviewNotifier>>,
     handoff: OnceCell<Arc<dyn HandoffPublisher>>,
+    #[cfg(feature = "salesforce")]
     salesforce: OnceCell<Arc<SalesforceClient>>,
+    #[cfg(feature = "salesforce")]
+    deferred: OnceCell<Arc<DeferredSalesforce>>,
     writer: OnceCell<Arc<dyn RecordWriter>>,
     assets: OnceCell<Arc<dyn AssetDirectory>>,
     keys: OnceCell<Keys>,
@@ -345,12 +382,17 @@ impl Components {
             clock: clock::system(),
             #[cfg(feature = "aws-core")]
             sdk: OnceCell::new(),
+            #[cfg(feature = "aws-secrets")]
+            secrets: OnceCell::new(),
             store: OnceCell::new(),
             assistants: OnceCell::new(),
             media: OnceCell::new(),
             notifier: OnceCell::new(),
             handoff: OnceCell::new(),
+            #[cfg(feature = "salesforce")]
             salesforce: OnceCell::new(),
+            #[cfg(feature = "salesforce")]
+            deferred: OnceCell::new(),
             writer: OnceCell::new(),
             assets: OnceCell::new(),
             keys: OnceCell::new(),
@@ -394,6 +436,7 @@ impl Components {
         self
     }
     /// The Salesforce client: record writer and asset directory both use it.
+    #[cfg(feature = "salesforce")]
     pub fn with_salesforce(self, client: Arc<SalesforceClient>) -> Self {
         preset(&self.salesforce, client);
         self
@@ -455,6 +498,13 @@ impl Components {
     #[cfg(feature = "aws-core")]
     async fn sdk(&self) -> &aws_config::SdkConfig {
         self.sdk.get_or_init(crate::aws::sdk_config).await
+    }
+
+    #[cfg(feature = "aws-secrets")]
+    async fn secrets_client(&self) -> &aws_sdk_secretsmanager::Client {
+        self.secrets
+            .get_or_init(|| async { aws_sdk_secretsmanager::Client::new(self.sdk().await) })
+            .await
     }
 
     fn io(&self, what: &str) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -598,12 +648,12 @@ impl Components {
         id: &str,
         field: Option<&str>,
     ) -> Result<crate::aws::secrets::SecretValue, BuildError> {
-        let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
-        crate::aws::secrets::read_secret(&client, id, field)
+        crate::aws::secrets::read_secret(self.secrets_client().await, id, field)
             .await
             .map_err(|source| BuildError::Secret { var, source })
     }
 
+    #[cfg(feature = "salesforce")]
     pub async fn salesforce(&self) -> Result<Arc<SalesforceClient>, BuildError> {
         self.salesforce
             .get_or_try_init(|| async {
@@ -637,24 +687,60 @@ impl Components {
     /// The duplicate lookup's Salesforce reader: the Salesforce client when
     /// one is configured (or given); `None` otherwise (then the lookup
     /// says Salesforce was not asked).
+    #[cfg(feature = "salesforce")]
     pub async fn finder(&self) -> Result<Option<Arc<dyn crate::ports::RecordFinder>>, BuildError> {
         if self.salesforce.get().is_none() && self.config.salesforce.is_none() {
             return Ok(None);
         }
         Ok(Some(
-            self.salesforce().await? as Arc<dyn crate::ports::RecordFinder>,
+            self.deferred_salesforce().await? as Arc<dyn crate::ports::RecordFinder>,
         ))
     }
 
+    /// The Salesforce client for the steps whose first event seldom needs
+    /// it (the commit and structure sweeps): its credential is read from
+    /// Secrets Manager, and the client made, on its first call rather than
+    /// at start-up (a round trip and a TLS setup off the cold start). An
+    /// unreadable secret then fails that call (retried), an unusable one
+    /// names `SALESFORCE_SECRET_ARN` in the proposal's error.
+    #[cfg(feature = "salesforce")]
+    async fn deferred_salesforce(&self) -> Result<Arc<DeferredSalesforce>, BuildError> {
+        self.deferred
+            .get_or_try_init(|| async {
+                #[cfg(feature = "aws-secrets")]
+                if self.salesforce.get().is_none()
+                    && let Some(settings) = self.config.salesforce.clone()
+                    && let Some((id, field)) = settings.secret_ref()
+                {
+                    let id = id.to_owned();
+                    let secrets = self.secrets_client().await.clone();
+                    let login_url = settings.login_url.clone();
+                    return Ok(Arc::new(DeferredSalesforce::new(&login_url, move || {
+                        let (secrets, settings, id) =
+                            (secrets.clone(), settings.clone(), id.clone());
+                        Box::pin(connect_with_secret(secrets, settings, id, field))
+                    })));
+                }
+                Ok(Arc::new(DeferredSalesforce::ready(
+                    self.salesforce().await?,
+                    "",
+                )))
+            })
+            .await
+            .cloned()
+    }
+
+    #[cfg(feature = "salesforce-write")]
     pub async fn writer(&self) -> Result<Arc<dyn RecordWriter>, BuildError> {
         if let Some(w) = self.writer.get() {
             return Ok(w.clone());
         }
-        let client: Arc<dyn RecordWriter> = self.salesforce().await?;
+        let client: Arc<dyn RecordWriter> = self.deferred_salesforce().await?;
         Ok(self.writer.get_or_init(|| async { client }).await.clone())
     }
 
     /// Asset context from Salesforce, cached in the store.
+    #[cfg(feature = "salesforce")]
     pub async fn assets(&self) -> Result<Arc<dyn AssetDirectory>, BuildError> {
         self.assets
             .get_or_try_init(|| async {
@@ -712,7 +798,7 @@ impl Components {
                     KeysConfig::SecretsManager { secret_id } => QrKeys {
                         ring: std::sync::RwLock::new(Arc::new(ring)),
                         source: QrKeysSource::Secret {
-                            client: aws_sdk_secretsmanager::Client::new(self.sdk().await),
+                            client: self.secrets_client().await.clone(),
                             id: secret_id.clone(),
                             checked: std::sync::Mutex::new(std::time::Instant::now()),
                         },

@@ -5,10 +5,13 @@
 
 use crate::clock::{Clock, SystemClock, new_proposal_id};
 use crate::domain::{
-    Actor, AssetContext, AssetId, Proposal, ProposalId, Status, Sticker, StickerRef, Timestamp,
-    Transition, WindowCount, WorkflowId, verify_chain,
+    Actor, AssetContext, AssetId, Proposal, ProposalId, SlidingLimit, Status, Sticker, StickerRef,
+    Timestamp, Transition, WindowCount, WorkflowId, verify_chain, window_end,
 };
-use crate::ports::{CachedAsset, CodeRevocation, Created, ProposalStore, StoreError};
+use crate::ports::{
+    CachedAsset, CodeRevocation, Counted, Counter, Created, IntakeReads, IntakeView, ProposalStore,
+    Quota, StoreError,
+};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -43,6 +46,248 @@ pub async fn run_all(store: Arc<dyn ProposalStore>) {
     code_revocations(store.as_ref()).await;
     stickers(store.as_ref()).await;
     pending_of_one_asset(store.as_ref()).await;
+    counted_creates(store.as_ref()).await;
+    counted_creates_race(store.clone()).await;
+    intake_reads_at_once(store.as_ref()).await;
+}
+
+fn quota(key: &str, limit: u64, seen: Option<Counter>) -> Quota {
+    Quota {
+        key: key.to_owned(),
+        limit: SlidingLimit {
+            limit,
+            window_secs: 600,
+        },
+        seen,
+    }
+}
+
+/// The counter `key` (600 s windows) as `intake_reads` reads it.
+async fn counter_of(s: &dyn ProposalStore, key: &str) -> Option<Counter> {
+    s.intake_reads(&IntakeReads {
+        counters: vec![(key.to_owned(), 600)],
+        ..IntakeReads::default()
+    })
+    .await
+    .unwrap()
+    .counters[0]
+}
+
+/// `create_counted`: a report is stored and counted in one write, or
+/// refused with nothing stored or counted; a resend is answered by the
+/// report it repeats whatever the quota; windows roll over; a stale or
+/// missing `seen` is only a hint.
+async fn counted_creates(s: &dyn ProposalStore) {
+    let at = now();
+    let end = window_end(at, 600);
+    let tag = new_proposal_id(at);
+    let full = format!("RL#full-{tag}");
+    for n in 1..=2 {
+        let t = received(now());
+        assert_eq!(
+            s.create_counted(&t, None, &[quota(&full, 2, None)], at)
+                .await,
+            Ok(Counted::Stored(Created::New)),
+            "counted_creates: report {n} of 2"
+        );
+    }
+    let refused = received(now());
+    assert_eq!(
+        s.create_counted(&refused, None, &[quota(&full, 2, None)], at)
+            .await,
+        Ok(Counted::Limited {
+            quota: 0,
+            counts: WindowCount {
+                current: 2,
+                previous: 0
+            }
+        }),
+        "counted_creates: the third is refused"
+    );
+    assert_eq!(
+        s.get(refused.proposal.id).await.unwrap(),
+        None,
+        "counted_creates: a refused report is not stored"
+    );
+    let two = Some(Counter {
+        ends_at: end,
+        count: 2,
+        previous: 0,
+    });
+    assert_eq!(
+        counter_of(s, &full).await,
+        two,
+        "counted_creates: nor counted"
+    );
+    // Several quotas: the second full, the first untouched.
+    let other = format!("RL#other-{tag}");
+    assert_eq!(
+        s.create_counted(
+            &received(now()),
+            None,
+            &[quota(&other, 10, None), quota(&full, 2, two)],
+            at
+        )
+        .await,
+        Ok(Counted::Limited {
+            quota: 1,
+            counts: WindowCount {
+                current: 2,
+                previous: 0
+            }
+        }),
+        "counted_creates: the quota that is full refuses"
+    );
+    assert_eq!(
+        counter_of(s, &other).await,
+        None,
+        "counted_creates: the other quota counted nothing"
+    );
+    // A resend is answered, not refused, and counts nowhere.
+    let key = format!("k-{tag}");
+    let one = format!("RL#one-{tag}");
+    let first = received(now());
+    assert_eq!(
+        s.create_counted(&first, Some(&key), &[quota(&one, 1, None)], at)
+            .await,
+        Ok(Counted::Stored(Created::New)),
+        "counted_creates: keyed"
+    );
+    let again = received(now());
+    assert_eq!(
+        s.create_counted(&again, Some(&key), &[quota(&one, 1, None)], at)
+            .await,
+        Ok(Counted::Stored(Created::Existing(first.proposal.id))),
+        "counted_creates: a resend with its quota full"
+    );
+    assert_eq!(s.get(again.proposal.id).await.unwrap(), None);
+    // Windows: two in one, the next sees them as its previous; `seen`
+    // stale, missing or of the older window changes nothing but the
+    // store's work.
+    let rolling = format!("RL#rolling-{tag}");
+    for _ in 0..2 {
+        let r = s
+            .create_counted(&received(now()), None, &[quota(&rolling, 10, None)], at)
+            .await;
+        assert_eq!(r, Ok(Counted::Stored(Created::New)));
+    }
+    let next = at + time::Duration::seconds(600);
+    let stale_seen = [
+        None,
+        Some(Counter {
+            ends_at: end + 600,
+            count: 0,
+            previous: 2,
+        }),
+        Some(Counter {
+            ends_at: end,
+            count: 2,
+            previous: 0,
+        }),
+        None,
+    ];
+    for (n, seen) in stale_seen.into_iter().enumerate() {
+        let r = s
+            .create_counted(&received(now()), None, &[quota(&rolling, 10, seen)], next)
+            .await;
+        assert_eq!(r, Ok(Counted::Stored(Created::New)), "counted_creates: {n}");
+        assert_eq!(
+            counter_of(s, &rolling).await,
+            Some(Counter {
+                ends_at: end + 600,
+                count: n as u64 + 1,
+                previous: 2,
+            }),
+            "counted_creates: next window, report {n}"
+        );
+    }
+}
+
+/// Reports racing for a quota's last places: exactly the limit is stored.
+async fn counted_creates_race(s: Arc<dyn ProposalStore>) {
+    let at = now();
+    let key = format!("RL#race-{}", new_proposal_id(at));
+    let racers: Vec<_> = (0..5)
+        .map(|_| {
+            let s = s.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                s.create_counted(&received(now()), None, &[quota(&key, 3, None)], at)
+                    .await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(Counted::Stored(Created::New)) => stored += 1,
+            Ok(Counted::Limited { .. }) => {}
+            other => panic!("counted_creates_race: {other:?}"),
+        }
+    }
+    assert_eq!(stored, 3, "counted_creates_race: the limit, no more");
+    assert_eq!(counter_of(s.as_ref(), &key).await.map(|c| c.count), Some(3));
+}
+
+/// `intake_reads` answers as the single reads do.
+async fn intake_reads_at_once(s: &dyn ProposalStore) {
+    let n = new_proposal_id(now()).to_string();
+    let asset: AssetId = format!("02i{}", &n[n.len() - 15..]).parse().unwrap();
+    let wf: WorkflowId = "field-service-case".parse().unwrap();
+    let reads = |key: &str| IntakeReads {
+        code: Some((asset.clone(), wf.clone())),
+        asset: Some(asset.clone()),
+        idempotency_key: Some(key.to_owned()),
+        counters: vec![(format!("RL#reads-{n}"), 600)],
+    };
+    assert_eq!(
+        s.intake_reads(&reads(&format!("k-{n}"))).await.unwrap(),
+        IntakeView {
+            counters: vec![None],
+            ..IntakeView::default()
+        },
+        "intake_reads: nothing there"
+    );
+    assert_eq!(
+        s.intake_reads(&IntakeReads::default()).await.unwrap(),
+        IntakeView::default(),
+        "intake_reads: nothing asked"
+    );
+    let revocation = s.revoke_code(&asset, &wf, "admin", now()).await.unwrap();
+    let cached = CachedAsset {
+        asset: AssetContext {
+            id: asset.clone(),
+            name: "Pump".into(),
+            serial_number: None,
+            account_id: None,
+            account_name: None,
+            location: None,
+        },
+        fetched_at: now(),
+    };
+    s.cache_asset(&cached).await.unwrap();
+    let t = received(now());
+    let key = format!("k-{n}");
+    s.create(&t, Some(&key)).await.unwrap();
+    let at = now();
+    s.count_in_window(&format!("RL#reads-{n}"), 600, at)
+        .await
+        .unwrap();
+    let view = s.intake_reads(&reads(&key)).await.unwrap();
+    assert_eq!(
+        view,
+        IntakeView {
+            revocation: Some(revocation),
+            asset: Some(cached),
+            existing: Some(t.proposal.id),
+            counters: vec![Some(Counter {
+                ends_at: window_end(at, 600),
+                count: 1,
+                previous: 0,
+            })],
+        },
+        "intake_reads: each as its own read gives it"
+    );
 }
 
 /// `pending_for_asset`: only PENDING_REVIEW proposals of that workflow and

@@ -159,6 +159,8 @@ pub fn urlencoded(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, Strin
     Ok(pairs)
 }
 
+/// One part of a `multipart/form-data` body (the `multipart` feature).
+#[cfg(feature = "multipart")]
 pub struct Part {
     pub name: String,
     pub file_name: Option<String>,
@@ -167,6 +169,7 @@ pub struct Part {
 }
 
 /// `multipart/form-data` with a cap on the whole body and on each part.
+#[cfg(feature = "multipart")]
 pub async fn multipart(
     headers: &HeaderMap,
     body: Bytes,
@@ -221,6 +224,7 @@ fn too_large(max: usize) -> UserError {
     ))
 }
 
+#[cfg(feature = "multipart")]
 fn multipart_error(e: multer::Error, max_body: usize) -> UserError {
     match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {

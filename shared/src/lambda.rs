@@ -33,22 +33,60 @@ where
     }
 }
 
+/// Why the start-up failure could not be reported.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("talking to the Runtime API at {api}")]
+    Io {
+        api: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Runtime API answered {0:?}")]
+    Refused(String),
+}
+
 /// `POST /2018-06-01/runtime/init/error` on the Runtime API at `api`
-/// (host:port, as `AWS_LAMBDA_RUNTIME_API` gives it).
-pub async fn report_init_error(api: &str, message: &str) -> Result<(), reqwest::Error> {
+/// (host:port, as `AWS_LAMBDA_RUNTIME_API` gives it). One plain HTTP/1.1
+/// request by hand: the Runtime API is local and unencrypted, and an HTTP
+/// client here would be linked into every function for this one call.
+pub async fn report_init_error(api: &str, message: &str) -> Result<(), ReportError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = serde_json::json!({
         "errorMessage": message,
         "errorType": INIT_ERROR_TYPE,
         "stackTrace": [],
-    });
-    reqwest::Client::new()
-        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
-        .header("Lambda-Runtime-Function-Error-Type", INIT_ERROR_TYPE)
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?;
-    Ok(())
+    })
+    .to_string();
+    let request = format!(
+        "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\n\
+         Lambda-Runtime-Function-Error-Type: {INIT_ERROR_TYPE}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let io = |source| ReportError::Io {
+        api: api.to_owned(),
+        source,
+    };
+    let mut stream = tokio::net::TcpStream::connect(api).await.map_err(io)?;
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    // Only the status line matters; stop reading once it is in.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut buf).await.map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let status_line = text.lines().next().unwrap_or_default();
+    match status_line.split(' ').nth(1) {
+        Some(code) if code.starts_with('2') => Ok(()),
+        _ => Err(ReportError::Refused(status_line.to_owned())),
+    }
 }
 
 /// On Lambda: the client address API Gateway saw
@@ -117,5 +155,27 @@ mod tests {
             "FIELDGATE_KEYS_SECRET_ARN: not readable"
         );
         assert_eq!(seen[0].1["errorType"], INIT_ERROR_TYPE);
+    }
+
+    #[tokio::test]
+    async fn a_refused_report_is_an_error_naming_the_answer() {
+        let app = axum::Router::new().route(
+            "/2018-06-01/runtime/init/error",
+            axum::routing::post(|| async { (http::StatusCode::FORBIDDEN, "no") }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let err = report_init_error(&api, "x").await.unwrap_err();
+        assert!(
+            matches!(&err, ReportError::Refused(l) if l.contains("403")),
+            "{err}"
+        );
+        // Nothing listening: an I/O error naming the address.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let err = report_init_error(&gone, "x").await.unwrap_err();
+        assert!(err.to_string().contains(&gone), "{err}");
     }
 }

@@ -2,8 +2,8 @@
 //! adapter (this crate) and, for AWS, an adapter over the AWS SDK.
 
 use crate::domain::{
-    AssetContext, AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, Status, Sticker,
-    StickerRef, Timestamp, Transition, WindowCount, Workflow, WorkflowId,
+    AssetContext, AssetId, AssistantToken, AuditEvent, Proposal, ProposalId, SlidingLimit, Status,
+    Sticker, StickerRef, Timestamp, Transition, WindowCount, Workflow, WorkflowId, window_end,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,89 @@ pub enum Created {
     Existing(ProposalId),
 }
 
+/// What the intake reads before it takes a report (or shows the form),
+/// asked of the store at once: DynamoDB answers it with one
+/// `BatchGetItem`.
+#[derive(Debug, Clone, Default)]
+pub struct IntakeReads {
+    /// The QR code's revocation record (asset, workflow).
+    pub code: Option<(AssetId, WorkflowId)>,
+    /// The asset cache entry.
+    pub asset: Option<AssetId>,
+    /// The idempotency key of the submission.
+    pub idempotency_key: Option<String>,
+    /// Rate-limit counters: key and window size in seconds.
+    pub counters: Vec<(String, i64)>,
+}
+
+/// The answers to [`IntakeReads`], each `None` when not asked or absent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntakeView {
+    pub revocation: Option<CodeRevocation>,
+    pub asset: Option<CachedAsset>,
+    /// The proposal the idempotency key already made.
+    pub existing: Option<ProposalId>,
+    /// Per counter asked, in order: its state, `None` if it never counted.
+    pub counters: Vec<Option<Counter>>,
+}
+
+/// A rate-limit counter as stored: the newest window it counted (its end,
+/// Unix seconds), that window's count, and the count of the window before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub ends_at: i64,
+    pub count: u64,
+    pub previous: u64,
+}
+
+impl Counter {
+    /// The counts as of `now` in windows of `window_secs`: the stored
+    /// window rolled forward (its count becomes the previous one's, or
+    /// nothing when it is older still). A stored window ahead of `now` (a
+    /// clock behind) is counted in, as `count_in_window` does.
+    pub fn at(counter: Option<&Counter>, window_secs: i64, now: Timestamp) -> WindowCount {
+        let size = window_secs.max(1);
+        let end = window_end(now, size);
+        match counter {
+            Some(c) if c.ends_at >= end => WindowCount {
+                current: c.count,
+                previous: c.previous,
+            },
+            Some(c) if c.ends_at == end - size => WindowCount {
+                current: 0,
+                previous: c.count,
+            },
+            _ => WindowCount::default(),
+        }
+    }
+}
+
+/// One rate limit a new report is counted against in the write that
+/// stores it ([`ProposalStore::create_counted`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quota {
+    /// The counter (`RL#{asset}#{workflow}`, `RLIP#{client}`); the same
+    /// counters `count_in_window` keeps.
+    pub key: String,
+    pub limit: SlidingLimit,
+    /// The counter as the caller read it ([`IntakeView::counters`]): a
+    /// store that writes conditionally (DynamoDB) makes its write
+    /// conditional on it, and reads again only when it was stale.
+    pub seen: Option<Counter>,
+}
+
+/// What [`ProposalStore::create_counted`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counted {
+    /// Stored (counted in every quota), or an earlier submission with the
+    /// same idempotency key answers it (counted in none).
+    Stored(Created),
+    /// Quota `quota` would go over its limit: nothing was stored or
+    /// counted. `counts` are the quota's as stored (the refused report not
+    /// among them), for `SlidingLimit::retry_after`.
+    Limited { quota: usize, counts: WindowCount },
+}
+
 #[async_trait]
 pub trait ProposalStore: Send + Sync {
     /// Stores a new proposal and its first event; with `idempotency_key`,
@@ -65,6 +148,41 @@ pub trait ProposalStore: Send + Sync {
         t: &Transition,
         idempotency_key: Option<&str>,
     ) -> Result<Created, StoreError>;
+    /// As `create`, counting the report in each of `quotas` at `now`, in
+    /// the same atomic write, on the condition that none goes over its
+    /// limit (the sliding estimate of `SlidingLimit::check`). Only stored
+    /// reports count: a refused one, a resend answered by its idempotency
+    /// key or a failed write counts in no quota.
+    async fn create_counted(
+        &self,
+        t: &Transition,
+        idempotency_key: Option<&str>,
+        quotas: &[Quota],
+        now: Timestamp,
+    ) -> Result<Counted, StoreError>;
+    /// Everything in `reads` at once (DynamoDB: one `BatchGetItem`); this
+    /// default asks for each in turn, and reads no counter (the quotas of
+    /// `create_counted` then carry none).
+    async fn intake_reads(&self, reads: &IntakeReads) -> Result<IntakeView, StoreError> {
+        let revocation = match &reads.code {
+            Some((asset, workflow)) => self.code_revocation(asset, workflow).await?,
+            None => None,
+        };
+        let asset = match &reads.asset {
+            Some(id) => self.cached_asset(id).await?,
+            None => None,
+        };
+        let existing = match &reads.idempotency_key {
+            Some(k) => self.idempotent(k).await?,
+            None => None,
+        };
+        Ok(IntakeView {
+            revocation,
+            asset,
+            existing,
+            counters: vec![None; reads.counters.len()],
+        })
+    }
     /// Applies a transition if the stored proposal still has the expected
     /// version and status; writes the proposal and its event atomically.
     async fn apply(&self, t: &Transition) -> Result<(), StoreError>;
@@ -545,6 +663,24 @@ pub trait AssetDirectory: Send + Sync {
         id: &AssetId,
     ) -> Result<Option<(AssetContext, Freshness)>, DirectoryError> {
         Ok(self.lookup(id).await?.map(|a| (a, Freshness::Confirmed)))
+    }
+
+    /// Whether lookups read the store's asset cache: a caller that reads
+    /// the store anyway then reads the entry with its own reads
+    /// ([`ProposalStore::intake_reads`]) and passes it to [`Self::lookup_read`].
+    fn reads_cache(&self) -> bool {
+        false
+    }
+
+    /// As `lookup_checked`, with the cache entry the caller read already
+    /// (`None`: there is none), so the lookup does not read it again.
+    async fn lookup_read(
+        &self,
+        id: &AssetId,
+        cached: Option<CachedAsset>,
+    ) -> Result<Option<(AssetContext, Freshness)>, DirectoryError> {
+        let _ = cached;
+        self.lookup_checked(id).await
     }
 }
 

@@ -160,6 +160,24 @@ pub fn proposal_image(rec: &EventRecord, id: ProposalId, status: Status) -> Opti
     (p.id == id && p.status == status).then_some(p)
 }
 
+/// The new report a record's new image shows: an inbox item (`R#`), or a
+/// `P#` item in RECEIVED (stored before inbox items), about `id`. It is
+/// what the intake wrote, so as untrusted as reading that item: the
+/// structure step admits it (`Proposal::admitted`) as it admits what it
+/// reads. `None` for the embedded outbox's records (key and status only)
+/// and for anything that does not parse: the step then reads the store.
+pub fn received_image(rec: &EventRecord, id: ProposalId) -> Option<Proposal> {
+    match rec.change.keys.get("PK") {
+        Some(AttributeValue::S(pk)) if pk.starts_with("R#") || pk.starts_with("P#") => {}
+        _ => return None,
+    }
+    if !rec.change.new_image.contains_key("version") {
+        return None;
+    }
+    let p = proposal_from_item(rec.change.new_image.clone()).ok()?;
+    (p.id == id && p.status == Status::Received).then_some(p)
+}
+
 /// Runs `step` for each record about a proposal whose new status is one of
 /// `statuses`, in order; stops at the first failure and reports it, so that
 /// record and the ones after it are delivered again.
@@ -183,9 +201,27 @@ pub async fn drive_images<F, Fut, E>(
     event: &aws_lambda_events::dynamodb::Event,
     statuses: &[Status],
     step_name: &str,
+    step: F,
+) -> DynamoDbEventResponse
+where
+    F: FnMut(ProposalId, Option<Proposal>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + 'static,
+{
+    drive_with(event, statuses, step_name, proposal_image, step).await
+}
+
+/// [`drive_images`] with the image taken by `image` (the structure step
+/// takes [`received_image`]).
+pub async fn drive_with<I, F, Fut, E>(
+    event: &aws_lambda_events::dynamodb::Event,
+    statuses: &[Status],
+    step_name: &str,
+    image: I,
     mut step: F,
 ) -> DynamoDbEventResponse
 where
+    I: Fn(&EventRecord, ProposalId, Status) -> Option<Proposal>,
     F: FnMut(ProposalId, Option<Proposal>) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::error::Error + 'static,
@@ -197,7 +233,7 @@ where
         if !statuses.contains(&status) {
             continue;
         }
-        if let Err(e) = step(id, proposal_image(rec, id, status)).await {
+        if let Err(e) = step(id, image(rec, id, status)).await {
             tracing::error!(proposal = %id, step = step_name, error = %crate::Chain(&e), "step failed; will be retried");
             return batch_response(Some(rec));
         }

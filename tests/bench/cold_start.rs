@@ -239,6 +239,7 @@ async fn main() {
         ("SesConfigurationSet", String::new()),
         ("PublicUrl", "https://fg.example".into()),
         ("LogLevel", "info".into()),
+        ("AdminTokenHash", String::new()),
     ]
     .into_iter()
     .collect();
@@ -246,6 +247,8 @@ async fn main() {
         ("HasPublicUrl", true),
         ("HasConfigurationSet", false),
         ("HasReadClientId", false),
+        // The parameter's default: no admin page (as the Lambda tests).
+        ("AdminEnabled", false),
     ]
     .into_iter()
     .collect();

@@ -147,6 +147,14 @@ pub fn accesses(sent: &Sent) -> Vec<Access> {
     let b = &sent.body;
     match sent.op.as_str() {
         "GetItem" => vec![item("dynamodb:GetItem", pk(&b["Key"]))],
+        // Authorized per key read, each key against the leading keys.
+        "BatchGetItem" => b["RequestItems"]
+            .as_object()
+            .expect("RequestItems")
+            .values()
+            .flat_map(|t| t["Keys"].as_array().expect("Keys").iter())
+            .map(|k| item("dynamodb:BatchGetItem", pk(k)))
+            .collect(),
         "PutItem" => vec![item("dynamodb:PutItem", pk(&b["Item"]))],
         "UpdateItem" => vec![item("dynamodb:UpdateItem", pk(&b["Key"]))],
         "DeleteItem" => vec![item("dynamodb:DeleteItem", pk(&b["Key"]))],
@@ -201,7 +209,12 @@ pub fn denied(function: &str, sent: &[Sent]) -> Vec<String> {
 pub fn writes(sent: &[Sent]) -> Vec<(&'static str, String)> {
     sent.iter()
         .flat_map(accesses)
-        .filter(|a| !matches!(a.action, "dynamodb:GetItem" | "dynamodb:Query"))
+        .filter(|a| {
+            !matches!(
+                a.action,
+                "dynamodb:GetItem" | "dynamodb:BatchGetItem" | "dynamodb:Query"
+            )
+        })
         .map(|a| (a.action, a.pk.expect("a write names its key")))
         .collect()
 }

@@ -619,22 +619,24 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
 
     // The request budget of one lifecycle with photos (BENCHMARKS.md; the
     // same with one photo or three: the photos are recorded in the writes
-    // the lifecycle makes anyway):
-    // a regression fails here. The commit step reads nothing: it starts
-    // from the APPROVED record's image, goes on from what it wrote, and
-    // leaves the records of its own writes alone (their lease is live).
+    // the lifecycle makes anyway): a regression fails here.
     eprintln!("{}", recorded.report("lifecycle with three photos"));
-    // The intake's 8 include the QR code's revocation check (QR#), one
-    // GetItem on the form's GET and one on its POST. The structure's 4
-    // include the duplicate lookup's Query for pending reports of the
-    // same asset (by_status, filtered).
     let budget = [
-        ("QrIntakeFunction", 8),
-        ("StructureFunction", 4),
+        // The form: one BatchGetItem (the code's revocation, the asset
+        // cache) and, the asset not cached yet, its PutItem; the report:
+        // one BatchGetItem (the same, the idempotency key, the rate-limit
+        // window) and one TransactWriteItems (the inbox item, its event,
+        // the key, the window counted on the condition of the limit).
+        ("QrIntakeFunction", 4),
+        // The duplicate lookup's Query (which also tells a stale record),
+        // then structured + links in one transaction, then the mail's
+        // record: no read, the stream record's image is the start.
+        ("StructureFunction", 3),
+        // The page's read; the decision's read and its transaction.
         ("ApprovalFunction", 3),
-        // + the reporter's outcome mail, recorded once (the form gave an
-        // address).
-        ("CommitFunction", 5),
+        // The claim; the record, the photos and COMMITTED; the handoff and
+        // the reporter's outcome mail (the form gave an address).
+        ("CommitFunction", 3),
     ];
     let counts = recorded.counts();
     for ((function, ops), (f, most)) in counts.iter().zip(budget) {
@@ -646,12 +648,20 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         );
     }
     let total: usize = counts.iter().flat_map(|(_, ops)| ops.values()).sum();
-    assert!(total <= 20, "{total} requests per lifecycle, budget 20");
+    assert!(total <= 13, "{total} requests per lifecycle, budget 13");
+    for (i, what) in [(1, "structure step"), (3, "commit step")] {
+        assert_eq!(
+            counts[i].1.get("GetItem"),
+            None,
+            "the {what} read the proposal: {:?}",
+            counts[i].1
+        );
+    }
     assert_eq!(
-        counts[3].1.get("GetItem"),
+        counts[0].1.get("GetItem"),
         None,
-        "the commit step re-read the proposal: {:?}",
-        counts[3].1
+        "the intake read an item alone: {:?}",
+        counts[0].1
     );
 
     // A stale record redelivered (the APPROVED one, after the commit is

@@ -354,6 +354,18 @@ pub mod faults {
         async fn create(&self, t: &Transition, k: Option<&str>) -> Result<Created, StoreError> {
             self.inner.create(t, k).await
         }
+        async fn create_counted(
+            &self,
+            t: &Transition,
+            k: Option<&str>,
+            q: &[Quota],
+            now: Timestamp,
+        ) -> Result<Counted, StoreError> {
+            self.inner.create_counted(t, k, q, now).await
+        }
+        async fn intake_reads(&self, r: &IntakeReads) -> Result<IntakeView, StoreError> {
+            self.inner.intake_reads(r).await
+        }
         async fn apply(&self, t: &Transition) -> Result<(), StoreError> {
             self.inner.apply(t).await?;
             if self.seen.fetch_add(1, Ordering::SeqCst) == self.at {

@@ -1,8 +1,13 @@
 //! Commit step: reacts to APPROVED proposals; writes the record to
 //! Salesforce exactly once (upsert by the proposal id as external id),
-//! attaches the photo, reads the record back, marks the proposal COMMITTED
-//! and publishes the handoff. Every step is recorded before the next, so a
-//! crash anywhere leaves a state the next delivery completes.
+//! attaches the photos, reads the record back, marks the proposal COMMITTED
+//! and publishes the handoff. Three writes on the way: the claim before any
+//! Salesforce call; the record, the photos and COMMITTED in one; the
+//! handoff and the reporter's mail in one, after both sends. Every
+//! failure records what was done before it is handled, and a crash
+//! anywhere leaves a state the next delivery completes (the record is
+//! found by its external id, each photo by its title, each send repeated
+//! with its dedupe id).
 
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbEventResponse;
@@ -223,9 +228,10 @@ async fn process_at(
     // it was made from, so the stored item is exactly the one written. Only
     // a lost race (or no image to start from) reads the store.
     let mut known = start_from;
-    // Set when this very call recorded the record write: then no upload can
-    // have happened yet and the photo goes up without a lookup first.
-    let mut wrote_record_here = false;
+    // Set when this very call claimed the proposal out of APPROVED: then no
+    // earlier driver of this attempt can have written the record without
+    // recording it, so the record is upserted without a lookup first.
+    let mut claimed_here = false;
     for _ in 0..16 {
         let p = match known.take() {
             Some(p) => p,
@@ -256,13 +262,12 @@ async fn process_at(
             }
         }
         let step = match p.status {
-            Status::Approved => start(&d, &p).await,
-            Status::Committing => {
-                let had_record = p.commit.record_id.is_some();
-                let r = commit_step(&d, &wf, &p, wrote_record_here).await;
-                wrote_record_here = !had_record;
+            Status::Approved => {
+                let r = start(&d, &p).await;
+                claimed_here = matches!(r, Ok(Some(_)));
                 r
             }
+            Status::Committing => commit_step(&d, &wf, &p, claimed_here).await,
             Status::Committed if !p.commit.handoff_published => publish(&d, &wf, &p).await,
             Status::Committed | Status::Rejected => mail_reporter(&d, &wf, &p).await,
             Status::NeedsAttention => review::send_round(
@@ -549,12 +554,18 @@ fn approved_values(p: &Proposal) -> std::collections::BTreeMap<String, Value> {
     p.current().map(|r| r.values()).unwrap_or_default()
 }
 
-/// One step of the write: the record, then the photo, then the read-back.
+/// The write: the record, then the photos, then the read-back, recorded
+/// in one write at the end (`record_written`, one `photo_attached` per
+/// photo, `committed`: one transaction, every event). Any failure after
+/// the record was written records what was done so far first (`flush`),
+/// so a failed upload or read-back never costs a second upsert; only a
+/// crash in between leaves the record unrecorded, and the next driver
+/// finds it by its external id instead of writing it again.
 async fn commit_step(
     d: &Driver<'_>,
     wf: &Workflow,
     p: &Proposal,
-    wrote_record_here: bool,
+    claimed_here: bool,
 ) -> Result<Option<Proposal>, CommitError> {
     let deps = d.deps;
     if wf.operation == Operation::Update {
@@ -564,94 +575,157 @@ async fn commit_step(
         Ok(r) => r,
         Err(e) => return refused(d, p, e).await,
     };
-    let Some(record_id) = p.commit.record_id.clone() else {
-        if let Some(target) = adding_to(p) {
-            return comment_step(d, wf, p, target).await;
-        }
-        let ext_field = wf
-            .external_id_field
-            .as_deref()
-            .ok_or(AppError::Internal("workflow has no external id field"))?;
-        match deps
-            .writer
-            .upsert(&wf.object, ext_field, &p.id.to_string(), &record)
-            .await
-        {
-            Ok(up) => {
-                let url = deps.writer.record_url(&wf.object, &up.id);
-                let saved = save(
-                    d,
-                    p,
-                    Status::Committing,
-                    "record_written",
-                    json!({"salesforce_id": up.id, "created": up.created}),
-                    |n| {
-                        n.commit.record_id = Some(up.id.clone());
-                        n.commit.record_url = Some(url);
-                        n.commit.photo_started = !n.intake.photos.is_empty();
-                    },
-                )
-                .await?;
-                return Ok(Some(saved));
+    let mut before: Vec<fieldgate::domain::Transition> = Vec::new();
+    // Whether photos of this proposal may already be on the record: not
+    // when this very call created the record.
+    let (record_id, look_up_photos) = match p.commit.record_id.clone() {
+        Some(id) => (id, true),
+        None => {
+            if let Some(target) = adding_to(p) {
+                return comment_step(d, wf, p, target).await;
             }
-            Err(e) => return refused(d, p, e).await,
-        }
-    };
-    if p.intake.photos.len() > p.commit.photo_version_ids.len() {
-        // Every photo is uploaded in this step and all are recorded with
-        // the read-back's "committed", in one write: the store's writes do
-        // not grow with the photos. A crash (or failure) part-way leaves
-        // uploads unrecorded; the retry (no `wrote_record_here`) finds each
-        // by its title before uploading it, so photos 1-2 of 4 are found
-        // and only 3-4 go up. Only this recovery path pays the queries.
-        let mut marks = Vec::new();
-        let mut from = p.clone();
-        for (n, photo) in p.intake.photos().skip(p.commit.photo_version_ids.len()) {
-            let title = fieldgate::domain::photo_title(p.id, n);
-            let existing = if !wrote_record_here {
-                deps.writer
-                    .find_attachment(&record_id, &title)
-                    .await
-                    .map_err(CommitError::Salesforce)?
-            } else {
+            let ext_field = wf
+                .external_id_field
+                .as_deref()
+                .ok_or(AppError::Internal("workflow has no external id field"))?;
+            // A driver that did not claim the proposal out of APPROVED
+            // itself may follow one that wrote the record and stopped
+            // before recording it: that record is found, not written
+            // again (a second upsert would undo an edit made since).
+            let found = if claimed_here {
                 None
-            };
-            let version_id = match existing {
-                Some(v) => v,
-                None => {
-                    let data = deps
-                        .media
-                        .get(&photo.key)
-                        .await?
-                        .ok_or_else(|| CommitError::PhotoMissing(photo.key.clone()))?;
-                    let file = Attachment {
-                        title: &title,
-                        file_name: &photo.file_name,
-                        content_type: &photo.content_type,
-                        data: &data,
-                    };
-                    match deps.writer.attach(&record_id, &file).await {
-                        Ok(v) => v,
-                        Err(e) => return refused(d, p, e).await,
-                    }
+            } else {
+                match deps
+                    .writer
+                    .find_ids(&wf.object, ext_field, &p.id.to_string())
+                    .await
+                {
+                    Ok(ids) => <[String; 1]>::try_from(ids).ok().map(|[id]| id),
+                    Err(e) => return refused(d, p, e).await,
                 }
             };
-            let attached = mark(
-                d,
-                &from,
-                Status::Committing,
-                "photo_attached",
-                json!({"photo": n, "content_version_id": version_id}),
-                |q| {
-                    q.commit.photo_version_ids.push(version_id.clone());
+            let was_found = found.is_some();
+            let (id, created) = match found {
+                Some(id) => (id, false),
+                None => match deps
+                    .writer
+                    .upsert(&wf.object, ext_field, &p.id.to_string(), &record)
+                    .await
+                {
+                    Ok(up) => (up.id, up.created),
+                    Err(e) => return refused(d, p, e).await,
                 },
-            )?;
-            from = attached.proposal.clone();
-            marks.push(attached);
+            };
+            let url = deps.writer.record_url(&wf.object, &id);
+            before.push(mark(
+                d,
+                p,
+                Status::Committing,
+                "record_written",
+                json!({"salesforce_id": id, "created": created, "found": was_found}),
+                |n| {
+                    n.commit.record_id = Some(id.clone());
+                    n.commit.record_url = Some(url);
+                    n.commit.photo_started = !n.intake.photos.is_empty();
+                },
+            )?);
+            (id, !created)
         }
-        return finish(d, wf, p, &record, &record_id, marks).await;
+    };
+    // Every photo is uploaded in this step and all are recorded with the
+    // read-back's "committed", in one write: the store's writes do not
+    // grow with the photos. A crash part-way leaves uploads unrecorded;
+    // the retry finds each by its title before uploading it, so photos
+    // 1-2 of 4 are found and only 3-4 go up. Only this recovery path (or a
+    // record this call did not create) pays the queries.
+    for (n, photo) in p.intake.photos().skip(p.commit.photo_version_ids.len()) {
+        let title = fieldgate::domain::photo_title(p.id, n);
+        let version_id = match attach_photo(deps, &record_id, &title, photo, look_up_photos).await {
+            Ok(v) => v,
+            Err(Upload::Refused(e)) => {
+                let at = flush(d, p, before).await?;
+                return refused(d, &at, e).await;
+            }
+            Err(Upload::Failed(e)) => {
+                flush(d, p, before).await?;
+                return Err(e);
+            }
+        };
+        let from = before.last().map_or(p, |t| &t.proposal);
+        let attached = mark(
+            d,
+            from,
+            Status::Committing,
+            "photo_attached",
+            json!({"photo": n, "content_version_id": version_id}),
+            |q| {
+                q.commit.photo_version_ids.push(version_id.clone());
+            },
+        )?;
+        before.push(attached);
     }
-    finish(d, wf, p, &record, &record_id, Vec::new()).await
+    finish(d, wf, p, &record, &record_id, before).await
+}
+
+/// Records the marks made so far (the record, the photos uploaded) before
+/// a failure is handled: the proposal they leave, or `p` when there are
+/// none.
+async fn flush(
+    d: &Driver<'_>,
+    p: &Proposal,
+    before: Vec<fieldgate::domain::Transition>,
+) -> Result<Proposal, CommitError> {
+    match before.last() {
+        None => Ok(p.clone()),
+        Some(last) => {
+            let last = last.proposal.clone();
+            d.deps.store.apply_all(&before).await?;
+            Ok(last)
+        }
+    }
+}
+
+/// How one photo's upload failed: Salesforce refused it (handled as any
+/// refusal), or something else went wrong.
+enum Upload {
+    Refused(WriteError),
+    Failed(CommitError),
+}
+
+/// Uploads one photo to the record, or finds it there (`look_up`) by its
+/// title from an earlier, unrecorded upload.
+async fn attach_photo(
+    deps: &Commit,
+    record_id: &str,
+    title: &str,
+    photo: &fieldgate::domain::PhotoRef,
+    look_up: bool,
+) -> Result<String, Upload> {
+    if look_up
+        && let Some(v) = deps
+            .writer
+            .find_attachment(record_id, title)
+            .await
+            .map_err(|e| Upload::Failed(CommitError::Salesforce(e)))?
+    {
+        return Ok(v);
+    }
+    let data = deps
+        .media
+        .get(&photo.key)
+        .await
+        .map_err(|e| Upload::Failed(e.into()))?
+        .ok_or_else(|| Upload::Failed(CommitError::PhotoMissing(photo.key.clone())))?;
+    let file = Attachment {
+        title,
+        file_name: &photo.file_name,
+        content_type: &photo.content_type,
+        data: &data,
+    };
+    deps.writer
+        .attach(record_id, &file)
+        .await
+        .map_err(Upload::Refused)
 }
 
 /// The open record the reviewer chose to add this report to, if any.
@@ -893,11 +967,14 @@ async fn read_back(
     let number_field = fieldgate::domain::record_number_field(&wf.object);
     let mut names: Vec<String> = record.keys().cloned().collect();
     names.extend(number_field.map(str::to_owned));
-    let stored = deps
-        .writer
-        .read(&wf.object, record_id, &names)
-        .await
-        .map_err(CommitError::Salesforce)?;
+    let stored = match deps.writer.read(&wf.object, record_id, &names).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            // What was done is recorded: the retry reads back only.
+            flush(d, p, before).await?;
+            return Err(CommitError::Salesforce(e));
+        }
+    };
     let mismatches: Vec<String> = record
         .iter()
         .filter(|(k, v)| stored.get(*k) != Some(*v))
@@ -1156,7 +1233,7 @@ async fn publish(
     };
     d.deps.handoff.publish(&msg).await?;
     let at = d.deps.clock.now();
-    let saved = save(
+    let published = mark(
         d,
         p,
         Status::Committed,
@@ -1166,9 +1243,25 @@ async fn publish(
             n.commit.handoff_published = true;
             n.commit.handed_off_at = Some(at);
         },
-    )
-    .await?;
-    Ok(Some(saved))
+    )?;
+    // The reporter's outcome mail, when due, goes out before either send
+    // is recorded, and both are recorded in one write: each send is
+    // at-least-once with its own dedupe id (the message's `dedupe_key`,
+    // the mail's `Message-ID`), so a crash before the write repeats them
+    // recognisably, never loses one. A failed mail records the handoff
+    // alone and leaves the mail to the retry.
+    let Some(to) = published.proposal.reporter_mail_due(&wf.notify) else {
+        d.deps.store.apply(&published).await?;
+        return Ok(Some(published.proposal));
+    };
+    let to = to.to_owned();
+    if let Err(e) = send_reporter_mail(d, wf, &published.proposal, &to).await {
+        d.deps.store.apply(&published).await?;
+        return Err(e);
+    }
+    let mailed = reporter_mailed(d, &published.proposal)?;
+    d.deps.store.apply_all(&[published, mailed.clone()]).await?;
+    Ok(Some(mailed.proposal))
 }
 
 /// Tells the reporter the outcome, once: the mail, then its record (a
@@ -1184,6 +1277,19 @@ async fn mail_reporter(
     let Some(to) = p.reporter_mail_due(&wf.notify) else {
         return Ok(None);
     };
+    send_reporter_mail(d, wf, p, to).await?;
+    let mailed = reporter_mailed(d, p)?;
+    d.deps.store.apply(&mailed).await?;
+    Ok(Some(mailed.proposal))
+}
+
+/// Sends `p`'s outcome mail to `to` (the reporter).
+async fn send_reporter_mail(
+    d: &Driver<'_>,
+    wf: &Workflow,
+    p: &Proposal,
+    to: &str,
+) -> Result<(), CommitError> {
     let status_url = format!(
         "{}/s/{}",
         d.deps.public_url.trim_end_matches('/'),
@@ -1191,8 +1297,16 @@ async fn mail_reporter(
     );
     let mail = fieldgate::notice::reporter_mail(wf, p, to, &status_url);
     d.deps.notifier.send(&mail).await?;
+    Ok(())
+}
+
+/// The record of `p`'s outcome mail (made, not applied).
+fn reporter_mailed(
+    d: &Driver<'_>,
+    p: &Proposal,
+) -> Result<fieldgate::domain::Transition, CommitError> {
     let at = d.deps.clock.now();
-    let saved = save(
+    mark(
         d,
         p,
         p.status,
@@ -1202,8 +1316,6 @@ async fn mail_reporter(
             n.reporter_mailed_at = Some(at);
         },
     )
-    .await?;
-    Ok(Some(saved))
 }
 
 #[cfg(test)]

@@ -363,7 +363,8 @@ async fn several_photos_are_attached_once_and_a_retry_resumes_after_the_last_upl
     let data: [&[u8]; 4] = [&[1u8; 600], &[2u8; 700], &[3u8; 800], &[4u8; 900]];
     let p = approved_with_photos(&f, "Pump seal leaking, urgent", &data).await;
     // Photo 3 is missing from the media store: the drive stops after
-    // uploading 1 and 2, before recording them (a crash at that line).
+    // uploading 1 and 2, and records what it did before it fails (the
+    // record, photos 1 and 2), so no retry writes them again.
     let third = p.intake.photo(3).unwrap().key.clone();
     f.deps.media.delete(&third).await.unwrap();
     let err = process(&f.deps, p.id).await.unwrap_err();
@@ -373,16 +374,18 @@ async fn several_photos_are_attached_once_and_a_retry_resumes_after_the_last_upl
     );
     let left = f.store.get(p.id).await.unwrap().unwrap();
     assert_eq!(left.status, Status::Committing);
-    assert!(
-        left.commit.photo_version_ids.is_empty(),
-        "nothing recorded yet"
+    assert_eq!(
+        left.commit.photo_version_ids.len(),
+        2,
+        "the uploads before the failure are recorded"
     );
     let record = left.commit.record_id.clone().unwrap();
     assert_eq!(f.emulator.content_versions_linked_to(&record).len(), 2);
     assert_eq!(f.emulator.records("ContentVersion").len(), 2);
 
-    // The photo is back; the retry (after the back-off) finds 1 and 2 by
-    // their titles and uploads only 3 and 4.
+    // The photo is back; the retry (after the back-off) looks 3 up by its
+    // title (an upload the failed drive could have made unrecorded) and
+    // uploads only 3 and 4.
     f.deps
         .media
         .put(&third, data[2], "image/jpeg")

@@ -12,10 +12,13 @@ use fieldgate::compose::{BuildError, Components, QrKeys};
 use fieldgate::domain::Timestamp;
 use fieldgate::domain::{
     CsrfKey, Intake, PhotoRef, Proposal, ProposalId, SlidingLimit, TokenBucket, TokenError,
-    Workflow, Workflows,
+    WindowCount, Workflow, Workflows,
 };
 use fieldgate::http::{BodyBytes, ClientIp, MAX_BODY, Segment, header, multipart, urlencoded};
-use fieldgate::ports::{AssetDirectory, Created, Freshness, MediaStore, ProposalStore};
+use fieldgate::ports::{
+    AssetDirectory, Counted, Counter, Created, Freshness, IntakeReads, IntakeView, MediaStore,
+    ProposalStore, Quota,
+};
 use fieldgate::web::sticker::StickerCodePage;
 use fieldgate::web::{self, IntakeDone, IntakeForm, StatusPage};
 use fieldgate::{AppError, RateScope, UserError};
@@ -23,9 +26,10 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// How much intake takes. Only well-formed reports that are not resends
-/// count: junk cannot use up a sticker's budget, and an offline resend of
-/// a report already stored is answered without counting.
+/// How much intake takes. Only stored reports count (in the write that
+/// stores them, on the condition that they fit): junk, a refused report or
+/// a failed write cannot use up a sticker's budget, and an offline resend
+/// of a report already stored is answered without counting.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Longest notes accepted, in characters.
@@ -165,10 +169,11 @@ async fn static_asset(Segment(name): Segment) -> Result<Response, AppError> {
 const WITHDRAWN: &str = "This code has been withdrawn, so reports can no longer be sent with it. Nothing was saved. Please ask the office (or whoever looks after this equipment) for a new sticker.";
 const RETIRED: &str = "This sticker has expired: its code was replaced by a newer one. Nothing was saved. Please ask the office for a new sticker for this equipment.";
 
-async fn resolve(
+/// A scanned code's claims and workflow: the signature checked, no I/O.
+async fn verify(
     deps: &IntakeDeps,
     code: &str,
-) -> Result<(fieldgate::AssetContext, Arc<Workflow>, Freshness), AppError> {
+) -> Result<(fieldgate::domain::QrClaims, Arc<Workflow>), AppError> {
     let ring = deps.qr.for_code(code).await;
     let claims = ring.verify(code, deps.clock.now()).map_err(|e| match e {
         TokenError::Retired => UserError::Gone(RETIRED.into()),
@@ -181,19 +186,46 @@ async fn resolve(
         .get(&claims.workflow)
         .filter(|w| w.operation != fieldgate::domain::Operation::Update)
         .ok_or(UserError::NotFound)?;
+    Ok((claims, wf))
+}
+
+/// What the intake reads of a code before answering: its revocation
+/// record and the asset cache entry, with `more` (the submission's
+/// idempotency key and rate-limit counters), in one store request.
+fn reads_for(
+    deps: &IntakeDeps,
+    claims: &fieldgate::domain::QrClaims,
+    wf: &Workflow,
+    more: IntakeReads,
+) -> IntakeReads {
+    IntakeReads {
+        code: Some((claims.asset.clone(), wf.id.clone())),
+        asset: deps.assets.reads_cache().then(|| claims.asset.clone()),
+        ..more
+    }
+}
+
+/// The code's asset, once the code is known not to be withdrawn: the
+/// revocation record and the cache entry come from `view`.
+async fn admit(
+    deps: &IntakeDeps,
+    claims: &fieldgate::domain::QrClaims,
+    view: &mut IntakeView,
+) -> Result<(fieldgate::AssetContext, Freshness), AppError> {
     // Before the asset lookup: a withdrawn code costs no Salesforce query.
-    if let Some(r) = deps.store.code_revocation(&claims.asset, &wf.id).await?
+    if let Some(r) = &view.revocation
         && r.withdraws(claims.generation)
     {
         return Err(UserError::Gone(WITHDRAWN.into()).into());
     }
-    let asset_id = claims.asset;
-    let (asset, fresh) = deps
-        .assets
-        .lookup_checked(&asset_id)
-        .await?
-        .ok_or(UserError::NotFound)?;
-    Ok((asset, wf, fresh))
+    let found = if deps.assets.reads_cache() {
+        deps.assets
+            .lookup_read(&claims.asset, view.asset.take())
+            .await?
+    } else {
+        deps.assets.lookup_checked(&claims.asset).await?
+    };
+    Ok(found.ok_or(UserError::NotFound)?)
 }
 
 fn new_idem(now: Timestamp) -> String {
@@ -203,7 +235,12 @@ fn new_idem(now: Timestamp) -> String {
 }
 
 async fn form(State(deps): Deps, Segment(code): Segment) -> Result<Response, AppError> {
-    let (asset, wf, fresh) = resolve(&deps, &code).await?;
+    let (claims, wf) = verify(&deps, &code).await?;
+    let mut view = deps
+        .store
+        .intake_reads(&reads_for(&deps, &claims, &wf, IntakeReads::default()))
+        .await?;
+    let (asset, fresh) = admit(&deps, &claims, &mut view).await?;
     Ok(IntakeForm {
         asset: &asset,
         workflow_name: &wf.name,
@@ -400,7 +437,7 @@ async fn submit(
     headers: HeaderMap,
     BodyBytes(body): BodyBytes,
 ) -> Result<Response, AppError> {
-    let (asset, wf, _) = resolve(&deps, &code).await?;
+    let (claims, wf) = verify(&deps, &code).await?;
     let now = deps.clock.now();
     if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok())
         && len > max_body(&wf, &deps.limits) as u64
@@ -410,30 +447,62 @@ async fn submit(
         )
         .into());
     }
-    let parts = multipart(
+    // The body first (no I/O), so that everything the store is asked
+    // before the report is taken is asked at once; a withdrawn or unknown
+    // code is still answered before anything wrong with the body.
+    let sub = match multipart(
         &headers,
         body,
         max_body(&wf, &deps.limits),
         wf.photo.max_bytes as usize + 1,
     )
-    .await?;
-    let sub = parse_submission(&wf, &deps.limits, parts)?;
-    let idem = sub.idem.as_ref().map(|k| format!("{}#{k}", asset.id));
+    .await
+    {
+        Ok(parts) => parse_submission(&wf, &deps.limits, parts).map_err(AppError::from),
+        Err(e) => Err(AppError::from(e)),
+    };
+    let idem_key = |asset: &fieldgate::domain::AssetId, k: &str| format!("{asset}#{k}");
+    let asked_idem = sub
+        .as_ref()
+        .ok()
+        .and_then(|s| s.idem.as_deref())
+        .map(|k| idem_key(&claims.asset, k));
+    let quotas = quotas(&deps, &claims, &wf, client.map(|c| c.0));
+    let mut view = deps
+        .store
+        .intake_reads(&reads_for(
+            &deps,
+            &claims,
+            &wf,
+            IntakeReads {
+                idempotency_key: asked_idem.clone(),
+                counters: quotas
+                    .iter()
+                    .map(|(_, q)| (q.key.clone(), q.limit.window_secs))
+                    .collect(),
+                ..IntakeReads::default()
+            },
+        ))
+        .await?;
+    let (asset, _) = admit(&deps, &claims, &mut view).await?;
+    let sub = sub?;
+    let idem = sub.idem.as_ref().map(|k| idem_key(&asset.id, k));
     // A resend of a report already stored (a double tap, the offline
     // queue) is answered as the first one was, and counts against nothing.
-    if let Some(k) = &idem
-        && let Some(existing) = deps.store.idempotent(k).await?
-    {
+    let existing = if idem == asked_idem {
+        view.existing
+    } else {
+        // The code names the asset otherwise than Salesforce does (a
+        // 15-character id): the key is the stored asset's.
+        match &idem {
+            Some(k) => deps.store.idempotent(k).await?,
+            None => None,
+        }
+    };
+    if let Some(existing) = existing {
         return Ok(done_page(&deps, &code, existing, false));
     }
-    within_limits(
-        &deps,
-        &asset.id.to_string(),
-        &wf.id.to_string(),
-        client.map(|c| c.0),
-        now,
-    )
-    .await?;
+    let quotas = within_limits(&deps, quotas, &view, now)?;
 
     let id = new_proposal_id(now);
     let photos: Vec<PhotoRef> = sub
@@ -486,7 +555,19 @@ async fn submit(
             }
         }
         let created = match put {
-            Ok(()) => deps.store.create(&t, idem.as_deref()).await.map_err(AppError::from),
+            Ok(()) => deps
+                .store
+                .create_counted(&t, idem.as_deref(), &quotas, now)
+                .await
+                .map_err(AppError::from)
+                .and_then(|c| match c {
+                    Counted::Stored(created) => Ok(created),
+                    // Another report took the last place meanwhile.
+                    Counted::Limited { quota, counts } => {
+                        let q = &quotas[quota];
+                        Err(refuse(scope_of(&q.key), q.limit.retry_after(counts, now)))
+                    }
+                }),
             Err(e) => Err(AppError::from(e)),
         };
         if !matches!(created, Ok(Created::New)) {
@@ -526,46 +607,91 @@ fn done_page(deps: &IntakeDeps, code: &str, reference: ProposalId, fresh: bool) 
     page
 }
 
-/// The limits a new, well-formed report must be within, cheapest first.
-/// The client's limit is counted before the code's, so one client's flood
-/// does not use up the sticker's budget for everyone else.
-async fn within_limits(
+/// The rate limits a new report is counted in, client first: its scope
+/// and quota. The client's comes first so that one client's flood, refused
+/// by its own limit, never reaches the sticker's (a refused report counts
+/// in neither).
+fn quotas(
     deps: &IntakeDeps,
-    asset: &str,
-    workflow: &str,
+    claims: &fieldgate::domain::QrClaims,
+    wf: &Workflow,
     client: Option<ClientIp>,
+) -> Vec<(RateScope, Quota)> {
+    let mut out = Vec::new();
+    if let Some(ip) = client {
+        out.push((
+            RateScope::Client,
+            Quota {
+                key: format!("RLIP#{}", ip.limit_key()),
+                limit: deps.limits.per_client,
+                seen: None,
+            },
+        ));
+    }
+    out.push((
+        RateScope::Code,
+        Quota {
+            key: format!("RL#{}#{}", claims.asset, wf.id),
+            limit: deps.limits.per_code,
+            seen: None,
+        },
+    ));
+    out
+}
+
+/// The scope a quota's key counts (for the refusal page).
+fn scope_of(key: &str) -> RateScope {
+    if key.starts_with("RLIP#") {
+        RateScope::Client
+    } else {
+        RateScope::Code
+    }
+}
+
+fn refuse(scope: RateScope, wait: fieldgate::domain::RetryAfter) -> AppError {
+    tracing::info!(
+        ?scope,
+        retry_after = wait.0,
+        "report refused by a rate limit"
+    );
+    AppError::from(UserError::TooManyRequests {
+        scope,
+        retry_after_secs: wait.0,
+    })
+}
+
+/// The limits a new, well-formed report must be within, before anything
+/// is written: the process's ceiling, then each quota with the report
+/// added to its counter as read (`view`). The quotas come back carrying
+/// what was read, for the write that stores the report to count it on
+/// the condition that it still fits (`ProposalStore::create_counted`).
+/// Only stored reports count: a refused one counts nowhere.
+fn within_limits(
+    deps: &IntakeDeps,
+    quotas: Vec<(RateScope, Quota)>,
+    view: &IntakeView,
     now: Timestamp,
-) -> Result<(), AppError> {
-    let refuse = |scope, wait: fieldgate::domain::RetryAfter| {
-        tracing::info!(
-            ?scope,
-            retry_after = wait.0,
-            "report refused by a rate limit"
-        );
-        AppError::from(UserError::TooManyRequests {
-            scope,
-            retry_after_secs: wait.0,
-        })
-    };
+) -> Result<Vec<Quota>, AppError> {
     deps.ceiling
         .lock()
         .map_err(|_| AppError::Internal("the intake ceiling lock is poisoned"))?
         .take(now)
         .map_err(|w| refuse(RateScope::Everyone, w))?;
-    if let Some(ip) = client {
-        let l = deps.limits.per_client;
-        let n = deps
-            .store
-            .count_in_window(&format!("RLIP#{}", ip.limit_key()), l.window_secs, now)
-            .await?;
-        l.check(n, now).map_err(|w| refuse(RateScope::Client, w))?;
+    let mut out = Vec::new();
+    for (i, (scope, mut q)) in quotas.into_iter().enumerate() {
+        q.seen = view.counters.get(i).copied().flatten();
+        let counts = Counter::at(q.seen.as_ref(), q.limit.window_secs, now);
+        let with_this = WindowCount {
+            current: counts.current + 1,
+            previous: counts.previous,
+        };
+        if q.limit.check(with_this, now).is_err() {
+            // Not counted: when one more fits beside what is stored.
+            return Err(refuse(scope, q.limit.retry_after(counts, now)));
+        }
+        out.push(q);
     }
-    let l = deps.limits.per_code;
-    let n = deps
-        .store
-        .count_in_window(&format!("RL#{asset}#{workflow}"), l.window_secs, now)
-        .await?;
-    l.check(n, now).map_err(|w| refuse(RateScope::Code, w))
+    Ok(out)
 }
 
 fn max_body(wf: &Workflow, limits: &Limits) -> usize {

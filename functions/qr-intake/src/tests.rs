@@ -456,6 +456,24 @@ impl ProposalStore for CreateFails {
             std::io::Error::other("disk full"),
         ))
     }
+    async fn create_counted(
+        &self,
+        _: &fieldgate::domain::Transition,
+        _: Option<&str>,
+        _: &[fieldgate::ports::Quota],
+        _: Timestamp,
+    ) -> Result<fieldgate::ports::Counted, fieldgate::ports::StoreError> {
+        Err(fieldgate::ports::StoreError::backend(
+            "writing",
+            std::io::Error::other("disk full"),
+        ))
+    }
+    async fn intake_reads(
+        &self,
+        r: &fieldgate::ports::IntakeReads,
+    ) -> Result<fieldgate::ports::IntakeView, fieldgate::ports::StoreError> {
+        self.0.intake_reads(r).await
+    }
     async fn apply(
         &self,
         t: &fieldgate::domain::Transition,

@@ -13,7 +13,7 @@ use fieldgate::domain::{
 use fieldgate::ports::{
     MediaStore, ProposalStore, RecordFinder, ReviewNotifier, Structurer, StructuringInput,
 };
-use fieldgate::stream::drive;
+use fieldgate::stream::drive_with;
 use fieldgate::structuring::{self, RulesStructurer};
 use fieldgate::{AppError, review};
 use serde_json::json;
@@ -64,29 +64,97 @@ impl Structure {
 /// says the same; this is defence in depth).
 pub const STATUSES: [Status; 1] = [Status::Received];
 
+/// Each record's image of the new report is where the step starts (no
+/// read first), when the workflow's duplicate lookup can tell a stale one
+/// (see [`process_from`]).
 pub async fn handle_stream(deps: &Structure, event: Event) -> DynamoDbEventResponse {
-    drive(&event, &STATUSES, "structure", |id| process(deps, id)).await
+    drive_with(
+        &event,
+        &STATUSES,
+        "structure",
+        |rec, id, _| fieldgate::stream::received_image(rec, id),
+        |id, image| process_from(deps, id, image),
+    )
+    .await
 }
 
 /// Drives one proposal from whatever state it is in now: a retry after a
 /// crash at any point resumes the remaining work.
 #[tracing::instrument(name = "structure", skip(deps), fields(proposal = %id))]
 pub async fn process(deps: &Structure, id: ProposalId) -> Result<(), AppError> {
-    process_as(deps, id, false).await
+    process_as(deps, id, false, None).await
+}
+
+/// [`process`] starting from `image`, the new report as its stream record
+/// shows it. The image is what a read of the inbox item would give, but
+/// possibly stale (a record delivered again after the report moved on),
+/// and a stale one must not cost a model call: the duplicate lookup's
+/// query of the asset's reports waiting for review comes first and tells
+/// it (the report is among them once structured), and a stale image that
+/// slips through (a report past review already, an index behind) loses the
+/// conditional move and changes nothing. A workflow without the lookup
+/// reads first, as without an image.
+#[tracing::instrument(name = "structure", skip(deps, image), fields(proposal = %id))]
+pub async fn process_from(
+    deps: &Structure,
+    id: ProposalId,
+    image: Option<Proposal>,
+) -> Result<(), AppError> {
+    process_as(deps, id, false, image).await
 }
 
 /// [`process`]; `taken_over`: the caller knows no other driver is alive
 /// (one machine, work left by the process before a restart), so an
 /// unmailed round is its to mail however recent.
-async fn process_as(deps: &Structure, id: ProposalId, taken_over: bool) -> Result<(), AppError> {
-    let Some(mut p) = deps.store.get_new(id).await? else {
-        tracing::warn!("proposal vanished; nothing to do");
-        return Ok(());
+async fn process_as(
+    deps: &Structure,
+    id: ProposalId,
+    taken_over: bool,
+    image: Option<Proposal>,
+) -> Result<(), AppError> {
+    let image = image.filter(|p| {
+        deps.workflows
+            .get(&p.workflow)
+            .is_some_and(|wf| wf.duplicates.is_some())
+    });
+    let from_image = image.is_some();
+    let mut p = match image {
+        Some(p) => p,
+        None => match deps.store.get_new(id).await? {
+            Some(p) => p,
+            None => {
+                tracing::warn!("proposal vanished; nothing to do");
+                return Ok(());
+            }
+        },
     };
     let wf = deps
         .workflows
         .get(&p.workflow)
         .ok_or_else(|| AppError::UnknownWorkflow(p.workflow.clone()))?;
+    // The pending reports of the asset, when the workflow looks for
+    // duplicates: read before the model is asked (it also tells a stale
+    // image), listed after.
+    let mut pending = None;
+    if p.status == Status::Received && wf.duplicates.is_some() {
+        let found = deps
+            .store
+            .pending_for_asset(&p.workflow, &p.asset.id, DUPLICATES_SHOWN + 1)
+            .await;
+        if from_image && found.as_ref().is_ok_and(|f| f.iter().any(|o| o.id == id)) {
+            tracing::info!(
+                "the record is older than the report (already structured); resuming from the store"
+            );
+            p = deps.store.get(id).await?.ok_or(AppError::Vanished(id))?;
+        } else if from_image && found.is_err() {
+            // Not known whether the image is stale: read, as without one.
+            p = match deps.store.get_new(id).await? {
+                Some(p) => p,
+                None => return Ok(()),
+            };
+        }
+        pending = Some(found);
+    }
     if p.status == Status::Received {
         // The intake's record is untrusted (in AWS the public functions
         // write it): keep only what an intake sets, refuse what no intake
@@ -127,11 +195,11 @@ async fn process_as(deps: &Structure, id: ProposalId, taken_over: bool) -> Resul
             .filter(|(_, f)| f.flag.is_some())
             .map(|(k, _)| k)
             .collect();
-        let duplicates = match wf.duplicates {
-            Some(policy) => {
-                Some(look_for_duplicates(deps, &wf, &p, policy, deps.clock.now()).await)
+        let duplicates = match (wf.duplicates, pending) {
+            (Some(policy), Some(pending)) => {
+                Some(look_for_duplicates(deps, &wf, &p, policy, pending, deps.clock.now()).await)
             }
-            None => None,
+            _ => None,
         };
         let detail = json!({
             "structurer": info.structurer,
@@ -313,7 +381,7 @@ pub async fn take_over(
     left.retain(|p| !p.review.mailed && p.updated_at < started);
     for p in left {
         tracing::info!(proposal = %p.id, "taking over a review round the previous run did not mail");
-        match process_as(deps, p.id, true).await {
+        match process_as(deps, p.id, true, None).await {
             Ok(()) => out.redriven += 1,
             Err(e) if e.is_conflict() => out.waiting += 1,
             Err(e) => {
@@ -369,6 +437,7 @@ async fn look_for_duplicates(
     wf: &Workflow,
     p: &Proposal,
     policy: fieldgate::domain::DuplicatePolicy,
+    pending: Result<Vec<Proposal>, fieldgate::ports::StoreError>,
     now: fieldgate::domain::Timestamp,
 ) -> DuplicateCheck {
     let mut check = DuplicateCheck {
@@ -388,11 +457,7 @@ async fn look_for_duplicates(
             .failed
             .push("Salesforce: not configured for this step".into()),
     }
-    match deps
-        .store
-        .pending_for_asset(&p.workflow, &p.asset.id, DUPLICATES_SHOWN + 1)
-        .await
-    {
+    match pending {
         Ok(found) => {
             check.pending = found
                 .into_iter()

@@ -70,10 +70,16 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         grants(["dynamodb:PutItem"], [TABLE], leading_keys("R#*", "I#*", "A#*"))
         # The rate-limit counters (RL#), nothing else, by UpdateItem.
         | grants(["dynamodb:UpdateItem"], [TABLE], leading_keys("RL#*"))
-        # Reads: the status page (P#, or R# before structuring), the rest,
-        # QR code revocations (QR#) and sticker codes (K#), which it never writes.
+        # The reads before a form or a report, one BatchGetItem: the QR
+        # code's revocation (QR#, never written here), the asset cache,
+        # the idempotency key, the rate-limit windows.
+        | grants(["dynamodb:BatchGetItem"], [TABLE],
+                 leading_keys("QR#*", "A#*", "I#*", "RL#*"))
+        # Single reads: the status page (P#, or R# before structuring), a
+        # resend's idempotency key, a moved window and sticker codes (K#,
+        # never written here).
         | grants(["dynamodb:GetItem"], [TABLE],
-                 leading_keys("P#*", "R#*", "I#*", "A#*", "RL#*", "QR#*", "K#*"))
+                 leading_keys("P#*", "R#*", "I#*", "RL#*", "K#*"))
         # Uploads the photo; never reads photos back.
         | grants(["s3:PutObject"], [PHOTOS])
         # The read-only Salesforce credential (asset lookup; never the

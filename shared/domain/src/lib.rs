@@ -33,7 +33,7 @@ pub use revision::{FieldValue, Fields, Revision};
 pub use status::Status;
 pub use sticker::{Sticker, StickerRef, StickerRefError};
 pub use timeline::{TimelineEntry, timeline};
-pub use tokens::{CsrfKey, QrKeyring, ReviewToken, TokenError};
+pub use tokens::{CsrfKey, QrClaims, QrKeyring, ReviewToken, TokenError};
 pub use workflow::{
     AssetBinding, DEFAULT_REMIND_AFTER_HOURS, DuplicatePolicy, Escalation, FieldKind, FieldSpec,
     Lookup, NotifyPolicy, Operation, PhotoPolicy, ReviewPolicy, StructurerKind, UpdatePolicy,

@@ -45,9 +45,19 @@ impl SlidingLimit {
         if estimate <= self.limit as f64 + 1e-9 {
             return Ok(());
         }
-        // When would one more event fit? Within this window, once the
-        // previous window's weight has shrunk enough; otherwise in the next
-        // one, where this window becomes "previous".
+        Err(self.retry_after(c, now))
+    }
+
+    /// When one more event would fit beside the `c` already counted: within
+    /// this window, once the previous window's weight has shrunk enough;
+    /// otherwise in the next one, where this window becomes "previous".
+    /// For a refused event that was not counted (a store that counts only
+    /// what it stores), `c` is the counts without it.
+    pub fn retry_after(&self, c: WindowCount, now: Timestamp) -> RetryAfter {
+        let size = self.window_secs.max(1) as f64;
+        let end = window_end(now, self.window_secs) as f64;
+        let now_s = now.unix_timestamp() as f64 + f64::from(now.millisecond()) / 1000.0;
+        let elapsed = ((now_s - (end - size)) / size).clamp(0.0, 1.0);
         let room = self.limit as f64 - 1.0;
         let wait = if (c.current as f64) <= room && c.previous > 0 {
             let f = 1.0 - (room - c.current as f64) / c.previous as f64;
@@ -60,7 +70,39 @@ impl SlidingLimit {
             };
             (1.0 - elapsed) * size + f * size
         };
-        Err(RetryAfter(wait.ceil().max(1.0) as u64))
+        RetryAfter(wait.ceil().max(1.0) as u64)
+    }
+}
+
+impl SlidingLimit {
+    /// The most events the window `now` falls in may hold, with `previous`
+    /// in the window before, for [`Self::check`] to pass: what a store
+    /// checks its count against in a conditional write (the count before
+    /// one more is added must be below it).
+    pub fn most_current(&self, previous: u64, now: Timestamp) -> u64 {
+        let fits = |n: u64| {
+            self.check(
+                WindowCount {
+                    current: n,
+                    previous,
+                },
+                now,
+            )
+            .is_ok()
+        };
+        if fits(self.limit) {
+            return self.limit;
+        }
+        // check is monotonic in the current count: the largest that fits.
+        let (mut lo, mut hi) = (0u64, self.limit);
+        if !fits(lo) {
+            return 0;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) { lo = mid } else { hi = mid }
+        }
+        lo
     }
 }
 
@@ -110,6 +152,30 @@ mod tests {
         limit: 10,
         window_secs: 600,
     };
+
+    #[test]
+    fn the_most_a_window_may_hold_is_what_check_lets_through() {
+        let start = at(1_800_000_000);
+        for previous in [0, 1, 5, 10, 30] {
+            for secs in [0, 59, 300, 599] {
+                let now = start + Duration::seconds(secs);
+                let most = L.most_current(previous, now);
+                let check = |current| L.check(WindowCount { current, previous }, now);
+                if most > 0 {
+                    assert!(check(most).is_ok(), "{previous} {secs}: {most} fits");
+                }
+                assert!(
+                    check(most + 1).is_err(),
+                    "{previous} {secs}: {most} + 1 does not"
+                );
+            }
+        }
+        let none = SlidingLimit {
+            limit: u64::MAX,
+            window_secs: 600,
+        };
+        assert_eq!(none.most_current(7, start), u64::MAX);
+    }
 
     #[test]
     fn under_the_limit_passes_and_over_it_says_when() {

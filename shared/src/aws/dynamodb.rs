@@ -31,7 +31,8 @@ use crate::domain::{
     Timestamp, Transition, WindowCount, WorkflowId, window_end,
 };
 use crate::ports::{
-    AssistantTokens, CachedAsset, CodeRevocation, Created, ProposalStore, StoreError,
+    AssistantTokens, CachedAsset, CodeRevocation, Counted, Counter, Created, IntakeReads,
+    IntakeView, ProposalStore, Quota, StoreError,
 };
 use crate::stream::{META, inbox_pk, proposal_from_item, proposal_item, proposal_pk};
 use async_trait::async_trait;
@@ -40,8 +41,9 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, StreamSpecification,
-    StreamViewType, TimeToLiveSpecification, TransactWriteItem, Update,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -186,6 +188,18 @@ impl DynamoStore {
     /// (`Conflict`); a clash with another transaction in flight is retried,
     /// because that other one may still fail and then ours must go through.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxFailure> {
+        self.transact_returning(items).await.map_err(|f| match f {
+            TxFailed::Condition(failed) => {
+                TxFailure::Condition(failed.into_iter().map(|(i, _)| i).collect())
+            }
+            TxFailed::Other(e) => TxFailure::Other(e),
+        })
+    }
+
+    /// [`Self::transact`], with each failed condition's item as the
+    /// service returned it (`ReturnValuesOnConditionCheckFailure`), when
+    /// it did.
+    async fn transact_returning(&self, items: Vec<TransactWriteItem>) -> Result<(), TxFailed> {
         let mut delay = Duration::from_millis(10);
         for attempt in 0.. {
             let res = self
@@ -203,14 +217,15 @@ impl DynamoStore {
             {
                 let codes: Vec<Option<&str>> =
                     tc.cancellation_reasons().iter().map(|r| r.code()).collect();
-                let failed: Vec<usize> = codes
+                let failed: Vec<(usize, Option<Item>)> = tc
+                    .cancellation_reasons()
                     .iter()
                     .enumerate()
-                    .filter(|(_, c)| **c == Some("ConditionalCheckFailed"))
-                    .map(|(i, _)| i)
+                    .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                    .map(|(i, r)| (i, r.item().filter(|it| !it.is_empty()).cloned()))
                     .collect();
                 if !failed.is_empty() {
-                    return Err(TxFailure::Condition(failed));
+                    return Err(TxFailed::Condition(failed));
                 }
                 if codes.contains(&Some("TransactionConflict")) && attempt < 12 {
                     tokio::time::sleep(delay).await;
@@ -218,7 +233,7 @@ impl DynamoStore {
                     continue;
                 }
             }
-            return Err(TxFailure::Other(sdk(err)));
+            return Err(TxFailed::Other(sdk(err)));
         }
         unreachable!("the loop returns")
     }
@@ -309,6 +324,157 @@ impl DynamoStore {
         Ok(out)
     }
 
+    /// A new proposal's transaction items (inbox item, its event, the
+    /// idempotency key) and the idempotency key's position.
+    fn create_items(
+        &self,
+        t: &Transition,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Vec<TransactWriteItem>, Option<usize>), StoreError> {
+        // The inbox item, in the partition the public functions may write.
+        let mut inbox: Item = proposal_item(&t.proposal).into();
+        let pk = inbox_pk(t.proposal.id);
+        inbox.insert("PK".into(), AttributeValue::S(pk.clone()));
+        let mut items = vec![
+            self.put(inbox, "attribute_not_exists(PK)")?,
+            self.put(Self::event_item(t, pk)?, "attribute_not_exists(PK)")?,
+        ];
+        let mut idem_at = None;
+        if let Some(k) = idempotency_key {
+            let mut idem = Self::key(format!("I#{k}"));
+            idem.insert(
+                "proposal".into(),
+                AttributeValue::S(t.proposal.id.to_string()),
+            );
+            idem.insert(
+                "expires_at".into(),
+                AttributeValue::N(
+                    (t.proposal.created_at.unix_timestamp() + IDEMPOTENCY_TTL_SECS).to_string(),
+                ),
+            );
+            idem_at = Some(items.len());
+            items.push(self.put(idem, "attribute_not_exists(PK)")?);
+        }
+        Ok((items, idem_at))
+    }
+
+    /// The answer to a create whose idempotency key was taken: the
+    /// proposal that key made.
+    async fn replayed(&self, idempotency_key: Option<&str>) -> Result<Created, StoreError> {
+        let k = idempotency_key.ok_or_else(|| backend("no idempotency key was written"))?;
+        self.idempotent(k)
+            .await?
+            .map(Created::Existing)
+            .ok_or_else(|| backend("idempotency item vanished"))
+    }
+
+    /// A quota's counter update in a create's transaction, made from the
+    /// counter as `seen`: one more in the window it holds, on the condition
+    /// that it is still that window and its count below what the limit lets
+    /// through; or, for a window it does not hold yet, the new window
+    /// (count 1, the previous one's count carried), on the condition that
+    /// it is still the window seen.
+    fn quota_update(
+        &self,
+        q: &Quota,
+        seen: Option<&Counter>,
+        counts: WindowCount,
+        now: Timestamp,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let size = q.limit.window_secs.max(1);
+        let end = window_end(now, size);
+        let u = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(counter_pk(&q.key, size))))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let u = match seen {
+            Some(c) if c.ends_at >= end => u
+                .update_expression("ADD c :one SET expires_at = :exp")
+                .condition_expression("w = :w AND (attribute_not_exists(c) OR c < :most)")
+                .expression_attribute_values(":w", AttributeValue::N(c.ends_at.to_string()))
+                .expression_attribute_values(
+                    ":most",
+                    AttributeValue::N(q.limit.most_current(c.previous, now).to_string()),
+                )
+                .expression_attribute_values(
+                    ":exp",
+                    AttributeValue::N((c.ends_at + size).to_string()),
+                ),
+            other => {
+                let u = u
+                    .update_expression("SET w = :w, c = :one, p = :p, expires_at = :exp")
+                    .expression_attribute_values(":w", AttributeValue::N(end.to_string()))
+                    .expression_attribute_values(
+                        ":p",
+                        AttributeValue::N(counts.previous.to_string()),
+                    )
+                    .expression_attribute_values(
+                        ":exp",
+                        AttributeValue::N((end + size).to_string()),
+                    );
+                match other {
+                    Some(c) => u
+                        .condition_expression("w = :old")
+                        .expression_attribute_values(
+                            ":old",
+                            AttributeValue::N(c.ends_at.to_string()),
+                        ),
+                    None => u.condition_expression("attribute_not_exists(w)"),
+                }
+            }
+        };
+        Ok(TransactWriteItem::builder()
+            .update(u.build().map_err(backend)?)
+            .build())
+    }
+
+    /// Consistent reads of the items with these partition keys (and `SK`
+    /// META), in one `BatchGetItem`; what the service leaves unprocessed
+    /// is asked for again. By partition key; absent items are missing.
+    async fn batch_get(&self, mut pks: Vec<String>) -> Result<HashMap<String, Item>, StoreError> {
+        pks.sort();
+        pks.dedup();
+        let mut out = HashMap::new();
+        if pks.is_empty() {
+            return Ok(out);
+        }
+        let mut keys: Vec<Item> = pks.into_iter().map(Self::key).collect();
+        let mut delay = Duration::from_millis(10);
+        for _ in 0..8 {
+            let ask = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(backend)?;
+            let res = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, ask)
+                .send()
+                .await
+                .map_err(sdk)?;
+            for item in res
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                if let Some(AttributeValue::S(pk)) = item.get("PK") {
+                    out.insert(pk.clone(), item);
+                }
+            }
+            match res.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                Some(left) if !left.keys().is_empty() => {
+                    keys = left.keys;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(400));
+                }
+                _ => return Ok(out),
+            }
+        }
+        Err(backend("BatchGetItem left keys unprocessed"))
+    }
+
     async fn get_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
         self.client
             .get_item()
@@ -346,6 +512,13 @@ enum TxFailure {
     Other(StoreError),
 }
 
+enum TxFailed {
+    /// The conditions of these items (by position) failed, with the item
+    /// each failed on when the service returned it.
+    Condition(Vec<(usize, Option<Item>)>),
+    Other(StoreError),
+}
+
 fn event_sk(seq: u32) -> String {
     format!("EV#{seq:06}")
 }
@@ -362,6 +535,21 @@ where
     StoreError::backend("DynamoDB request", e)
 }
 
+/// The item of a rate-limit counter (`count_in_window`'s and the quotas').
+fn counter_pk(key: &str, window_secs: i64) -> String {
+    format!("RL#{key}#w{}", window_secs.max(1))
+}
+
+/// A counter item's state (`w`, `c`, `p`); `None` for an item without a
+/// window (none was ever counted).
+fn counter_of(item: &Item) -> Option<Counter> {
+    Some(Counter {
+        ends_at: num(item, "w").and_then(|w| i64::try_from(w).ok())?,
+        count: num(item, "c").unwrap_or(0),
+        previous: num(item, "p").unwrap_or(0),
+    })
+}
+
 /// The counts an update of a rate-limit item returned.
 fn window_count(item: Option<&Item>) -> Result<WindowCount, StoreError> {
     let item = item.ok_or_else(|| backend("counter update returned nothing"))?;
@@ -369,6 +557,16 @@ fn window_count(item: Option<&Item>) -> Result<WindowCount, StoreError> {
         current: num(item, "c").ok_or_else(|| backend("counter update returned no count"))?,
         previous: num(item, "p").unwrap_or(0),
     })
+}
+
+/// The proposal an idempotency item names.
+fn idempotency_target(item: &Item) -> Result<ProposalId, StoreError> {
+    match item.get("proposal") {
+        Some(AttributeValue::S(id)) => id
+            .parse()
+            .map_err(|e| StoreError::backend("a stored proposal id", e)),
+        _ => Err(backend("idempotency item without proposal")),
+    }
 }
 
 fn num(item: &Item, name: &str) -> Option<u64> {
@@ -388,42 +586,118 @@ impl ProposalStore for DynamoStore {
         if t.expected_version != 0 {
             return Err(StoreError::Conflict);
         }
-        // The inbox item, in the partition the public functions may write.
-        let mut inbox: Item = proposal_item(&t.proposal).into();
-        let pk = inbox_pk(t.proposal.id);
-        inbox.insert("PK".into(), AttributeValue::S(pk.clone()));
-        let mut items = vec![
-            self.put(inbox, "attribute_not_exists(PK)")?,
-            self.put(Self::event_item(t, pk)?, "attribute_not_exists(PK)")?,
-        ];
-        if let Some(k) = idempotency_key {
-            let mut idem = Self::key(format!("I#{k}"));
-            idem.insert(
-                "proposal".into(),
-                AttributeValue::S(t.proposal.id.to_string()),
-            );
-            idem.insert(
-                "expires_at".into(),
-                AttributeValue::N(
-                    (t.proposal.created_at.unix_timestamp() + IDEMPOTENCY_TTL_SECS).to_string(),
-                ),
-            );
-            items.push(self.put(idem, "attribute_not_exists(PK)")?);
-        }
+        let (items, idem_at) = self.create_items(t, idempotency_key)?;
         match self.transact(items).await {
             Ok(()) => Ok(Created::New),
             // The key names an earlier submission: that one wins, even when
             // this is a replay of the very same proposal.
-            Err(TxFailure::Condition(failed)) if failed.contains(&2) => {
-                let k = idempotency_key.expect("item 2 is the idempotency key");
-                self.idempotent(k)
-                    .await?
-                    .map(Created::Existing)
-                    .ok_or_else(|| backend("idempotency item vanished"))
+            Err(TxFailure::Condition(failed)) if idem_at.is_some_and(|i| failed.contains(&i)) => {
+                self.replayed(idempotency_key).await
             }
             Err(TxFailure::Condition(_)) => Err(StoreError::Conflict),
             Err(TxFailure::Other(e)) => Err(e),
         }
+    }
+
+    /// One transaction: the inbox item, its event, the idempotency key and
+    /// one conditional update per quota's counter. A counter's condition is
+    /// the count it was seen at being within the limit (or the window it was
+    /// seen in, when this report starts a new one); one that fails returns
+    /// the item as it is, and the transaction is made again from that.
+    async fn create_counted(
+        &self,
+        t: &Transition,
+        idempotency_key: Option<&str>,
+        quotas: &[Quota],
+        now: Timestamp,
+    ) -> Result<Counted, StoreError> {
+        if t.expected_version != 0 {
+            return Err(StoreError::Conflict);
+        }
+        let mut seen: Vec<Option<Counter>> = quotas.iter().map(|q| q.seen).collect();
+        for _ in 0..6 {
+            let mut updates = Vec::new();
+            for (i, q) in quotas.iter().enumerate() {
+                let counts = Counter::at(seen[i].as_ref(), q.limit.window_secs, now);
+                let with_this = WindowCount {
+                    current: counts.current + 1,
+                    previous: counts.previous,
+                };
+                if q.limit.check(with_this, now).is_err() {
+                    // A resend is answered by the report it repeats, never
+                    // refused (as in the embedded store, which looks first).
+                    if let Some(k) = idempotency_key
+                        && let Some(id) = self.idempotent(k).await?
+                    {
+                        return Ok(Counted::Stored(Created::Existing(id)));
+                    }
+                    return Ok(Counted::Limited { quota: i, counts });
+                }
+                updates.push(self.quota_update(q, seen[i].as_ref(), counts, now)?);
+            }
+            let (mut items, idem_at) = self.create_items(t, idempotency_key)?;
+            let first_quota = items.len();
+            items.extend(updates);
+            let failed = match self.transact_returning(items).await {
+                Ok(()) => return Ok(Counted::Stored(Created::New)),
+                Err(TxFailed::Condition(failed)) => failed,
+                Err(TxFailed::Other(e)) => return Err(e),
+            };
+            if idem_at.is_some_and(|at| failed.iter().any(|(i, _)| *i == at)) {
+                return self.replayed(idempotency_key).await.map(Counted::Stored);
+            }
+            if failed.iter().any(|(i, _)| *i < first_quota) {
+                return Err(StoreError::Conflict);
+            }
+            // Counters that moved since they were read: as they are now.
+            for (i, item) in failed {
+                let q = &quotas[i - first_quota];
+                let item = match item {
+                    Some(item) => Some(item),
+                    None => {
+                        self.get_item(Self::key(counter_pk(&q.key, q.limit.window_secs)))
+                            .await?
+                    }
+                };
+                seen[i - first_quota] = item.as_ref().and_then(counter_of);
+            }
+        }
+        Err(backend(
+            "the rate-limit counters kept moving under the report",
+        ))
+    }
+
+    /// One `BatchGetItem` (consistent reads) of every item asked for.
+    async fn intake_reads(&self, reads: &IntakeReads) -> Result<IntakeView, StoreError> {
+        let code = reads
+            .code
+            .as_ref()
+            .map(|(asset, workflow)| format!("QR#{asset}#{workflow}"));
+        let asset = reads.asset.as_ref().map(|id| format!("A#{}", id.as_str()));
+        let idem = reads.idempotency_key.as_ref().map(|k| format!("I#{k}"));
+        let counters: Vec<String> = reads
+            .counters
+            .iter()
+            .map(|(k, size)| counter_pk(k, *size))
+            .collect();
+        let mut pks: Vec<String> = code.iter().chain(&asset).chain(&idem).cloned().collect();
+        pks.extend(counters.iter().cloned());
+        let mut items = self.batch_get(pks).await?;
+        let mut view = IntakeView::default();
+        if let Some(item) = code.and_then(|pk| items.remove(&pk)) {
+            view.revocation = Some(serde_dynamo::from_item(item).map_err(backend)?);
+        }
+        if let Some(item) = asset.and_then(|pk| items.remove(&pk)) {
+            view.asset = Some(serde_dynamo::from_item(item).map_err(backend)?);
+        }
+        if let Some(item) = idem.and_then(|pk| items.get(&pk)) {
+            view.existing = Some(idempotency_target(item)?);
+        }
+        view.counters = counters
+            .iter()
+            .map(|pk| items.get(pk).and_then(counter_of))
+            .collect();
+        Ok(view)
     }
 
     async fn apply(&self, t: &Transition) -> Result<(), StoreError> {
@@ -644,7 +918,7 @@ impl ProposalStore for DynamoStore {
         // moved on does the add fail its condition; the item it failed on
         // (returned with the failure) says what the previous count is, and
         // a second update, conditional on that window, starts the new one.
-        let pk = format!("RL#{key}#w{size}");
+        let pk = counter_pk(key, size);
         let mut ends_at = ends_at;
         for _ in 0..4 {
             let exp = AttributeValue::N((ends_at + size).to_string());
@@ -730,13 +1004,7 @@ impl ProposalStore for DynamoStore {
         let Some(item) = self.get_item(Self::key(format!("I#{key}"))).await? else {
             return Ok(None);
         };
-        match item.get("proposal") {
-            Some(AttributeValue::S(id)) => id
-                .parse()
-                .map(Some)
-                .map_err(|e| StoreError::backend("a stored proposal id", e)),
-            _ => Err(backend("idempotency item without proposal")),
-        }
+        idempotency_target(&item).map(Some)
     }
 
     async fn revoke_code(

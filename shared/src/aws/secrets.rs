@@ -1,5 +1,7 @@
-//! Secrets Manager: the Salesforce client secret (or private key), read once
-//! per container at start-up and kept in a type whose Debug is redacted.
+//! Secrets Manager: the deployment's keys and the Salesforce client secret
+//! (or private key), each read once per container (the keys at start-up,
+//! the Salesforce credential where its first event needs it, see
+//! `Components::salesforce`) and kept in a type whose Debug is redacted.
 
 use aws_sdk_secretsmanager::Client;
 use std::fmt;

@@ -10,6 +10,7 @@ mod import;
 pub mod smtp;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "webhook")]
 pub mod webhook;
 
 pub use assistants::AssistantFile;

@@ -24,7 +24,10 @@ use crate::domain::{
     WorkflowId, window_end,
 };
 use crate::domain::{Sticker, StickerRef};
-use crate::ports::{CachedAsset, CodeRevocation, Created, ProposalStore, StoreError};
+use crate::ports::{
+    CachedAsset, CodeRevocation, Counted, Counter, Created, IntakeReads, IntakeView, ProposalStore,
+    Quota, StoreError,
+};
 use async_trait::async_trait;
 use aws_lambda_events::dynamodb::EventRecord;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -564,6 +567,80 @@ pub(crate) fn upsert_asset(c: &Connection, asset: &CachedAsset) -> Result<(), St
     Ok(())
 }
 
+fn read_cached_asset(c: &Connection, id: &str) -> Result<Option<CachedAsset>, StoreError> {
+    let doc: Option<String> = c
+        .prepare_cached("SELECT doc FROM asset_cache WHERE id = ?1")
+        .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
+        .map_err(backend("reading the asset cache"))?;
+    doc.as_deref().map(from_json).transpose()
+}
+
+/// The count of `key` in the window ending at `ends_at` (0 if none).
+fn rate_count(c: &Connection, key: &str, ends_at: i64) -> Result<u64, StoreError> {
+    let n: Option<i64> = c
+        .prepare_cached("SELECT count FROM rate_counts WHERE key = ?1 AND ends_at = ?2")
+        .and_then(|mut s| s.query_row(params![key, ends_at], |r| r.get(0)).optional())
+        .map_err(backend("reading a rate window"))?;
+    Ok(n.unwrap_or(0).max(0) as u64)
+}
+
+/// The newest window `key` counted in (of windows of `window_secs`), with
+/// the count of the one before it.
+fn read_counter(
+    c: &Connection,
+    key: &str,
+    window_secs: i64,
+) -> Result<Option<Counter>, StoreError> {
+    let newest: Option<(i64, i64)> = c
+        .prepare_cached(
+            "SELECT ends_at, count FROM rate_counts WHERE key = ?1 ORDER BY ends_at DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(backend("reading a rate window"))?;
+    let Some((ends_at, count)) = newest else {
+        return Ok(None);
+    };
+    Ok(Some(Counter {
+        ends_at,
+        count: count.max(0) as u64,
+        previous: rate_count(c, key, ends_at - window_secs.max(1))?,
+    }))
+}
+
+/// Adds one to `key` in the window `now` falls in: the new count and the
+/// previous window's.
+fn count_one(
+    c: &Connection,
+    key: &str,
+    window_secs: i64,
+    now: Timestamp,
+) -> Result<WindowCount, StoreError> {
+    let size = window_secs.max(1);
+    let ends_at = window_end(now, size);
+    let current: i64 = c
+        .prepare_cached(
+            "INSERT INTO rate_counts (key, ends_at, expires_at, count) \
+             VALUES (?1, ?2, ?3, 1) \
+             ON CONFLICT (key, ends_at) DO UPDATE SET count = count + 1 \
+             RETURNING count",
+        )
+        .and_then(|mut s| s.query_row(params![key, ends_at, ends_at + size], |r| r.get(0)))
+        .map_err(backend("counting in a rate window"))?;
+    let previous = rate_count(c, key, ends_at - size)?;
+    // Old windows are dropped as we go (DynamoDB uses TTL); the index
+    // makes this a range delete.
+    c.prepare_cached("DELETE FROM rate_counts WHERE expires_at <= ?1")
+        .and_then(|mut s| s.execute(params![now.unix_timestamp()]))
+        .map_err(backend("dropping old rate windows"))?;
+    Ok(WindowCount {
+        current: current as u64,
+        previous,
+    })
+}
+
 fn read_proposal(c: &Connection, id: ProposalId) -> Result<Option<Proposal>, StoreError> {
     let doc: Option<String> = c
         .prepare_cached("SELECT doc FROM proposals WHERE id = ?1")
@@ -607,6 +684,96 @@ impl ProposalStore for SqliteStore {
             }
             let seq = insert_change(c, &t.proposal, true)?;
             Ok((Created::New, Some(seq)))
+        })
+        .await
+    }
+
+    /// One write transaction: the counts are read and checked in it, so
+    /// of two reports racing for a quota's last place one gets it.
+    async fn create_counted(
+        &self,
+        t: &Transition,
+        idempotency_key: Option<&str>,
+        quotas: &[Quota],
+        now: Timestamp,
+    ) -> Result<Counted, StoreError> {
+        if t.expected_version != 0 {
+            return Err(StoreError::Conflict);
+        }
+        let t = t.clone();
+        let key = idempotency_key.map(str::to_owned);
+        let quotas = quotas.to_vec();
+        self.write(move |c| {
+            if let Some(k) = &key
+                && let Some(id) = idempotency_target(c, k)?
+            {
+                return Ok((Counted::Stored(Created::Existing(id)), None));
+            }
+            for (i, q) in quotas.iter().enumerate() {
+                let size = q.limit.window_secs.max(1);
+                let end = window_end(now, size);
+                let counts = WindowCount {
+                    current: rate_count(c, &q.key, end)?,
+                    previous: rate_count(c, &q.key, end - size)?,
+                };
+                let with_this = WindowCount {
+                    current: counts.current + 1,
+                    ..counts
+                };
+                if q.limit.check(with_this, now).is_err() {
+                    return Ok((Counted::Limited { quota: i, counts }, None));
+                }
+            }
+            let exists: bool = c
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM proposals WHERE id = ?1)")
+                .and_then(|mut s| s.query_row(params![t.proposal.id.to_string()], |r| r.get(0)))
+                .map_err(backend("reading a proposal"))?;
+            if exists {
+                return Err(StoreError::Conflict);
+            }
+            insert_proposal(c, &t.proposal)?;
+            insert_event(c, &t.event)?;
+            if let Some(k) = &key {
+                insert_idempotency(c, k, t.proposal.id)?;
+            }
+            for q in &quotas {
+                count_one(c, &q.key, q.limit.window_secs, now)?;
+            }
+            let seq = insert_change(c, &t.proposal, true)?;
+            Ok((Counted::Stored(Created::New), Some(seq)))
+        })
+        .await
+    }
+
+    /// One read transaction.
+    async fn intake_reads(&self, reads: &IntakeReads) -> Result<IntakeView, StoreError> {
+        let reads = reads.clone();
+        self.read(move |c| {
+            let revocation = match &reads.code {
+                Some((asset, workflow)) => {
+                    read_revocation(c, &asset.to_string(), &workflow.to_string())?
+                }
+                None => None,
+            };
+            let asset = match &reads.asset {
+                Some(id) => read_cached_asset(c, &id.to_string())?,
+                None => None,
+            };
+            let existing = match &reads.idempotency_key {
+                Some(k) => idempotency_target(c, k)?,
+                None => None,
+            };
+            let counters = reads
+                .counters
+                .iter()
+                .map(|(k, size)| read_counter(c, k, *size))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(IntakeView {
+                revocation,
+                asset,
+                existing,
+                counters,
+            })
         })
         .await
     }
@@ -722,14 +889,7 @@ impl ProposalStore for SqliteStore {
 
     async fn cached_asset(&self, id: &AssetId) -> Result<Option<CachedAsset>, StoreError> {
         let id = id.to_string();
-        self.read(move |c| {
-            let doc: Option<String> = c
-                .prepare_cached("SELECT doc FROM asset_cache WHERE id = ?1")
-                .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
-                .map_err(backend("reading the asset cache"))?;
-            doc.as_deref().map(from_json).transpose()
-        })
-        .await
+        self.read(move |c| read_cached_asset(c, &id)).await
     }
 
     async fn cache_asset(&self, asset: &CachedAsset) -> Result<(), StoreError> {
@@ -744,42 +904,9 @@ impl ProposalStore for SqliteStore {
         window_secs: i64,
         now: Timestamp,
     ) -> Result<WindowCount, StoreError> {
-        let size = window_secs.max(1);
-        let now_secs = now.unix_timestamp();
-        let ends_at = window_end(now, size);
         let key = key.to_owned();
-        self.write(move |c| {
-            let current: i64 = c
-                .prepare_cached(
-                    "INSERT INTO rate_counts (key, ends_at, expires_at, count) \
-                     VALUES (?1, ?2, ?3, 1) \
-                     ON CONFLICT (key, ends_at) DO UPDATE SET count = count + 1 \
-                     RETURNING count",
-                )
-                .and_then(|mut s| s.query_row(params![key, ends_at, ends_at + size], |r| r.get(0)))
-                .map_err(backend("counting in a rate window"))?;
-            let previous: i64 = c
-                .prepare_cached("SELECT count FROM rate_counts WHERE key = ?1 AND ends_at = ?2")
-                .and_then(|mut s| {
-                    s.query_row(params![key, ends_at - size], |r| r.get(0))
-                        .optional()
-                })
-                .map_err(backend("reading the previous rate window"))?
-                .unwrap_or(0);
-            // Old windows are dropped as we go (DynamoDB uses TTL); the
-            // index makes this a range delete.
-            c.prepare_cached("DELETE FROM rate_counts WHERE expires_at <= ?1")
-                .and_then(|mut s| s.execute(params![now_secs]))
-                .map_err(backend("dropping old rate windows"))?;
-            Ok((
-                WindowCount {
-                    current: current as u64,
-                    previous: previous as u64,
-                },
-                None,
-            ))
-        })
-        .await
+        self.write(move |c| count_one(c, &key, window_secs, now).map(|n| (n, None)))
+            .await
     }
 
     async fn idempotent(&self, key: &str) -> Result<Option<ProposalId>, StoreError> {
@@ -864,33 +991,38 @@ impl ProposalStore for SqliteStore {
         workflow: &WorkflowId,
     ) -> Result<Option<CodeRevocation>, StoreError> {
         let (asset, workflow) = (asset.to_string(), workflow.to_string());
-        self.read(move |c| {
-            let row: Option<(u32, String, String)> = c
-                .prepare_cached(
-                    "SELECT generation, revoked_at, revoked_by FROM code_revocations \
-                     WHERE asset = ?1 AND workflow = ?2",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![asset, workflow], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()
-                })
-                .map_err(backend("reading a code revocation"))?;
-            row.map(|(generation, at, revoked_by)| {
-                let revoked_at =
-                    Timestamp::parse(&at, &time::format_description::well_known::Rfc3339)
-                        .map_err(|e| StoreError::backend("a stored revocation time", e))?;
-                Ok(CodeRevocation {
-                    generation,
-                    revoked_at,
-                    revoked_by,
-                })
-            })
-            .transpose()
-        })
-        .await
+        self.read(move |c| read_revocation(c, &asset, &workflow))
+            .await
     }
+}
+
+fn read_revocation(
+    c: &Connection,
+    asset: &str,
+    workflow: &str,
+) -> Result<Option<CodeRevocation>, StoreError> {
+    let row: Option<(u32, String, String)> = c
+        .prepare_cached(
+            "SELECT generation, revoked_at, revoked_by FROM code_revocations \
+             WHERE asset = ?1 AND workflow = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![asset, workflow], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(backend("reading a code revocation"))?;
+    row.map(|(generation, at, revoked_by)| {
+        let revoked_at = Timestamp::parse(&at, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| StoreError::backend("a stored revocation time", e))?;
+        Ok(CodeRevocation {
+            generation,
+            revoked_at,
+            revoked_by,
+        })
+    })
+    .transpose()
 }
 
 #[cfg(test)]

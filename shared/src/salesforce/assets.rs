@@ -105,12 +105,24 @@ impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
         &self,
         id: &AssetId,
     ) -> Result<Option<(AssetContext, Freshness)>, DirectoryError> {
-        let now = self.clock.now();
         let cached = self
             .store
             .cached_asset(id)
             .await
             .map_err(|e| DirectoryError::new("reading the asset cache", e))?;
+        self.lookup_read(id, cached).await
+    }
+
+    fn reads_cache(&self) -> bool {
+        true
+    }
+
+    async fn lookup_read(
+        &self,
+        id: &AssetId,
+        cached: Option<CachedAsset>,
+    ) -> Result<Option<(AssetContext, Freshness)>, DirectoryError> {
+        let now = self.clock.now();
         if let Some(c) = &cached
             && now - c.fetched_at < self.ttl
         {

@@ -1,11 +1,13 @@
-//! The Salesforce client: SOQL queries, describes and the instance URL.
+//! The Salesforce client: SOQL queries, describes, one record by id and
+//! the instance URL.
 //! Writes are in `writer.rs`, the HTTP mechanics in `transport.rs`.
 
 use super::config::SalesforceConfig;
 use super::error::SfError;
 use super::transport::Transport;
+use crate::ports::WriteError;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 pub struct SalesforceClient {
     pub(super) transport: Transport,
@@ -54,6 +56,32 @@ impl SalesforceClient {
         body.ok_or_else(|| SfError::Protocol("empty describe".into()))
     }
 
+    /// One record's fields by id; `None` when the object has no record
+    /// with this id (or the integration user cannot see it).
+    pub async fn record(
+        &self,
+        object: &str,
+        id: &str,
+        fields: &[String],
+    ) -> Result<Option<Map<String, Value>>, WriteError> {
+        for f in fields {
+            api_name(f)?;
+        }
+        let path = format!(
+            "/sobjects/{}/{}?fields={}",
+            api_name(object)?,
+            api_name(id)?,
+            fields.join(",")
+        );
+        match self.transport.call(Method::GET, &path, None).await {
+            Ok((_, Some(Value::Object(m)))) => Ok(Some(m)),
+            Ok(_) => Err(WriteError::Transient("read answer is not a record".into())),
+            Err(SfError::Api { status: 404, .. }) => Ok(None),
+            Err(SfError::Api { code, .. }) if code == "MALFORMED_ID" => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The instance URL, fetching a token if needed.
     pub async fn instance(&self) -> Result<String, SfError> {
         Ok(self.transport.token(false).await?.instance_url)
@@ -61,6 +89,16 @@ impl SalesforceClient {
 }
 
 /// Form encoding for a query string (`+` for space).
+/// Object and field names go into URLs and SOQL unquoted, so only API
+/// names pass.
+pub(super) fn api_name(s: &str) -> Result<&str, WriteError> {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(s)
+    } else {
+        Err(WriteError::Config(format!("{s:?} is not an API name")))
+    }
+}
+
 pub(super) fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

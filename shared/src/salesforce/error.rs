@@ -41,6 +41,7 @@ pub enum SfError {
         source: serde_json::Error,
     },
     /// A file's content type that is not a MIME type.
+    #[cfg(feature = "salesforce-write")]
     #[error("unexpected answer: {0}")]
     Multipart(#[source] reqwest::Error),
 }

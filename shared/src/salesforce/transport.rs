@@ -2,9 +2,9 @@
 //! backoff on transient failures, Salesforce's error bodies, the API calls
 //! counted and the org's usage read from `Sforce-Limit-Info`.
 
-use super::auth::{Token, TokenCache, request_token};
 use super::config::SalesforceConfig;
 use super::error::SfError;
+use super::token::{Token, TokenCache, request_token};
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -14,9 +14,11 @@ use std::time::Duration;
 
 /// A request body.
 #[derive(Clone)]
+#[cfg_attr(not(feature = "salesforce-write"), allow(dead_code))] // used by writes
 pub(super) enum Body {
     Json(Value),
-    /// A ContentVersion with its file as a binary part.
+    /// A ContentVersion with its file as a binary part (only writes upload).
+    #[cfg(feature = "salesforce-write")]
     Multipart {
         entity: Value,
         data: Vec<u8>,
@@ -35,7 +37,10 @@ struct ApiErrorBody {
 }
 
 pub(super) struct Transport {
-    http: reqwest::Client,
+    /// Made on the first call: building a reqwest client sets up its TLS
+    /// (the system's roots), which a cold start that never calls
+    /// Salesforce (most commit sweeps) should not pay for.
+    http: std::sync::OnceLock<reqwest::Client>,
     pub config: SalesforceConfig,
     tokens: TokenCache,
     calls: AtomicU64,
@@ -45,18 +50,25 @@ pub(super) struct Transport {
 
 impl Transport {
     pub fn new(config: SalesforceConfig) -> Result<Self, SfError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(concat!("fieldgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(SfError::Network)?;
         Ok(Self {
-            http,
+            http: std::sync::OnceLock::new(),
             config,
             tokens: TokenCache::default(),
             calls: AtomicU64::new(0),
             usage: AtomicU64::new(0),
         })
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, SfError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(self.config.timeout)
+            .user_agent(concat!("fieldgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(SfError::Network)?;
+        Ok(self.http.get_or_init(|| http))
     }
 
     /// API calls made so far (token requests included).
@@ -71,19 +83,16 @@ impl Transport {
     }
 
     pub async fn token(&self, renew: bool) -> Result<Token, SfError> {
+        let http = self.http()?;
         self.tokens
             .get(renew, || {
-                request_token(
-                    &self.http,
-                    &self.config.login_url,
-                    &self.config.auth,
-                    &self.calls,
-                )
+                request_token(http, &self.config.login_url, &self.config.auth, &self.calls)
             })
             .await
     }
 
     /// The instance URL if a token was fetched already; never waits.
+    #[cfg_attr(not(feature = "salesforce-write"), allow(dead_code))] // used by writes
     pub fn instance_url_now(&self) -> Option<String> {
         self.tokens.instance_url_now()
     }
@@ -126,6 +135,7 @@ impl Transport {
     /// One try with one renewal on 401 and no retry: for calls that are
     /// not idempotent, whose caller must check what happened before trying
     /// again.
+    #[cfg_attr(not(feature = "salesforce-write"), allow(dead_code))] // used by writes
     pub async fn call_renewing(
         &self,
         method: Method,
@@ -135,6 +145,7 @@ impl Transport {
         self.call_renewing_with(method, path, body, &[]).await
     }
 
+    #[cfg_attr(not(feature = "salesforce-write"), allow(dead_code))] // used by writes
     async fn call_renewing_with(
         &self,
         method: Method,
@@ -170,12 +181,16 @@ impl Transport {
                 token.instance_url, self.config.api_version
             )
         };
-        let mut req = self.http.request(method, &url).bearer_auth(&token.access);
+        let mut req = self
+            .http()?
+            .request(method, &url)
+            .bearer_auth(&token.access);
         for (name, value) in headers {
             req = req.header(name, value);
         }
         req = match body {
             Some(Body::Json(v)) => req.json(&v),
+            #[cfg(feature = "salesforce-write")]
             Some(Body::Multipart {
                 entity,
                 data,

@@ -1,7 +1,7 @@
 //! The commit step's port on Salesforce: upsert by external id, create,
 //! read, files as ContentVersion, and links to records.
 
-use super::client::{SalesforceClient, soql_quote, url_encode};
+use super::client::{SalesforceClient, api_name, soql_quote, url_encode};
 use super::error::SfError;
 use super::transport::Body;
 use crate::ports::{Attachment, RecordWriter, Updated, Upserted, WriteError};
@@ -11,16 +11,6 @@ use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 use std::sync::atomic::{AtomicU32, Ordering};
-
-/// Object and field names go into URLs and SOQL unquoted, so only API
-/// names pass.
-fn api_name(s: &str) -> Result<&str, WriteError> {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        Ok(s)
-    } else {
-        Err(WriteError::Config(format!("{s:?} is not an API name")))
-    }
-}
 
 /// A Salesforce datetime (`2020-11-30T08:34:54.000+0000`) as the
 /// HTTP-date of a conditional request (`Mon, 30 Nov 2020 08:34:54 GMT`).
@@ -46,32 +36,6 @@ fn path_segment(s: &str) -> String {
 }
 
 impl SalesforceClient {
-    /// One record's fields by id; `None` when the object has no record
-    /// with this id (or the integration user cannot see it).
-    pub async fn record(
-        &self,
-        object: &str,
-        id: &str,
-        fields: &[String],
-    ) -> Result<Option<Map<String, Value>>, WriteError> {
-        for f in fields {
-            api_name(f)?;
-        }
-        let path = format!(
-            "/sobjects/{}/{}?fields={}",
-            api_name(object)?,
-            api_name(id)?,
-            fields.join(",")
-        );
-        match self.transport.call(Method::GET, &path, None).await {
-            Ok((_, Some(Value::Object(m)))) => Ok(Some(m)),
-            Ok(_) => Err(WriteError::Transient("read answer is not a record".into())),
-            Err(SfError::Api { status: 404, .. }) => Ok(None),
-            Err(SfError::Api { code, .. }) if code == "MALFORMED_ID" => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The ContentVersion titled `title` first published on `record_id`
     /// (which the caller checked is an API name).
     async fn lookup_attachment(

@@ -1,6 +1,9 @@
 //! Claude through the Anthropic Messages API: one forced, strict tool whose
 //! input schema is the workflow's fields plus their evidence.
 
+// Without `models` only the request and response mapping is compiled.
+#![cfg_attr(not(feature = "models"), allow(unused_imports))]
+
 use super::model::{
     ModelAnswer, ModelApi, ModelError, ModelRequest, RetryPolicy, TOOL_DESCRIPTION, TOOL_NAME,
 };
@@ -51,11 +54,14 @@ impl AnthropicConfig {
     }
 }
 
+// The HTTP client half: only with the `models` feature.
+#[cfg(feature = "models")]
 pub struct AnthropicApi {
     http: reqwest::Client,
     config: AnthropicConfig,
 }
 
+#[cfg(feature = "models")]
 impl AnthropicApi {
     pub fn new(config: AnthropicConfig) -> Result<Self, ModelError> {
         let http = reqwest::Client::builder()
@@ -168,6 +174,7 @@ pub fn parse_response(text: &str) -> Result<ModelAnswer, ModelError> {
     })
 }
 
+#[cfg(feature = "models")]
 #[async_trait]
 impl ModelApi for AnthropicApi {
     fn kind(&self) -> &'static str {

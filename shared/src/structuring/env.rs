@@ -4,8 +4,11 @@
 //! proposal. Bedrock needs the AWS SDK configuration, so the composition
 //! root adds it.
 
+#[cfg(feature = "models")]
 use super::anthropic::AnthropicApi;
+#[cfg(feature = "models")]
 use super::model::ModelStructurer;
+#[cfg(feature = "models")]
 use super::openai::OpenAiApi;
 use crate::config::StructurerConfig;
 use crate::domain::StructurerKind;
@@ -15,9 +18,12 @@ use std::sync::Arc;
 
 pub type Structurers = HashMap<StructurerKind, Arc<dyn Structurer>>;
 
-/// Claude and the OpenAI-compatible server, where configured.
+/// Claude and the OpenAI-compatible server, where configured (and built
+/// with the `models` feature: only the structure step calls a model).
+#[cfg_attr(not(feature = "models"), allow(unused_variables, unused_mut))]
 pub fn model_structurers(cfg: &StructurerConfig) -> Structurers {
     let mut out: Structurers = HashMap::new();
+    #[cfg(feature = "models")]
     if let Some(c) = &cfg.claude {
         match AnthropicApi::new(c.clone()) {
             Ok(api) => {
@@ -26,6 +32,7 @@ pub fn model_structurers(cfg: &StructurerConfig) -> Structurers {
             Err(e) => tracing::error!(error = %e, "cannot set up the Claude structurer"),
         }
     }
+    #[cfg(feature = "models")]
     if let Some(c) = &cfg.openai {
         match OpenAiApi::new(c.clone()) {
             Ok(api) => {

@@ -82,7 +82,7 @@ impl ModelError {
 
     /// The contract's rule: retry 408/409/429/5xx, but `x-should-retry`
     /// wins; wait what `retry-after-ms` / `retry-after` say.
-    pub fn from_http(status: u16, headers: &reqwest::header::HeaderMap, message: String) -> Self {
+    pub fn from_http(status: u16, headers: &http::HeaderMap, message: String) -> Self {
         let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         let retryable = match header("x-should-retry") {
             Some("true") => true,
@@ -105,6 +105,7 @@ impl ModelError {
         }
     }
 
+    #[cfg(feature = "models")]
     pub fn from_reqwest(e: reqwest::Error) -> Self {
         // Connection failures and timeouts are worth another try.
         Self::transient(format!("network: {e}"), None)

@@ -1,6 +1,9 @@
 //! OpenAI-compatible chat completions (llama.cpp server, Ollama, vLLM) with
 //! `response_format: json_schema`: the answer is a JSON document as a string.
 
+// Without `models` only the request and response mapping is compiled.
+#![cfg_attr(not(feature = "models"), allow(unused_imports))]
+
 use super::model::{ModelAnswer, ModelApi, ModelError, ModelRequest, RetryPolicy, TOOL_NAME};
 use async_trait::async_trait;
 use base64::Engine;
@@ -45,11 +48,14 @@ impl OpenAiConfig {
     }
 }
 
+// The HTTP client half: only with the `models` feature.
+#[cfg(feature = "models")]
 pub struct OpenAiApi {
     http: reqwest::Client,
     config: OpenAiConfig,
 }
 
+#[cfg(feature = "models")]
 impl OpenAiApi {
     pub fn new(config: OpenAiConfig) -> Result<Self, ModelError> {
         let http = reqwest::Client::builder()
@@ -157,6 +163,7 @@ pub fn parse_response(text: &str) -> Result<ModelAnswer, ModelError> {
     })
 }
 
+#[cfg(feature = "models")]
 #[async_trait]
 impl ModelApi for OpenAiApi {
     fn kind(&self) -> &'static str {
