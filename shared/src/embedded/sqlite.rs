@@ -533,6 +533,24 @@ pub(crate) fn insert_event(c: &Connection, e: &AuditEvent) -> Result<(), StoreEr
 }
 
 /// The proposal an idempotency key names, if any.
+/// A new proposal with its first event and idempotency key; a proposal
+/// with this id already stored is a conflict.
+fn insert_new(c: &Connection, t: &Transition, key: Option<&str>) -> Result<(), StoreError> {
+    let exists: bool = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM proposals WHERE id = ?1)")
+        .and_then(|mut s| s.query_row(params![t.proposal.id.to_string()], |r| r.get(0)))
+        .map_err(backend("reading a proposal"))?;
+    if exists {
+        return Err(StoreError::Conflict);
+    }
+    insert_proposal(c, &t.proposal)?;
+    insert_event(c, &t.event)?;
+    if let Some(k) = key {
+        insert_idempotency(c, k, t.proposal.id)?;
+    }
+    Ok(())
+}
+
 fn idempotency_target(c: &Connection, key: &str) -> Result<Option<ProposalId>, StoreError> {
     let id: Option<String> = c
         .prepare_cached("SELECT proposal_id FROM idempotency_keys WHERE key = ?1")
@@ -670,18 +688,7 @@ impl ProposalStore for SqliteStore {
             {
                 return Ok((Created::Existing(id), None));
             }
-            let exists: bool = c
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM proposals WHERE id = ?1)")
-                .and_then(|mut s| s.query_row(params![t.proposal.id.to_string()], |r| r.get(0)))
-                .map_err(backend("reading a proposal"))?;
-            if exists {
-                return Err(StoreError::Conflict);
-            }
-            insert_proposal(c, &t.proposal)?;
-            insert_event(c, &t.event)?;
-            if let Some(k) = &key {
-                insert_idempotency(c, k, t.proposal.id)?;
-            }
+            insert_new(c, &t, key.as_deref())?;
             let seq = insert_change(c, &t.proposal, true)?;
             Ok((Created::New, Some(seq)))
         })
@@ -724,18 +731,7 @@ impl ProposalStore for SqliteStore {
                     return Ok((Counted::Limited { quota: i, counts }, None));
                 }
             }
-            let exists: bool = c
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM proposals WHERE id = ?1)")
-                .and_then(|mut s| s.query_row(params![t.proposal.id.to_string()], |r| r.get(0)))
-                .map_err(backend("reading a proposal"))?;
-            if exists {
-                return Err(StoreError::Conflict);
-            }
-            insert_proposal(c, &t.proposal)?;
-            insert_event(c, &t.event)?;
-            if let Some(k) = &key {
-                insert_idempotency(c, k, t.proposal.id)?;
-            }
+            insert_new(c, &t, key.as_deref())?;
             for q in &quotas {
                 count_one(c, &q.key, q.limit.window_secs, now)?;
             }
