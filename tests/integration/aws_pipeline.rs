@@ -24,7 +24,7 @@ use fieldgate::ports::ProposalStore;
 use fieldgate_sf_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, EmulatorConfig};
 use fieldgate_tests::events::Part;
 use fieldgate_tests::template;
-use fieldgate_tests::{hidden, jpeg, ticks};
+use fieldgate_tests::{approve_form, jpeg};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -523,21 +523,7 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         Status::PendingReview,
         "GET changes nothing"
     );
-    let form = serde_urlencoded::to_string(
-        [
-            ("decision".to_owned(), "approve".to_owned()),
-            ("csrf".to_owned(), hidden(&page, "csrf")),
-            ("revision".to_owned(), hidden(&page, "revision")),
-            (
-                "Subject".to_owned(),
-                "Compressor trips on high pressure".to_owned(),
-            ),
-        ]
-        .into_iter()
-        .chain(ticks(&page))
-        .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let form = approve_form(&page, "Compressor trips on high pressure");
     let (status, decided) = send(
         &approval,
         http::Request::builder()
@@ -1000,21 +986,7 @@ async fn a_compromised_public_function_cannot_get_a_record_written() {
     let link = review_link(&marker).await;
     let (status, page) = send(&approval, get(&link)).await;
     assert_eq!(status, 200, "{page}");
-    let form = serde_urlencoded::to_string(
-        [
-            ("decision".to_owned(), "approve".to_owned()),
-            ("csrf".to_owned(), hidden(&page, "csrf")),
-            ("revision".to_owned(), hidden(&page, "revision")),
-            (
-                "Subject".to_owned(),
-                "Compressor trips on high pressure".to_owned(),
-            ),
-        ]
-        .into_iter()
-        .chain(ticks(&page))
-        .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let form = approve_form(&page, "Compressor trips on high pressure");
     let (status, decided) = send(
         &approval,
         http::Request::builder()

@@ -27,7 +27,7 @@ use fieldgate_sf_emulator::{DEFAULT_CLIENT_ID, Emulator, EmulatorConfig};
 use fieldgate_tests::events::{HttpApiRequest, HttpApiResponse, multipart, scheduled_event};
 use fieldgate_tests::runtime_api::LambdaProcess;
 use fieldgate_tests::template;
-use fieldgate_tests::{hidden, jpeg, ticks};
+use fieldgate_tests::{approve_form, jpeg};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -495,21 +495,7 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
     .await;
     assert_eq!(shown.status, 200);
     assert_eq!(shown.body, photo, "the photo, byte for byte");
-    let decision = serde_urlencoded::to_string(
-        [
-            ("decision".to_owned(), "approve".to_owned()),
-            ("csrf".to_owned(), hidden(&page, "csrf")),
-            ("revision".to_owned(), hidden(&page, "revision")),
-            (
-                "Subject".to_owned(),
-                "Compressor trips on high pressure".to_owned(),
-            ),
-        ]
-        .into_iter()
-        .chain(ticks(&page))
-        .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let decision = approve_form(&page, "Compressor trips on high pressure");
     let decided = http(
         approval,
         HttpApiRequest::post(

@@ -616,35 +616,35 @@ async fn decide(
     tracing::info!(decision = action, edited = changed.len(), "review decided");
     // The link stays the decider's window on the outcome: it shows the
     // record in Salesforce once written (see `decided_page`).
-    Ok(match kind {
-        DecisionKind::Approve if add_to.is_some() => web::DecidedPage {
-            status: 200,
-            title: "Approved",
-            neutral: false,
-            text: "Thank you. The report is being added to the open Case as a comment (photos attached); no new Case is made.".into(),
-            record: None,
-            follow_url: Some(format!("/r/{raw}")),
-        }
-        .page(),
-        DecisionKind::Approve => web::DecidedPage {
-            status: 200,
-            title: "Approved",
-            neutral: false,
-            text: "Thank you. The record is being written to Salesforce; the team is told when it is there.".into(),
-            record: None,
-            follow_url: Some(format!("/r/{raw}")),
-        }
-        .page(),
-        DecisionKind::Reject => web::DecidedPage {
-            status: 200,
-            title: "Rejected",
-            neutral: true,
-            text: "Thank you. Nothing was written to Salesforce.".into(),
-            record: None,
-            follow_url: None,
-        }
-        .page(),
-    })
+    let (title, neutral, text, follow_url) = match kind {
+        DecisionKind::Approve if add_to.is_some() => (
+            "Approved",
+            false,
+            "Thank you. The report is being added to the open Case as a comment (photos attached); no new Case is made.",
+            Some(format!("/r/{raw}")),
+        ),
+        DecisionKind::Approve => (
+            "Approved",
+            false,
+            "Thank you. The record is being written to Salesforce; the team is told when it is there.",
+            Some(format!("/r/{raw}")),
+        ),
+        DecisionKind::Reject => (
+            "Rejected",
+            true,
+            "Thank you. Nothing was written to Salesforce.",
+            None,
+        ),
+    };
+    Ok(web::DecidedPage {
+        status: 200,
+        title,
+        neutral,
+        text: text.into(),
+        record: None,
+        follow_url,
+    }
+    .page())
 }
 
 /// On Lambda: the client address API Gateway saw.
