@@ -342,7 +342,7 @@ pub struct Components {
     config: Config,
     clock: Arc<dyn Clock>,
     #[cfg(feature = "aws-core")]
-    sdk: OnceCell<aws_config::SdkConfig>,
+    sdk: OnceCell<aws_types::SdkConfig>,
     /// One Secrets Manager client for every secret read (the keys, their
     /// refresh, the Salesforce credential).
     #[cfg(feature = "aws-secrets")]
@@ -496,7 +496,7 @@ impl Components {
     }
 
     #[cfg(feature = "aws-core")]
-    async fn sdk(&self) -> &aws_config::SdkConfig {
+    async fn sdk(&self) -> &aws_types::SdkConfig {
         self.sdk.get_or_init(crate::aws::sdk_config).await
     }
 

@@ -16,19 +16,114 @@ pub mod ses;
 #[cfg(feature = "aws-sns")]
 pub mod sns;
 
-/// The shared SDK configuration (region, credentials, endpoints) from the
-/// environment, loaded once per container, with one HTTP client for every
-/// service client: left to themselves, each client builds its own connector
-/// (TLS context and connection pool).
-pub async fn sdk_config() -> aws_config::SdkConfig {
+/// The shared SDK configuration (region, credentials, endpoints), loaded
+/// once per container, with one HTTP client for every service client: left
+/// to themselves, each client builds its own connector (TLS context and
+/// connection pool).
+///
+/// In a Lambda (`AWS_LAMBDA_RUNTIME_API` set) it is read from the
+/// environment only: Lambda hands the role's credentials and the region in
+/// it, so the default chain (profile files, SSO, IMDS, STS web identity)
+/// would only cost start-up time and, linked in, artifact size. Elsewhere,
+/// with the `aws-profiles` feature (the `fieldgate` command), it is the
+/// SDK's default chain, so a profile or SSO login works too.
+pub async fn sdk_config() -> aws_types::SdkConfig {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
-        .build_https();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(ConnectOnFirstRequest(http))
-        .load()
-        .await
+    let http = ConnectOnFirstRequest(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .build_https(),
+    );
+    #[cfg(feature = "aws-profiles")]
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        return aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .load()
+            .await;
+    }
+    env_config(http, |name| std::env::var(name).ok())
+}
+
+/// The configuration from environment variables only, as `aws-config`
+/// reads them: `AWS_REGION` (else `AWS_DEFAULT_REGION`),
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`,
+/// `AWS_ENDPOINT_URL` and its per-service form (`AWS_ENDPOINT_URL_DYNAMODB`,
+/// `…_SECRETS_MANAGER`), the SDK's default retries and connect timeout.
+fn env_config(
+    http: impl aws_smithy_runtime_api::client::http::HttpClient + 'static,
+    var: impl Fn(&str) -> Option<String>,
+) -> aws_types::SdkConfig {
+    use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    let mut builder = aws_types::SdkConfig::builder()
+        .behavior_version(
+            aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
+        )
+        .http_client(http)
+        .retry_config(aws_smithy_types::retry::RetryConfig::standard())
+        .timeout_config(
+            aws_smithy_types::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_millis(3100))
+                .build(),
+        )
+        .region(
+            var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .map(aws_types::region::Region::new),
+        );
+    // Without keys no provider is set, and the first request fails with
+    // the SDK's "no credentials" error rather than signing with blanks.
+    if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        let credentials =
+            Credentials::new(id, secret, var("AWS_SESSION_TOKEN"), None, "environment");
+        builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
+    }
+    let endpoints = EnvEndpoints(
+        ENDPOINT_VARS
+            .iter()
+            .filter_map(|name| var(name).map(|v| (*name, v)))
+            .collect(),
+    );
+    if let Some(url) = endpoints.get("AWS_ENDPOINT_URL") {
+        builder = builder.endpoint_url(url.to_owned());
+    }
+    builder.service_config(endpoints).build()
+}
+
+/// The endpoint variables of the services fieldgate calls, read once.
+const ENDPOINT_VARS: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_SESV2",
+    "AWS_ENDPOINT_URL_SNS",
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+];
+
+/// Per-service settings as the service clients ask for them: `AWS_X_Y`
+/// for service id "Y Z" looks up `AWS_X_Y_Z` first, then `AWS_X`
+/// (`aws-config`'s rule: the id upper-cased, spaces as underscores).
+#[derive(Debug)]
+struct EnvEndpoints(Vec<(&'static str, String)>);
+
+impl EnvEndpoints {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl aws_types::service_config::LoadServiceConfig for EnvEndpoints {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        let service = key.service_id().to_uppercase().replace(' ', "_");
+        self.get(&format!("{}_{service}", key.env()))
+            .or_else(|| self.get(key.env()))
+            .map(str::to_owned)
+    }
 }
 
 /// The SDK's HTTP client, minus its eager start: smithy's client builds a
@@ -87,5 +182,82 @@ impl<C> LazyClient<C> {
             Some(make) => make(),
             None => unreachable!("a ready client is set at construction"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::provider::ProvideCredentials;
+
+    fn config(vars: &[(&str, &str)]) -> aws_types::SdkConfig {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let http = aws_smithy_http_client::Builder::new().build_http();
+        env_config(http, move |name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn endpoint(config: &aws_types::SdkConfig, service: &str) -> Option<String> {
+        let key = aws_types::service_config::ServiceConfigKey::builder()
+            .service_id(service)
+            .profile("default")
+            .env("AWS_ENDPOINT_URL")
+            .build()
+            .unwrap();
+        config.service_config().unwrap().load_config(key)
+    }
+
+    #[tokio::test]
+    async fn reads_region_credentials_and_endpoints_from_the_environment() {
+        let c = config(&[
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+            ("AWS_ENDPOINT_URL", "http://moto:5000"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://ddb:8000"),
+        ]);
+        assert_eq!(c.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        let creds = c
+            .credentials_provider()
+            .unwrap()
+            .provide_credentials()
+            .await
+            .unwrap();
+        assert_eq!(creds.access_key_id(), "AKIDEXAMPLE");
+        assert_eq!(creds.session_token(), Some("token"));
+        assert_eq!(c.endpoint_url(), Some("http://moto:5000"));
+        assert_eq!(endpoint(&c, "DynamoDB").as_deref(), Some("http://ddb:8000"));
+        assert_eq!(
+            endpoint(&c, "Secrets Manager").as_deref(),
+            Some("http://moto:5000")
+        );
+    }
+
+    #[test]
+    fn aws_region_wins_and_missing_keys_set_no_provider() {
+        let c = config(&[
+            ("AWS_REGION", "us-east-2"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "x"),
+        ]);
+        assert_eq!(c.region().map(|r| r.as_ref()), Some("us-east-2"));
+        assert!(c.credentials_provider().is_none());
+        assert!(c.endpoint_url().is_none());
+        assert_eq!(endpoint(&c, "Secrets Manager"), None);
+    }
+
+    #[test]
+    fn a_per_service_endpoint_uses_the_service_id_with_underscores() {
+        let c = config(&[("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://sm")]);
+        assert_eq!(
+            endpoint(&c, "Secrets Manager").as_deref(),
+            Some("http://sm")
+        );
+        assert_eq!(endpoint(&c, "DynamoDB"), None);
     }
 }

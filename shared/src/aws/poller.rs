@@ -325,7 +325,7 @@ pub fn to_event_record(r: Record, stream_arn: &str) -> EventRecord {
 /// not): the SDK would refuse the whole page. This client repairs exactly
 /// that in the response before the SDK parses it; everything else passes
 /// through unchanged.
-pub fn local_client(config: &aws_config::SdkConfig, endpoint: &str) -> Client {
+pub fn local_client(config: &aws_types::SdkConfig, endpoint: &str) -> Client {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     let inner = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::AwsLc))

@@ -54,7 +54,7 @@ impl S3Media {
     /// Its client made on the first request (cold start: see
     /// [`super::LazyClient`]).
     pub fn lazy(
-        config: &aws_config::SdkConfig,
+        config: &aws_types::SdkConfig,
         force_path_style: bool,
         bucket: impl Into<String>,
         prefix: impl Into<String>,
@@ -69,7 +69,7 @@ impl S3Media {
 
     /// A client from the shared config; `force_path_style` for moto and
     /// other S3-compatible stand-ins (`FIELDGATE_S3_PATH_STYLE=1`).
-    pub fn client(config: &aws_config::SdkConfig, force_path_style: bool) -> Client {
+    pub fn client(config: &aws_types::SdkConfig, force_path_style: bool) -> Client {
         let conf = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(force_path_style)
             .build();

@@ -23,7 +23,7 @@ impl SesNotifier {
     /// Its client made on the first mail (cold start: see
     /// [`super::LazyClient`]).
     pub fn lazy(
-        config: &aws_config::SdkConfig,
+        config: &aws_types::SdkConfig,
         from: impl Into<String>,
         configuration_set: Option<String>,
     ) -> Self {

@@ -23,7 +23,7 @@ impl SnsHandoff {
 
     /// Its client made on the first publish (cold start: see
     /// [`super::LazyClient`]).
-    pub fn lazy(config: &aws_config::SdkConfig, topic_arn: impl Into<String>) -> Self {
+    pub fn lazy(config: &aws_types::SdkConfig, topic_arn: impl Into<String>) -> Self {
         let config = config.clone();
         Self {
             client: super::LazyClient::new(move || Client::new(&config)),

@@ -29,7 +29,7 @@ pub struct BedrockApi {
 }
 
 impl BedrockApi {
-    pub fn new(sdk: &aws_config::SdkConfig, model: &str) -> Self {
+    pub fn new(sdk: &aws_types::SdkConfig, model: &str) -> Self {
         let conf = aws_sdk_bedrockruntime::config::Builder::from(sdk)
             .retry_config(
                 RetryConfig::standard()
