@@ -461,6 +461,7 @@ impl ProposalStore for CreateFails {
         _: &fieldgate::domain::Transition,
         _: Option<&str>,
         _: &[fieldgate::ports::Quota],
+        _: Option<&fieldgate::ports::CachedAsset>,
         _: Timestamp,
     ) -> Result<fieldgate::ports::Counted, fieldgate::ports::StoreError> {
         Err(fieldgate::ports::StoreError::backend(
