@@ -48,6 +48,7 @@ pub async fn run_all(store: Arc<dyn ProposalStore>) {
     pending_of_one_asset(store.as_ref()).await;
     counted_creates(store.as_ref()).await;
     counted_creates_race(store.clone()).await;
+    counted_creates_cache(store.as_ref()).await;
     intake_reads_at_once(store.as_ref()).await;
 }
 
@@ -85,7 +86,7 @@ async fn counted_creates(s: &dyn ProposalStore) {
     for n in 1..=2 {
         let t = received(now());
         assert_eq!(
-            s.create_counted(&t, None, &[quota(&full, 2, None)], at)
+            s.create_counted(&t, None, &[quota(&full, 2, None)], None, at)
                 .await,
             Ok(Counted::Stored(Created::New)),
             "counted_creates: report {n} of 2"
@@ -93,7 +94,7 @@ async fn counted_creates(s: &dyn ProposalStore) {
     }
     let refused = received(now());
     assert_eq!(
-        s.create_counted(&refused, None, &[quota(&full, 2, None)], at)
+        s.create_counted(&refused, None, &[quota(&full, 2, None)], None, at)
             .await,
         Ok(Counted::Limited {
             quota: 0,
@@ -126,6 +127,7 @@ async fn counted_creates(s: &dyn ProposalStore) {
             &received(now()),
             None,
             &[quota(&other, 10, None), quota(&full, 2, two)],
+            None,
             at
         )
         .await,
@@ -148,14 +150,14 @@ async fn counted_creates(s: &dyn ProposalStore) {
     let one = format!("RL#one-{tag}");
     let first = received(now());
     assert_eq!(
-        s.create_counted(&first, Some(&key), &[quota(&one, 1, None)], at)
+        s.create_counted(&first, Some(&key), &[quota(&one, 1, None)], None, at)
             .await,
         Ok(Counted::Stored(Created::New)),
         "counted_creates: keyed"
     );
     let again = received(now());
     assert_eq!(
-        s.create_counted(&again, Some(&key), &[quota(&one, 1, None)], at)
+        s.create_counted(&again, Some(&key), &[quota(&one, 1, None)], None, at)
             .await,
         Ok(Counted::Stored(Created::Existing(first.proposal.id))),
         "counted_creates: a resend with its quota full"
@@ -167,7 +169,13 @@ async fn counted_creates(s: &dyn ProposalStore) {
     let rolling = format!("RL#rolling-{tag}");
     for _ in 0..2 {
         let r = s
-            .create_counted(&received(now()), None, &[quota(&rolling, 10, None)], at)
+            .create_counted(
+                &received(now()),
+                None,
+                &[quota(&rolling, 10, None)],
+                None,
+                at,
+            )
             .await;
         assert_eq!(r, Ok(Counted::Stored(Created::New)));
     }
@@ -188,7 +196,13 @@ async fn counted_creates(s: &dyn ProposalStore) {
     ];
     for (n, seen) in stale_seen.into_iter().enumerate() {
         let r = s
-            .create_counted(&received(now()), None, &[quota(&rolling, 10, seen)], next)
+            .create_counted(
+                &received(now()),
+                None,
+                &[quota(&rolling, 10, seen)],
+                None,
+                next,
+            )
             .await;
         assert_eq!(r, Ok(Counted::Stored(Created::New)), "counted_creates: {n}");
         assert_eq!(
@@ -203,6 +217,86 @@ async fn counted_creates(s: &dyn ProposalStore) {
     }
 }
 
+/// `create_counted` with a cache entry: written by the write that stores
+/// the report (replacing what was cached), by no refused report or resend.
+async fn counted_creates_cache(s: &dyn ProposalStore) {
+    let at = now();
+    let tag = new_proposal_id(at).to_string();
+    let asset: AssetId = format!("02i{}", &tag[tag.len() - 15..]).parse().unwrap();
+    let entry = |name: &str, fetched_at| CachedAsset {
+        asset: AssetContext {
+            id: asset.clone(),
+            name: name.into(),
+            serial_number: None,
+            account_id: Some("001000000000001AAA".into()),
+            account_name: Some("Acme".into()),
+            location: None,
+        },
+        fetched_at,
+    };
+    let one = format!("RL#cache-{tag}");
+    let key = format!("k-cache-{tag}");
+    let first = received(now());
+    let shown = entry("Pump", at - time::Duration::seconds(30));
+    assert_eq!(
+        s.create_counted(
+            &first,
+            Some(&key),
+            &[quota(&one, 1, None)],
+            Some(&shown),
+            at
+        )
+        .await,
+        Ok(Counted::Stored(Created::New)),
+        "counted_creates_cache: stored"
+    );
+    assert_eq!(
+        s.cached_asset(&asset).await.unwrap(),
+        Some(shown.clone()),
+        "counted_creates_cache: the report's write cached the asset"
+    );
+    let renamed = entry("Pump (renamed)", at);
+    assert_eq!(
+        s.create_counted(&received(now()), Some(&key), &[], Some(&renamed), at)
+            .await,
+        Ok(Counted::Stored(Created::Existing(first.proposal.id))),
+        "counted_creates_cache: a resend"
+    );
+    assert_eq!(
+        s.create_counted(
+            &received(now()),
+            None,
+            &[quota(&one, 1, None)],
+            Some(&renamed),
+            at
+        )
+        .await,
+        Ok(Counted::Limited {
+            quota: 0,
+            counts: WindowCount {
+                current: 1,
+                previous: 0
+            }
+        }),
+        "counted_creates_cache: refused"
+    );
+    assert_eq!(
+        s.cached_asset(&asset).await.unwrap(),
+        Some(shown),
+        "counted_creates_cache: neither a resend nor a refused report wrote it"
+    );
+    assert_eq!(
+        s.create_counted(&received(now()), None, &[], Some(&renamed), at)
+            .await,
+        Ok(Counted::Stored(Created::New))
+    );
+    assert_eq!(
+        s.cached_asset(&asset).await.unwrap(),
+        Some(renamed),
+        "counted_creates_cache: a later report replaces the entry"
+    );
+}
+
 /// Reports racing for a quota's last places: exactly the limit is stored.
 async fn counted_creates_race(s: Arc<dyn ProposalStore>) {
     let at = now();
@@ -212,7 +306,7 @@ async fn counted_creates_race(s: Arc<dyn ProposalStore>) {
             let s = s.clone();
             let key = key.clone();
             tokio::spawn(async move {
-                s.create_counted(&received(now()), None, &[quota(&key, 3, None)], at)
+                s.create_counted(&received(now()), None, &[quota(&key, 3, None)], None, at)
                     .await
             })
         })

@@ -152,12 +152,16 @@ pub trait ProposalStore: Send + Sync {
     /// the same atomic write, on the condition that none goes over its
     /// limit (the sliding estimate of `SlidingLimit::check`). Only stored
     /// reports count: a refused one, a resend answered by its idempotency
-    /// key or a failed write counts in no quota.
+    /// key or a failed write counts in no quota. With `cache`, the asset
+    /// cache entry is written in the same write too (as `cache_asset`, so
+    /// the report costs no write of its own for it), and only when the
+    /// report is stored.
     async fn create_counted(
         &self,
         t: &Transition,
         idempotency_key: Option<&str>,
         quotas: &[Quota],
+        cache: Option<&CachedAsset>,
         now: Timestamp,
     ) -> Result<Counted, StoreError>;
     /// Everything in `reads` at once (DynamoDB: one `BatchGetItem`); this
@@ -673,15 +677,40 @@ pub trait AssetDirectory: Send + Sync {
     }
 
     /// As `lookup_checked`, with the cache entry the caller read already
-    /// (`None`: there is none), so the lookup does not read it again.
+    /// (`None`: there is none), so the lookup does not read it again; and
+    /// it writes nothing: a fresh answer from Salesforce comes back as the
+    /// entry to cache ([`Looked::refreshed`]), for the caller to store with
+    /// a write of its own (the report's) or to drop (the form's).
     async fn lookup_read(
         &self,
         id: &AssetId,
         cached: Option<CachedAsset>,
-    ) -> Result<Option<(AssetContext, Freshness)>, DirectoryError> {
+        now: Timestamp,
+    ) -> Result<Option<Looked>, DirectoryError> {
         let _ = cached;
-        self.lookup_checked(id).await
+        Ok(self
+            .lookup_checked(id)
+            .await?
+            .map(|(asset, freshness)| Looked {
+                asset,
+                freshness,
+                confirmed_at: now,
+                refreshed: None,
+            }))
     }
+}
+
+/// What [`AssetDirectory::lookup_read`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Looked {
+    pub asset: AssetContext,
+    pub freshness: Freshness,
+    /// When Salesforce said so: now for its answer, the cache entry's
+    /// time for a cached copy.
+    pub confirmed_at: Timestamp,
+    /// Salesforce's answer as a cache entry, not stored yet; `None` when
+    /// the context came from the cache.
+    pub refreshed: Option<CachedAsset>,
 }
 
 /// Whether asset context is Salesforce's current word.

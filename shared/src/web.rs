@@ -291,6 +291,9 @@ impl IntakeHome {
 #[template(path = "intake_form.html")]
 pub struct IntakeForm<'a> {
     pub asset: &'a AssetContext,
+    /// `asset` signed for the report to post back (empty: none), so the
+    /// report needs no second lookup.
+    pub context: &'a str,
     pub workflow_name: &'a str,
     pub idem: String,
     pub max_notes: usize,

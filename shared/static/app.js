@@ -100,6 +100,10 @@
       fd.append("idem", r.idem);
       fd.append("notes", r.notes);
       fd.append("reporter", r.reporter || "");
+      // The asset context the form was shown with, as the server signed
+      // it; a report kept too long (or saved by an earlier version of this
+      // page, without one) has the server look the asset up again.
+      if (r.context) fd.append("context", r.context);
       photosOf(r).forEach(function (p) { fd.append("photo", p.blob, p.name || "photo.jpg"); });
       var x = new XMLHttpRequest();
       x.open("POST", r.url);
@@ -432,6 +436,7 @@
           url: form.action,
           notes: notes.value,
           reporter: reporter ? reporter.value : "",
+          context: form.elements.context ? form.elements.context.value : "",
           photos: photos.map(function (p) { return { blob: p.blob, name: p.name }; }),
           asset: asset,
           savedAt: Date.now()

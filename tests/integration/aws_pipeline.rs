@@ -427,6 +427,13 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     let (status, form) = send(&intake, get(&path)).await;
     assert_eq!(status, 200, "{form}");
     assert!(form.contains(&asset.name), "asset looked up in Salesforce");
+    let calls_after_the_form = emulator.api_calls();
+    // What the form posts back: the asset context it showed, signed.
+    let context = regex::Regex::new(r#"name="context" value="([A-Za-z0-9_.-]+)""#)
+        .unwrap()
+        .captures(&form)
+        .expect("the form carries its signed asset context")[1]
+        .to_owned();
     let photo = jpeg();
     // The key in the notes tells this test's review mail from the other
     // tests' in the same moto (the mail carries no proposal id).
@@ -443,11 +450,13 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
                 ("photo", Some(("oil.jpg", "image/jpeg")), &photo),
                 ("reporter", None, b"tech@example.com"),
                 ("idem", None, idem.as_bytes()),
+                ("context", None, context.as_bytes()),
             ],
         ),
     )
     .await;
     assert_eq!(status, 201, "{done}");
+    let calls_after_the_report = emulator.api_calls();
     let received = store.list_by_status(Status::Received, 10).await.unwrap();
     assert_eq!(received.len(), 1);
     let id = received[0].id;
@@ -609,11 +618,12 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
     eprintln!("{}", recorded.report("lifecycle with three photos"));
     let budget = [
         // The form: one BatchGetItem (the code's revocation, the asset
-        // cache) and, the asset not cached yet, its PutItem; the report:
-        // one BatchGetItem (the same, the idempotency key, the rate-limit
-        // window) and one TransactWriteItems (the inbox item, its event,
-        // the key, the window counted on the condition of the limit).
-        ("QrIntakeFunction", 4),
+        // cache), no write; the report: one BatchGetItem (the same, the
+        // idempotency key, the rate-limit window) and one
+        // TransactWriteItems (the inbox item, its event, the key, the
+        // asset cache entry the form's signed context carried, the window
+        // counted on the condition of the limit).
+        ("QrIntakeFunction", 3),
         // The duplicate lookup's Query (which also tells a stale record),
         // then structured + links in one transaction, then the mail's
         // record: no read, the stream record's image is the start.
@@ -634,7 +644,7 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         );
     }
     let total: usize = counts.iter().flat_map(|(_, ops)| ops.values()).sum();
-    assert!(total <= 13, "{total} requests per lifecycle, budget 13");
+    assert!(total <= 12, "{total} requests per lifecycle, budget 12");
     for (i, what) in [(1, "structure step"), (3, "commit step")] {
         assert_eq!(
             counts[i].1.get("GetItem"),
@@ -648,6 +658,44 @@ async fn scan_to_handoff_on_dynamodb_local_moto_and_the_emulator() {
         None,
         "the intake read an item alone: {:?}",
         counts[0].1
+    );
+    assert_eq!(
+        counts[0].1.get("PutItem"),
+        None,
+        "the intake wrote an item alone (the asset cache?): {:?}",
+        counts[0].1
+    );
+    // The asset cache entry went in the report's transaction, as the form
+    // showed it, without a second Salesforce query.
+    let cache_pk = format!("A#{}", asset.id);
+    let puts_of_the_report: Vec<Value> = recorded
+        .intake
+        .sent()
+        .iter()
+        .filter(|s| s.op == "TransactWriteItems")
+        .flat_map(|s| {
+            s.body["TransactItems"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|i| i.get("Put").cloned())
+        .collect();
+    assert!(
+        puts_of_the_report
+            .iter()
+            .any(|p| p["Item"]["PK"]["S"] == cache_pk.as_str()),
+        "{cache_pk} in the report's transaction: {puts_of_the_report:#?}"
+    );
+    let cached = store
+        .cached_asset(&asset.id.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("cached by the report");
+    assert_eq!(cached.asset, received[0].asset);
+    assert_eq!(
+        calls_after_the_form, calls_after_the_report,
+        "the report asked Salesforce nothing: the form's context stood in"
     );
 
     // A stale record redelivered (the APPROVED one, after the commit is

@@ -729,21 +729,35 @@ async fn offline_report_is_kept_and_sent_once_when_back_online() {
             "const done = arguments[0];
              const r = indexedDB.open('fieldgate');
              r.onsuccess = () => { const q = r.result.transaction('outbox').objectStore('outbox').getAll();
-               q.onsuccess = () => done(q.result.map(x => [x.notes, x.photos.reduce((n, p) => n + p.blob.size, 0)])); };",
+               q.onsuccess = () => done(q.result.map(x => [x.notes, x.photos.reduce((n, p) => n + p.blob.size, 0), x.context || ''])); };",
             vec![],
         )
         .await
         .unwrap();
-    let kept: Vec<(String, u64)> = serde_json::from_value(kept).unwrap();
+    let kept: Vec<(String, u64, String)> = serde_json::from_value(kept).unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].0, notes);
     assert!(kept[0].1 > 1000, "the photo is kept too");
+    let shown = b
+        .js("return document.querySelector('input[name=context]').value")
+        .await;
+    assert_eq!(
+        json!(kept[0].2),
+        shown,
+        "the form's signed asset context is kept with the report"
+    );
+    assert_ne!(shown, json!(""));
     h.stack.settled().await;
     assert!(
         all_proposals(&h).await.is_empty(),
         "nothing sent while offline"
     );
 
+    // The report waits longer than its context may stand in for a lookup:
+    // sent then, the asset is looked up again and the report taken.
+    h.clock.advance(
+        fieldgate::domain::form_context::LIFETIME + fieldgate::domain::form_context::LIFETIME,
+    );
     // Signal returns: the page sends it by itself, once.
     b.cdp("Network.emulateNetworkConditions", offline(false))
         .await;
@@ -773,6 +787,11 @@ async fn offline_report_is_kept_and_sent_once_when_back_online() {
     assert_eq!(all[0].id.to_string(), id);
     assert_eq!(all[0].intake.notes, notes);
     assert_eq!(all[0].intake.photos.len(), 1);
+    assert_eq!(
+        (all[0].asset.id.clone(), all[0].asset.name.clone()),
+        h.first_asset(),
+        "the asset as Salesforce has it"
+    );
     assert_eq!(
         h.json("/dev/outbox").await.as_array().unwrap().len(),
         1,

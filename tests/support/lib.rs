@@ -376,9 +376,10 @@ pub mod faults {
             t: &Transition,
             k: Option<&str>,
             q: &[Quota],
+            cache: Option<&CachedAsset>,
             now: Timestamp,
         ) -> Result<Counted, StoreError> {
-            self.inner.create_counted(t, k, q, now).await
+            self.inner.create_counted(t, k, q, cache, now).await
         }
         async fn intake_reads(&self, r: &IntakeReads) -> Result<IntakeView, StoreError> {
             self.inner.intake_reads(r).await

@@ -10,14 +10,15 @@ use axum::routing::get;
 use fieldgate::clock::{Clock, new_proposal_id};
 use fieldgate::compose::{BuildError, Components, QrKeys};
 use fieldgate::domain::Timestamp;
+use fieldgate::domain::form_context::{self, Vouched};
 use fieldgate::domain::{
     CsrfKey, Intake, PhotoRef, Proposal, ProposalId, SlidingLimit, TokenBucket, TokenError,
     WindowCount, Workflow, Workflows,
 };
 use fieldgate::http::{BodyBytes, ClientIp, MAX_BODY, Segment, header, multipart, urlencoded};
 use fieldgate::ports::{
-    AssetDirectory, Counted, Counter, Created, Freshness, IntakeReads, IntakeView, MediaStore,
-    ProposalStore, Quota,
+    AssetDirectory, CachedAsset, Counted, Counter, Created, Freshness, IntakeReads, IntakeView,
+    MediaStore, ProposalStore, Quota,
 };
 use fieldgate::web::sticker::StickerCodePage;
 use fieldgate::web::{self, IntakeDone, IntakeForm, StatusPage};
@@ -205,27 +206,86 @@ fn reads_for(
     }
 }
 
+/// The asset a form or report is about, and where it came from.
+struct Admitted {
+    asset: fieldgate::AssetContext,
+    fresh: Freshness,
+    /// When Salesforce said so (what the form's signed context carries).
+    confirmed_at: Timestamp,
+    /// A cache entry newer than the one stored, for the report's write to
+    /// store; a form drops it (a scan alone writes nothing).
+    refresh: Option<CachedAsset>,
+}
+
 /// The code's asset, once the code is known not to be withdrawn: the
-/// revocation record and the cache entry come from `view`.
+/// revocation record and the cache entry come from `view`. `vouched` is
+/// the context a report's form was signed with (verified by the caller):
+/// it stands in for Salesforce, unless the cache holds a later answer.
 async fn admit(
     deps: &IntakeDeps,
     claims: &fieldgate::domain::QrClaims,
     view: &mut IntakeView,
-) -> Result<(fieldgate::AssetContext, Freshness), AppError> {
+    vouched: Option<Vouched>,
+    now: Timestamp,
+) -> Result<Admitted, AppError> {
     // Before the asset lookup: a withdrawn code costs no Salesforce query.
     if let Some(r) = &view.revocation
         && r.withdraws(claims.generation)
     {
         return Err(UserError::Gone(WITHDRAWN.into()).into());
     }
-    let found = if deps.assets.reads_cache() {
-        deps.assets
-            .lookup_read(&claims.asset, view.asset.take())
+    if !deps.assets.reads_cache() {
+        if let Some(v) = vouched {
+            return Ok(Admitted {
+                asset: v.asset,
+                fresh: Freshness::Confirmed,
+                confirmed_at: v.confirmed_at,
+                refresh: None,
+            });
+        }
+        let (asset, fresh) = deps
+            .assets
+            .lookup_checked(&claims.asset)
             .await?
-    } else {
-        deps.assets.lookup_checked(&claims.asset).await?
-    };
-    Ok(found.ok_or(UserError::NotFound)?)
+            .ok_or(UserError::NotFound)?;
+        return Ok(Admitted {
+            asset,
+            fresh,
+            confirmed_at: now,
+            refresh: None,
+        });
+    }
+    let cached = view.asset.take();
+    if let Some(v) = vouched {
+        return Ok(match cached {
+            Some(c) if c.fetched_at >= v.confirmed_at => Admitted {
+                asset: c.asset,
+                fresh: Freshness::Confirmed,
+                confirmed_at: c.fetched_at,
+                refresh: None,
+            },
+            _ => Admitted {
+                refresh: Some(CachedAsset {
+                    asset: v.asset.clone(),
+                    fetched_at: v.confirmed_at,
+                }),
+                asset: v.asset,
+                fresh: Freshness::Confirmed,
+                confirmed_at: v.confirmed_at,
+            },
+        });
+    }
+    let found = deps
+        .assets
+        .lookup_read(&claims.asset, cached, now)
+        .await?
+        .ok_or(UserError::NotFound)?;
+    Ok(Admitted {
+        asset: found.asset,
+        fresh: found.freshness,
+        confirmed_at: found.confirmed_at,
+        refresh: found.refreshed,
+    })
 }
 
 fn new_idem(now: Timestamp) -> String {
@@ -236,13 +296,27 @@ fn new_idem(now: Timestamp) -> String {
 
 async fn form(State(deps): Deps, Segment(code): Segment) -> Result<Response, AppError> {
     let (claims, wf) = verify(&deps, &code).await?;
+    let now = deps.clock.now();
     let mut view = deps
         .store
         .intake_reads(&reads_for(&deps, &claims, &wf, IntakeReads::default()))
         .await?;
-    let (asset, fresh) = admit(&deps, &claims, &mut view).await?;
+    // No cache write here: the report's write stores what this form shows
+    // (signed into it), so a scan costs one read.
+    let found = admit(&deps, &claims, &mut view, None, now).await?;
+    let fresh = found.fresh;
+    // Only Salesforce's word is signed: a form showing a cached copy (it
+    // could not be reached) leaves its report to look the asset up again.
+    let context = match fresh {
+        Freshness::Confirmed => {
+            form_context::sign(&deps.links, &code, &found.asset, found.confirmed_at)
+        }
+        Freshness::Unconfirmed => String::new(),
+    };
+    let asset = found.asset;
     Ok(IntakeForm {
         asset: &asset,
+        context: &context,
         workflow_name: &wf.name,
         idem: new_idem(deps.clock.now()),
         max_notes: deps.limits.max_notes,
@@ -263,6 +337,8 @@ struct Submission {
     /// Each photo's bytes, type (from the bytes) and file name.
     photos: Vec<(bytes::Bytes, String, String)>,
     idem: Option<String>,
+    /// The asset context the form was signed with, unverified.
+    context: Option<String>,
 }
 
 /// One photo part against the workflow's policy; `n` (1-based) names it in
@@ -328,6 +404,7 @@ fn parse_submission(
         reporter: None,
         photos: Vec::new(),
         idem: None,
+        context: None,
     };
     let mut seen = std::collections::BTreeSet::new();
     for part in parts {
@@ -369,6 +446,8 @@ fn parse_submission(
                 }
                 s.idem = Some(k);
             }
+            // Not UTF-8: not ours, so as if absent (the asset is looked up).
+            "context" => s.context = String::from_utf8(part.data.to_vec()).ok(),
             "photo" => {
                 // Browsers send an empty file part when no photo was chosen.
                 if part.data.is_empty() {
@@ -467,6 +546,24 @@ async fn submit(
         .ok()
         .and_then(|s| s.idem.as_deref())
         .map(|k| idem_key(&claims.asset, k));
+    // The form's asset context, checked before any I/O. One that does not
+    // verify (a form older than the context's lifetime, as the offline
+    // queue sends; another code's; edited; signed with a key since
+    // replaced) is not an error: the report is taken as one without it
+    // would be, with the asset looked up.
+    let vouched = sub
+        .as_ref()
+        .ok()
+        .and_then(|s| s.context.as_deref())
+        .and_then(
+            |c| match form_context::verify(&deps.links, &code, c, now) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::info!(reason = %e, "the form's asset context is not used; looking the asset up");
+                    None
+                }
+            },
+        );
     let quotas = quotas(&deps, &claims, &wf, client.map(|c| c.0));
     let mut view = deps
         .store
@@ -484,7 +581,11 @@ async fn submit(
             },
         ))
         .await?;
-    let (asset, _) = admit(&deps, &claims, &mut view).await?;
+    let Admitted {
+        asset,
+        refresh: cache,
+        ..
+    } = admit(&deps, &claims, &mut view, vouched, now).await?;
     let sub = sub?;
     let idem = sub.idem.as_ref().map(|k| idem_key(&asset.id, k));
     // A resend of a report already stored (a double tap, the offline
@@ -557,7 +658,7 @@ async fn submit(
         let created = match put {
             Ok(()) => deps
                 .store
-                .create_counted(&t, idem.as_deref(), &quotas, now)
+                .create_counted(&t, idem.as_deref(), &quotas, cache.as_ref(), now)
                 .await
                 .map_err(AppError::from)
                 .and_then(|c| match c {

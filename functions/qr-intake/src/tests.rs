@@ -461,6 +461,7 @@ impl ProposalStore for CreateFails {
         _: &fieldgate::domain::Transition,
         _: Option<&str>,
         _: &[fieldgate::ports::Quota],
+        _: Option<&fieldgate::ports::CachedAsset>,
         _: Timestamp,
     ) -> Result<fieldgate::ports::Counted, fieldgate::ports::StoreError> {
         Err(fieldgate::ports::StoreError::backend(
@@ -954,10 +955,246 @@ async fn the_form_says_when_its_card_is_a_cached_copy() {
         "{}",
         r.body
     );
-    // Confirmed context: no such note.
+    // A cached copy is not signed into the form: its report asks again.
+    assert_eq!(signed_context(&r.body), None);
+    // Confirmed context: no such note, and the form carries it signed.
     let f = fixture().await;
     let r = send(&f.app, get(&format!("/q/{}", f.code))).await;
     assert!(!r.body.contains("could not be reached"));
+    assert!(signed_context(&r.body).is_some(), "{}", r.body);
+}
+
+/// The signed asset context a form carries for its report, if any.
+fn signed_context(form: &str) -> Option<String> {
+    let (_, rest) = form.split_once(r#"name="context" value=""#)?;
+    Some(rest.split('"').next()?.to_owned())
+}
+
+/// Salesforce as the cache sees it: assets that can change, and how often
+/// it was asked.
+#[derive(Clone, Default)]
+struct CountingOrg {
+    assets: Arc<std::sync::Mutex<Vec<AssetContext>>>,
+    asked: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingOrg {
+    fn asked(&self) -> usize {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn rename(&self, id: &AssetId, name: &str) {
+        let mut all = self.assets.lock().unwrap();
+        let a = all.iter_mut().find(|a| &a.id == id).unwrap();
+        a.name = name.into();
+    }
+}
+
+#[async_trait]
+impl AssetDirectory for CountingOrg {
+    async fn lookup(&self, id: &AssetId) -> Result<Option<AssetContext>, DirectoryError> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self
+            .assets
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|a| &a.id == id)
+            .cloned())
+    }
+}
+
+/// The intake with the store's asset cache (as deployed) in front of an
+/// org of two assets, on a clock the test moves; a code for each asset.
+struct CachedFixture {
+    app: Router,
+    store: Arc<SqliteStore>,
+    org: CountingOrg,
+    clock: Arc<fieldgate::clock::ManualClock>,
+    codes: [String; 2],
+    ids: [AssetId; 2],
+    _dir: tempfile::TempDir,
+}
+
+async fn cached_fixture() -> CachedFixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::in_memory());
+    let clock = fieldgate::clock::ManualClock::starting_now();
+    let ids: [AssetId; 2] = [
+        "02i000000000001AAA".parse().unwrap(),
+        "02i000000000002AAA".parse().unwrap(),
+    ];
+    let org = CountingOrg::default();
+    for (id, name) in ids.iter().zip(["Chiller 1", "Boiler 2"]) {
+        org.assets.lock().unwrap().push(AssetContext {
+            id: id.clone(),
+            name: name.into(),
+            serial_number: None,
+            account_id: Some("001000000000001AAA".into()),
+            account_name: Some("Acme".into()),
+            location: None,
+        });
+    }
+    let keys = Keys::generate();
+    let wf: fieldgate::domain::WorkflowId = "field-service-case".parse().unwrap();
+    let codes = [keys.qr.sign(&ids[0], &wf), keys.qr.sign(&ids[1], &wf)];
+    let directory = fieldgate::salesforce::CachedDirectory {
+        inner: org.clone(),
+        store: store.clone(),
+        ttl: time::Duration::minutes(1),
+        clock: clock.clone(),
+    };
+    let parts = Components::new(Config::embedded(dir.path()))
+        .with_store(store.clone())
+        .with_assets(Arc::new(directory))
+        .with_keys(keys)
+        .with_clock(clock.clone());
+    let deps = IntakeDeps::build(&parts, Limits::unlimited())
+        .await
+        .unwrap();
+    CachedFixture {
+        app: router(Arc::new(deps)),
+        store,
+        org,
+        clock,
+        codes,
+        ids,
+        _dir: dir,
+    }
+}
+
+impl CachedFixture {
+    /// The form of sticker `n` and the context it was signed with.
+    async fn scan(&self, n: usize) -> String {
+        let r = send(&self.app, get(&format!("/q/{}", self.codes[n]))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        signed_context(&r.body).expect("a signed context")
+    }
+
+    /// A report to sticker `n` with `context`; the asset it was stored with.
+    async fn report(&self, n: usize, context: &str) -> AssetContext {
+        let idem = new_proposal_id(self.clock.now()).to_string();
+        let r = send(
+            &self.app,
+            post_multipart(
+                &format!("/q/{}", self.codes[n]),
+                &[
+                    ("notes", None, b"Pump seal leaking"),
+                    ("idem", None, idem.as_bytes()),
+                    ("context", None, context.as_bytes()),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let all = self
+            .store
+            .list_by_status(Status::Received, 100)
+            .await
+            .unwrap();
+        all.into_iter()
+            .find(|p| r.body.contains(&p.id.to_string()))
+            .expect("the report stored")
+            .asset
+    }
+}
+
+#[tokio::test]
+async fn the_form_writes_nothing_and_its_report_caches_what_it_showed() {
+    let f = cached_fixture().await;
+    let scanned_at = f.clock.now();
+    let context = f.scan(0).await;
+    assert_eq!(f.org.asked(), 1, "the scan asked Salesforce");
+    assert_eq!(
+        f.store.cached_asset(&f.ids[0]).await.unwrap(),
+        None,
+        "the scan wrote nothing"
+    );
+    // Minutes later, past the cache's freshness: the form's context stands
+    // in for Salesforce, and the report's write caches it.
+    f.clock.advance(time::Duration::minutes(20));
+    let asset = f.report(0, &context).await;
+    assert_eq!(asset.name, "Chiller 1");
+    assert_eq!(f.org.asked(), 1, "no second Salesforce query");
+    let cached = f.store.cached_asset(&f.ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (cached.asset, cached.fetched_at),
+        (asset, scanned_at),
+        "cached as of Salesforce's answer to the scan, not the report"
+    );
+    // The next scan within the cache's freshness of that answer reads it.
+    f.clock.set(scanned_at + time::Duration::seconds(30));
+    f.scan(0).await;
+    assert_eq!(f.org.asked(), 1, "served from the cache");
+}
+
+#[tokio::test]
+async fn a_tampered_expired_or_other_stickers_context_is_not_trusted() {
+    use fieldgate::domain::form_context::LIFETIME;
+    let f = cached_fixture().await;
+    let context = f.scan(0).await;
+    // Salesforce changes the asset after the form was shown: a report that
+    // does not trust its context carries Salesforce's word.
+    f.org.rename(&f.ids[0], "Chiller 1 (moved)");
+    let step = || f.clock.advance(time::Duration::minutes(2));
+    step();
+
+    // Forged: well-formed, naming another account, signed with a key
+    // that is not the deployment's.
+    let mut fake = f.org.assets.lock().unwrap()[0].clone();
+    fake.name = "Forged".into();
+    fake.account_id = Some("001000000000666AAA".into());
+    let forged = form_context::sign(
+        &CsrfKey::generate(&mut rand_core_rng()),
+        &f.codes[0],
+        &fake,
+        f.clock.now(),
+    );
+    let asked = f.org.asked();
+    let asset = f.report(0, &forged).await;
+    assert_eq!(
+        asset.name, "Chiller 1 (moved)",
+        "Salesforce's, not the forgery"
+    );
+    assert_eq!(asset.account_id.as_deref(), Some("001000000000001AAA"));
+    assert_eq!(f.org.asked(), asked + 1, "looked up");
+
+    // Edited: one character of the genuine one changed.
+    step();
+    let mut edited = context.clone().into_bytes();
+    edited[3] = if edited[3] == b'A' { b'B' } else { b'A' };
+    let asked = f.org.asked();
+    let asset = f.report(0, &String::from_utf8(edited).unwrap()).await;
+    assert_eq!(asset.name, "Chiller 1 (moved)");
+    assert_eq!(f.org.asked(), asked + 1, "looked up");
+
+    // Another sticker's context, posted with this one's code.
+    step();
+    let other = f.scan(1).await;
+    let asked = f.org.asked();
+    let asset = f.report(0, &other).await;
+    assert_eq!(asset.id, f.ids[0], "the code's asset, not the context's");
+    assert_eq!(f.org.asked(), asked + 1, "looked up");
+
+    // Junk (a broken client): the report is still taken.
+    step();
+    let asked = f.org.asked();
+    assert_eq!(f.report(0, "not a context").await.name, "Chiller 1 (moved)");
+    assert_eq!(f.org.asked(), asked + 1, "looked up");
+
+    // Genuine, but older than its lifetime (a report kept offline).
+    f.clock.advance(LIFETIME);
+    let asked = f.org.asked();
+    assert_eq!(f.report(0, &context).await.name, "Chiller 1 (moved)");
+    assert_eq!(f.org.asked(), asked + 1, "looked up");
+
+    // Genuine and within its lifetime: trusted as the form showed it.
+    let fresh = f.scan(0).await;
+    f.org
+        .rename(&f.ids[0], "Chiller 1 (renamed since the scan)");
+    step();
+    let asked = f.org.asked();
+    assert_eq!(f.report(0, &fresh).await.name, "Chiller 1 (moved)");
+    assert_eq!(f.org.asked(), asked, "not looked up");
 }
 
 /// Property tests of the form parser: `PROPTEST_CASES` cases (default
@@ -998,7 +1235,7 @@ mod properties {
 
     fn part_name() -> impl Strategy<Value = String> {
         prop_oneof![
-            4 => proptest::sample::select(vec!["notes", "reporter", "idem", "photo"]).prop_map(str::to_owned),
+            4 => proptest::sample::select(vec!["notes", "reporter", "idem", "photo", "context"]).prop_map(str::to_owned),
             1 => any::<String>(),
         ]
     }

@@ -23,7 +23,7 @@ pub enum CodeError {
     )]
     UnknownWorkflow { given: String, known: String },
     #[error(
-        "asset {0} is unknown: no code of it was ever scanned on this server{1}. If a sticker of it was printed but never scanned, add --force to revoke it anyway"
+        "asset {0} is unknown: no report of it was ever stored on this server{1}. If a sticker of it was printed but never reported on, add --force to revoke it anyway"
     )]
     UnknownAsset(AssetId, &'static str),
     #[error("no keys in {0} (the file does not exist); give the server's --data DIR or --file")]
@@ -70,9 +70,10 @@ pub fn chosen_workflows(
 }
 
 /// Revokes the codes of `asset` for each of `workflows`. An asset this
-/// server has never seen (no cached card, and, with Salesforce
-/// configured, unknown there too) is refused unless `force`: a typo
-/// would otherwise revoke nothing anyone holds and look like success.
+/// server has never seen (no cached card: stored reports write it, scans
+/// do not; and, with Salesforce configured, unknown there too) is refused
+/// unless `force`: a typo would otherwise revoke nothing anyone holds and
+/// look like success.
 pub async fn revoke(
     store: &dyn ProposalStore,
     directory: Option<&dyn AssetDirectory>,

@@ -237,7 +237,7 @@ enum QrCmd {
         /// The server's data directory (as for `dev`/`serve`).
         #[arg(long, default_value = ".fieldgate")]
         data: PathBuf,
-        /// Revoke even if no code of this asset was ever scanned here.
+        /// Revoke even if no report of this asset was ever stored here.
         #[arg(long)]
         force: bool,
     },
@@ -433,7 +433,7 @@ async fn qr_command(cmd: QrCmd) -> anyhow::Result<()> {
     let chosen = fieldgate_cli::codes::chosen_workflows(&list, workflow.as_deref())?;
     let c = components(data.clone())?;
     let store = existing_store(data).await?;
-    // With an org configured, an asset never scanned here is looked up.
+    // With an org configured, an asset never reported on here is looked up.
     let directory = match c.config().salesforce {
         Some(_) => Some(c.assets().await?),
         None => None,

@@ -65,8 +65,10 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     # GET/POST /q/{code}, /s/{ref}, /static/{name}: the technician's form.
     "QrIntakeFunction": (
         # Writes a new report only as its inbox item (R#) and "received"
-        # event, idempotency keys (I#) and the Salesforce asset cache (A#):
-        # no write on P#, so nothing it writes is a proposal past RECEIVED.
+        # event, idempotency keys (I#) and the Salesforce asset cache (A#),
+        # in the report's one transaction (each item authorized as its own
+        # PutItem): no write on P#, so nothing it writes is a proposal past
+        # RECEIVED.
         grants(["dynamodb:PutItem"], [TABLE], leading_keys("R#*", "I#*", "A#*"))
         # The rate-limit counters (RL#), nothing else, by UpdateItem.
         | grants(["dynamodb:UpdateItem"], [TABLE], leading_keys("RL#*"))

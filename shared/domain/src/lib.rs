@@ -5,6 +5,7 @@
 pub mod assistant;
 pub mod attention;
 pub mod audit;
+pub mod form_context;
 pub mod ids;
 pub mod proposal;
 pub mod rate;

@@ -559,6 +559,17 @@ fn window_count(item: Option<&Item>) -> Result<WindowCount, StoreError> {
     })
 }
 
+/// An asset cache item (`A#{asset}`), gone on its own after a while.
+fn asset_item(asset: &CachedAsset) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(asset).map_err(backend)?;
+    item.extend(DynamoStore::key(format!("A#{}", asset.asset.id.as_str())));
+    item.insert(
+        "expires_at".into(),
+        AttributeValue::N((asset.fetched_at.unix_timestamp() + ASSET_TTL_SECS).to_string()),
+    );
+    Ok(item)
+}
+
 /// The proposal an idempotency item names.
 fn idempotency_target(item: &Item) -> Result<ProposalId, StoreError> {
     match item.get("proposal") {
@@ -599,16 +610,18 @@ impl ProposalStore for DynamoStore {
         }
     }
 
-    /// One transaction: the inbox item, its event, the idempotency key and
-    /// one conditional update per quota's counter. A counter's condition is
-    /// the count it was seen at being within the limit (or the window it was
-    /// seen in, when this report starts a new one); one that fails returns
-    /// the item as it is, and the transaction is made again from that.
+    /// One transaction: the inbox item, its event, the idempotency key,
+    /// the asset cache entry (unconditional: a cache) and one conditional
+    /// update per quota's counter. A counter's condition is the count it
+    /// was seen at being within the limit (or the window it was seen in,
+    /// when this report starts a new one); one that fails returns the item
+    /// as it is, and the transaction is made again from that.
     async fn create_counted(
         &self,
         t: &Transition,
         idempotency_key: Option<&str>,
         quotas: &[Quota],
+        cache: Option<&CachedAsset>,
         now: Timestamp,
     ) -> Result<Counted, StoreError> {
         if t.expected_version != 0 {
@@ -636,6 +649,19 @@ impl ProposalStore for DynamoStore {
                 updates.push(self.quota_update(q, seen[i].as_ref(), counts, now)?);
             }
             let (mut items, idem_at) = self.create_items(t, idempotency_key)?;
+            if let Some(entry) = cache {
+                items.push(
+                    TransactWriteItem::builder()
+                        .put(
+                            Put::builder()
+                                .table_name(&self.table)
+                                .set_item(Some(asset_item(entry)?))
+                                .build()
+                                .map_err(backend)?,
+                        )
+                        .build(),
+                );
+            }
             let first_quota = items.len();
             items.extend(updates);
             let failed = match self.transact_returning(items).await {
@@ -888,16 +914,10 @@ impl ProposalStore for DynamoStore {
     }
 
     async fn cache_asset(&self, asset: &CachedAsset) -> Result<(), StoreError> {
-        let mut item: Item = serde_dynamo::to_item(asset).map_err(backend)?;
-        item.extend(Self::key(format!("A#{}", asset.asset.id.as_str())));
-        item.insert(
-            "expires_at".into(),
-            AttributeValue::N((asset.fetched_at.unix_timestamp() + ASSET_TTL_SECS).to_string()),
-        );
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(asset_item(asset)?))
             .send()
             .await
             .map_err(sdk)?;

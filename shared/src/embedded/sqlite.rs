@@ -696,12 +696,14 @@ impl ProposalStore for SqliteStore {
     }
 
     /// One write transaction: the counts are read and checked in it, so
-    /// of two reports racing for a quota's last place one gets it.
+    /// of two reports racing for a quota's last place one gets it; the
+    /// asset cache entry is written in it too.
     async fn create_counted(
         &self,
         t: &Transition,
         idempotency_key: Option<&str>,
         quotas: &[Quota],
+        cache: Option<&CachedAsset>,
         now: Timestamp,
     ) -> Result<Counted, StoreError> {
         if t.expected_version != 0 {
@@ -710,6 +712,7 @@ impl ProposalStore for SqliteStore {
         let t = t.clone();
         let key = idempotency_key.map(str::to_owned);
         let quotas = quotas.to_vec();
+        let cache = cache.cloned();
         self.write(move |c| {
             if let Some(k) = &key
                 && let Some(id) = idempotency_target(c, k)?
@@ -734,6 +737,9 @@ impl ProposalStore for SqliteStore {
             insert_new(c, &t, key.as_deref())?;
             for q in &quotas {
                 count_one(c, &q.key, q.limit.window_secs, now)?;
+            }
+            if let Some(entry) = &cache {
+                upsert_asset(c, entry)?;
             }
             let seq = insert_change(c, &t.proposal, true)?;
             Ok((Counted::Stored(Created::New), Some(seq)))

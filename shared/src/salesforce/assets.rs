@@ -1,6 +1,6 @@
 use super::client::{SalesforceClient, soql_quote};
-use crate::domain::{AssetContext, AssetId, Clock};
-use crate::ports::{AssetDirectory, CachedAsset, DirectoryError, Freshness, ProposalStore};
+use crate::domain::{AssetContext, AssetId, Clock, Timestamp};
+use crate::ports::{AssetDirectory, CachedAsset, DirectoryError, Freshness, Looked, ProposalStore};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -101,6 +101,8 @@ impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
         Ok(self.lookup_checked(id).await?.map(|(a, _)| a))
     }
 
+    /// Reads the cache itself and stores Salesforce's fresh answer in it
+    /// (the callers without a write of their own: MCP, the CLI).
     async fn lookup_checked(
         &self,
         id: &AssetId,
@@ -110,7 +112,15 @@ impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
             .cached_asset(id)
             .await
             .map_err(|e| DirectoryError::new("reading the asset cache", e))?;
-        self.lookup_read(id, cached).await
+        let Some(found) = self.lookup_read(id, cached, self.clock.now()).await? else {
+            return Ok(None);
+        };
+        if let Some(entry) = &found.refreshed
+            && let Err(e) = self.store.cache_asset(entry).await
+        {
+            tracing::warn!(error = %crate::Chain(&e), "could not cache asset context");
+        }
+        Ok(Some((found.asset, found.freshness)))
     }
 
     fn reads_cache(&self) -> bool {
@@ -121,31 +131,40 @@ impl<D: AssetDirectory> AssetDirectory for CachedDirectory<D> {
         &self,
         id: &AssetId,
         cached: Option<CachedAsset>,
-    ) -> Result<Option<(AssetContext, Freshness)>, DirectoryError> {
-        let now = self.clock.now();
+        now: Timestamp,
+    ) -> Result<Option<Looked>, DirectoryError> {
         if let Some(c) = &cached
             && now - c.fetched_at < self.ttl
         {
-            return Ok(Some((c.asset.clone(), Freshness::Confirmed)));
+            return Ok(Some(Looked {
+                asset: c.asset.clone(),
+                freshness: Freshness::Confirmed,
+                confirmed_at: c.fetched_at,
+                refreshed: None,
+            }));
         }
         match self.inner.lookup(id).await {
-            Ok(Some(asset)) => {
-                let entry = CachedAsset {
-                    asset: asset.clone(),
+            Ok(Some(asset)) => Ok(Some(Looked {
+                asset: asset.clone(),
+                freshness: Freshness::Confirmed,
+                confirmed_at: now,
+                refreshed: Some(CachedAsset {
+                    asset,
                     fetched_at: now,
-                };
-                if let Err(e) = self.store.cache_asset(&entry).await {
-                    tracing::warn!(error = %crate::Chain(&e), "could not cache asset context");
-                }
-                Ok(Some((asset, Freshness::Confirmed)))
-            }
+                }),
+            })),
             // Deleted or out of service: the stale copy must not keep the
             // sticker alive.
             Ok(None) => Ok(None),
             Err(e) => match cached {
                 Some(c) => {
                     tracing::warn!(error = %crate::Chain(&e), asset = %id, "Salesforce unreachable; using cached asset context");
-                    Ok(Some((c.asset, Freshness::Unconfirmed)))
+                    Ok(Some(Looked {
+                        asset: c.asset,
+                        freshness: Freshness::Unconfirmed,
+                        confirmed_at: c.fetched_at,
+                        refreshed: None,
+                    }))
                 }
                 None => Err(e),
             },

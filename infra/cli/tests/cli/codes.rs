@@ -62,6 +62,9 @@ async fn a_revoked_code_answers_410_at_once_and_its_reissue_works() {
     let http = reqwest::Client::new();
     let (asset, workflow) = asset_and_workflow(&dev.link);
     assert_eq!(get(&http, &dev.link).await.0, 200);
+    // A sticker in use: with no org configured, `qr revoke` knows an asset
+    // by the reports stored for it (the asset cache; a scan writes none).
+    assert_eq!(post(&http, &dev.link, "revoked-code-000000").await.0, 201);
     let other = dev
         .links
         .iter()

@@ -282,6 +282,9 @@ async fn a_printed_sheet_decodes_back_to_working_forms_and_typed_codes() {
         .split('.')
         .next()
         .unwrap();
+    // With the org the sheet was printed from: the sticker was scanned,
+    // never reported on, so the server's cache does not know the asset
+    // and Salesforce is asked.
     let o = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
         .args([
             "qr",
@@ -292,6 +295,9 @@ async fn a_printed_sheet_decodes_back_to_working_forms_and_typed_codes() {
             "--data",
         ])
         .arg(data.path())
+        .env("SALESFORCE_LOGIN_URL", &base)
+        .env("SALESFORCE_CLIENT_ID", DEV_CLIENT_ID)
+        .env("SALESFORCE_CLIENT_SECRET", DEV_CLIENT_SECRET)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
