@@ -80,6 +80,8 @@ fn http_status(v: &Value, ok: &[u16]) -> bool {
 }
 
 struct Run {
+    /// exec -> first `/invocation/next`: the init Lambda reports.
+    init: Duration,
     wall: Duration,
     cpu: Duration,
     rss_kib: u64,
@@ -110,6 +112,11 @@ async fn cold_start(t: &Target) -> Run {
     let f = LambdaProcess::start_on(t.name, &t.exe, &t.env, api);
     let out = f.wait(answer).await;
     let wall = f.started.elapsed();
+    let init = f
+        .api
+        .first_next()
+        .expect("a runtime that answered asked for its event")
+        .duration_since(f.started);
     let cpu = cpu_of(f.pid());
     let rss_kib = f.peak_rss_kib().unwrap_or(0);
     match &out {
@@ -120,7 +127,12 @@ async fn cold_start(t: &Target) -> Run {
             f.logs()
         ),
     }
-    Run { wall, cpu, rss_kib }
+    Run {
+        init,
+        wall,
+        cpu,
+        rss_kib,
+    }
 }
 
 fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
@@ -370,10 +382,11 @@ async fn main() {
             r.push(cold_start(t).await);
         }
     }
-    let medians: Vec<(Duration, Duration, u64)> = runs
+    let medians: Vec<(Duration, Duration, Duration, u64)> = runs
         .iter()
         .map(|r| {
             (
+                median(r.iter().map(|x| x.init).collect()),
                 median(r.iter().map(|x| x.wall).collect()),
                 median(r.iter().map(|x| x.cpu).collect()),
                 median(r.iter().map(|x| x.rss_kib).collect()),
@@ -385,18 +398,21 @@ async fn main() {
         medians[i]
     };
     println!(
-        "cold start, {profile} build, {n} runs each (median), exec -> first response, {:.0} s",
+        "cold start, {profile} build, {n} runs each (median), {:.0} s; init = exec -> first \
+         /invocation/next, wall = exec -> first response, cpu = by the first response",
         started.elapsed().as_secs_f64()
     );
     println!(
-        "{:<28} {:>9} {:>7} {:>9} {:>7} {:>9}",
-        "binary", "wall ms", "x base", "cpu ms", "x base", "peak MB"
+        "{:<28} {:>8} {:>7} {:>9} {:>7} {:>9} {:>7} {:>9}",
+        "binary", "init ms", "x base", "wall ms", "x base", "cpu ms", "x base", "peak MB"
     );
-    for (t, (wall, cpu, rss)) in targets.iter().zip(&medians) {
-        let (bw, bc, _) = base(t.baseline);
+    for (t, (init, wall, cpu, rss)) in targets.iter().zip(&medians) {
+        let (bi, bw, bc, _) = base(t.baseline);
         println!(
-            "{:<28} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:>9.1}",
+            "{:<28} {:>8.1} {:>7.2} {:>9.1} {:>7.2} {:>9.1} {:>7.2} {:>9.1}",
             t.name,
+            ms(*init),
+            ms(*init) / ms(bi),
             ms(*wall),
             ms(*wall) / ms(bw),
             ms(*cpu),

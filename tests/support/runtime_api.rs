@@ -71,6 +71,9 @@ struct Shared {
     /// Calls the runtime made that Lambda would refuse (unknown request
     /// id, a second answer): a test asserts there are none.
     violations: Mutex<Vec<String>>,
+    /// When the runtime first asked for an event: the end of its init
+    /// (what Lambda reports as "Init Duration").
+    first_next: std::sync::OnceLock<std::time::Instant>,
 }
 
 /// The Runtime API endpoint of one function.
@@ -94,6 +97,7 @@ impl RuntimeApi {
             inflight: Mutex::new(HashMap::new()),
             init_error: watch::channel(None).0,
             violations: Mutex::new(Vec::new()),
+            first_next: std::sync::OnceLock::new(),
         });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -161,6 +165,11 @@ impl RuntimeApi {
         self.shared.init_error.borrow().clone()
     }
 
+    /// When the runtime first called `/invocation/next`, if it has.
+    pub fn first_next(&self) -> Option<std::time::Instant> {
+        self.shared.first_next.get().copied()
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.shared.violations.lock().unwrap().clone()
     }
@@ -173,6 +182,7 @@ impl Drop for RuntimeApi {
 }
 
 async fn next(State(s): State<Arc<Shared>>) -> Response {
+    let _ = s.first_next.set(std::time::Instant::now());
     // One poller at a time, as Lambda runs one invocation per sandbox.
     let mut queue = s.queue.lock().await;
     let Some(p) = queue.recv().await else {
