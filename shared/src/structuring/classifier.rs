@@ -1,12 +1,14 @@
 //! A small model for the picklists most workflows share (priority, kind of
-//! fault, reason): a multinomial naive Bayes over the words of the notes,
-//! their first letters (endings and languages), the letter groups inside
-//! them (typos) and word pairs (word order), with the words a negation
-//! governs marked as negated ("no leak" is not "leak").
+//! fault, reason): a multinomial logistic regression (naive Bayes as an
+//! option of `--cv`) over the words of the notes, their first letters
+//! (endings and languages), the letter groups inside them (typos) and word
+//! pairs (word order), with the words a negation governs marked as negated
+//! ("no leak" is not "leak").
 //!
 //! Trained deterministically, once per process on first use, from the
-//! labelled notes that ship in the repo (`tests/corpus-train`, the tuning
-//! corpus `tests/corpus`): counting, no randomness, a few milliseconds.
+//! labelled notes that ship in the repo (`tests/corpus-train` and
+//! `tests/corpus-train-2`, two authors, and the tuning corpus
+//! `tests/corpus`): a fixed-order pass over them, no randomness.
 //! The rules structurer combines its scores with the workflow's own
 //! vocabulary and the built-in cues ([`super::rules`]) and proposes a value
 //! only when the combined score leads the next by a margin chosen by
@@ -160,6 +162,10 @@ pub const TRAINING: &[(&str, &str)] = &[
     (
         "tests/corpus-train/notes.toml",
         include_str!("../../../tests/corpus-train/notes.toml"),
+    ),
+    (
+        "tests/corpus-train-2/notes.toml",
+        include_str!("../../../tests/corpus-train-2/notes.toml"),
     ),
     (
         "tests/corpus/notes.toml",
