@@ -35,9 +35,10 @@ pub async fn sdk_config() -> aws_types::SdkConfig {
             .load()
             .await;
     }
-    let var = |name: &str| std::env::var(name).ok();
-    let http = https_client(lambda_trust_store(&var));
-    env_config(http, var)
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let endpoints = EnvEndpoints::read(&var);
+    let http = https_client(lambda_trust_store(endpoints.any_https()));
+    env_config(http, var, endpoints)
 }
 
 use aws_smithy_http_client::tls::TrustStore;
@@ -63,20 +64,13 @@ const AMAZON_ROOTS: &str = include_str!("amazon-roots.pem");
 
 /// In a Lambda the SDK talks to AWS endpoints only, so it trusts Amazon's
 /// five roots instead of parsing the system's (about 145: 4.8 ms of the
-/// cold start in a release build, measured).
-fn lambda_trust_store(var: &impl Fn(&str) -> Option<String>) -> TrustStore {
+/// cold start in a release build, measured). An `https` endpoint set in the
+/// environment (`AWS_ENDPOINT_URL…`: a stand-in with a certificate of its
+/// own) brings the system's roots back.
+fn lambda_trust_store(custom_https_endpoint: bool) -> TrustStore {
     TrustStore::empty()
-        .with_native_roots(custom_https_endpoint(var))
+        .with_native_roots(custom_https_endpoint)
         .with_pem_certificate(AMAZON_ROOTS.as_bytes())
-}
-
-/// An `https` endpoint set in the environment (`AWS_ENDPOINT_URL…`: a
-/// stand-in with a certificate of its own) brings the system's roots back.
-fn custom_https_endpoint(var: &impl Fn(&str) -> Option<String>) -> bool {
-    ENDPOINT_VARS
-        .iter()
-        .filter_map(|name| var(name))
-        .any(|url| url.trim().to_ascii_lowercase().starts_with("https://"))
 }
 
 /// The configuration from environment variables only, as `aws-config`
@@ -84,12 +78,13 @@ fn custom_https_endpoint(var: &impl Fn(&str) -> Option<String>) -> bool {
 /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`,
 /// `AWS_ENDPOINT_URL` and its per-service form (`AWS_ENDPOINT_URL_DYNAMODB`,
 /// `…_SECRETS_MANAGER`), the SDK's default retries and connect timeout.
+/// `var` gives a variable's value, `None` when unset or empty.
 fn env_config(
     http: impl aws_smithy_runtime_api::client::http::HttpClient + 'static,
     var: impl Fn(&str) -> Option<String>,
+    endpoints: EnvEndpoints,
 ) -> aws_types::SdkConfig {
     use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
-    let var = |name: &str| var(name).filter(|v| !v.is_empty());
     let mut builder = aws_types::SdkConfig::builder()
         .behavior_version(
             aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
@@ -113,12 +108,6 @@ fn env_config(
             Credentials::new(id, secret, var("AWS_SESSION_TOKEN"), None, "environment");
         builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
     }
-    let endpoints = EnvEndpoints(
-        ENDPOINT_VARS
-            .iter()
-            .filter_map(|name| var(name).map(|v| (*name, v)))
-            .collect(),
-    );
     if let Some(url) = endpoints.get("AWS_ENDPOINT_URL") {
         builder = builder.endpoint_url(url.to_owned());
     }
@@ -144,6 +133,21 @@ const ENDPOINT_VARS: &[&str] = &[
 struct EnvEndpoints(Vec<(&'static str, String)>);
 
 impl EnvEndpoints {
+    fn read(var: &impl Fn(&str) -> Option<String>) -> Self {
+        Self(
+            ENDPOINT_VARS
+                .iter()
+                .filter_map(|name| var(name).map(|v| (*name, v)))
+                .collect(),
+        )
+    }
+
+    fn any_https(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(_, url)| url.trim().to_ascii_lowercase().starts_with("https://"))
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -231,9 +235,14 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let http = aws_smithy_http_client::Builder::new().build_http();
-        env_config(http, move |name| {
-            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-        })
+        let var = move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let endpoints = EnvEndpoints::read(&var);
+        env_config(http, var, endpoints)
     }
 
     fn endpoint(config: &aws_types::SdkConfig, service: &str) -> Option<String> {
@@ -300,11 +309,12 @@ mod tests {
     #[test]
     fn system_roots_only_with_an_https_endpoint_in_the_environment() {
         let custom = |vars: &'static [(&'static str, &'static str)]| {
-            custom_https_endpoint(&|name: &str| {
+            EnvEndpoints::read(&|name: &str| {
                 vars.iter()
                     .find(|(k, _)| *k == name)
                     .map(|(_, v)| v.to_string())
             })
+            .any_https()
         };
         assert!(!custom(&[]));
         assert!(!custom(&[(
