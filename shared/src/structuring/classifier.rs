@@ -6,9 +6,10 @@
 //! ("no leak" is not "leak").
 //!
 //! Trained deterministically, once per process on first use, from the
-//! labelled notes that ship in the repo (`tests/corpus-train` and
-//! `tests/corpus-train-2`, two authors, and the tuning corpus
-//! `tests/corpus`): a fixed-order pass over them, no randomness.
+//! labelled notes that ship in the repo (`tests/corpus-train`,
+//! `tests/corpus-train-2` and `tests/corpus-train-3`, three authors, and
+//! the tuning corpus `tests/corpus`): a fixed-order pass over them, no
+//! randomness.
 //! The rules structurer combines its scores with the workflow's own
 //! vocabulary and the built-in cues ([`super::rules`]) and proposes a value
 //! only when the combined score leads the next by a margin chosen by
@@ -166,6 +167,10 @@ pub const TRAINING: &[(&str, &str)] = &[
     (
         "tests/corpus-train-2/notes.toml",
         include_str!("../../../tests/corpus-train-2/notes.toml"),
+    ),
+    (
+        "tests/corpus-train-3/notes.toml",
+        include_str!("../../../tests/corpus-train-3/notes.toml"),
     ),
     (
         "tests/corpus/notes.toml",
