@@ -713,12 +713,21 @@ impl Components {
                     && let Some((id, field)) = settings.secret_ref()
                 {
                     let id = id.to_owned();
-                    let secrets = self.secrets_client().await.clone();
+                    // The Secrets Manager client too is made on that first
+                    // call (its endpoint rules are parsed when it is made),
+                    // unless start-up made one for the keys already.
+                    let sdk = self.sdk().await.clone();
+                    let secrets = Arc::new(std::sync::OnceLock::new());
+                    if let Some(made) = self.secrets.get() {
+                        let _ = secrets.set(made.clone());
+                    }
                     let login_url = settings.login_url.clone();
                     return Ok(Arc::new(DeferredSalesforce::new(&login_url, move || {
-                        let (secrets, settings, id) =
-                            (secrets.clone(), settings.clone(), id.clone());
-                        Box::pin(connect_with_secret(secrets, settings, id, field))
+                        let client = secrets
+                            .get_or_init(|| aws_sdk_secretsmanager::Client::new(&sdk))
+                            .clone();
+                        let (settings, id) = (settings.clone(), id.clone());
+                        Box::pin(connect_with_secret(client, settings, id, field))
                     })));
                 }
                 Ok(Arc::new(DeferredSalesforce::ready(

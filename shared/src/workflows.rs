@@ -25,11 +25,15 @@ pub enum LoadError {
     Empty { dir: String },
 }
 
-/// Both shipped workflows (Case first: the one a bare scan link means).
+/// Both shipped workflows (Case first: the one a bare scan link means),
+/// parsed on first use (their text is tested, it cannot fail).
 pub fn builtin() -> Workflows {
-    let work_order = Workflow::from_toml("field-service-work-order.toml", FIELD_SERVICE_WORK_ORDER)
-        .expect("the built-in workflow is valid");
-    Workflows::from_workflows(vec![builtin_case(), work_order])
+    Workflows::lazy(|| {
+        let work_order =
+            Workflow::from_toml("field-service-work-order.toml", FIELD_SERVICE_WORK_ORDER)
+                .expect("the built-in workflow is valid");
+        vec![builtin_case(), work_order]
+    })
 }
 
 fn builtin_case() -> Workflow {
@@ -82,17 +86,19 @@ pub fn file_or_builtin(path: Option<&Path>) -> Result<Workflow, LoadError> {
 
 /// The deployment's reviewers replace those of every workflow (the
 /// template sets them as a parameter).
+/// Applied when the list is first used, so a lazy list stays lazy.
 pub fn with_reviewers(workflows: &Workflows, reviewers: &[String]) -> Workflows {
-    Workflows::from_workflows(
+    let (workflows, reviewers) = (workflows.clone(), reviewers.to_vec());
+    Workflows::lazy(move || {
         workflows
             .iter()
             .map(|w| {
                 let mut w = (**w).clone();
-                w.reviewers = reviewers.to_vec();
+                w.reviewers = reviewers.clone();
                 w
             })
-            .collect(),
-    )
+            .collect()
+    })
 }
 
 #[cfg(test)]

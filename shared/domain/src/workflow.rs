@@ -1080,19 +1080,40 @@ fn json_schema(fields: &[FieldSpec]) -> Value {
     })
 }
 
-/// The workflows this deployment knows.
-#[derive(Debug, Clone, Default)]
+type ById = BTreeMap<WorkflowId, Arc<Workflow>>;
+type Parse = Box<dyn FnOnce() -> ById + Send>;
+
+/// The workflows this deployment knows. Cheap to clone (shared).
+#[derive(Debug, Clone)]
 pub struct Workflows {
-    by_id: BTreeMap<WorkflowId, Arc<Workflow>>,
+    by_id: Arc<std::sync::LazyLock<ById, Parse>>,
+}
+
+fn by_id(list: Vec<Workflow>) -> ById {
+    list.into_iter()
+        .map(|w| (w.id.clone(), Arc::new(w)))
+        .collect()
 }
 
 impl Workflows {
     pub fn from_workflows(list: Vec<Workflow>) -> Self {
+        let map = by_id(list);
+        Self::lazy_map(move || map)
+    }
+
+    /// Parsed on first use, not when built: the built-in workflows are text
+    /// compiled into the binary, and a Lambda whose first event never looks
+    /// one up (an unknown link, a sweep) should not parse them at start
+    /// (issue 10). Only for lists that cannot fail to parse (tested
+    /// text); files an admin wrote are loaded up front, so their errors
+    /// stop the start.
+    pub fn lazy(parse: impl FnOnce() -> Vec<Workflow> + Send + 'static) -> Self {
+        Self::lazy_map(move || by_id(parse()))
+    }
+
+    fn lazy_map(f: impl FnOnce() -> ById + Send + 'static) -> Self {
         Self {
-            by_id: list
-                .into_iter()
-                .map(|w| (w.id.clone(), Arc::new(w)))
-                .collect(),
+            by_id: Arc::new(std::sync::LazyLock::new(Box::new(f))),
         }
     }
 
@@ -1102,6 +1123,12 @@ impl Workflows {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Workflow>> {
         self.by_id.values()
+    }
+}
+
+impl Default for Workflows {
+    fn default() -> Self {
+        Self::from_workflows(Vec::new())
     }
 }
 
@@ -1118,6 +1145,23 @@ mod tests {
 
     const FIELD_SERVICE_WORK_ORDER: &str =
         include_str!("../../../infra/workflows/field-service-work-order.toml");
+
+    #[test]
+    fn a_lazy_list_is_parsed_once_on_first_use_and_shared_by_clones() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static PARSES: AtomicUsize = AtomicUsize::new(0);
+        let list = Workflows::lazy(|| {
+            PARSES.fetch_add(1, Ordering::SeqCst);
+            vec![Workflow::from_toml("x", FIELD_SERVICE_CASE).unwrap()]
+        });
+        let copy = list.clone();
+        assert_eq!(PARSES.load(Ordering::SeqCst), 0, "not parsed when built");
+        let id: WorkflowId = "field-service-case".parse().unwrap();
+        assert!(copy.get(&id).is_some());
+        assert_eq!(list.iter().count(), 1);
+        assert!(list.get(&"other".parse().unwrap()).is_none());
+        assert_eq!(PARSES.load(Ordering::SeqCst), 1, "parsed once for both");
+    }
 
     #[test]
     fn update_workflow_loads_and_its_mistakes_are_refused() {
