@@ -698,13 +698,13 @@ impl Components {
     }
 
     /// The Salesforce client for the steps whose first event seldom needs
-    /// it (the commit and structure sweeps): its credential is read from
+    /// it (the commit and structure sweeps, mcp): its credential is read from
     /// Secrets Manager, and the client made, on its first call rather than
     /// at start-up (a round trip and a TLS setup off the cold start). An
     /// unreadable secret then fails that call (retried), an unusable one
     /// names `SALESFORCE_SECRET_ARN` in the proposal's error.
     #[cfg(feature = "salesforce")]
-    async fn deferred_salesforce(&self) -> Result<Arc<DeferredSalesforce>, BuildError> {
+    pub async fn deferred_salesforce(&self) -> Result<Arc<DeferredSalesforce>, BuildError> {
         self.deferred
             .get_or_try_init(|| async {
                 #[cfg(feature = "aws-secrets")]
@@ -748,20 +748,44 @@ impl Components {
         Ok(self.writer.get_or_init(|| async { client }).await.clone())
     }
 
-    /// Asset context from Salesforce, cached in the store.
+    /// Asset context from Salesforce, cached in the store; the Salesforce
+    /// credential is read now (the intake's first scan needs it, and a
+    /// bad one is then a start-up failure).
     #[cfg(feature = "salesforce")]
     pub async fn assets(&self) -> Result<Arc<dyn AssetDirectory>, BuildError> {
         self.assets
             .get_or_try_init(|| async {
-                Ok(Arc::new(CachedDirectory {
-                    inner: SalesforceAssets(self.salesforce().await?),
-                    store: self.store().await?,
-                    ttl: self.asset_ttl,
-                    clock: self.clock(),
-                }) as Arc<dyn AssetDirectory>)
+                let client = SalesforceAssets::new(self.salesforce().await?);
+                self.cached_assets(client).await
             })
             .await
             .cloned()
+    }
+
+    /// The same, with the credential read and the client made on the
+    /// first lookup (mcp: most of its requests never reach Salesforce).
+    #[cfg(feature = "salesforce")]
+    pub async fn assets_on_first_call(&self) -> Result<Arc<dyn AssetDirectory>, BuildError> {
+        self.assets
+            .get_or_try_init(|| async {
+                let client = SalesforceAssets(self.deferred_salesforce().await?);
+                self.cached_assets(client).await
+            })
+            .await
+            .cloned()
+    }
+
+    #[cfg(feature = "salesforce")]
+    async fn cached_assets(
+        &self,
+        inner: SalesforceAssets,
+    ) -> Result<Arc<dyn AssetDirectory>, BuildError> {
+        Ok(Arc::new(CachedDirectory {
+            inner,
+            store: self.store().await?,
+            ttl: self.asset_ttl,
+            clock: self.clock(),
+        }))
     }
 
     pub async fn keys(&self) -> Result<Keys, BuildError> {

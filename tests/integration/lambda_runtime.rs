@@ -576,7 +576,7 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
     };
     let refused = HttpApiResponse::parse(&mcp.invoke(&call(None)).await.json());
     assert_eq!(refused.status, 401);
-    let listed = HttpApiResponse::parse(&mcp.invoke(&call(Some(secret))).await.json());
+    let listed = HttpApiResponse::parse(&mcp.invoke(&call(Some(secret.clone()))).await.json());
     assert_eq!(listed.status, 200, "{}", listed.text());
     let tools: Value = serde_json::from_slice(&listed.body).unwrap();
     let names: Vec<&str> = tools["result"]["tools"]
@@ -586,6 +586,30 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert!(names.contains(&"propose_record"), "{names:?}");
+    // The first tool that reaches Salesforce reads its credential from
+    // Secrets Manager then (not at start) and finds the asset.
+    let find = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "find_assets",
+        "arguments": {"workflow": "field-service-case", "query": asset.name.clone()},
+    }})
+    .to_string();
+    let found = HttpApiResponse::parse(
+        &mcp.invoke(
+            &HttpApiRequest::post("ANY /mcp", "/mcp", "application/json", find.as_bytes())
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("authorization", format!("Bearer {secret}"))
+                .event(),
+        )
+        .await
+        .json(),
+    );
+    assert_eq!(found.status, 200, "{}", found.text());
+    let found: Value = serde_json::from_slice(&found.body).unwrap();
+    assert_eq!(
+        found["result"]["structuredContent"]["assets"][0]["id"], asset.id,
+        "{found}"
+    );
 
     // 10. With AdminTokenHash set, the approval function serves /admin
     // over the table (events by P# key, the list by the status index).

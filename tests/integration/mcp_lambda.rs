@@ -68,8 +68,8 @@ impl Lambda {
         fieldgate_mcp::router(Arc::new(McpDeps {
             store: store.clone(),
             assistants: store,
-            assets: Arc::new(SalesforceAssets(self.sf.clone())),
-            search: Arc::new(SalesforceAssets(self.sf.clone())),
+            assets: Arc::new(SalesforceAssets::new(self.sf.clone())),
+            search: Arc::new(SalesforceAssets::new(self.sf.clone())),
             workflows: self.workflows.clone(),
             links: self.links.clone(),
             public_url: None,

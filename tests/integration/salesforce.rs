@@ -360,7 +360,7 @@ async fn asset_context_is_one_query_then_served_from_the_store() {
     let sf = Arc::new(client(&em, &base));
     let store: Arc<dyn ProposalStore> = Arc::new(SqliteStore::in_memory());
     let dir = CachedDirectory {
-        inner: SalesforceAssets(sf.clone()),
+        inner: SalesforceAssets::new(sf.clone()),
         store: store.clone(),
         ttl: time::Duration::minutes(10),
         clock: fieldgate::clock::system(),
@@ -387,7 +387,7 @@ async fn asset_context_is_one_query_then_served_from_the_store() {
     assert_eq!(sf.api_calls(), 2);
     // Expired TTL: asked again; Salesforce down: the stale copy serves.
     let stale = CachedDirectory {
-        inner: SalesforceAssets(sf.clone()),
+        inner: SalesforceAssets::new(sf.clone()),
         store: store.clone(),
         ttl: time::Duration::ZERO,
         clock: fieldgate::clock::system(),
@@ -442,7 +442,7 @@ async fn asset_context_is_one_query_then_served_from_the_store() {
     );
     assert!(stale.lookup(&id).await.unwrap().is_none(), "out of service");
     assert!(
-        SalesforceAssets(sf.clone())
+        SalesforceAssets::new(sf.clone())
             .search("", 50)
             .await
             .unwrap()

@@ -52,13 +52,14 @@ pub struct McpDeps {
 impl McpDeps {
     /// The function's dependencies from the composition root.
     pub async fn build(c: &Components) -> Result<Self, BuildError> {
-        // At once: the keys and the Salesforce credential are two secrets
-        // (one round trip in a cold start, not two).
-        let (store, assistants, assets, salesforce, workflows, links) = tokio::try_join!(
+        // The Salesforce credential is read on the first search or lookup,
+        // not at start: a token check, a status or a tools list never needs
+        // it (issue 10: a cold start reads only the keys).
+        let salesforce = c.deferred_salesforce().await?;
+        let (store, assistants, assets, workflows, links) = tokio::try_join!(
             c.store(),
             c.assistants(),
-            c.assets(),
-            c.salesforce(),
+            c.assets_on_first_call(),
             c.workflows(),
             c.links()
         )?;

@@ -173,7 +173,9 @@ impl Tools {
         let Some(rec) = self
             .deps
             .search
-            .0
+            .client()
+            .await
+            .map_err(|e| internal("reaching Salesforce failed", &e))?
             .record(&wf.object, raw, &update::read_fields(wf))
             .await
             .map_err(|e| internal("reading the record failed", &e))?

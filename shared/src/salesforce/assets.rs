@@ -1,11 +1,39 @@
 use super::client::{SalesforceClient, soql_quote};
+use super::deferred::DeferredSalesforce;
 use crate::domain::{AssetContext, AssetId, Clock, Timestamp};
 use crate::ports::{AssetDirectory, CachedAsset, DirectoryError, Freshness, Looked, ProposalStore};
 use async_trait::async_trait;
 use std::sync::Arc;
 
 /// Asset context from one SOQL query: the asset, its account, its location.
-pub struct SalesforceAssets(pub Arc<SalesforceClient>);
+pub struct SalesforceAssets(pub Arc<DeferredSalesforce>);
+
+impl SalesforceAssets {
+    /// Over a client made already.
+    pub fn new(client: Arc<SalesforceClient>) -> Self {
+        Self(Arc::new(DeferredSalesforce::ready(client, "")))
+    }
+
+    /// The client, made on this first call if it was deferred.
+    pub async fn client(&self) -> Result<&SalesforceClient, DirectoryError> {
+        self.0
+            .client()
+            .await
+            .map_err(|e| DirectoryError::new("connecting to Salesforce", e))
+    }
+
+    async fn query(
+        &self,
+        what: &'static str,
+        soql: &str,
+    ) -> Result<Vec<serde_json::Value>, DirectoryError> {
+        self.client()
+            .await?
+            .query(soql)
+            .await
+            .map_err(|e| DirectoryError::new(what, e))
+    }
+}
 
 const ASSET_FIELDS: &str = "Id, Name, SerialNumber, Status, AccountId, Account.Name, Location.Name";
 
@@ -50,11 +78,7 @@ impl SalesforceAssets {
             "SELECT {ASSET_FIELDS} FROM Asset WHERE Name LIKE {pat} OR SerialNumber LIKE {pat} OR Account.Name LIKE {pat} ORDER BY Name LIMIT {}",
             limit.clamp(1, 50)
         );
-        let recs = self
-            .0
-            .query(&soql)
-            .await
-            .map_err(|e| DirectoryError::new("asset search", e))?;
+        let recs = self.query("asset search", &soql).await?;
         Ok(recs
             .iter()
             .filter(|r| in_service(r))
@@ -73,11 +97,7 @@ impl AssetDirectory for SalesforceAssets {
             "SELECT {ASSET_FIELDS} FROM Asset WHERE Id = {}",
             soql_quote(id.as_str())
         );
-        let recs = self
-            .0
-            .query(&soql)
-            .await
-            .map_err(|e| DirectoryError::new("asset query", e))?;
+        let recs = self.query("asset query", &soql).await?;
         let Some(r) = recs.first().filter(|r| in_service(r)) else {
             return Ok(None);
         };

@@ -1,5 +1,5 @@
 //! The Salesforce client of a step whose first event may not need it (the
-//! commit and structure sweeps): its credential is read, and the client
+//! commit and structure sweeps, mcp): its credential is read, and the client
 //! made, on the first call, once per container. A failed attempt is not
 //! kept, so the next call tries again (a Secrets Manager outage must not
 //! poison a warm container).
@@ -56,7 +56,7 @@ impl DeferredSalesforce {
         self.cell.initialized()
     }
 
-    async fn client(&self) -> Result<&SalesforceClient, WriteError> {
+    pub(crate) async fn client(&self) -> Result<&SalesforceClient, WriteError> {
         let c = self
             .cell
             .get_or_try_init(|| async {
