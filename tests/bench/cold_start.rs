@@ -15,6 +15,7 @@
 //! cargo build --release -p fieldgate-tests --bins
 //! target/release/bench-cold-start 20
 //! target/release/bench-cold-start --logs   # one run each, debug logs
+//! target/release/bench-cold-start --callgrind   # instructions, one run each (valgrind)
 //! ```
 //!
 //! It finds the binaries beside itself, so they come from the same build.
@@ -151,6 +152,10 @@ async fn main() {
     // `--logs`: one run each at debug level, printing the function's log
     // lines (with their timestamps: where start-up goes).
     let logs = args.iter().any(|a| a == "--logs");
+    // `--callgrind`: one run each under valgrind's callgrind, counting the
+    // instructions from exec until the runtime asks for its second event:
+    // the same count on a busy machine as on a quiet one.
+    let callgrind = args.iter().any(|a| a == "--callgrind");
     let dir = std::env::current_exe()
         .unwrap()
         .parent()
@@ -374,6 +379,10 @@ async fn main() {
         }
         return;
     }
+    if callgrind {
+        count_instructions(&targets).await;
+        return;
+    }
     // Round-robin, so load from elsewhere on the machine spreads evenly.
     let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
     let started = Instant::now();
@@ -418,6 +427,84 @@ async fn main() {
             ms(*cpu),
             ms(*cpu) / ms(bc).max(0.001),
             *rss as f64 / 1024.0
+        );
+    }
+}
+
+/// A program on `PATH`.
+fn on_path(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{program} is not on PATH (Debian: apt-get install valgrind)"))
+}
+
+/// Instructions each binary runs from exec until it asks for its second
+/// event (the first answered), counted by callgrind and dumped with
+/// `callgrind_control` while the process waits on the Runtime API.
+async fn count_instructions(targets: &[Target]) {
+    let valgrind = on_path("valgrind");
+    let control = on_path("callgrind_control");
+    let dir = std::env::temp_dir().join(format!("fg-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut counts: Vec<u64> = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let out = dir.join(format!("{i}.out"));
+        let wrapper: Vec<std::ffi::OsString> = vec![
+            valgrind.clone().into(),
+            "--tool=callgrind".into(),
+            "--quiet".into(),
+            format!("--callgrind-out-file={}", out.display()).into(),
+        ];
+        // Valgrind runs the start-up some 50 times slower.
+        let api = RuntimeApi::start(t.name, Duration::from_secs(120)).await;
+        let answer = api.enqueue(&t.event);
+        let f = LambdaProcess::start_under(t.name, &wrapper, &t.exe, &t.env, api);
+        let first = f.wait(answer).await;
+        match &first {
+            Outcome::Response(_) if (t.check)(&first.json()) => {}
+            other => panic!(
+                "{}: unexpected first answer {other:?}\n{}",
+                t.name,
+                f.logs()
+            ),
+        }
+        f.api.wait_polls(2).await;
+        let dumped = std::process::Command::new(&control)
+            .arg("--dump")
+            .arg(f.pid().to_string())
+            .output()
+            .expect("callgrind_control runs");
+        assert!(
+            dumped.status.success(),
+            "callgrind_control: {}",
+            String::from_utf8_lossy(&dumped.stderr)
+        );
+        // The first dump on request is written as `<file>.1`.
+        let dump = std::fs::read_to_string(dir.join(format!("{i}.out.1")))
+            .unwrap_or_else(|e| panic!("{}: no callgrind dump: {e}", t.name));
+        let ir = dump
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{}: no summary line in the dump", t.name));
+        counts.push(ir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "instructions from exec until the runtime asks for its second event (callgrind, one run each)"
+    );
+    println!("{:<28} {:>14} {:>7}", "binary", "instructions", "x base");
+    for (t, ir) in targets.iter().zip(&counts) {
+        let base = targets.iter().position(|b| b.name == t.baseline).unwrap();
+        println!(
+            "{:<28} {:>14} {:>7.2}",
+            t.name,
+            ir,
+            *ir as f64 / counts[base] as f64
         );
     }
 }

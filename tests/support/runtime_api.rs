@@ -74,6 +74,8 @@ struct Shared {
     /// When the runtime first asked for an event: the end of its init
     /// (what Lambda reports as "Init Duration").
     first_next: std::sync::OnceLock<std::time::Instant>,
+    /// How many times the runtime asked for an event.
+    polls: watch::Sender<u64>,
 }
 
 /// The Runtime API endpoint of one function.
@@ -98,6 +100,7 @@ impl RuntimeApi {
             init_error: watch::channel(None).0,
             violations: Mutex::new(Vec::new()),
             first_next: std::sync::OnceLock::new(),
+            polls: watch::channel(0).0,
         });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -170,6 +173,16 @@ impl RuntimeApi {
         self.shared.first_next.get().copied()
     }
 
+    /// Waits until the runtime has asked for an event `n` times (the
+    /// second time: it has finished the first).
+    pub async fn wait_polls(&self, n: u64) {
+        let mut polls = self.shared.polls.subscribe();
+        tokio::time::timeout(self.shared.timeout, polls.wait_for(|p| *p >= n))
+            .await
+            .expect("the runtime polls again")
+            .expect("the emulator is up");
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.shared.violations.lock().unwrap().clone()
     }
@@ -183,6 +196,7 @@ impl Drop for RuntimeApi {
 
 async fn next(State(s): State<Arc<Shared>>) -> Response {
     let _ = s.first_next.set(std::time::Instant::now());
+    s.polls.send_modify(|n| *n += 1);
     // One poller at a time, as Lambda runs one invocation per sandbox.
     let mut queue = s.queue.lock().await;
     let Some(p) = queue.recv().await else {
@@ -322,10 +336,30 @@ impl LambdaProcess {
         env: &BTreeMap<String, String>,
         api: RuntimeApi,
     ) -> LambdaProcess {
+        Self::start_under(name, &[], exe, env, api)
+    }
+
+    /// As [`start_on`](Self::start_on), run by `wrapper` (a program and
+    /// its arguments, e.g. valgrind) with `exe` as its last argument.
+    pub fn start_under(
+        name: &str,
+        wrapper: &[std::ffi::OsString],
+        exe: &FsPath,
+        env: &BTreeMap<String, String>,
+        api: RuntimeApi,
+    ) -> LambdaProcess {
         let mut all = lambda_environment(name, &api, 128);
         all.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         let started = std::time::Instant::now();
-        let mut child = Command::new(exe)
+        let mut child = command
             .env_clear()
             .envs(&all)
             .stdin(Stdio::null())
