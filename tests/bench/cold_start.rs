@@ -120,19 +120,24 @@ async fn cold_start(t: &Target) -> Run {
         .duration_since(f.started);
     let cpu = cpu_of(f.pid());
     let rss_kib = f.peak_rss_kib().unwrap_or(0);
-    match &out {
+    expect_success(t, &f, &out);
+    Run {
+        init,
+        wall,
+        cpu,
+        rss_kib,
+    }
+}
+
+/// Fails the run unless the function's first answer is what `t` expects.
+fn expect_success(t: &Target, f: &LambdaProcess, out: &Outcome) {
+    match out {
         Outcome::Response(_) if (t.check)(&out.json()) => {}
         other => panic!(
             "{}: unexpected first answer {other:?}\n{}",
             t.name,
             f.logs()
         ),
-    }
-    Run {
-        init,
-        wall,
-        cpu,
-        rss_kib,
     }
 }
 
@@ -464,14 +469,7 @@ async fn count_instructions(targets: &[Target]) {
         let answer = api.enqueue(&t.event);
         let f = LambdaProcess::start_under(t.name, &wrapper, &t.exe, &t.env, api);
         let first = f.wait(answer).await;
-        match &first {
-            Outcome::Response(_) if (t.check)(&first.json()) => {}
-            other => panic!(
-                "{}: unexpected first answer {other:?}\n{}",
-                t.name,
-                f.logs()
-            ),
-        }
+        expect_success(t, &f, &first);
         f.api.wait_polls(2).await;
         let dumped = std::process::Command::new(&control)
             .arg("--dump")
