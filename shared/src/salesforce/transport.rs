@@ -327,19 +327,17 @@ mod tests {
     fn a_lambda_trusts_the_roots_salesforce_chains_to() {
         let tls = lambda_tls();
         assert_eq!(tls.alpn_protocols, [b"http/1.1".to_vec()]);
-        // My Domain endpoints chain to DigiCert's roots.
-        let subjects: Vec<&[u8]> = webpki_roots::TLS_SERVER_ROOTS
-            .iter()
-            .map(|a| a.subject.as_ref())
-            .collect();
-        for root in ["DigiCert Global Root G2", "DigiCert Global Root CA"] {
-            assert!(
-                subjects
-                    .iter()
-                    .any(|s| s.windows(root.len()).any(|w| w == root.as_bytes())),
-                "{root} is trusted"
-            );
-        }
+        // My Domain endpoints chain to DigiCert Global Root G2 (Mozilla no
+        // longer lists the older Global Root CA for TLS).
+        let root = "DigiCert Global Root G2";
+        assert!(
+            webpki_roots::TLS_SERVER_ROOTS.iter().any(|a| a
+                .subject
+                .as_ref()
+                .windows(root.len())
+                .any(|w| w == root.as_bytes())),
+            "{root} is trusted"
+        );
         reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .build()
