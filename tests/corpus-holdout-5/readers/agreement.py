@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """Right / empty / wrong of each reader's labels against the corpus author's
 (and of the readers against each other), per picklist, as `fieldgate eval`
-counts them: "empty" is a value the other set has and this one left out."""
+counts them: "empty" is a value the other set has and this one left out.
+
+`agreement.py --corpora DIR` also writes DIR/reader-x/notes.toml: the notes
+with that reader's labels in place of the author's, for
+`fieldgate eval --corpus DIR/reader-x` (the structurer against a reader)."""
 import itertools
+import json
 import pathlib
+import sys
 import tomllib
 
 here = pathlib.Path(__file__).parent
@@ -42,3 +48,19 @@ for ref, other in itertools.permutations(sets, 2):
     for f, (r, e, w) in rows.items():
         n = r + e + w
         print(f"  {f:<9} {100 * r / n:5.1f} / {100 * e / n:5.1f} / {100 * w / n:5.1f}")
+
+
+if sys.argv[1:2] == ["--corpora"]:
+    out = pathlib.Path(sys.argv[2])
+    for name, labels in sets.items():
+        if name == "author":
+            continue
+        (out / name).mkdir(parents=True, exist_ok=True)
+        with open(out / name / "notes.toml", "w") as f:
+            for i, case in sets["author"].items():
+                case = {**case, **{k: labels[i].get(k, "") for k in FIELDS}}
+                f.write("[[case]]\n")
+                for k, v in case.items():
+                    f.write(f"{k} = {json.dumps(v, ensure_ascii=False)}\n")
+                f.write("\n")
+        print(f"wrote {out / name / 'notes.toml'}")
