@@ -12,6 +12,9 @@ import pathlib
 import sys
 import tomllib
 
+args = sys.argv[1:]
+if not (args == [] or (len(args) == 2 and args[0] == "--corpora")):
+    sys.exit("usage: agreement.py [--corpora DIR]")
 here = pathlib.Path(__file__).parent
 FIELDS = ["Priority", "Type", "Reason"]
 
@@ -50,8 +53,8 @@ for ref, other in itertools.permutations(sets, 2):
         print(f"  {f:<9} {100 * r / n:5.1f} / {100 * e / n:5.1f} / {100 * w / n:5.1f}")
 
 
-if sys.argv[1:2] == ["--corpora"]:
-    out = pathlib.Path(sys.argv[2])
+if args:
+    out = pathlib.Path(args[1])
     for name, labels in sets.items():
         if name == "author":
             continue
