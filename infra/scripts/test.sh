@@ -60,16 +60,15 @@ FEATURES=(--features fieldgate/bedrock)
 if [[ ${1:-} == "--" ]]; then
   shift
   say "tests (selected)"
-  # The same wrapper as the full run (below), so switching between the two
-  # recompiles nothing.
-  RUSTC_WORKSPACE_WRAPPER="$FG_ROOT/infra/scripts/clippy-rustc" \
-    cargo test --locked "${FEATURES[@]}" "$@"
+  cargo test --locked "${FEATURES[@]}" "$@"
   exit $?
 fi
 
 say "format"
 cargo fmt --all -- --check
 
+say "lint"
+cargo clippy --workspace --all-targets --locked "${FEATURES[@]}" -- -D warnings
 
 say "template"
 .venv/bin/cfn-lint template.yaml
@@ -83,12 +82,5 @@ say "template"
 }
 .venv/bin/python infra/scripts/template/check_policies.py "$FG_STACK/template.translated.json"
 
-# Lint and tests in one build: clippy-driver (see clippy-rustc) compiles
-# the workspace's crates with Clippy's lints, warnings denied, so every
-# dependency is compiled once, not once checked for `cargo clippy` and once
-# more built for `cargo test`. It covers what `cargo clippy --workspace
-# --all-targets` does: every library, test and binary (the function and
-# emulator mains are built as binaries of the tests package).
-say "lint and tests"
-RUSTC_WORKSPACE_WRAPPER="$FG_ROOT/infra/scripts/clippy-rustc" \
-  cargo test --workspace --locked "${FEATURES[@]}"
+say "tests"
+cargo test --workspace --locked "${FEATURES[@]}"
