@@ -6,7 +6,9 @@
 //! then (all threads, from /proc/<pid>/task/*/schedstat) and its peak RSS
 //! (VmHWM). The functions get the template's environment against the
 //! stand-ins: FIELDGATE_TABLE in DynamoDB Local, the secrets in moto's
-//! Secrets Manager, the Salesforce emulator.
+//! Secrets Manager, the Salesforce emulator. Structure starts twice: on its
+//! sweep, and on its real first job, a new report's stream record (the
+//! report made before each run by a warm qr-intake, which is not measured).
 //!
 //! Build every binary with one profile, then run (stand-ins up, e.g. in
 //! `infra/scripts/test.sh`'s environment):
@@ -22,8 +24,9 @@
 
 use fieldgate::compose::Keys;
 use fieldgate_sf_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, EmulatorConfig};
-use fieldgate_tests::events::{HttpApiRequest, HttpApiResponse, scheduled_event};
+use fieldgate_tests::events::{HttpApiRequest, HttpApiResponse, multipart, scheduled_event};
 use fieldgate_tests::runtime_api::{LambdaProcess, Outcome, RuntimeApi};
+use fieldgate_tests::streams::StreamFeed;
 use fieldgate_tests::template;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -71,9 +74,65 @@ struct Target {
     baseline: &'static str,
     exe: PathBuf,
     env: BTreeMap<String, String>,
-    event: Value,
+    event: Event,
     /// What makes its first answer a success.
     check: fn(&Value) -> bool,
+}
+
+enum Event {
+    /// The same event every run.
+    Fixed(Value),
+    /// A new report's INSERT record from the table's stream, as the
+    /// event-source mapping delivers it ([`Reports`]): each run structures
+    /// a report of its own.
+    NewReport,
+}
+
+/// Makes a report per run through a warm qr-intake (not measured) and
+/// reads its record from DynamoDB Local's stream.
+struct Reports {
+    intake: LambdaProcess,
+    feed: StreamFeed,
+    filter: Value,
+    path: String,
+    made: usize,
+}
+
+impl Reports {
+    async fn next(&mut self) -> Value {
+        self.made += 1;
+        let idem = format!("bench-report-{}-{}", std::process::id(), self.made);
+        // A note the rules decide (the model, the cues and the quote all
+        // run), like most reports.
+        let notes = "Compressor trips on high pressure twice a day, oil under the unit, \
+                     store moving stock to the back freezer";
+        let (content_type, body) = multipart(&[
+            ("notes", None, notes.as_bytes()),
+            ("idem", None, idem.as_bytes()),
+        ]);
+        let req = HttpApiRequest::post("ANY /q/{code}", &self.path, &content_type, &body);
+        let resp = HttpApiResponse::parse(&self.intake.invoke(&req.event()).await.json());
+        assert_eq!(
+            resp.status,
+            201,
+            "intake: {}\n{}",
+            resp.text(),
+            self.intake.logs()
+        );
+        let records = self
+            .feed
+            .next_matching(&self.filter, "no stream record for the new report".into())
+            .await;
+        assert_eq!(records.len(), 1, "one new report, one record: {records:?}");
+        json!({ "Records": records })
+    }
+
+    async fn event(&mut self, e: &Event) -> Value {
+        match e {
+            Event::Fixed(v) => v.clone(),
+            Event::NewReport => self.next().await,
+        }
+    }
 }
 
 fn http_status(v: &Value, ok: &[u16]) -> bool {
@@ -105,11 +164,12 @@ fn cpu_of(pid: u32) -> Duration {
     Duration::from_nanos(ns)
 }
 
-async fn cold_start(t: &Target) -> Run {
+async fn cold_start(t: &Target, reports: &mut Reports) -> Run {
+    let event = reports.event(&t.event).await;
     let api = RuntimeApi::start(t.name, Duration::from_secs(30)).await;
     // Queued before exec, as Lambda holds the event while the sandbox
     // starts: the time measured is start-up plus the first event.
-    let answer = api.enqueue(&t.event);
+    let answer = api.enqueue(&event);
     let f = LambdaProcess::start_on(t.name, &t.exe, &t.env, api);
     let out = f.wait(answer).await;
     let wall = f.started.elapsed();
@@ -184,7 +244,7 @@ async fn main() {
     let tag = std::process::id();
     let table = format!("fieldgate-bench-{tag}");
     let key = |n: &str| json!({"AttributeName": n, "AttributeType": "S"});
-    aws_json(
+    let created = aws_json(
         &ddb,
         "DynamoDB_20120810.CreateTable",
         "1.0",
@@ -303,13 +363,43 @@ async fn main() {
     );
     let form_path = format!("/q/{code}");
     let mcp_body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    // The review mail's sender, as a deployment verifies it in SES.
+    let ses = reqwest::Client::new()
+        .post(format!("{moto}/v2/email/identities"))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/ses/aws4_request, \
+             SignedHeaders=host, Signature=0",
+        )
+        .json(&json!({"EmailIdentity": "fieldgate@example.com"}))
+        .send()
+        .await
+        .expect("moto answers");
+    assert!(ses.status().is_success(), "SES identity: {}", ses.status());
+    let stream_arn = created["TableDescription"]["LatestStreamArn"]
+        .as_str()
+        .expect("the table has a stream")
+        .to_owned();
+    let mut reports = Reports {
+        intake: LambdaProcess::start(
+            "qr-intake (makes reports)",
+            &exe("lambda-qr-intake"),
+            &env("QrIntakeFunction"),
+            Duration::from_secs(30),
+        )
+        .await,
+        feed: StreamFeed::new(&ddb, &stream_arn),
+        filter: template::stream_filter("StructureFunction"),
+        path: form_path.clone(),
+        made: 0,
+    };
     let targets = vec![
         Target {
             name: "hello-http",
             baseline: "hello-http",
             exe: exe("bench-hello-http"),
             env: aws_env.clone(),
-            event: HttpApiRequest::get("GET /", "/").event(),
+            event: Event::Fixed(HttpApiRequest::get("GET /", "/").event()),
             check: |v| http_status(v, &[200]),
         },
         Target {
@@ -317,7 +407,7 @@ async fn main() {
             baseline: "hello-runtime",
             exe: exe("bench-hello-runtime"),
             env: aws_env.clone(),
-            event: json!({"hello": "world"}),
+            event: Event::Fixed(json!({"hello": "world"})),
             check: |v| v["hello"] == "world",
         },
         Target {
@@ -325,7 +415,7 @@ async fn main() {
             baseline: "hello-http",
             exe: exe("lambda-qr-intake"),
             env: env("QrIntakeFunction"),
-            event: HttpApiRequest::get("ANY /q/{code}", &form_path).event(),
+            event: Event::Fixed(HttpApiRequest::get("ANY /q/{code}", &form_path).event()),
             check: |v| http_status(v, &[200]),
         },
         Target {
@@ -333,7 +423,7 @@ async fn main() {
             baseline: "hello-http",
             exe: exe("lambda-approval"),
             env: env("ApprovalFunction"),
-            event: HttpApiRequest::get("ANY /r/{token}", "/r/not-a-token").event(),
+            event: Event::Fixed(HttpApiRequest::get("ANY /r/{token}", "/r/not-a-token").event()),
             check: |v| http_status(v, &[400, 403, 404, 410]),
         },
         Target {
@@ -341,14 +431,11 @@ async fn main() {
             baseline: "hello-http",
             exe: exe("lambda-mcp"),
             env: env("McpFunction"),
-            event: HttpApiRequest::post(
-                "ANY /mcp",
-                "/mcp",
-                "application/json",
-                mcp_body.as_bytes(),
-            )
-            .header("accept", "application/json, text/event-stream")
-            .event(),
+            event: Event::Fixed(
+                HttpApiRequest::post("ANY /mcp", "/mcp", "application/json", mcp_body.as_bytes())
+                    .header("accept", "application/json, text/event-stream")
+                    .event(),
+            ),
             check: |v| http_status(v, &[401]),
         },
         Target {
@@ -356,23 +443,35 @@ async fn main() {
             baseline: "hello-runtime",
             exe: exe("lambda-structure"),
             env: env("StructureFunction"),
-            event: scheduled_event("bench"),
+            event: Event::Fixed(scheduled_event("bench")),
             check: |v| v.get("redriven").is_some(),
+        },
+        Target {
+            // Its real first job: a new report's record, structured by the
+            // rules (the shipped model loaded), a duplicate lookup in
+            // Salesforce, the review mail.
+            name: "structure (new report)",
+            baseline: "hello-runtime",
+            exe: exe("lambda-structure"),
+            env: env("StructureFunction"),
+            event: Event::NewReport,
+            check: |v| v["batchItemFailures"] == json!([]),
         },
         Target {
             name: "commit (sweep)",
             baseline: "hello-runtime",
             exe: exe("lambda-commit"),
             env: env("CommitFunction"),
-            event: scheduled_event("bench"),
+            event: Event::Fixed(scheduled_event("bench")),
             check: |v| v.get("commit").is_some(),
         },
     ];
 
     if logs {
         for t in &targets {
+            let event = reports.event(&t.event).await;
             let api = RuntimeApi::start(t.name, Duration::from_secs(30)).await;
-            let answer = api.enqueue(&t.event);
+            let answer = api.enqueue(&event);
             let f = LambdaProcess::start_on(t.name, &t.exe, &t.env, api);
             f.wait(answer).await;
             println!(
@@ -385,7 +484,7 @@ async fn main() {
         return;
     }
     if callgrind {
-        count_instructions(&targets).await;
+        count_instructions(&targets, &mut reports).await;
         return;
     }
     // Round-robin, so load from elsewhere on the machine spreads evenly.
@@ -393,7 +492,7 @@ async fn main() {
     let started = Instant::now();
     for _ in 0..n {
         for (t, r) in targets.iter().zip(runs.iter_mut()) {
-            r.push(cold_start(t).await);
+            r.push(cold_start(t, &mut reports).await);
         }
     }
     let medians: Vec<(Duration, Duration, Duration, u64)> = runs
@@ -450,7 +549,7 @@ fn on_path(program: &str) -> PathBuf {
 /// Instructions each binary runs from exec until it asks for its second
 /// event (the first answered), counted by callgrind and dumped with
 /// `callgrind_control` while the process waits on the Runtime API.
-async fn count_instructions(targets: &[Target]) {
+async fn count_instructions(targets: &[Target], reports: &mut Reports) {
     let valgrind = on_path("valgrind");
     let control = on_path("callgrind_control");
     let dir = std::env::temp_dir().join(format!("fg-callgrind-{}", std::process::id()));
@@ -464,9 +563,10 @@ async fn count_instructions(targets: &[Target]) {
             "--quiet".into(),
             format!("--callgrind-out-file={}", out.display()).into(),
         ];
+        let event = reports.event(&t.event).await;
         // Valgrind runs the start-up some 50 times slower.
         let api = RuntimeApi::start(t.name, Duration::from_secs(120)).await;
-        let answer = api.enqueue(&t.event);
+        let answer = api.enqueue(&event);
         let f = LambdaProcess::start_under(t.name, &wrapper, &t.exe, &t.env, api);
         let first = f.wait(answer).await;
         expect_success(t, &f, &first);

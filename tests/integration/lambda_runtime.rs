@@ -26,6 +26,7 @@ use fieldgate::ports::{AssistantTokens, ProposalStore};
 use fieldgate_sf_emulator::{DEFAULT_CLIENT_ID, Emulator, EmulatorConfig};
 use fieldgate_tests::events::{HttpApiRequest, HttpApiResponse, multipart, scheduled_event};
 use fieldgate_tests::runtime_api::LambdaProcess;
+use fieldgate_tests::streams::{StreamFeed, matches};
 use fieldgate_tests::template;
 use fieldgate_tests::{approve_form, jpeg};
 use serde_json::{Value, json};
@@ -114,139 +115,6 @@ async fn http(f: &LambdaProcess, req: HttpApiRequest<'_>) -> HttpApiResponse {
     HttpApiResponse::parse(&f.invoke(&req.event()).await.json())
 }
 
-/// What the event-source mapping does: reads DynamoDB Local's stream
-/// through the Streams API (plain JSON, as Lambda's poller gets it), keeps
-/// the records the function's `FilterCriteria` matches, and hands them over
-/// in Lambda's record shape.
-struct StreamFeed {
-    http: reqwest::Client,
-    endpoint: String,
-    arn: String,
-    iterators: BTreeMap<String, Option<String>>,
-}
-
-impl StreamFeed {
-    fn new(arn: &str) -> StreamFeed {
-        StreamFeed {
-            http: reqwest::Client::new(),
-            endpoint: aws::need("AWS_ENDPOINT_URL_DYNAMODB"),
-            arn: arn.to_owned(),
-            iterators: BTreeMap::new(),
-        }
-    }
-
-    async fn call(&self, op: &str, body: Value) -> Value {
-        // DynamoDB Local (-sharedDb) reads the credential scope, not the
-        // signature.
-        let resp = self
-            .http
-            .post(&self.endpoint)
-            .header("content-type", "application/x-amz-json-1.0")
-            .header("x-amz-target", format!("DynamoDBStreams_20120810.{op}"))
-            .header(
-                "authorization",
-                "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/dynamodb/aws4_request, \
-                 SignedHeaders=host, Signature=0",
-            )
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("DynamoDB Local answers");
-        let status = resp.status();
-        let v: Value = resp.json().await.expect("JSON");
-        assert!(status.is_success(), "{op}: {status} {v}");
-        v
-    }
-
-    /// Every record written since the last read, oldest first.
-    async fn read(&mut self) -> Vec<Value> {
-        let desc = self
-            .call("DescribeStream", json!({"StreamArn": self.arn}))
-            .await;
-        let mut out = Vec::new();
-        for shard in desc["StreamDescription"]["Shards"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-        {
-            let id = shard["ShardId"].as_str().unwrap().to_owned();
-            let it = match self.iterators.get(&id) {
-                Some(Some(it)) => it.clone(),
-                Some(None) => continue,
-                None => self
-                    .call(
-                        "GetShardIterator",
-                        json!({"StreamArn": self.arn, "ShardId": id, "ShardIteratorType": "TRIM_HORIZON"}),
-                    )
-                    .await["ShardIterator"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            };
-            let mut it = Some(it);
-            while let Some(current) = it.take() {
-                let page = self
-                    .call("GetRecords", json!({"ShardIterator": current}))
-                    .await;
-                let records = page["Records"].as_array().cloned().unwrap_or_default();
-                let next = page["NextShardIterator"].as_str().map(str::to_owned);
-                let more = !records.is_empty();
-                for mut r in records {
-                    repair_empty_maps(&mut r);
-                    r["eventSourceARN"] = self.arn.clone().into();
-                    out.push(r);
-                }
-                self.iterators.insert(id.clone(), next.clone());
-                if more {
-                    it = next;
-                }
-            }
-        }
-        out
-    }
-}
-
-/// DynamoDB Local writes an empty map attribute as `{}` in stream records;
-/// DynamoDB (and so Lambda) writes `{"M":{}}`.
-fn repair_empty_maps(record: &mut Value) {
-    fn fix(av: &mut Value) {
-        let Value::Object(map) = av else { return };
-        if map.is_empty() {
-            map.insert("M".into(), json!({}));
-        }
-        if let Some(Value::Object(m)) = map.get_mut("M") {
-            m.values_mut().for_each(fix);
-        }
-        if let Some(Value::Array(l)) = map.get_mut("L") {
-            l.iter_mut().for_each(fix);
-        }
-    }
-    for part in ["Keys", "NewImage", "OldImage"] {
-        if let Some(Value::Object(item)) = record.pointer_mut(&format!("/dynamodb/{part}")) {
-            item.values_mut().for_each(fix);
-        }
-    }
-}
-
-/// Lambda's event filtering for the patterns the template uses: every key
-/// of the pattern present, a list = one of these values.
-fn matches(pattern: &Value, v: &Value) -> bool {
-    match pattern {
-        Value::Object(p) => p
-            .iter()
-            .all(|(k, sub)| v.get(k).is_some_and(|x| matches(sub, x))),
-        // Lambda's filter rules: a value is one of the options, each an
-        // exact value or `{"prefix": ...}` (begins with).
-        Value::Array(options) => options.iter().any(|o| match o {
-            Value::Object(rule) if rule.contains_key("prefix") => {
-                matches!((&rule["prefix"], v), (Value::String(p), Value::String(s)) if s.starts_with(p.as_str()))
-            }
-            exact => exact == v,
-        }),
-        other => other == v,
-    }
-}
-
 fn sequence(r: &Value) -> String {
     r["dynamodb"]["SequenceNumber"].as_str().unwrap().to_owned()
 }
@@ -272,20 +140,15 @@ async fn drive(
             return;
         }
         // Poll the stream as the mapping does, until there is a record.
-        let name = f.name.clone();
-        let records = fieldgate_tests::wait_for_or(
-            async || {
-                let r: Vec<Value> = feed
-                    .read()
-                    .await
-                    .into_iter()
-                    .filter(|r| matches(filter, r))
-                    .collect();
-                (!r.is_empty()).then_some(r)
-            },
-            async || format!("no stream record for {name} while its work is unfinished"),
-        )
-        .await;
+        let records = feed
+            .next_matching(
+                filter,
+                format!(
+                    "no stream record for {} while its work is unfinished",
+                    f.name
+                ),
+            )
+            .await;
         for batch in records.chunks(5) {
             let resp = f.invoke(&json!({ "Records": batch })).await.json();
             assert_eq!(
@@ -428,7 +291,7 @@ async fn the_five_binaries_run_the_whole_flow_as_lambdas() {
 
     // 3. The stream batch as the event-source mapping delivers it: both
     // RECEIVED records, and only the failing one reported back.
-    let mut feed = StreamFeed::new(&table.stream_arn);
+    let mut feed = StreamFeed::new(&aws::need("AWS_ENDPOINT_URL_DYNAMODB"), &table.stream_arn);
     let filter = template::stream_filter("StructureFunction");
     let batch: Vec<Value> = feed
         .read()

@@ -40,15 +40,9 @@ impl Structurer for RulesStructurer {
         workflow: &Workflow,
         input: &StructuringInput<'_>,
     ) -> Result<Proposed, StructureError> {
-        // The first call of a process trains the shipped model (seconds of
-        // CPU in a debug build). On the runtime's workers that stalled
-        // every request of the server, intake included, until it was done:
-        // train on the blocking pool, so only this structuring waits.
-        tokio::task::spawn_blocking(|| LazyLock::force(&classifier::SHIPPED).models.len())
-            .await
-            .map_err(|e| {
-                StructureError::Unavailable(format!("training the rules' classifier failed: {e}"))
-            })?;
+        // The first call of a process loads the shipped model: a copy of
+        // its file, not a training (that took seconds and stalled the
+        // runtime's workers), so it runs here.
         Ok(structure_text(workflow, input.notes))
     }
 }
