@@ -811,22 +811,30 @@ impl Classifier {
             let log_prior = r.many(classes, f64::from_le_bytes)?;
             let bits = r.take(n.div_ceil(8))?;
             let known = |j: usize| bits[j / 8] & (1 << (j % 8)) != 0;
-            let mine: Vec<usize> = (0..n).filter(|&j| known(j)).collect();
-            let exps = r.take(mine.len())?;
-            let weights = r
-                .take(mine.len() * classes)?
-                .chunks_exact(classes)
-                .zip(exps)
-                .flat_map(|(row, e)| {
-                    let step = 2f32.powi(i32::from(*e as i8));
-                    row.iter().map(move |q| f32::from(*q as i8) * step)
-                })
-                .collect();
+            // The shipped models all know every feature: then the shared
+            // lists are copied whole, not picked one by one.
+            let (mine_keys, mine_kinds) = if (0..n).all(known) {
+                (keys.clone(), kinds.to_vec())
+            } else {
+                let mine: Vec<usize> = (0..n).filter(|&j| known(j)).collect();
+                (
+                    mine.iter().map(|&j| keys[j]).collect(),
+                    mine.iter().map(|&j| kinds[j]).collect(),
+                )
+            };
+            let m = mine_keys.len();
+            let exps = r.take(m)?;
+            let rows = r.take(m.checked_mul(classes).ok_or(ModelFileError::Truncated)?)?;
+            let mut weights = Vec::with_capacity(rows.len());
+            for (row, e) in rows.chunks_exact(classes).zip(exps) {
+                let step = 2f32.powi(i32::from(*e as i8));
+                weights.extend(row.iter().map(|q| f32::from(*q as i8) * step));
+            }
             models.push(Model {
                 classes,
                 log_prior,
-                keys: mine.iter().map(|&j| keys[j]).collect(),
-                kinds: mine.iter().map(|&j| kinds[j]).collect(),
+                keys: mine_keys,
+                kinds: mine_kinds,
                 weights,
             });
         }
@@ -927,6 +935,44 @@ mod tests {
             "rebuild: the binary has an older file"
         );
         assert_eq!(*SHIPPED.models, *shipped.models);
+    }
+
+    #[test]
+    fn models_that_know_different_features_round_trip() {
+        let row = |c: usize, x: f32| (0..c).map(|i| x * (i as f32 - 1.5)).collect::<Vec<f32>>();
+        let models: Vec<Model> = CONCEPTS
+            .iter()
+            .enumerate()
+            .map(|(ci, k)| {
+                let c = k.classes();
+                // Model 0 knows three features, model 1 one of them and a
+                // fourth, model 2 none.
+                let rows = [
+                    (30u64, 0u8, 0.7f32),
+                    (10, 1, -2.5),
+                    (20, 4, 6.0),
+                    (40, 2, 0.01),
+                ]
+                .into_iter()
+                .filter(|(h, _, _)| match ci {
+                    0 => *h != 40,
+                    1 => *h == 20 || *h == 40,
+                    _ => false,
+                })
+                .map(|(h, kind, x)| (h, kind, row(c, x)))
+                .collect();
+                Model::from_rows(c, (0..c).map(|i| i as f64 * 0.25).collect(), rows).rounded()
+            })
+            .collect();
+        let clf = Classifier {
+            params: Params::default(),
+            models,
+        };
+        let back = Classifier::from_bytes(&clf.to_bytes(), Params::default()).unwrap();
+        assert_eq!(back.models, clf.models);
+        assert_eq!(back.models[1].keys, [20, 40]);
+        assert_eq!(back.models[1].kinds, [4, 2]);
+        assert!(back.models[2].is_empty());
     }
 
     #[test]
