@@ -682,6 +682,16 @@ const MAGIC: &[u8; 8] = b"FGCLF\x002\n";
 /// training, so what is measured is what ships.
 const LEVELS: f32 = 127.0;
 
+/// The step of a feature's weights: `2^e`.
+fn step(e: i8) -> f32 {
+    2f32.powi(i32::from(e))
+}
+
+/// A weight in steps of `step`, to the nearest that fits in ±[`LEVELS`].
+fn steps(w: f32, step: f32) -> i8 {
+    (w / step).round().clamp(-LEVELS, LEVELS) as i8
+}
+
 impl Model {
     /// The weights rounded as the file stores them ([`LEVELS`]). Training
     /// ends with it, so the model a process trains (cross-validation,
@@ -689,9 +699,9 @@ impl Model {
     fn rounded(mut self) -> Model {
         let exps = self.exponents();
         for (row, e) in self.weights.chunks_exact_mut(self.classes).zip(exps) {
-            let step = 2f32.powi(i32::from(e));
+            let step = step(e);
             for w in row {
-                *w = (*w / step).round().clamp(-LEVELS, LEVELS) * step;
+                *w = f32::from(steps(*w, step)) * step;
             }
         }
         self
@@ -717,8 +727,9 @@ impl Classifier {
     /// The models as a file (little-endian): the magic; every model's
     /// features once (their count, the hashes as u64 sorted, the kinds as
     /// u8); the number of models; then per model its classes, the biases
-    /// (f64), a bitmap of which features it knows, the weight scale (f32)
-    /// and the weights (i8, `classes` per known feature). The parameters
+    /// (f64), a bitmap of which features it knows, per known feature the
+    /// exponent of its step (i8, [`step`]) and its `classes` weights in
+    /// steps (i8). The parameters
     /// are not in it: the shipped model is read with [`Params::default`].
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut union: Vec<(u64, u8)> = self
@@ -747,11 +758,8 @@ impl Classifier {
             let exps = m.exponents();
             out.extend(exps.iter().map(|e| *e as u8));
             for (row, e) in m.weights.chunks_exact(m.classes).zip(&exps) {
-                let step = 2f32.powi(i32::from(*e));
-                out.extend(
-                    row.iter()
-                        .map(|w| (w / step).round().clamp(-LEVELS, LEVELS) as i8 as u8),
-                );
+                let step = step(*e);
+                out.extend(row.iter().map(|w| steps(*w, step) as u8));
             }
         }
         out
@@ -827,7 +835,7 @@ impl Classifier {
             let rows = r.take(m.checked_mul(classes).ok_or(ModelFileError::Truncated)?)?;
             let mut weights = Vec::with_capacity(rows.len());
             for (row, e) in rows.chunks_exact(classes).zip(exps) {
-                let step = 2f32.powi(i32::from(*e as i8));
+                let step = step(*e as i8);
                 weights.extend(row.iter().map(|q| f32::from(*q as i8) * step));
             }
             models.push(Model {
@@ -866,8 +874,8 @@ mod tests {
     }
 
     /// The shipped file is what the shipped corpora train today. After a
-    /// change to the corpora, the
-    /// features or [`Params::default`], write it anew:
+    /// change to the corpora, the features or [`Params::default`], write it
+    /// anew:
     /// `FIELDGATE_WRITE_MODEL=1 cargo test --workspace --lib
     /// the_shipped_model` (and say so in the commit).
     #[test]
@@ -893,12 +901,8 @@ mod tests {
                 "{name}: the features differ; {stale}"
             );
             // The weights come from floating point (exp): another CPU or
-            // libm may round a last bit differently, which does not make
-            // the file stale; a changed corpus moves them by far more.
-            // The weights come from floating point (exp): another CPU or
             // libm may round a last bit differently and so, rarely, land
             // one step away; a changed corpus moves far more of them.
-            let step = |e: i8| 2f32.powi(i32::from(e));
             let off = s
                 .weights
                 .chunks_exact(s.classes)
